@@ -1,0 +1,100 @@
+"""stardag_nb: a Jupyter-first, declarative DAG framework, compatible with stardag's API.
+
+    import stardag_nb as sd
+
+    @sd.task
+    def get_range(limit: int) -> list[int]:
+        return list(range(limit))
+
+    @sd.task
+    def get_sum(integers: sd.Depends[list[int]]) -> int:
+        return sum(integers)
+
+    task = get_sum(integers=get_range(limit=10))
+    sd.build(task)
+    print(task.output().load())  # 45
+
+Task ids and output paths are identical to stardag's for the same task.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from ._alias_task import AliasedMetadata, AliasTask
+from ._auto_task import AutoTask
+from ._decorator import task
+from ._hashable_set import HashableSet, HashSafeSetSerializer
+from ._task import (
+    BaseTask,
+    Task,
+    TaskRef,
+    TaskStruct,
+    auto_namespace,
+    flatten_task_struct,
+    namespace,
+)
+from ._task_loads import Depends, TaskLoads
+from .base_model import StardagBaseModel, StardagField
+from .build import build, build_aio, build_sequential, build_sequential_aio
+from .exceptions import (
+    APIError,
+    AuthenticationError,
+    AuthorizationError,
+    StardagError,
+    TokenExpiredError,
+)
+from .polymorphic import Polymorphic, SubClass
+from .registry import registry_provider
+from .target import (
+    DirectoryTarget,
+    FileSystemTarget,
+    LocalTarget,
+    get_directory_target,
+    get_target,
+    target_factory_provider,
+)
+
+try:
+    __version__ = _version("stardag_nb")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0.dev"
+
+__all__ = [
+    "APIError",
+    "AliasTask",
+    "AliasedMetadata",
+    "AuthenticationError",
+    "AuthorizationError",
+    "AutoTask",
+    "BaseTask",
+    "Depends",
+    "DirectoryTarget",
+    "FileSystemTarget",
+    "HashSafeSetSerializer",
+    "HashableSet",
+    "LocalTarget",
+    "Polymorphic",
+    "StardagBaseModel",
+    "StardagError",
+    "StardagField",
+    "SubClass",
+    "Task",
+    "TaskLoads",
+    "TaskRef",
+    "TaskStruct",
+    "TokenExpiredError",
+    "__version__",
+    "auto_namespace",
+    "build",
+    "build_aio",
+    "build_sequential",
+    "build_sequential_aio",
+    "flatten_task_struct",
+    "get_directory_target",
+    "get_target",
+    "namespace",
+    "registry_provider",
+    "target_factory_provider",
+    "task",
+]

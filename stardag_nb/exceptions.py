@@ -1,0 +1,170 @@
+"""Errors raised by stardag_nb.
+
+Every error the library raises on purpose derives from :class:`StardagError`::
+
+    StardagError
+    ├── TaskDefinitionError         a task class or function is declared wrongly
+    │   └── TaskImplementationError   a concrete task has neither run() nor run_aio()
+    ├── ParameterError (ValueError)  a task parameter value is invalid
+    ├── TargetError                  targets and their roots
+    │   ├── UnknownTargetRootError (KeyError)  no root configured under that key
+    │   └── MissingDependencyError (ImportError)  an optional package is needed
+    ├── SerializationError           an output cannot be serialized or loaded
+    ├── ConfigError (ValueError)     a config file or variable is malformed
+    └── APIError                     the registry service answered with an error
+        ├── AuthenticationError
+        │   ├── TokenExpiredError
+        │   ├── InvalidTokenError
+        │   ├── InvalidAPIKeyError
+        │   └── NotAuthenticatedError
+        ├── AuthorizationError
+        │   └── EnvironmentAccessError
+        └── NotFoundError
+
+The API error classes keep the names and constructor signatures of stardag's.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "AuthorizationError",
+    "ConfigError",
+    "EnvironmentAccessError",
+    "InvalidAPIKeyError",
+    "InvalidTokenError",
+    "MissingDependencyError",
+    "NotAuthenticatedError",
+    "NotFoundError",
+    "ParameterError",
+    "SerializationError",
+    "StardagError",
+    "TargetError",
+    "TaskDefinitionError",
+    "TaskImplementationError",
+    "TokenExpiredError",
+    "UnknownTargetRootError",
+]
+
+
+class StardagError(Exception):
+    """Root of every error stardag_nb raises on purpose."""
+
+
+class TaskDefinitionError(StardagError, TypeError):
+    """A task class or task function is declared in a way that cannot work."""
+
+
+class TaskImplementationError(TaskDefinitionError):
+    """A concrete task class implements neither ``run()`` nor ``run_aio()``."""
+
+
+class ParameterError(StardagError, ValueError):
+    """A task parameter has a value the task cannot accept."""
+
+
+class TargetError(StardagError):
+    """A target cannot be created, located or written."""
+
+
+class UnknownTargetRootError(TargetError, KeyError):
+    """No target root is configured under the requested key."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingDependencyError(TargetError, ImportError):
+    """An optional package is needed for what was asked (an fsspec protocol, pandas...)."""
+
+
+class SerializationError(StardagError, ValueError):
+    """A value cannot be serialized to, or loaded from, a target."""
+
+
+class ConfigError(StardagError, ValueError):
+    """A configuration file or environment variable is malformed."""
+
+
+class APIError(StardagError):
+    """The registry service answered with an error."""
+
+    def __init__(self, message: str, status_code: int | None = None, detail: str | None = None):
+        self.message = message
+        self.status_code = status_code
+        self.detail = detail
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status_code is not None:
+            parts.append(f"(HTTP {self.status_code})")
+        if self.detail and self.detail not in self.message:
+            parts.append(f": {self.detail}")
+        return " ".join(parts)
+
+
+class AuthenticationError(APIError):
+    """The caller is not authenticated (HTTP 401)."""
+
+    def __init__(
+        self,
+        message: str = "Authentication failed",
+        status_code: int | None = 401,
+        detail: str | None = None,
+    ):
+        super().__init__(message, status_code, detail)
+
+
+class TokenExpiredError(AuthenticationError):
+    """The access token has expired; log in again or refresh it."""
+
+    def __init__(self, detail: str | None = None):
+        super().__init__("Access token has expired; run 'stardag-nb auth login'", 401, detail)
+
+
+class InvalidTokenError(AuthenticationError):
+    """The access token is not valid for this registry."""
+
+    def __init__(self, detail: str | None = None):
+        super().__init__("Access token is invalid", 401, detail)
+
+
+class InvalidAPIKeyError(AuthenticationError):
+    """The API key is unknown, revoked or malformed."""
+
+    def __init__(self, detail: str | None = None):
+        super().__init__("API key is invalid or revoked; check STARDAG_API_KEY", 401, detail)
+
+
+class NotAuthenticatedError(AuthenticationError):
+    """No credentials were sent."""
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(
+            "Not authenticated: set STARDAG_API_KEY or run 'stardag-nb auth login'", 401, detail
+        )
+
+
+class AuthorizationError(APIError):
+    """The caller may not do this (HTTP 403)."""
+
+    def __init__(self, message: str = "Access denied", detail: str | None = None):
+        super().__init__(message, 403, detail)
+
+
+class EnvironmentAccessError(AuthorizationError):
+    """The caller may not use this environment."""
+
+    def __init__(self, environment_id: str | None = None, detail: str | None = None):
+        self.environment_id = environment_id
+        target = f" {environment_id}" if environment_id else ""
+        super().__init__(f"No access to environment{target}", detail)
+
+
+class NotFoundError(APIError):
+    """The requested resource does not exist (HTTP 404)."""
+
+    def __init__(self, message: str = "Resource not found", detail: str | None = None):
+        super().__init__(message, 404, detail)
