@@ -1,0 +1,64 @@
+"""Targets: where task outputs live (local files, remote stores, memory) and how to reach them.
+
+``get_target(relpath)`` resolves a path relative to the configured target root; a
+``Serializable`` target pairs a file target with a serializer (see
+:mod:`stardag_nb.target.serialize`). Nothing heavy (pandas, fsspec) is imported until used.
+"""
+
+from stardag_nb.target._base import (
+    FileSystemTarget,
+    LoadableSaveableFileSystemTarget,
+    LoadableSaveableTarget,
+    LoadableTarget,
+    LoadedT,
+    SaveableTarget,
+    Target,
+)
+from stardag_nb.target._directory import DirectoryTarget
+from stardag_nb.target._factory import (
+    TargetFactory,
+    get_directory_target,
+    get_target,
+    target_factory_provider,
+)
+from stardag_nb.target._local import LocalTarget
+from stardag_nb.target._memory import (
+    InMemoryFileSystemTarget,
+    InMemoryRemoteFileSystem,
+    InMemoryTarget,
+)
+from stardag_nb.target._remote import (
+    CachedRemoteFileSystem,
+    CachedRemoteFileSystemConfig,
+    FsspecRemoteFileSystem,
+    RemoteFileSystemABC,
+    RemoteFileSystemTarget,
+)
+from stardag_nb.target.serialize import Serializable
+
+__all__ = [
+    # stardag.target.__all__
+    "CachedRemoteFileSystem",
+    "CachedRemoteFileSystemConfig",
+    "DirectoryTarget",
+    "FileSystemTarget",
+    "get_target",
+    "get_directory_target",
+    "InMemoryFileSystemTarget",
+    "InMemoryRemoteFileSystem",
+    "InMemoryTarget",
+    "LoadableSaveableTarget",
+    "LoadableSaveableFileSystemTarget",
+    "LoadableTarget",
+    "LoadedT",
+    "LocalTarget",
+    "RemoteFileSystemABC",
+    "RemoteFileSystemTarget",
+    "SaveableTarget",
+    "Serializable",
+    "Target",
+    "TargetFactory",
+    "target_factory_provider",
+    # stardag_nb additions
+    "FsspecRemoteFileSystem",
+]

@@ -1,0 +1,200 @@
+"""Turning relative output paths into targets under the configured target roots."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Union
+
+from stardag_nb.exceptions import TargetError, UnknownTargetRootError
+from stardag_nb.target._base import FileSystemTarget
+from stardag_nb.target._directory import DirectoryTarget
+from stardag_nb.target._local import LocalTarget
+from stardag_nb.target._memory import InMemoryFileSystemTarget, InMemoryRemoteFileSystem
+from stardag_nb.target._remote import FsspecRemoteFileSystem, RemoteFileSystemTarget
+from stardag_nb.utils.resource_provider import resource_provider
+
+__all__ = [
+    "TargetFactory",
+    "TargetPrototype",
+    "get_directory_target",
+    "get_target",
+    "target_factory_provider",
+]
+
+TargetPrototype = Union[type[FileSystemTarget], Callable[[str], FileSystemTarget]]
+
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+_in_memory_rfs: InMemoryRemoteFileSystem | None = None
+_fsspec_rfs: dict[str, FsspecRemoteFileSystem] = {}
+_module_lock = threading.Lock()
+
+
+def _in_memory_target(uri: str) -> FileSystemTarget:
+    """An ``in-memory://`` target in the process-wide in-memory remote file system.
+
+    Its store is ``InMemoryFileSystemTarget.uri_to_bytes``, so
+    ``InMemoryFileSystemTarget.cleared()`` also empties it.
+    """
+    global _in_memory_rfs
+    if _in_memory_rfs is None:
+        with _module_lock:
+            if _in_memory_rfs is None:
+                rfs = InMemoryRemoteFileSystem()
+                rfs.uri_to_bytes = InMemoryFileSystemTarget.uri_to_bytes
+                _in_memory_rfs = rfs
+    return RemoteFileSystemTarget(uri, _in_memory_rfs)
+
+
+def _fsspec_target(uri: str) -> FileSystemTarget:
+    """A target for any fsspec URI (``s3://``, ``gs://``, ``memory://``, ...).
+
+    The file system is created now, so a missing package (fsspec, s3fs, ...) is reported
+    as soon as the target is asked for, naming the URI and the pip command.
+    """
+    match = _URI_SCHEME.match(uri)
+    if match is None:
+        raise TargetError(f"{uri!r} is not a URI of the form <protocol>://...")
+    protocol = match.group(1)
+    rfs = _fsspec_rfs.get(protocol)
+    if rfs is None:
+        with _module_lock:
+            rfs = _fsspec_rfs.setdefault(protocol, FsspecRemoteFileSystem(protocol))
+    rfs.get_fs(uri)
+    return RemoteFileSystemTarget(uri, rfs)
+
+
+def default_target_prototypes() -> dict[str, TargetPrototype]:
+    """The built-in prefixes: local paths ("/") and ``in-memory://``.
+
+    ``in-memory://`` targets share the store of :class:`InMemoryFileSystemTarget` (clear it
+    with ``InMemoryFileSystemTarget.cleared()``). Any other ``<protocol>://`` URI is served
+    through fsspec.
+    """
+    return {"/": LocalTarget, "in-memory://": _in_memory_target}
+
+
+def _configured_roots() -> dict[str, str]:
+    from stardag_nb.config import get_config  # lazy: config may import heavier things
+
+    return dict(get_config().target.roots)
+
+
+def _normalise_root(root: str) -> str:
+    root = os.path.expanduser(root) if root.startswith("~") else root
+    return root if root.endswith("/") else root + "/"
+
+
+def _is_absolute_root(root: str) -> bool:
+    return root.startswith("/") or os.path.isabs(root) or bool(_URI_SCHEME.match(root))
+
+
+class TargetFactory:
+    """Creates targets for paths relative to named target roots.
+
+    ``target_roots`` maps keys to roots (absolute paths or URIs) and defaults to the
+    configured ``config.target.roots``; each root is normalised to end with "/".
+    ``prefix_to_target_prototype`` maps a path prefix to the target class (or callable)
+    serving it; other ``<protocol>://`` URIs are served through fsspec.
+    """
+
+    def __init__(
+        self,
+        target_roots: dict[str, str] | None = None,
+        prefix_to_target_prototype: Mapping[str, TargetPrototype] | None = None,
+    ) -> None:
+        if target_roots is None:
+            target_roots = _configured_roots()
+        self.target_roots: dict[str, str] = {
+            key: _normalise_root(root) for key, root in target_roots.items()
+        }
+        self.prefix_to_target_prototype: dict[str, TargetPrototype] = dict(
+            default_target_prototypes()
+            if prefix_to_target_prototype is None
+            else prefix_to_target_prototype
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target_roots={self.target_roots!r})"
+
+    def _is_full_path(self, path: str) -> bool:
+        if any(path.startswith(prefix) for prefix in self.prefix_to_target_prototype):
+            return True
+        return path.startswith("/") or bool(_URI_SCHEME.match(path))
+
+    def _get_target_prototype(self, path: str) -> TargetPrototype:
+        best: str | None = None
+        for prefix in self.prefix_to_target_prototype:
+            if path.startswith(prefix) and (best is None or len(prefix) > len(best)):
+                best = prefix
+        if best is not None:
+            return self.prefix_to_target_prototype[best]
+        if _URI_SCHEME.match(path):
+            return _fsspec_target
+        raise TargetError(
+            f"URI {path!r} does not match any configured prefix "
+            f"{sorted(self.prefix_to_target_prototype)} and is not a <protocol>:// URI."
+        )
+
+    def _root(self, target_root_key: str) -> str:
+        try:
+            root = self.target_roots[target_root_key]
+        except KeyError:
+            keys = sorted(self.target_roots)
+            env_key = re.sub(r"[^A-Za-z0-9]", "_", target_root_key).upper()
+            raise UnknownTargetRootError(
+                f"No target root is configured for key {target_root_key!r}; configured "
+                f"keys: {keys}. Add one with the environment variable "
+                f"STARDAG_TARGET_ROOTS__{env_key}=/absolute/path/or/uri (or "
+                f"STARDAG_TARGET_ROOTS as a JSON object), sync your environment's roots "
+                f"from the registry with 'stardag-nb config target-roots sync', or pass "
+                f"TargetFactory(target_roots={{{target_root_key!r}: ...}})."
+            ) from None
+        if not _is_absolute_root(root):
+            raise TargetError(
+                f"Target root {target_root_key!r} is {root!r}: target roots must be absolute "
+                "paths (/..., ~/...) or URIs (s3://..., memory://...), not relative paths."
+            )
+        return root
+
+    def get_path(self, relpath: str, target_root_key: str = "default") -> str:
+        """The full path or URI for ``relpath`` (returned unchanged if already full)."""
+        if self._is_full_path(relpath):
+            return relpath
+        return self._root(target_root_key) + relpath
+
+    def get_target(self, relpath: str, target_root_key: str = "default") -> FileSystemTarget:
+        """The target at ``relpath`` under the root ``target_root_key``."""
+        path = self.get_path(relpath, target_root_key)
+        return self._get_target_prototype(path)(path)
+
+    def get_directory_target(
+        self, relpath: str, target_root_key: str = "default"
+    ) -> DirectoryTarget[FileSystemTarget]:
+        """The directory target at ``relpath`` under the root ``target_root_key``."""
+        path = self.get_path(relpath, target_root_key)
+        if not path.endswith("/"):
+            path += "/"
+        return DirectoryTarget(path, self._get_target_prototype(path))
+
+
+target_factory_provider = resource_provider(
+    TargetFactory,
+    TargetFactory,
+    "Provides the TargetFactory used by get_target() and get_directory_target().",
+)
+
+
+def get_target(relpath: str, target_root_key: str = "default") -> FileSystemTarget:
+    """The target at ``relpath`` under a configured root, via :data:`target_factory_provider`."""
+    return target_factory_provider.get().get_target(relpath, target_root_key)
+
+
+def get_directory_target(
+    relpath: str, target_root_key: str = "default"
+) -> DirectoryTarget[FileSystemTarget]:
+    """The directory target at ``relpath`` under a configured root."""
+    return target_factory_provider.get().get_directory_target(relpath, target_root_key)

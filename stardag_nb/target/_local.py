@@ -1,0 +1,194 @@
+"""Local files, written atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from stardag_nb.target._base import (
+    FileSystemTarget,
+    OpenMode,
+    _AsyncHandle,
+    _require_written,
+    _UriIdentity,
+)
+
+__all__ = ["LocalTarget"]
+
+
+def _temp_sibling(final: str, suffix: str = "") -> str:
+    """A fresh name next to ``final``: ``<final>.tmp-<random><suffix>``."""
+    return f"{final}.tmp-{os.urandom(6).hex()}{suffix}"
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: str) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class _AtomicWriteHandle:
+    """A file handle writing to a temporary sibling that replaces the final file on close.
+
+    ``close()`` (or leaving ``with`` cleanly) flushes, fsyncs and ``os.replace``-s the
+    temporary file into place. Leaving ``with`` on an exception, or :meth:`discard`,
+    deletes the temporary file and leaves any previous file untouched.
+    """
+
+    def __init__(self, final: str, binary: bool) -> None:
+        self._final = final
+        self._tmp = _temp_sibling(final)
+        self._done = False
+        self._file: IO[Any]
+        try:
+            self._file = self._open_tmp(binary)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+            self._file = self._open_tmp(binary)
+
+    def _open_tmp(self, binary: bool) -> IO[Any]:
+        if binary:
+            return open(self._tmp, "xb")
+        return open(self._tmp, "x", encoding="utf-8")
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    def write(self, data: Any) -> int:
+        return self._file.write(data)
+
+    def close(self) -> None:
+        """Commit: make the written content the target's content, atomically."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self._final)
+        except BaseException:
+            self._file.close()
+            _remove(self._tmp)
+            raise
+
+    def discard(self) -> None:
+        """Abandon the write: delete the temporary file; the target is unchanged."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._file.close()
+        finally:
+            _remove(self._tmp)
+
+    def __enter__(self) -> _AtomicWriteHandle:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+    def __getattr__(self, name: str) -> Any:
+        # flush, writelines, tell, seek, writable, ... of the underlying file
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._file, name)
+
+    def __del__(self) -> None:
+        # Dropped without close(): never publish possibly incomplete content.
+        try:
+            if not getattr(self, "_done", True):
+                self.discard()
+        except Exception:
+            pass
+
+
+class LocalTarget(_UriIdentity, FileSystemTarget):
+    """A file on the local file system.
+
+    ``~`` is expanded, parent directories are created on write, and writes are atomic: the
+    content goes to ``<name>.tmp-<random>`` in the same directory, is fsynced, and is
+    renamed over the final path only when the write completes without an exception. A
+    reader therefore sees either no file, the old content or the new content.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = os.path.expanduser(os.fspath(uri))
+
+    @property
+    def path(self) -> Path:
+        """The target as a :class:`pathlib.Path`."""
+        return Path(self.uri)
+
+    def exists(self) -> bool:
+        """True if the file exists."""
+        return os.path.exists(self.uri)
+
+    async def exists_aio(self) -> bool:
+        """Async :meth:`exists` (a stat call; no thread hop)."""
+        return os.path.exists(self.uri)
+
+    def _open(self, mode: OpenMode) -> Any:
+        if mode == "r":
+            return open(self.uri, encoding="utf-8")
+        if mode == "rb":
+            return open(self.uri, "rb")
+        return _AtomicWriteHandle(self.uri, binary=(mode == "wb"))
+
+    def _open_aio(self, mode: OpenMode) -> Any:
+        return _AsyncHandle(self._open(mode))
+
+    def _post_write_hook(self) -> None:
+        """Called after a proxy-path write was moved into place (no-op; for subclasses)."""
+
+    @contextmanager
+    def _readable_proxy_path(self) -> Iterator[Path]:
+        if not os.path.exists(self.uri):
+            raise FileNotFoundError(f"No such file: {self.uri!r}")
+        yield Path(self.uri)
+
+    @contextmanager
+    def _writable_proxy_path(self) -> Iterator[Path]:
+        # Keep the final suffix so tools that infer a format from it (np.save, ...) behave.
+        final = self.uri
+        tmp = _temp_sibling(final, suffix=Path(final).suffix)
+        os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+        try:
+            yield Path(tmp)
+            _require_written(Path(tmp), final)
+            _fsync_path(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            _remove(tmp)
+            raise
+        self._post_write_hook()
+
+    @asynccontextmanager
+    async def _readable_proxy_path_aio(self) -> AsyncIterator[Path]:
+        with self._readable_proxy_path() as path:
+            yield path
+
+    @asynccontextmanager
+    async def _writable_proxy_path_aio(self) -> AsyncIterator[Path]:
+        with self._writable_proxy_path() as path:
+            yield path
