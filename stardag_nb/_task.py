@@ -1,0 +1,452 @@
+"""The task model: ``BaseTask``, ``Task[TargetT]``, task ids and namespaces."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union, get_args
+from uuid import UUID, uuid5
+
+from pydantic import SerializationInfo
+from pydantic_core import PydanticSerializationError
+
+from .base_model import CONTEXT_MODE_KEY
+from .exceptions import ParameterError, TaskDefinitionError, TaskImplementationError
+from .polymorphic import (
+    PolymorphicRoot,
+    set_module_namespace,
+    type_repr,
+    types_compatible,
+)
+from .utils.resource_provider import resource_provider
+
+if TYPE_CHECKING:
+    from .registry import RegistryABC
+    from .registry_asset import RegistryAsset
+
+__all__ = [
+    "BaseTask",
+    "Task",
+    "TaskRef",
+    "TaskStruct",
+    "auto_namespace",
+    "flatten_task_struct",
+    "namespace",
+    "task_uuid5_namespace_provider",
+]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_TASK_UUID5_NAMESPACE = UUID("9ca26b27-f7ee-4044-8b3c-e335dc5778dc")
+task_uuid5_namespace_provider = resource_provider(
+    UUID,
+    lambda: _DEFAULT_TASK_UUID5_NAMESPACE,
+    "The UUID namespace task ids are computed in (uuid5).",
+)
+
+# Context key marking the task whose own id is being computed: that task serializes
+# its fields; every other task met on the way serializes as {"id": <its id>}.
+_HASH_ROOT_KEY = "__stardag_hash_root__"
+
+TaskStruct = Union["BaseTask", Sequence["TaskStruct"], Mapping[str, "TaskStruct"]]
+"""A task, or a (nested) list or mapping of tasks: what ``requires()`` returns."""
+
+TargetT = TypeVar("TargetT")
+
+
+def namespace(namespace: str, scope: str) -> None:
+    """Give tasks defined in module ``scope`` (and its submodules) ``namespace``.
+
+    Call it at the top of a module, before the task classes: ``sd.namespace("ml", __name__)``.
+    """
+    set_module_namespace(namespace, scope)
+
+
+def auto_namespace(scope: str) -> None:
+    """Use the module's import path as the namespace of its tasks: ``sd.auto_namespace(__name__)``."""
+    set_module_namespace(scope, scope)
+
+
+def flatten_task_struct(task_struct: TaskStruct | None) -> list[BaseTask]:
+    """The tasks in ``task_struct``, depth first, mapping values in order.
+
+    Raises:
+        TypeError: for anything that is not a task, a sequence or a mapping of those.
+    """
+    out: list[BaseTask] = []
+    stack: list[Any] = [task_struct]
+    while stack:
+        item = stack.pop()
+        if item is None:
+            continue
+        if isinstance(item, BaseTask):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, (str, bytes)):
+            raise TypeError(f"a task struct cannot contain a string: {item!r:.60}")
+        elif isinstance(item, (Sequence, set, frozenset)):
+            stack.extend(reversed(list(item)))
+        else:
+            raise TypeError(
+                "requires() must return a task, a list/tuple or a dict of tasks (nested), "
+                f"or None; got {type(item).__name__}: {item!r:.60}"
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A light reference to a task: its name, version and id."""
+
+    name: str
+    version: str | None
+    id: UUID
+
+    @property
+    def slug(self) -> str:
+        """``<name>-v<version>-<id[:8]>`` (stardag's format, with a double dash if unversioned)."""
+        version = f"v{self.version}" if self.version else ""
+        return f"{self.name}-{version}-{str(self.id)[:8]}"
+
+    @classmethod
+    def from_task(cls, task: BaseTask) -> TaskRef:
+        """The reference of ``task``."""
+        return cls(name=task.get_name(), version=task.version or None, id=task.id)
+
+
+def _with_version_check(fn: Any) -> Any:
+    """Wrap a run()/run_aio() so it first checks the task's version against the class's."""
+    if getattr(fn, "__stardag_checked__", False):
+        return fn
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def agen_wrapper(self: BaseTask, *a: Any, **kw: Any) -> Any:
+            self._check_before_run()
+            async for item in fn(self, *a, **kw):
+                yield item
+
+        wrapper: Any = agen_wrapper
+    elif inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def coro_wrapper(self: BaseTask, *a: Any, **kw: Any) -> Any:
+            self._check_before_run()
+            return await fn(self, *a, **kw)
+
+        wrapper = coro_wrapper
+    elif inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(self: BaseTask, *a: Any, **kw: Any) -> Any:
+            self._check_before_run()
+            return (yield from fn(self, *a, **kw))
+
+        wrapper = gen_wrapper
+    else:
+
+        @functools.wraps(fn)
+        def plain_wrapper(self: BaseTask, *a: Any, **kw: Any) -> Any:
+            self._check_before_run()
+            return fn(self, *a, **kw)
+
+        wrapper = plain_wrapper
+    wrapper.__stardag_checked__ = True
+    return wrapper
+
+
+class BaseTask(PolymorphicRoot, abc.ABC):
+    """Base of all tasks: a frozen pydantic model whose fields are its parameters.
+
+    A task's ``id`` is a UUID5 over its type id, version and parameters (tasks among
+    the parameters enter through their own ids), identical to stardag's. It is
+    computed once, when the task is created, so ids of deep DAGs cost
+    O(parameters + dependencies).
+    """
+
+    version: str = ""
+    __version__: ClassVar[str] = ""
+
+    # -- class creation ---------------------------------------------------------------
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in ("run", "run_aio"):
+            fn = cls.__dict__.get(attr)
+            if fn is None:
+                continue
+            if isinstance(fn, (classmethod, staticmethod)):
+                raise TaskDefinitionError(
+                    f"{cls.__qualname__}.{attr} must be a plain method, not a "
+                    f"{type(fn).__name__}."
+                )
+            if callable(fn):
+                setattr(cls, attr, _with_version_check(fn))
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if (
+            abc.ABC in cls.__bases__
+            or inspect.isabstract(cls)
+            or "[" in cls.__name__
+            or getattr(cls, "__pydantic_generic_metadata__", {}).get("parameters")
+        ):
+            return
+        if not (_has_custom_run_cls(cls) or _has_custom_run_aio_cls(cls)):
+            raise TaskImplementationError(
+                f"Task class {cls.__qualname__} implements neither run() nor run_aio(); "
+                "define one of them (or mark the class abstract with abc.ABC)."
+            )
+
+    # -- identity ---------------------------------------------------------------------
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Computing the id now means a parent task only ever reads its children's
+        # cached ids: O(params + deps) per task, no recursion through deep DAGs.
+        self.__dict__["id"] = self._compute_id()
+
+    @property
+    def id(self) -> UUID:
+        """The task id (a UUID5), stable across processes and identical to stardag's."""
+        try:
+            return self.__dict__["id"]
+        except KeyError:  # built without __init__ (model_construct)
+            value = self.__dict__["id"] = self._compute_id()
+            return value
+
+    def _hash_jsonable(self) -> dict[str, Any]:
+        """The JSON-able dict the id is computed from."""
+        try:
+            data = type(self).__pydantic_serializer__.to_python(
+                self, mode="json", context={CONTEXT_MODE_KEY: "hash", _HASH_ROOT_KEY: self}
+            )
+        except PydanticSerializationError as exc:
+            raise ParameterError(
+                f"Cannot compute the id of {type(self).__qualname__}: its parameters must be "
+                f"JSON-serializable ({exc}). Use JSON-able parameter types, or exclude the "
+                "field from the id with Annotated[T, sd.StardagField(hash_exclude=True)]."
+            ) from exc
+        return data
+
+    def _compute_id(self) -> UUID:
+        payload = json.dumps(self._hash_jsonable(), separators=(",", ":"), sort_keys=True)
+        return uuid5(task_uuid5_namespace_provider.get(), payload)
+
+    def _serialize(self, handler: Any, info: SerializationInfo, mode: str | None) -> Any:
+        ref = self._hash_reference(info.context)
+        return ref if ref is not None else super()._serialize(handler, info, mode)
+
+    def _hash_reference(self, context: Any) -> dict[str, str] | None:
+        """``{"id": ...}`` when serializing in hash mode for any task but the id's owner."""
+        if (
+            context
+            and context.get(CONTEXT_MODE_KEY) == "hash"
+            and context.get(_HASH_ROOT_KEY) is not self
+        ):
+            return {"id": str(self.id)}
+        return None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        """Copy the task; with ``update``, the copy is re-validated and gets its own id."""
+        if update:
+            data = {name: getattr(self, name) for name in type(self).model_fields}
+            data.update(update)
+            return type(self)(**data)
+        return super().model_copy(deep=deep)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not type(self):
+            return NotImplemented if not isinstance(other, BaseTask) else False
+        if self.id != other.id:  # type: ignore[attr-defined]
+            return False
+        excluded = type(self).__stardag_fields__
+        return all(getattr(self, n) == getattr(other, n) for n in excluded)
+
+    def __lt__(self, other: BaseTask) -> bool:
+        return str(self.id) < str(other.id)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "version" and not value:
+                continue
+            yield name, (_ShortTaskRepr(value) if isinstance(value, BaseTask) else value)
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    # -- naming -----------------------------------------------------------------------
+
+    @classmethod
+    def __generic_args_mismatch__(cls, value_cls: type, expected_args: tuple[Any, ...]) -> str | None:
+        """Say why a ``value_cls`` instance cannot stand where ``cls[*expected_args]`` is wanted."""
+        expected = _loaded_type_of_target(expected_args[0]) if expected_args else None
+        actual = value_cls._loads_type() if issubclass(value_cls, BaseTask) else None
+        if expected is None or actual is None or types_compatible(expected, actual):
+            return None
+        return (
+            f"{value_cls.__name__} produces {type_repr(actual)}, but a task producing "
+            f"{type_repr(expected)} is expected here"
+        )
+
+    @classmethod
+    def _loads_type(cls) -> Any:
+        """The type this task's output loads as, when it is known (else None)."""
+        return None
+
+    # -- behaviour --------------------------------------------------------------------
+
+    def _check_before_run(self) -> None:
+        expected = type(self).__version__
+        if self.version != expected:
+            raise ParameterError(
+                f"{type(self).__qualname__} has version={self.version!r} but the class "
+                f"declares __version__={expected!r}: this instance belongs to another "
+                "version of the code and cannot be run with it. Declare both "
+                f"`__version__ = {expected!r}` and `version: str = {expected!r}`."
+            )
+
+    @abc.abstractmethod
+    def complete(self) -> bool:
+        """True when the task's output exists."""
+
+    async def complete_aio(self) -> bool:
+        """Async twin of :meth:`complete`."""
+        return self.complete()
+
+    def run(self) -> Any:
+        """Do the work (sync). May be a generator yielding dynamic dependencies.
+
+        If only :meth:`run_aio` is overridden, this runs it with ``asyncio.run`` and so
+        cannot be called inside a running event loop: await ``run_aio()`` there.
+        """
+        if not _has_custom_run_aio(self):
+            raise NotImplementedError(f"{type(self).__qualname__} implements neither run nor run_aio")
+        if inspect.isasyncgenfunction(inspect.unwrap(type(self).run_aio)):
+            raise NotImplementedError(
+                f"{type(self).__qualname__}.run_aio is an async generator (dynamic "
+                "dependencies); it cannot be run synchronously. Build it with sd.build()."
+            )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run_aio())
+        raise RuntimeError(
+            f"{type(self).__qualname__} only implements run_aio(); inside a running event "
+            "loop, `await task.run_aio()` instead of calling run()."
+        )
+
+    async def run_aio(self) -> Any:
+        """Do the work (async). May be an async generator yielding dynamic dependencies.
+
+        If only :meth:`run` is overridden, this calls it.
+        """
+        return self.run()
+
+    def requires(self) -> TaskStruct | None:
+        """The static dependencies: a task, a list or dict of tasks, or None."""
+        return None
+
+    @classmethod
+    def has_dynamic_deps(cls) -> bool:
+        """True if ``run`` is a generator or ``run_aio`` an async generator."""
+        return inspect.isgeneratorfunction(inspect.unwrap(cls.run)) or inspect.isasyncgenfunction(
+            inspect.unwrap(cls.run_aio)
+        )
+
+    def registry_assets(self) -> list[RegistryAsset]:
+        """Assets (markdown, JSON, ...) to record in the registry after a successful run."""
+        return []
+
+    async def registry_assets_aio(self) -> list[RegistryAsset]:
+        """Async twin of :meth:`registry_assets`."""
+        return self.registry_assets()
+
+    @classmethod
+    def from_registry(cls, id: UUID | str, registry: RegistryABC | None = None) -> BaseTask:
+        """Rebuild a task from the body the registry recorded for ``id``."""
+        from .registry import registry_provider
+
+        reg = registry or registry_provider.get()
+        metadata = reg.task_get_metadata(UUID(str(id)))
+        body = dict(metadata.body)
+        from .polymorphic import NAME_KEY, NAMESPACE_KEY
+
+        target_cls: type[BaseTask] = cls
+        if NAMESPACE_KEY in body and NAME_KEY in body:
+            target_cls = cls.resolve(body[NAMESPACE_KEY], body[NAME_KEY], {})
+            if not issubclass(target_cls, cls):
+                raise TypeError(f"task {id} is a {target_cls.__name__}, not a {cls.__name__}")
+        body = {k: v for k, v in body.items() if not k.startswith("__")}
+        return target_cls.model_validate(body, context={CONTEXT_MODE_KEY: "compat"})
+
+
+class _ShortTaskRepr:
+    """Shows a nested task as ``Name(<id prefix>)`` so reprs of deep DAGs stay short."""
+
+    def __init__(self, task: BaseTask) -> None:
+        self.text = f"{type(task).__name__}(id={str(task.id)[:8]}…)"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _loaded_type_of_target(target_type: Any) -> Any:
+    args = get_args(target_type)
+    return args[0] if args else None
+
+
+def _has_custom_run_cls(cls: type) -> bool:
+    return cls.run is not BaseTask.run  # type: ignore[attr-defined]
+
+
+def _has_custom_run_aio_cls(cls: type) -> bool:
+    return cls.run_aio is not BaseTask.run_aio  # type: ignore[attr-defined]
+
+
+def _has_custom_run(task: BaseTask) -> bool:
+    """True if the task's class overrides ``run``."""
+    return _has_custom_run_cls(type(task))
+
+
+def _has_custom_run_aio(task: BaseTask) -> bool:
+    """True if the task's class overrides ``run_aio``."""
+    return _has_custom_run_aio_cls(type(task))
+
+
+class Task(BaseTask, Generic[TargetT]):
+    """A task whose output is a target: implement ``output()`` and ``run()``.
+
+    ``complete()`` is ``output().exists()``.
+    """
+
+    @abc.abstractmethod
+    def output(self) -> TargetT:
+        """The target this task writes."""
+
+    def complete(self) -> bool:
+        return self.output().exists()  # type: ignore[attr-defined,no-any-return]
+
+    async def complete_aio(self) -> bool:
+        return await self.output().exists_aio()  # type: ignore[attr-defined,no-any-return]
+
+    @classmethod
+    def _loads_type(cls) -> Any:
+        for klass in cls.__mro__:
+            meta = getattr(klass, "__pydantic_generic_metadata__", None)
+            if meta and meta.get("origin") is Task and meta.get("args"):
+                loaded = _loaded_type_of_target(meta["args"][0])
+                return None if isinstance(loaded, TypeVar) else loaded
+        return None

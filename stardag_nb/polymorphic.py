@@ -1,0 +1,372 @@
+"""Polymorphic (de)serialization: a model's JSON carries its type, so it can be rebuilt.
+
+Every concrete subclass of a :class:`PolymorphicRoot` family is registered under a
+:class:`TypeId` ``(namespace, name)``. Dumps carry ``"__namespace"`` and ``"__name"``;
+a field annotated ``SubClass[Base]`` (``Annotated[Base, Polymorphic()]``) accepts an
+instance of any registered subclass of ``Base`` or its JSON dump, and serializes with
+the runtime class, not the declared one.
+
+Redefining a class with the same module and qualified name (a re-run notebook cell)
+replaces the registered class, so deserialization never resolves to a stale
+definition. Two *different* classes claiming the same type id raise an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+import types
+import typing
+import warnings
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, GetCoreSchemaHandler, SerializationInfo
+from pydantic_core import core_schema
+
+from .base_model import StardagBaseModel
+from .exceptions import TaskDefinitionError
+
+__all__ = [
+    "NAMESPACE_KEY",
+    "NAME_KEY",
+    "OnGenericTypeMismatch",
+    "Polymorphic",
+    "PolymorphicRoot",
+    "SubClass",
+    "TypeId",
+    "is_generic_model",
+]
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE_KEY = "__namespace"
+NAME_KEY = "__name"
+
+OnGenericTypeMismatch = Literal["raise", "warn", "ignore"]
+
+_T = TypeVar("_T")
+_TPolymorphicRoot = TypeVar("_TPolymorphicRoot", bound="PolymorphicRoot")
+
+
+@dataclass(frozen=True)
+class TypeId:
+    """The ``(namespace, name)`` a class is registered and serialized under."""
+
+    namespace: str
+    name: str
+
+
+def is_generic_model(cls: type[BaseModel]) -> bool:
+    """True for a pydantic generic model that still has unbound type parameters."""
+    meta = getattr(cls, "__pydantic_generic_metadata__", None)
+    return bool(meta and meta.get("parameters"))
+
+
+def _is_specialization(cls: type) -> bool:
+    meta = getattr(cls, "__pydantic_generic_metadata__", None)
+    return bool(meta and meta.get("origin") is not None)
+
+
+# module prefix -> namespace, filled by stardag_nb.namespace(...)
+_module_namespaces: dict[str, str] = {}
+
+
+def set_module_namespace(namespace: str, scope: str) -> None:
+    """Tasks defined in module ``scope`` (and its submodules) get ``namespace``."""
+    _module_namespaces[scope] = namespace
+
+
+def namespace_for_module(module: str) -> str | None:
+    """The namespace registered for the longest matching prefix of ``module``."""
+    best: str | None = None
+    best_len = -1
+    for prefix, ns in _module_namespaces.items():
+        if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+            best, best_len = ns, len(prefix)
+    return best
+
+
+class _TypeRegistry:
+    """The classes of one polymorphic family, by type id."""
+
+    def __init__(self, root: type) -> None:
+        self.root = root
+        self._classes: dict[TypeId, type] = {}
+
+    def add(self, cls: type) -> None:
+        type_id: TypeId = cls.__type_id__  # type: ignore[attr-defined]
+        existing = self._classes.get(type_id)
+        if existing is not None and existing is not cls:
+            same_definition = (
+                existing.__module__ == cls.__module__
+                and existing.__qualname__ == cls.__qualname__
+            )
+            if not same_definition:
+                raise TaskDefinitionError(
+                    f"Two classes claim the type id namespace={type_id.namespace!r} "
+                    f"name={type_id.name!r}: {existing.__module__}.{existing.__qualname__} "
+                    f"and {cls.__module__}.{cls.__qualname__}. Give one of them another "
+                    f"name or namespace, e.g. `class {cls.__name__}(..., "
+                    f"name_override='...')` or `sd.namespace('...', __name__)` in its module."
+                )
+            logger.debug("Replacing redefined class %s for %s", existing, type_id)
+        self._classes[type_id] = cls
+
+    def get(self, type_id: TypeId) -> type | None:
+        return self._classes.get(type_id)
+
+    def known(self) -> list[TypeId]:
+        return sorted(self._classes, key=lambda t: (t.namespace, t.name))
+
+    @contextmanager
+    def isolated(self) -> Iterator[None]:
+        """Register classes into a fresh, empty table inside the block; restore after."""
+        saved = self._classes
+        self._classes = {}
+        try:
+            yield
+        finally:
+            self._classes = saved
+
+
+class PolymorphicRoot(StardagBaseModel):
+    """Base of a family of models that (de)serialize polymorphically.
+
+    A direct subclass starts a new family with its own registry. Class keyword
+    arguments ``namespace_override`` and ``name_override`` set the type id of that
+    one class (they are not inherited); otherwise the namespace comes from a
+    ``__namespace__`` class attribute (inherited), then from ``sd.namespace(...)``
+    registrations for the defining module, else ``""``; the name is the class name.
+    """
+
+    __type_id__: ClassVar[TypeId]
+    __namespace__: ClassVar[str]
+    __type_registry__: ClassVar[_TypeRegistry]
+
+    def __init_subclass__(
+        cls,
+        namespace_override: str | None = None,
+        name_override: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if PolymorphicRoot in cls.__bases__:
+            cls.__type_registry__ = _TypeRegistry(cls)
+        name = name_override if name_override is not None else cls.__name__
+        if namespace_override is not None:
+            ns = namespace_override
+        elif "__namespace__" in _class_attr_owners(cls):
+            ns = _class_attr_owners(cls)["__namespace__"]
+        else:
+            ns = namespace_for_module(cls.__module__) or ""
+        cls.__type_id__ = TypeId(namespace=ns, name=name)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls._should_register():
+            cls.__type_registry__.add(cls)
+
+    @classmethod
+    def _should_register(cls) -> bool:
+        return not (
+            "[" in cls.__name__
+            or _is_specialization(cls)
+            or is_generic_model(cls)
+            or PolymorphicRoot in cls.__bases__
+        )
+
+    @classmethod
+    def _registry(cls) -> _TypeRegistry:
+        return cls.__type_registry__
+
+    @classmethod
+    def get_name(cls) -> str:
+        """The name this class is registered and serialized under."""
+        return cls.__type_id__.name
+
+    @classmethod
+    def get_namespace(cls) -> str:
+        """The namespace this class is registered and serialized under."""
+        return cls.__type_id__.namespace
+
+    @classmethod
+    def resolve(
+        cls: type[_TPolymorphicRoot], namespace: str, name: str, extra: dict[str, Any]
+    ) -> type[_TPolymorphicRoot]:
+        """The registered class for ``(namespace, name)`` in this family."""
+        found = cls.__type_registry__.get(TypeId(namespace, name))
+        if found is None:
+            known = ", ".join(
+                f"{t.namespace + '.' if t.namespace else ''}{t.name}"
+                for t in cls.__type_registry__.known()
+            )
+            raise ValueError(
+                f"No {cls.__type_registry__.root.__name__} class is registered as "
+                f"namespace={namespace!r} name={name!r}. Import the module that defines it "
+                f"before loading. Known: {known or 'none'}."
+            )
+        return found  # type: ignore[return-value]
+
+    @classmethod
+    def _strip_type_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (NAMESPACE_KEY in data or NAME_KEY in data):
+            return {k: v for k, v in data.items() if not k.startswith("__")}
+        return data
+
+    def _serialize(self, handler: Any, info: SerializationInfo, mode: str | None) -> Any:
+        data = super()._serialize(handler, info, mode)
+        if isinstance(data, dict):
+            type_id = type(self).__type_id__
+            return {NAMESPACE_KEY: type_id.namespace, NAME_KEY: type_id.name, **data}
+        return data
+
+
+def _class_attr_owners(cls: type) -> dict[str, str]:
+    """``__namespace__`` as set by the class or an ancestor (not by a pydantic base)."""
+    for klass in cls.__mro__:
+        if "__namespace__" in klass.__dict__:
+            value = klass.__dict__["__namespace__"]
+            if isinstance(value, str):
+                return {"__namespace__": value}
+    return {}
+
+
+@dataclass(frozen=True)
+class Polymorphic:
+    """Annotation marker: validate and serialize a field polymorphically.
+
+    ``Annotated[Base, Polymorphic()]`` accepts any instance of a registered subclass
+    of ``Base``, or a dict carrying ``__namespace``/``__name``; it serializes with the
+    runtime class. For generic bases (``Task[LoadableTarget[int]]``) the generic
+    arguments of the value are checked on a best-effort basis:
+    ``on_generic_type_mismatch`` says whether a mismatch raises, warns or is ignored.
+    """
+
+    on_generic_type_mismatch: OnGenericTypeMismatch = "raise"
+
+    def __get_pydantic_core_schema__(
+        self, source_type: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        meta = getattr(source_type, "__pydantic_generic_metadata__", None) or {}
+        origin: type[PolymorphicRoot] = meta.get("origin") or source_type
+        expected_args: tuple[Any, ...] = tuple(meta.get("args") or ())
+        policy = self.on_generic_type_mismatch
+        checked: dict[type, str | None] = {}  # value class -> mismatch message (or None)
+
+        def validate(value: Any, info: core_schema.ValidationInfo) -> Any:
+            if isinstance(value, origin):
+                instance = value
+            elif isinstance(value, dict):
+                if NAMESPACE_KEY not in value or NAME_KEY not in value:
+                    raise ValueError(
+                        f"a {origin.__name__} dump needs '{NAMESPACE_KEY}' and '{NAME_KEY}' "
+                        f"keys; got keys {sorted(value)}"
+                    )
+                extra = {k: v for k, v in value.items() if k.startswith("__")}
+                cls = origin.resolve(value[NAMESPACE_KEY], value[NAME_KEY], extra)
+                if not issubclass(cls, origin):
+                    raise ValueError(f"{cls.__name__} is not a subclass of {origin.__name__}")
+                body = {k: v for k, v in value.items() if not k.startswith("__")}
+                instance = cls.model_validate(body, context=info.context)
+            else:
+                raise ValueError(
+                    f"expected a {origin.__name__} instance (or its JSON dump), "
+                    f"got {type(value).__name__}: {value!r:.80}"
+                )
+            if expected_args and policy != "ignore":
+                value_cls = type(instance)
+                try:
+                    problem = checked[value_cls]
+                except KeyError:
+                    problem = checked[value_cls] = _generic_mismatch(value_cls, origin, expected_args)
+                if problem:
+                    if policy == "raise":
+                        raise ValueError(problem)
+                    warnings.warn(problem, stacklevel=2)
+            return instance
+
+        return core_schema.with_info_plain_validator_function(
+            validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _serialize_as_runtime_type, info_arg=True
+            ),
+        )
+
+
+def _serialize_as_runtime_type(value: Any, info: SerializationInfo) -> Any:
+    if not isinstance(value, BaseModel):
+        from pydantic_core import PydanticSerializationUnexpectedValue
+
+        raise PydanticSerializationUnexpectedValue(f"expected a model, got {type(value).__name__}")
+    hash_ref = getattr(value, "_hash_reference", None)
+    if hash_ref is not None:
+        ref = hash_ref(info.context)
+        if ref is not None:  # a nested task in hash mode: just its id
+            return ref
+    return value.__pydantic_serializer__.to_python(
+        value,
+        mode=info.mode,
+        context=info.context,
+        by_alias=bool(info.by_alias),
+        exclude_none=info.exclude_none,
+        round_trip=info.round_trip,
+    )
+
+
+class SubClass:
+    """``SubClass[Base]`` = ``Annotated[Base, Polymorphic()]``."""
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        return Annotated[item, Polymorphic()]
+
+
+# --- generic argument compatibility (best effort) ------------------------------------
+
+
+def _generic_mismatch(value_cls: type, origin: type, expected_args: tuple[Any, ...]) -> str | None:
+    check = getattr(origin, "__generic_args_mismatch__", None)
+    return check(value_cls, expected_args) if check is not None else None
+
+
+def type_repr(tp: Any) -> str:
+    """A short readable name for a type or type expression."""
+    if isinstance(tp, type) and not get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _unknown(tp: Any) -> bool:
+    return tp is Any or isinstance(tp, TypeVar)
+
+
+def types_compatible(expected: Any, actual: Any) -> bool:
+    """Could a value of type ``actual`` be used where ``expected`` is wanted? (lenient)"""
+    if _unknown(expected) or _unknown(actual) or expected == actual:
+        return True
+    exp_origin, act_origin = get_origin(expected), get_origin(actual)
+    if exp_origin is Annotated:
+        return types_compatible(get_args(expected)[0], actual)
+    if act_origin is Annotated:
+        return types_compatible(expected, get_args(actual)[0])
+    if exp_origin in (typing.Union, types.UnionType):
+        return any(types_compatible(e, actual) for e in get_args(expected))
+    if act_origin in (typing.Union, types.UnionType):
+        return all(types_compatible(expected, a) for a in get_args(actual))
+    if expected is float and actual is int:
+        return True
+    exp_base = exp_origin or expected
+    act_base = act_origin or actual
+    if not (isinstance(exp_base, type) and isinstance(act_base, type)):
+        return True
+    try:
+        if not issubclass(act_base, exp_base):
+            return False
+    except TypeError:
+        return True
+    exp_args, act_args = get_args(expected), get_args(actual)
+    if exp_args and act_args and len(exp_args) == len(act_args):
+        return all(types_compatible(e, a) for e, a in zip(exp_args, act_args))
+    return True

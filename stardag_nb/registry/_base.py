@@ -1,0 +1,193 @@
+"""The registry interface: where builds, tasks, their events and assets are recorded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from .._task import BaseTask
+    from ..registry_asset import RegistryAsset
+
+__all__ = ["NoOpRegistry", "RegistryABC", "TaskMetadata", "get_git_commit_hash"]
+
+ZERO_BUILD_ID = UUID(int=0)
+
+
+class TaskMetadata(BaseModel):
+    """What the registry knows about one task."""
+
+    id: UUID
+    body: dict[str, Any]
+    name: str
+    namespace: str
+    version: str | None = None
+    output_uri: str | None = None
+    status: str | None = None
+    registered_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error_message: str | None = None
+
+
+class RegistryABC(ABC):
+    """Records builds and task events. Only ``task_register`` and ``task_get_metadata``
+    are abstract; every other method is a no-op by default, and each ``*_aio`` twin
+    calls its sync method. A registry keeps no per-build state: every call names the
+    build id.
+    """
+
+    def build_start(
+        self, root_tasks: list[BaseTask] | None = None, description: str | None = None
+    ) -> UUID:
+        """Start a build and return its id."""
+        return ZERO_BUILD_ID
+
+    def build_complete(self, build_id: UUID) -> None:
+        """Mark a build completed."""
+
+    def build_fail(self, build_id: UUID, error_message: str | None = None) -> None:
+        """Mark a build failed."""
+
+    def build_cancel(self, build_id: UUID) -> None:
+        """Mark a build cancelled."""
+
+    def build_exit_early(self, build_id: UUID, reason: str | None = None) -> None:
+        """Mark a build as exited early (everything left is held by other builds)."""
+
+    @abstractmethod
+    def task_register(self, build_id: UUID, task: BaseTask) -> None:
+        """Record a task (its parameters, dependencies and output) within a build."""
+
+    def task_start(self, build_id: UUID, task: BaseTask) -> None:
+        """Mark a task running."""
+
+    def task_complete(self, build_id: UUID, task: BaseTask) -> None:
+        """Mark a task completed."""
+
+    def task_fail(self, build_id: UUID, task: BaseTask, error_message: str | None = None) -> None:
+        """Mark a task failed."""
+
+    def task_suspend(self, build_id: UUID, task: BaseTask) -> None:
+        """Mark a task suspended on dynamic dependencies."""
+
+    def task_resume(self, build_id: UUID, task: BaseTask) -> None:
+        """Mark a suspended task running again."""
+
+    def task_cancel(self, build_id: UUID, task: BaseTask) -> None:
+        """Mark a task cancelled."""
+
+    def task_waiting_for_lock(
+        self, build_id: UUID, task: BaseTask, lock_owner: str | None = None
+    ) -> None:
+        """Record that a task waits for a global lock held elsewhere."""
+
+    def task_upload_assets(
+        self, build_id: UUID, task: BaseTask, assets: list[RegistryAsset]
+    ) -> None:
+        """Store a completed task's assets."""
+
+    @abstractmethod
+    def task_get_metadata(self, task_id: UUID) -> TaskMetadata:
+        """What the registry knows about a task."""
+
+    async def build_start_aio(
+        self, root_tasks: list[BaseTask] | None = None, description: str | None = None
+    ) -> UUID:
+        return self.build_start(root_tasks, description)
+
+    async def build_complete_aio(self, build_id: UUID) -> None:
+        self.build_complete(build_id)
+
+    async def build_fail_aio(self, build_id: UUID, error_message: str | None = None) -> None:
+        self.build_fail(build_id, error_message)
+
+    async def build_cancel_aio(self, build_id: UUID) -> None:
+        self.build_cancel(build_id)
+
+    async def build_exit_early_aio(self, build_id: UUID, reason: str | None = None) -> None:
+        self.build_exit_early(build_id, reason)
+
+    async def task_register_aio(self, build_id: UUID, task: BaseTask) -> None:
+        self.task_register(build_id, task)
+
+    async def task_start_aio(self, build_id: UUID, task: BaseTask) -> None:
+        self.task_start(build_id, task)
+
+    async def task_complete_aio(self, build_id: UUID, task: BaseTask) -> None:
+        self.task_complete(build_id, task)
+
+    async def task_fail_aio(
+        self, build_id: UUID, task: BaseTask, error_message: str | None = None
+    ) -> None:
+        self.task_fail(build_id, task, error_message)
+
+    async def task_suspend_aio(self, build_id: UUID, task: BaseTask) -> None:
+        self.task_suspend(build_id, task)
+
+    async def task_resume_aio(self, build_id: UUID, task: BaseTask) -> None:
+        self.task_resume(build_id, task)
+
+    async def task_cancel_aio(self, build_id: UUID, task: BaseTask) -> None:
+        self.task_cancel(build_id, task)
+
+    async def task_waiting_for_lock_aio(
+        self, build_id: UUID, task: BaseTask, lock_owner: str | None = None
+    ) -> None:
+        self.task_waiting_for_lock(build_id, task, lock_owner)
+
+    async def task_upload_assets_aio(
+        self, build_id: UUID, task: BaseTask, assets: list[RegistryAsset]
+    ) -> None:
+        self.task_upload_assets(build_id, task, assets)
+
+    async def task_get_metadata_aio(self, task_id: UUID) -> TaskMetadata:
+        return self.task_get_metadata(task_id)
+
+
+class NoOpRegistry(RegistryABC):
+    """A registry that records nothing; builds get the all-zero build id."""
+
+    def build_start(
+        self, root_tasks: list[BaseTask] | None = None, description: str | None = None
+    ) -> UUID:
+        return ZERO_BUILD_ID
+
+    def task_register(self, build_id: UUID, task: BaseTask) -> None:
+        return None
+
+    def task_get_metadata(self, task_id: UUID) -> TaskMetadata:
+        raise NotImplementedError(
+            "The no-op registry records nothing, so it cannot return task metadata; "
+            "configure a registry (see README: Configuration)."
+        )
+
+
+def get_git_commit_hash() -> str:
+    """The current commit: ``$SHORT_SHA`` or ``$COMMIT_HASH``, else ``git rev-parse --short
+    HEAD`` with ``-dirty`` appended when the work tree has changes.
+
+    Raises:
+        RuntimeError: outside a git work tree with neither variable set.
+    """
+    for var in ("SHORT_SHA", "COMMIT_HASH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RuntimeError(
+            "Not in a git work tree: set SHORT_SHA or COMMIT_HASH to name the commit."
+        ) from exc
+    return f"{sha}-dirty" if dirty else sha

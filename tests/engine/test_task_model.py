@@ -1,0 +1,291 @@
+"""Task classes, ids, polymorphic round trips and task-definition errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated
+
+import pydantic
+import pytest
+
+import stardag_nb as sd
+from stardag_nb.exceptions import ParameterError, TaskDefinitionError, TaskImplementationError
+
+NS = uuid.UUID("9ca26b27-f7ee-4044-8b3c-e335dc5778dc")
+
+
+class Leaf(sd.AutoTask[int]):
+    n: int
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+class Chain(sd.AutoTask[int]):
+    prev: sd.TaskLoads[int] | None = None
+    i: int = 0
+
+    def run(self) -> None:
+        self.output().save(self.i)
+
+
+class Layer(sd.AutoTask[int]):
+    parents: list[sd.TaskLoads[int]] = []
+    layer: int
+    j: int
+
+    def run(self) -> None:
+        self.output().save(self.j)
+
+
+def test_id_is_uuid5_of_compact_sorted_json() -> None:
+    task = Leaf(n=3)
+    payload = json.dumps(
+        {"__namespace": "", "__name": "Leaf", "version": "", "n": 3},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    assert task.id == uuid.uuid5(NS, payload)
+
+
+def test_nested_task_enters_id_through_its_own_id() -> None:
+    leaf = Leaf(n=1)
+    parent = Chain(prev=leaf, i=1)
+    expected = uuid.uuid5(
+        NS,
+        json.dumps(
+            {"__namespace": "", "__name": "Chain", "version": "", "prev": {"id": str(leaf.id)}, "i": 1},
+            separators=(",", ":"),
+            sort_keys=True,
+        ),
+    )
+    assert parent.id == expected
+    # stardag's public hash-mode dump of a task is its id reference
+    assert parent.model_dump(mode="json", context={"mode": "hash"}) == {"id": str(parent.id)}
+
+
+def test_ten_thousand_deep_param_chain_constructs_and_has_ids() -> None:
+    task = Chain()
+    for i in range(1, 10_000):
+        task = Chain(prev=task, i=i)
+    ids = set()
+    node: Chain | None = task
+    while node is not None:
+        ids.add(node.id)
+        node = node.prev  # type: ignore[assignment]
+    assert len(ids) == 10_000
+    # equality and hashing do not recurse through the chain
+    assert task == task.model_copy() and hash(task) == hash(task.model_copy())
+
+
+def test_layered_fully_connected_dag_ids() -> None:
+    previous: list[Layer] = []
+    for layer in range(10):
+        previous = [Layer(parents=previous, layer=layer, j=j) for j in range(50)]
+    sink = Layer(parents=previous, layer=10, j=0)
+    assert len({t.id for t in previous}) == 50
+    assert isinstance(sink.id, uuid.UUID)
+
+
+def test_equal_params_give_equal_tasks_and_ids() -> None:
+    assert Leaf(n=1) == Leaf(n=1)
+    assert Leaf(n=1).id == Leaf(n=1).id
+    assert Leaf(n=1) != Leaf(n=2)
+    assert len({Leaf(n=1), Leaf(n=1), Leaf(n=2)}) == 2
+
+
+def test_tasks_are_frozen() -> None:
+    task = Leaf(n=1)
+    with pytest.raises(pydantic.ValidationError):
+        task.n = 2  # type: ignore[misc]
+
+
+def test_model_copy_with_update_gets_a_new_id() -> None:
+    a = Leaf(n=1)
+    b = a.model_copy(update={"n": 2})
+    assert b.n == 2 and b.id == Leaf(n=2).id != a.id
+
+
+def test_dump_round_trips_polymorphically() -> None:
+    task = Chain(prev=Chain(prev=Leaf(n=4), i=1), i=2)
+    dump = task.model_dump(mode="json")
+    assert dump["prev"]["prev"] == {"__namespace": "", "__name": "Leaf", "version": "", "n": 4}
+    again = Chain.model_validate_json(json.dumps({k: v for k, v in dump.items()}))
+    assert again == task and again.id == task.id
+    assert isinstance(again.prev.prev, Leaf)  # type: ignore[union-attr]
+
+
+def test_task_loads_checks_the_loaded_type() -> None:
+    class Words(sd.AutoTask[str]):
+        def run(self) -> None:
+            self.output().save("x")
+
+    with pytest.raises(pydantic.ValidationError, match="produces str"):
+        Chain(prev=Words())
+
+
+def test_task_loads_rejects_unknown_type_id_with_a_hint() -> None:
+    with pytest.raises(pydantic.ValidationError, match="Import the module"):
+        Chain.model_validate({"prev": {"__namespace": "", "__name": "NoSuchTask", "version": ""}})
+
+
+def test_hash_exclude_and_compat_default() -> None:
+    class Fetch(sd.AutoTask[str]):
+        url: str
+        retries: Annotated[int, sd.StardagField(hash_exclude=True)] = 3
+        strict: Annotated[bool, sd.StardagField(compat_default=False)] = False
+
+        def run(self) -> None:
+            self.output().save(self.url)
+
+    base = Fetch(url="u")
+    assert Fetch(url="u", retries=9).id == base.id
+    assert Fetch(url="u", retries=9) != base  # equal ids, different excluded field
+    assert Fetch(url="u", strict=True).id != base.id
+    old_body = {"url": "u", "retries": 3}  # saved before `strict` existed
+    assert Fetch.model_validate(old_body, context={"mode": "compat"}).id == base.id
+
+
+def test_hashable_set_id_is_order_free() -> None:
+    class Tags(sd.AutoTask[int]):
+        tags: sd.HashableSet[str]
+
+        def run(self) -> None:
+            self.output().save(len(self.tags))
+
+    assert Tags(tags={"b", "a", "c"}).id == Tags(tags=frozenset(["c", "b", "a"])).id
+    assert Tags(tags={"a"}).id != Tags(tags={"b"}).id
+
+
+def test_namespace_precedence() -> None:
+    sd.namespace("mod.level", __name__)
+    try:
+
+        class InModule(sd.AutoTask[int]):
+            def run(self) -> None:
+                self.output().save(1)
+
+        class WithAttr(sd.AutoTask[int]):
+            __namespace__ = "attr.level"
+
+            def run(self) -> None:
+                self.output().save(1)
+
+        class WithKwarg(sd.AutoTask[int], namespace_override="kw.level"):
+            __namespace__ = "attr.level"
+
+            def run(self) -> None:
+                self.output().save(1)
+
+        class Inherits(WithAttr):
+            pass
+
+    finally:
+        from stardag_nb.polymorphic import _module_namespaces
+
+        _module_namespaces.pop(__name__, None)
+    assert InModule.get_namespace() == "mod.level"
+    assert WithAttr.get_namespace() == "attr.level"
+    assert WithKwarg.get_namespace() == "kw.level"
+    assert Inherits.get_namespace() == "attr.level"
+    assert InModule()._relpath.startswith("mod/level/InModule/")
+
+
+def test_redefining_a_class_replaces_it_for_deserialization() -> None:
+    def define(value: int) -> type[sd.AutoTask[int]]:
+        class Redefined(sd.AutoTask[int]):
+            x: int = 0
+
+            def run(self) -> None:
+                self.output().save(value)
+
+        return Redefined
+
+    first = define(1)
+    second = define(2)
+    loaded = Chain.model_validate({"prev": {"__namespace": "", "__name": "Redefined", "version": "", "x": 0}})
+    assert type(loaded.prev) is second and type(loaded.prev) is not first
+
+
+def test_two_classes_claiming_one_type_id_is_a_clear_error() -> None:
+    class Clash(sd.AutoTask[int]):
+        def run(self) -> None:
+            self.output().save(1)
+
+    with pytest.raises(TaskDefinitionError, match="name_override"):
+
+        class Other(sd.AutoTask[int], name_override="Clash"):
+            def run(self) -> None:
+                self.output().save(2)
+
+
+def test_concrete_task_without_run_is_rejected() -> None:
+    with pytest.raises(TaskImplementationError, match="neither run"):
+
+        class NoRun(sd.AutoTask[int]):
+            pass
+
+
+def test_run_as_classmethod_is_rejected() -> None:
+    with pytest.raises(TaskDefinitionError, match="plain method"):
+
+        class BadRun(sd.AutoTask[int]):
+            @classmethod
+            def run(cls) -> None:  # type: ignore[override]
+                pass
+
+
+def test_version_mismatch_refuses_to_run() -> None:
+    class Versioned(sd.AutoTask[int]):
+        __version__ = "2"
+        version: str = "2"
+
+        def run(self) -> None:
+            self.output().save(2)
+
+    assert Versioned()._relpath.startswith("Versioned/v2/")
+    with pytest.raises(ParameterError, match="__version__='2'"):
+        Versioned(version="1").run()
+
+
+def test_dynamic_deps_detection() -> None:
+    class Gen(sd.AutoTask[int]):
+        def run(self):  # type: ignore[no-untyped-def]
+            yield Leaf(n=1)
+            self.output().save(1)
+
+    class AGen(sd.AutoTask[int]):
+        async def run_aio(self):  # type: ignore[no-untyped-def]
+            yield Leaf(n=1)
+
+    assert Gen.has_dynamic_deps() and AGen.has_dynamic_deps() and not Leaf.has_dynamic_deps()
+
+
+def test_flatten_task_struct() -> None:
+    a, b, c = Leaf(n=1), Leaf(n=2), Leaf(n=3)
+    assert sd.flatten_task_struct({"x": [a, (b,)], "y": c}) == [a, b, c]
+    assert sd.flatten_task_struct(None) == []
+    with pytest.raises(TypeError, match="string"):
+        sd.flatten_task_struct([a, "oops"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="int"):
+        sd.flatten_task_struct([a, 3])  # type: ignore[list-item]
+
+
+def test_task_ref_slug() -> None:
+    ref = sd.TaskRef.from_task(Leaf(n=1))
+    assert ref.slug == f"Leaf--{str(ref.id)[:8]}"
+
+
+def test_non_json_parameter_is_a_clear_error() -> None:
+    class Opaque:
+        pass
+
+    class TakesObject(sd.AutoTask[int]):
+        thing: Opaque
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    with pytest.raises(pydantic.ValidationError, match="JSON-serializable.*hash_exclude"):
+        TakesObject(thing=Opaque())
