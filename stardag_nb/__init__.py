@@ -19,8 +19,6 @@ Task ids and output paths are identical to stardag's for the same task.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
 from ._alias_task import AliasedMetadata, AliasTask
 from ._auto_task import AutoTask
 from ._decorator import task
@@ -35,6 +33,7 @@ from ._task import (
     namespace,
 )
 from ._task_loads import Depends, TaskLoads
+from ._version import __version__
 from .base_model import StardagBaseModel, StardagField
 from .build import build, build_aio, build_sequential, build_sequential_aio
 from .exceptions import (
@@ -54,11 +53,6 @@ from .target import (
     get_target,
     target_factory_provider,
 )
-
-try:
-    __version__ = _version("stardag_nb")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0.dev"
 
 __all__ = [
     "APIError",

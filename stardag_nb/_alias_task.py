@@ -26,6 +26,11 @@ class AliasedMetadata(BaseModel):
     uri: str
     body: dict[str, Any] | None = None
 
+    @classmethod
+    def from_task(cls, task: Task[Any]) -> AliasedMetadata:
+        """The metadata of an existing task with a file-system output."""
+        return cls(id=task.id, uri=task.output().uri, body=task.model_dump(mode="json"))
+
 
 class AliasTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT]):
     """An already-built task's output, usable as a dependency without its class.

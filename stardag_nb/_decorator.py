@@ -181,7 +181,7 @@ def _make_task_class(
 
 
 @overload
-def task(func: Callable[..., Any], /) -> type[FunctionTask[Any]]: ...
+def task(_func: Callable[..., Any], /) -> type[FunctionTask[Any]]: ...
 @overload
 def task(
     *,
@@ -193,7 +193,7 @@ def task(
 
 
 def task(
-    func: Callable[..., Any] | None = None,
+    _func: Callable[..., Any] | None = None,
     /,
     *,
     name: str | None = None,
@@ -212,4 +212,4 @@ def task(
     def decorate(f: Callable[..., Any]) -> type[FunctionTask[Any]]:
         return _make_task_class(f, name=name, version=version, namespace=namespace, relpath=relpath)
 
-    return decorate(func) if func is not None else decorate
+    return decorate(_func) if _func is not None else decorate

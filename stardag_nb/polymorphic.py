@@ -274,7 +274,9 @@ class Polymorphic:
             else:
                 raise ValueError(
                     f"expected a {origin.__name__} instance (or its JSON dump), "
-                    f"got {type(value).__name__}: {value!r:.80}"
+                    f"got {type(value).__name__}: {value!r:.80}. Pass a task that produces "
+                    "the value; to accept plain values, declare the parameter with the "
+                    "value's type instead of TaskLoads/Depends."
                 )
             if expected_args and policy != "ignore":
                 value_cls = type(instance)

@@ -29,12 +29,20 @@ from stardag_nb.target._memory import (
 )
 from stardag_nb.target._remote import (
     CachedRemoteFileSystem,
-    CachedRemoteFileSystemConfig,
     FsspecRemoteFileSystem,
     RemoteFileSystemABC,
     RemoteFileSystemTarget,
 )
 from stardag_nb.target.serialize import Serializable
+
+
+def __getattr__(name: str) -> object:
+    # pydantic-settings is imported only when the settings class is asked for.
+    if name == "CachedRemoteFileSystemConfig":
+        from stardag_nb.target._cache_config import CachedRemoteFileSystemConfig
+
+        return CachedRemoteFileSystemConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     # stardag.target.__all__

@@ -12,8 +12,6 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from stardag_nb.exceptions import MissingDependencyError, TargetError
 from stardag_nb.target._base import (
     FileSystemTarget,
@@ -481,27 +479,20 @@ class CachedRemoteFileSystem(RemoteFileSystemABC):
         """Nothing to release: the cached file stays."""
 
 
-class CachedRemoteFileSystemConfig(BaseSettings):
-    """Settings for :class:`CachedRemoteFileSystem`, read from the environment.
-
-    As in stardag the variables have no prefix: ``ROOT``, ``ROOT_BY_PREFIX`` (JSON) and
-    ``ALLOW_CACHE_CHECK_EXISTS``.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix="", extra="forbid", arbitrary_types_allowed=True, validate_default=True
-    )
-
-    root: str
-    root_by_prefix: dict[str, str] = {}
-    allow_cache_check_exists: bool = True
-
-
 # --------------------------------------------------------------------------------------
 # fsspec
 
 
 _PIP_EXTRA = "pip install 'stardag_nb[remote]'"
+
+
+def __getattr__(name: str) -> Any:
+    # pydantic-settings is imported only when the settings class is asked for.
+    if name == "CachedRemoteFileSystemConfig":
+        from stardag_nb.target._cache_config import CachedRemoteFileSystemConfig
+
+        return CachedRemoteFileSystemConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _implementation_package(protocol: str) -> str | None:

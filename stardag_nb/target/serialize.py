@@ -30,6 +30,7 @@ from typing import (
     Generic,
     Protocol,
     Self,
+    TypeVar,
     get_args,
     get_origin,
     runtime_checkable,
@@ -55,6 +56,9 @@ from stardag_nb.utils.resource_provider import resource_provider
 
 if TYPE_CHECKING:
     import pandas as pd
+
+StreamT = TypeVar("StreamT", str, bytes)
+"""The kind of data a target handle streams: text or bytes."""
 
 __all__ = [
     "JSONSerializer",
