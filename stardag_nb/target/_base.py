@@ -108,6 +108,64 @@ class WritableAIOFileSystemTargetHandle(AIOFileSystemTargetHandle, Protocol[Stre
     async def write(self, data: StreamT_contra) -> None: ...
 
 
+class _CommittingWriteHandle:
+    """A write handle whose content lands only on a clean close.
+
+    ``close()``, or leaving ``with`` without an exception, commits (subclasses:
+    :meth:`_commit`); leaving ``with`` on an exception, :meth:`discard`, or dropping the
+    handle unclosed abandons the content (:meth:`_abandon`), leaving the target as it
+    was. Other file methods (flush, tell, ...) go to the underlying ``_stream``.
+    """
+
+    _stream: Any
+    _done: bool = True  # until the subclass has opened its stream
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    def write(self, data: Any) -> int:
+        return self._stream.write(data)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Commit the written content."""
+        if not self._done:
+            self._done = True
+            self._commit()
+
+    def discard(self) -> None:
+        """Abandon the written content; the target is unchanged."""
+        if not self._done:
+            self._done = True
+            self._abandon()
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _abandon(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+    def __del__(self) -> None:
+        try:
+            self.discard()
+        except Exception:
+            pass
+
+
 class _AsyncHandle:
     """Async facade over a sync handle whose operations are fast (local disk, memory).
 

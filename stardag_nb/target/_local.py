@@ -13,6 +13,7 @@ from stardag_nb.target._base import (
     FileSystemTarget,
     OpenMode,
     _AsyncHandle,
+    _CommittingWriteHandle,
     _require_written,
     _UriIdentity,
 )
@@ -43,84 +44,44 @@ def _remove(path: str) -> None:
         pass
 
 
-class _AtomicWriteHandle:
+class _AtomicWriteHandle(_CommittingWriteHandle):
     """A file handle writing to a temporary sibling that replaces the final file on close.
 
-    ``close()`` (or leaving ``with`` cleanly) flushes, fsyncs and ``os.replace``-s the
-    temporary file into place. Leaving ``with`` on an exception, or :meth:`discard`,
-    deletes the temporary file and leaves any previous file untouched.
+    Committing flushes, fsyncs and ``os.replace``-s the temporary file into place;
+    abandoning deletes it and leaves any previous file untouched.
     """
 
     def __init__(self, final: str, binary: bool) -> None:
         self._final = final
         self._tmp = _temp_sibling(final)
-        self._done = False
-        self._file: IO[Any]
         try:
-            self._file = self._open_tmp(binary)
+            self._stream = self._open_tmp(binary)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
-            self._file = self._open_tmp(binary)
+            self._stream = self._open_tmp(binary)
+        self._done = False
 
     def _open_tmp(self, binary: bool) -> IO[Any]:
         if binary:
             return open(self._tmp, "xb")
         return open(self._tmp, "x", encoding="utf-8")
 
-    @property
-    def closed(self) -> bool:
-        return self._done
-
-    def write(self, data: Any) -> int:
-        return self._file.write(data)
-
-    def close(self) -> None:
-        """Commit: make the written content the target's content, atomically."""
-        if self._done:
-            return
-        self._done = True
+    def _commit(self) -> None:
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+            self._stream.close()
             os.replace(self._tmp, self._final)
         except BaseException:
-            self._file.close()
+            self._stream.close()
             _remove(self._tmp)
             raise
 
-    def discard(self) -> None:
-        """Abandon the write: delete the temporary file; the target is unchanged."""
-        if self._done:
-            return
-        self._done = True
+    def _abandon(self) -> None:
         try:
-            self._file.close()
+            self._stream.close()
         finally:
             _remove(self._tmp)
-
-    def __enter__(self) -> _AtomicWriteHandle:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
-
-    def __getattr__(self, name: str) -> Any:
-        # flush, writelines, tell, seek, writable, ... of the underlying file
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._file, name)
-
-    def __del__(self) -> None:
-        # Dropped without close(): never publish possibly incomplete content.
-        try:
-            if not getattr(self, "_done", True):
-                self.discard()
-        except Exception:
-            pass
 
 
 class LocalTarget(_UriIdentity, FileSystemTarget):

@@ -13,6 +13,7 @@ from stardag_nb.target._base import (
     LoadableSaveableTarget,
     LoadedT,
     OpenMode,
+    _CommittingWriteHandle,
     _UriIdentity,
 )
 from stardag_nb.target._remote import RemoteFileSystemABC
@@ -86,46 +87,21 @@ class InMemoryTarget(LoadableSaveableTarget[LoadedT]):
             cls.clear_targets()
 
 
-class _MemoryWriteHandle:
+class _MemoryWriteHandle(_CommittingWriteHandle):
     """Buffers writes; on a clean close the buffer replaces the stored bytes."""
 
     def __init__(self, store: dict[str, bytes], uri: str, binary: bool) -> None:
         self._store = store
         self._uri = uri
-        self._binary = binary
-        self._buffer: io.BytesIO | io.StringIO = io.BytesIO() if binary else io.StringIO()
+        self._stream: io.BytesIO | io.StringIO = io.BytesIO() if binary else io.StringIO()
         self._done = False
 
-    @property
-    def closed(self) -> bool:
-        return self._done
-
-    def write(self, data: Any) -> int:
-        return self._buffer.write(data)
-
-    def close(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        value = self._buffer.getvalue()
+    def _commit(self) -> None:
+        value = self._stream.getvalue()
         self._store[self._uri] = value if isinstance(value, bytes) else value.encode("utf-8")
 
-    def discard(self) -> None:
-        self._done = True
-
-    def __enter__(self) -> _MemoryWriteHandle:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._buffer, name)
+    def _abandon(self) -> None:
+        pass
 
 
 class InMemoryFileSystemTarget(_UriIdentity, FileSystemTarget):

@@ -18,6 +18,7 @@ from stardag_nb.target._base import (
     OpenMode,
     _basename,
     _require_written,
+    _CommittingWriteHandle,
     _UriIdentity,
 )
 
@@ -136,7 +137,7 @@ class _ProxyReadHandle:
         return getattr(self._file, name)
 
 
-class _ProxyWriteHandle:
+class _ProxyWriteHandle(_CommittingWriteHandle):
     """A write handle on a local temporary file, uploaded only on a clean close."""
 
     def __init__(self, rfs: RemoteFileSystemABC, uri: str, binary: bool) -> None:
@@ -144,63 +145,32 @@ class _ProxyWriteHandle:
         self._uri = uri
         self._tmp_dir = Path(tempfile.mkdtemp(prefix="stardag-nb-"))
         self._local_path = self._tmp_dir / _basename(uri)
-        self._file = open(self._local_path, "xb") if binary else open(
+        self._stream = open(self._local_path, "xb") if binary else open(
             self._local_path, "x", encoding="utf-8"
         )
         self._done = False
 
-    def write(self, data: Any) -> int:
-        return self._file.write(data)
-
-    def _finish(self) -> bool:
-        if self._done:
-            return False
-        self._done = True
-        self._file.close()
-        return True
-
-    def close(self) -> None:
-        """Upload the written content to the remote store."""
-        if not self._finish():
-            return
+    def _commit(self) -> None:
+        self._stream.close()
         try:
             self._rfs.upload(self._local_path, self._uri, ok_remove=True)
         finally:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
     async def close_aio(self) -> None:
-        if not self._finish():
+        """Async :meth:`close`: upload with the file system's async API."""
+        if self._done:
             return
+        self._done = True
+        self._stream.close()
         try:
             await self._rfs.upload_aio(self._local_path, self._uri, ok_remove=True)
         finally:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
-    def discard(self) -> None:
-        """Drop the written content; nothing is uploaded."""
-        if self._finish():
-            shutil.rmtree(self._tmp_dir, ignore_errors=True)
-
-    def __enter__(self) -> _ProxyWriteHandle:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._file, name)
-
-    def __del__(self) -> None:
-        try:
-            if not getattr(self, "_done", True):
-                self.discard()
-        except Exception:
-            pass
+    def _abandon(self) -> None:
+        self._stream.close()
+        shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
 
 class _AsyncProxyReadHandle:
