@@ -211,10 +211,26 @@ class PolymorphicRoot(StardagBaseModel):
         return found  # type: ignore[return-value]
 
     @classmethod
-    def _strip_type_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict) and (NAMESPACE_KEY in data or NAME_KEY in data):
-            return {k: v for k, v in data.items() if not k.startswith("__")}
-        return data
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Validate ``obj``; a dump carrying ``__namespace``/``__name`` is rebuilt as the
+        registered class it names (which must be ``cls`` or a subclass of it)."""
+        if isinstance(obj, dict) and NAMESPACE_KEY in obj and NAME_KEY in obj:
+            extra = {k: v for k, v in obj.items() if k.startswith("__")}
+            target = cls.resolve(obj[NAMESPACE_KEY], obj[NAME_KEY], extra)
+            if not issubclass(target, cls):
+                raise TypeError(
+                    f"The dump describes a {target.__qualname__}, which is not a {cls.__qualname__}."
+                )
+            obj = {k: v for k, v in obj.items() if not k.startswith("__")}
+            return super(PolymorphicRoot, target).model_validate.__func__(target, obj, **kwargs)  # type: ignore[attr-defined]
+        return super().model_validate(obj, **kwargs)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Like :meth:`model_validate`, from JSON text."""
+        import json
+
+        return cls.model_validate(json.loads(json_data), **kwargs)
 
     def _serialize(self, handler: Any, info: SerializationInfo, mode: str | None) -> Any:
         data = super()._serialize(handler, info, mode)

@@ -116,6 +116,35 @@ def test_dump_round_trips_polymorphically() -> None:
     assert isinstance(again.prev.prev, Leaf)  # type: ignore[union-attr]
 
 
+def test_any_task_is_rebuilt_from_its_json_through_the_base_class() -> None:
+    task = Chain(prev=Leaf(n=4), i=2)
+    text = task.model_dump_json()
+    for rebuilt in (sd.BaseTask.model_validate_json(text), sd.BaseTask.model_validate(json.loads(text))):
+        assert type(rebuilt) is Chain and rebuilt == task and rebuilt.id == task.id
+    with pytest.raises(TypeError, match="not a Chain"):
+        Chain.model_validate(Leaf(n=1).model_dump(mode="json"))
+
+
+def test_auto_namespace_uses_the_module_path() -> None:
+    import types as _types
+
+    module = _types.ModuleType("pkg_for_test.sub")
+    sd.auto_namespace("pkg_for_test")
+    try:
+        exec(
+            "import stardag_nb as sd\n"
+            "class Named(sd.AutoTask[int]):\n"
+            "    def run(self):\n"
+            "        self.output().save(1)\n",
+            module.__dict__,
+        )
+    finally:
+        from stardag_nb.polymorphic import _module_namespaces
+
+        _module_namespaces.pop("pkg_for_test", None)
+    assert module.__dict__["Named"].get_namespace() == "pkg_for_test"
+
+
 def test_task_loads_checks_the_loaded_type() -> None:
     class Words(sd.AutoTask[str]):
         def run(self) -> None:
