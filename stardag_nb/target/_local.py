@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -144,12 +144,3 @@ class LocalTarget(_UriIdentity, FileSystemTarget):
             raise
         self._post_write_hook()
 
-    @asynccontextmanager
-    async def _readable_proxy_path_aio(self) -> AsyncIterator[Path]:
-        with self._readable_proxy_path() as path:
-            yield path
-
-    @asynccontextmanager
-    async def _writable_proxy_path_aio(self) -> AsyncIterator[Path]:
-        with self._writable_proxy_path() as path:
-            yield path
