@@ -8,7 +8,7 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union, get_args
 from uuid import UUID, uuid5
@@ -53,6 +53,9 @@ task_uuid5_namespace_provider = resource_provider(
 # Context key marking the task whose own id is being computed: that task serializes
 # its fields; every other task met on the way serializes as {"id": <its id>}.
 _HASH_ROOT_KEY = "__stardag_hash_root__"
+_REF_MODE = "registry_ref"
+TASK_REF_KEY = "__task_ref"
+"""In registry bodies, a nested task is ``{"__task_ref": "<its id>"}``."""
 
 TaskStruct = Union["BaseTask", Sequence["TaskStruct"], Mapping[str, "TaskStruct"]]
 """A task, or a (nested) list or mapping of tasks: what ``requires()`` returns."""
@@ -245,14 +248,23 @@ class BaseTask(PolymorphicRoot, abc.ABC):
         return ref if ref is not None else super()._serialize(handler, info, mode)
 
     def _hash_reference(self, context: Any) -> dict[str, str] | None:
-        """``{"id": ...}`` when serializing in hash mode for any task but the id's owner."""
-        if (
-            context
-            and context.get(CONTEXT_MODE_KEY) == "hash"
-            and context.get(_HASH_ROOT_KEY) is not self
-        ):
+        """How a nested task serializes in the id (``hash``) and registry (``ref``) modes:
+        ``{"id": ...}`` / ``{"__task_ref": ...}`` for any task but the one being dumped."""
+        if not context or context.get(_HASH_ROOT_KEY) is self:
+            return None
+        mode = context.get(CONTEXT_MODE_KEY)
+        if mode == "hash":
             return {"id": str(self.id)}
+        if mode == _REF_MODE:
+            return {TASK_REF_KEY: str(self.id)}
         return None
+
+    def _registry_body(self) -> dict[str, Any]:
+        """The task's dump with nested tasks as ``{"__task_ref": "<id>"}``: its size does
+        not grow with the depth of the DAG (a registry stores one per task)."""
+        return type(self).__pydantic_serializer__.to_python(  # type: ignore[no-any-return]
+            self, mode="json", context={CONTEXT_MODE_KEY: _REF_MODE, _HASH_ROOT_KEY: self}
+        )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
         """Copy the task; with ``update``, the copy is re-validated and gets its own id."""
@@ -380,17 +392,60 @@ class BaseTask(PolymorphicRoot, abc.ABC):
         from .registry import registry_provider
 
         reg = registry or registry_provider.get()
-        metadata = reg.task_get_metadata(UUID(str(id)))
-        body = dict(metadata.body)
-        from .polymorphic import NAME_KEY, NAMESPACE_KEY
+        task = rebuild_from_bodies(UUID(str(id)), lambda tid: reg.task_get_metadata(tid).body)
+        if not isinstance(task, cls):
+            raise TypeError(f"task {id} is a {type(task).__name__}, not a {cls.__name__}")
+        return task
 
-        target_cls: type[BaseTask] = cls
-        if NAMESPACE_KEY in body and NAME_KEY in body:
-            target_cls = cls.resolve(body[NAMESPACE_KEY], body[NAME_KEY], {})
-            if not issubclass(target_cls, cls):
-                raise TypeError(f"task {id} is a {target_cls.__name__}, not a {cls.__name__}")
-        body = {k: v for k, v in body.items() if not k.startswith("__")}
-        return target_cls.model_validate(body, context={CONTEXT_MODE_KEY: "compat"})
+
+def rebuild_from_bodies(task_id: UUID, get_body: Callable[[UUID], dict[str, Any]]) -> BaseTask:
+    """Rebuild a task from registry bodies, fetching ``{"__task_ref": id}`` dependencies
+    with ``get_body`` (iteratively, each once; full nested dumps work too)."""
+    bodies: dict[UUID, dict[str, Any]] = {}
+    order: list[UUID] = []
+    stack = [(task_id, False)]
+    while stack:
+        tid, expanded = stack.pop()
+        if expanded:
+            order.append(tid)
+            continue
+        if tid in bodies:
+            continue
+        bodies[tid] = get_body(tid)
+        stack.append((tid, True))
+        stack.extend((ref, False) for ref in _task_refs(bodies[tid]) if ref not in bodies)
+    built: dict[UUID, BaseTask] = {}
+    for tid in order:  # dependencies before dependents
+        if tid in built:
+            continue
+        body = _substitute_refs(bodies[tid], built)
+        built[tid] = BaseTask.model_validate(body, context={CONTEXT_MODE_KEY: "compat"})
+    return built[task_id]
+
+
+def _task_refs(value: Any) -> list[UUID]:
+    found: list[UUID] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if TASK_REF_KEY in item and len(item) == 1:
+                found.append(UUID(item[TASK_REF_KEY]))
+            else:
+                stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _substitute_refs(value: Any, built: Mapping[UUID, BaseTask]) -> Any:
+    if isinstance(value, dict):
+        if TASK_REF_KEY in value and len(value) == 1:
+            return built[UUID(value[TASK_REF_KEY])]
+        return {k: _substitute_refs(v, built) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_refs(v, built) for v in value]
+    return value
 
 
 class _ShortTaskRepr:

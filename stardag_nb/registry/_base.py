@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -65,6 +66,17 @@ class RegistryABC(ABC):
     def task_register(self, build_id: UUID, task: BaseTask) -> None:
         """Record a task (its parameters, dependencies and output) within a build."""
 
+    def task_add_dependencies(
+        self,
+        build_id: UUID,
+        task: BaseTask,
+        dependency_ids: Sequence[UUID],
+        dynamic: bool = False,
+    ) -> None:
+        """Record edges ``dependency -> task``: static ones (``requires()``) right after
+        ``task_register``, dynamic ones (yielded by ``run``) when the task suspends.
+        (A stardag_nb extension; registries that derive edges themselves ignore it.)"""
+
     def task_start(self, build_id: UUID, task: BaseTask) -> None:
         """Mark a task running."""
 
@@ -116,6 +128,15 @@ class RegistryABC(ABC):
 
     async def task_register_aio(self, build_id: UUID, task: BaseTask) -> None:
         self.task_register(build_id, task)
+
+    async def task_add_dependencies_aio(
+        self,
+        build_id: UUID,
+        task: BaseTask,
+        dependency_ids: Sequence[UUID],
+        dynamic: bool = False,
+    ) -> None:
+        self.task_add_dependencies(build_id, task, dependency_ids, dynamic)
 
     async def task_start_aio(self, build_id: UUID, task: BaseTask) -> None:
         self.task_start(build_id, task)

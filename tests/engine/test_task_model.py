@@ -318,3 +318,23 @@ def test_non_json_parameter_is_a_clear_error() -> None:
 
     with pytest.raises(pydantic.ValidationError, match="JSON-serializable.*hash_exclude"):
         TakesObject(thing=Opaque())
+
+
+def test_registry_body_is_shallow_and_rebuilds_a_deep_chain() -> None:
+    from stardag_nb._task import rebuild_from_bodies
+
+    task = Chain()
+    for i in range(1, 2_000):
+        task = Chain(prev=task, i=i)
+    bodies = {}
+    node = task
+    while node is not None:
+        bodies[node.id] = node._registry_body()
+        node = node.prev  # type: ignore[assignment]
+    assert bodies[task.id]["prev"] == {"__task_ref": str(task.prev.id)}  # type: ignore[union-attr]
+    assert bodies[task.id]["__name"] == "Chain"
+    rebuilt = rebuild_from_bodies(task.id, bodies.__getitem__)
+    assert rebuilt == task and rebuilt.id == task.id
+    # a full nested dump (what stardag's registry stores) rebuilds too
+    small = Chain(prev=Leaf(n=2), i=1)
+    assert rebuild_from_bodies(small.id, lambda _: small.model_dump(mode="json")) == small
