@@ -89,6 +89,14 @@ class AutoTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT]
 
     @property
     def _relpath(self) -> str:
+        # The task is immutable, so its path is computed once.
+        try:
+            return self.__dict__["_stardag_relpath"]  # type: ignore[no-any-return]
+        except KeyError:
+            path = self.__dict__["_stardag_relpath"] = self._compose_relpath()
+            return path
+
+    def _compose_relpath(self) -> str:
         type_id = type(self).__type_id__
         task_id = str(self.id)
         parts = [

@@ -5,15 +5,18 @@ from __future__ import annotations
 import abc
 import asyncio
 import functools
+import hashlib
 import inspect
 import json
 import logging
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union, get_args
-from uuid import UUID, uuid5
+from uuid import UUID, SafeUUID
 
 from pydantic import SerializationInfo
+from pydantic._internal._model_construction import ModelMetaclass
 from pydantic_core import PydanticSerializationError
 
 from .base_model import CONTEXT_MODE_KEY
@@ -57,6 +60,25 @@ _REF_MODE = "registry_ref"
 TASK_REF_KEY = "__task_ref"
 """In registry bodies, a nested task is ``{"__task_ref": "<its id>"}``."""
 
+# json.dumps(..., separators=(",", ":"), sort_keys=True), without re-creating the encoder
+_ID_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+_namespace_bytes: tuple[UUID, bytes] = (_DEFAULT_TASK_UUID5_NAMESPACE, _DEFAULT_TASK_UUID5_NAMESPACE.bytes)
+
+
+def _uuid5(namespace: UUID, name: str) -> UUID:
+    """``uuid.uuid5(namespace, name)``, computed with less overhead (ids are hot)."""
+    global _namespace_bytes
+    if _namespace_bytes[0] is not namespace:
+        _namespace_bytes = (namespace, namespace.bytes)
+    value = int.from_bytes(hashlib.sha1(_namespace_bytes[1] + name.encode()).digest()[:16], "big")
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+    value = (value & ~(0xF000 << 64)) | (5 << 76)  # version 5
+    result = object.__new__(UUID)
+    object.__setattr__(result, "int", value)
+    object.__setattr__(result, "is_safe", SafeUUID.unknown)
+    return result
+
+
 TaskStruct = Union["BaseTask", Sequence["TaskStruct"], Mapping[str, "TaskStruct"]]
 """A task, or a (nested) list or mapping of tasks: what ``requires()`` returns."""
 
@@ -82,6 +104,8 @@ def flatten_task_struct(task_struct: TaskStruct | None) -> list[BaseTask]:
     Raises:
         TypeError: for anything that is not a task, a sequence or a mapping of those.
     """
+    if type(task_struct) in (list, tuple) and all(isinstance(t, BaseTask) for t in task_struct):
+        return list(task_struct)  # the common case: a flat list of tasks
     out: list[BaseTask] = []
     stack: list[Any] = [task_struct]
     while stack:
@@ -165,7 +189,46 @@ def _with_version_check(fn: Any) -> Any:
     return wrapper
 
 
-class BaseTask(PolymorphicRoot, abc.ABC):
+_INTERNABLE = frozenset({str, int, float, bool, type(None), UUID})
+
+
+def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """A key identifying a constructor call by its arguments *and their types* (so 1,
+    1.0 and True never alias), or None when an argument is not a plain hashable value.
+    Argument order is kept as given: another order is only a cache miss."""
+    key: list[Any] = [cls]
+    for name, value in kwargs.items():
+        kind = value.__class__
+        if kind not in _INTERNABLE and not isinstance(value, BaseTask):
+            return None
+        key += (name, kind, value)
+    return tuple(key)
+
+
+class _TaskMeta(ModelMetaclass):
+    """Interns task instances: tasks are immutable, so a call with the same plain
+    arguments returns the same instance instead of validating and hashing again (a
+    ``requires()`` that builds 50 upstream tasks per node costs lookups, not copies)."""
+
+    def __call__(cls, /, **kwargs: Any) -> Any:  # type: ignore[override]
+        key = _intern_key(cls, kwargs)
+        if key is None:
+            return super().__call__(**kwargs)
+        try:
+            found = _interned.get(key)
+        except TypeError:  # an unhashable value inside an argument
+            return super().__call__(**kwargs)
+        if found is not None:
+            return found
+        instance = super().__call__(**kwargs)
+        _interned[key] = instance
+        return instance
+
+
+_interned: weakref.WeakValueDictionary[tuple[Any, ...], BaseTask] = weakref.WeakValueDictionary()
+
+
+class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
     """Base of all tasks: a frozen pydantic model whose fields are its parameters.
 
     A task's ``id`` is a UUID5 over its type id, version and parameters (tasks among
@@ -240,8 +303,7 @@ class BaseTask(PolymorphicRoot, abc.ABC):
         return data
 
     def _compute_id(self) -> UUID:
-        payload = json.dumps(self._hash_jsonable(), separators=(",", ":"), sort_keys=True)
-        return uuid5(task_uuid5_namespace_provider.get(), payload)
+        return _uuid5(task_uuid5_namespace_provider.get(), _ID_ENCODER.encode(self._hash_jsonable()))
 
     def _serialize(self, handler: Any, info: SerializationInfo, mode: str | None) -> Any:
         ref = self._hash_reference(info.context)

@@ -121,9 +121,9 @@ class TargetFactory:
         return f"{type(self).__name__}(target_roots={self.target_roots!r})"
 
     def _is_full_path(self, path: str) -> bool:
-        if any(path.startswith(prefix) for prefix in self.prefix_to_target_prototype):
+        if path.startswith(tuple(self.prefix_to_target_prototype)) or path.startswith("/"):
             return True
-        return path.startswith("/") or bool(_URI_SCHEME.match(path))
+        return "://" in path and bool(_URI_SCHEME.match(path))
 
     def _get_target_prototype(self, path: str) -> TargetPrototype:
         best: str | None = None

@@ -26,7 +26,26 @@ def _temp_sibling(final: str, suffix: str = "") -> str:
     return f"{final}.tmp-{os.urandom(6).hex()}{suffix}"
 
 
+# Directories this process created or saw, so a write into a known directory costs no
+# makedirs (bounded; a stale entry only costs a retry).
+_known_dirs: set[str] = set()
+_MAX_KNOWN_DIRS = 100_000
+
+
+def _remember_dir(directory: str) -> None:
+    if len(_known_dirs) >= _MAX_KNOWN_DIRS:
+        _known_dirs.clear()
+    _known_dirs.add(directory)
+
+
+def _fsync_enabled() -> bool:
+    """``STARDAG_FSYNC=1``: fsync each written file before renaming it into place."""
+    return os.environ.get("STARDAG_FSYNC", "").lower() in ("1", "true", "yes", "on")
+
+
 def _fsync_path(path: str) -> None:
+    if not _fsync_enabled():
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -54,10 +73,14 @@ class _AtomicWriteHandle(_CommittingWriteHandle):
     def __init__(self, final: str, binary: bool) -> None:
         self._final = final
         self._tmp = _temp_sibling(final)
+        directory = os.path.dirname(final) or "."
+        if directory not in _known_dirs:
+            os.makedirs(directory, exist_ok=True)
+            _remember_dir(directory)
         try:
             self._stream = self._open_tmp(binary)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+        except FileNotFoundError:  # the directory was removed since we saw it
+            os.makedirs(directory, exist_ok=True)
             self._stream = self._open_tmp(binary)
         self._done = False
 
@@ -69,7 +92,8 @@ class _AtomicWriteHandle(_CommittingWriteHandle):
     def _commit(self) -> None:
         try:
             self._stream.flush()
-            os.fsync(self._stream.fileno())
+            if _fsync_enabled():
+                os.fsync(self._stream.fileno())
             self._stream.close()
             os.replace(self._tmp, self._final)
         except BaseException:
@@ -88,9 +112,11 @@ class LocalTarget(_UriIdentity, FileSystemTarget):
     """A file on the local file system.
 
     ``~`` is expanded, parent directories are created on write, and writes are atomic: the
-    content goes to ``<name>.tmp-<random>`` in the same directory, is fsynced, and is
-    renamed over the final path only when the write completes without an exception. A
-    reader therefore sees either no file, the old content or the new content.
+    content goes to ``<name>.tmp-<random>`` in the same directory and is renamed over the
+    final path only when the write completes without an exception. A reader therefore
+    sees either no file, the old content or the new content, even if the writing process
+    is killed. Set ``STARDAG_FSYNC=1`` to also fsync each file before the rename, for
+    durability across power loss (slower on real disks).
     """
 
     def __init__(self, uri: str) -> None:

@@ -21,12 +21,6 @@ SURFACE: dict[str, dict[str, Any]] = json.loads(
 # Names delivered by later work, each with the issue that brings it. Nothing else may be
 # missing; when one of these lands, remove it here.
 PENDING = {
-    "stardag_nb.build": {
-        "DefaultExecutionModeSelector", "DefaultGlobalLockSelector", "ExecutionMode",
-        "ExecutionModeSelector", "GlobalConcurrencyLockManager", "GlobalLockConfig",
-        "GlobalLockSelector", "HybridConcurrentTaskExecutor", "LockAcquisitionResult",
-        "LockAcquisitionStatus", "LockHandle", "RoutedTaskExecutor",
-    },  # issue 4: executors and global locks
     "stardag_nb.registry": {
         "APIRegistry", "RegistryGlobalConcurrencyLockManager", "RegistryLockHandle",
     },  # issue 6: the registry service client

@@ -338,3 +338,33 @@ def test_registry_body_is_shallow_and_rebuilds_a_deep_chain() -> None:
     # a full nested dump (what stardag's registry stores) rebuilds too
     small = Chain(prev=Leaf(n=2), i=1)
     assert rebuild_from_bodies(small.id, lambda _: small.model_dump(mode="json")) == small
+
+
+def test_fast_uuid5_equals_the_standard_library() -> None:
+    import random
+    import string
+
+    from stardag_nb._task import _uuid5
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        name = "".join(rng.choice(string.printable + "éü✓") for _ in range(rng.randint(0, 80)))
+        for namespace in (NS, uuid.uuid4()):
+            ours, theirs = _uuid5(namespace, name), uuid.uuid5(namespace, name)
+            assert ours == theirs and str(ours) == str(theirs) and hash(ours) == hash(theirs)
+            assert ours.version == 5
+
+
+def test_equal_calls_return_one_interned_instance() -> None:
+    assert Leaf(n=1) is Leaf(n=1)
+    assert Chain(prev=Leaf(n=1), i=0) is Chain(prev=Leaf(n=1), i=0)
+
+    class Num(sd.AutoTask[int]):
+        x: int | float | bool
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    # equal-but-different-type values never alias: 1, 1.0 and True give other tasks
+    assert len({Num(x=1).id, Num(x=1.0).id, Num(x=True).id}) == 3
+    assert Num(x=1) is not Num(x=1.0)

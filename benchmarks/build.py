@@ -1,0 +1,187 @@
+"""Benchmark: per-task cost of ``sd.build`` against a plain-Python floor.
+
+    python -m benchmarks.build [--runs 5] [--root DIR] [--registry sqlite|none]
+
+Workloads (``requires()`` style, trivial ``AutoTask[int]`` tasks):
+- wide: 1 root + 1000 leaves;
+- chain: 1000 tasks in a line;
+- layered: 10 layers x 50, each depending on every task of the previous layer, + 1 sink;
+- noop: rebuild of wide when everything is complete.
+
+The floor does the same work in plain Python: a uuid5 id over compact sorted JSON for
+each task (with its dependencies' ids), and an atomic write (temp file + rename) of its
+value into ``<name>/<id[:2]>/<id[2:4]>/<id>.json``. Each measurement is the median of
+several runs on fresh directories, framework and floor interleaved in one process.
+Targets go to ``--root`` (default: a directory on /dev/shm when it exists, as in the
+reference measurements, so framework overhead shows rather than the disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import stardag_nb as sd
+from stardag_nb.registry import NoOpRegistry, RegistryABC
+from stardag_nb.utils.testing import target_roots_override
+
+NS = uuid.UUID("9ca26b27-f7ee-4044-8b3c-e335dc5778dc")
+
+
+class WideLeaf(sd.AutoTask[int]):
+    i: int
+
+    def run(self) -> None:
+        self.output().save(self.i)
+
+
+class WideRoot(sd.AutoTask[int]):
+    n: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [WideLeaf(i=i) for i in range(self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+class ChainLink(sd.AutoTask[int]):
+    i: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return ChainLink(i=self.i - 1) if self.i > 0 else None
+
+    def run(self) -> None:
+        self.output().save(self.i)
+
+
+class LayerNode(sd.AutoTask[int]):
+    layer: int
+    j: int
+    width: int = 50
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        if self.layer == 0:
+            return None
+        width = self.width if self.layer > 0 else 1
+        return [LayerNode(layer=self.layer - 1, j=k, width=self.width) for k in range(width)]
+
+    def run(self) -> None:
+        self.output().save(self.j)
+
+
+# -- the floor: plain Python doing the same work -------------------------------------
+
+
+def _uid(payload: dict[str, object]) -> str:
+    return str(uuid.uuid5(NS, json.dumps(payload, separators=(",", ":"), sort_keys=True)))
+
+
+def _write(root: str, name: str, task_id: str, value: int) -> None:
+    directory = os.path.join(root, name, task_id[:2], task_id[2:4])
+    os.makedirs(directory, exist_ok=True)
+    final = os.path.join(directory, task_id + ".json")
+    tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(value))
+    os.replace(tmp, final)
+
+
+def floor_wide(root: str, n: int) -> None:
+    for i in range(n):
+        _write(root, "WideLeaf", _uid({"__namespace": "", "__name": "WideLeaf", "version": "", "i": i}), i)
+    _write(root, "WideRoot", _uid({"__namespace": "", "__name": "WideRoot", "version": "", "n": n}), n)
+
+
+def floor_chain(root: str, n: int) -> None:
+    for i in range(n):
+        _write(root, "ChainLink", _uid({"__namespace": "", "__name": "ChainLink", "version": "", "i": i}), i)
+
+
+def floor_layered(root: str, layers: int, width: int) -> None:
+    for layer in range(layers):
+        for j in range(width):
+            tid = _uid({"__namespace": "", "__name": "LayerNode", "version": "", "layer": layer, "j": j, "width": width})
+            _write(root, "LayerNode", tid, j)
+    tid = _uid({"__namespace": "", "__name": "LayerNode", "version": "", "layer": layers, "j": 0, "width": width})
+    _write(root, "LayerNode", tid, 0)
+
+
+# -- measurement ---------------------------------------------------------------------
+
+
+def _make_registry(kind: str, workdir: str) -> RegistryABC:
+    if kind == "none":
+        return NoOpRegistry()
+    from stardag_nb.registry import SQLiteRegistry  # type: ignore[attr-defined]
+
+    return SQLiteRegistry(os.path.join(workdir, "registry.sqlite3"))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(base: str, runs: int, registry_kind: str) -> None:
+    workloads: list[tuple[str, int, Callable[[], sd.BaseTask], Callable[[str], None]]] = [
+        ("wide 1000", 1001, lambda: WideRoot(n=1000), lambda r: floor_wide(r, 1000)),
+        ("chain 1000", 1000, lambda: ChainLink(i=999), lambda r: floor_chain(r, 1000)),
+        ("layered 10x50", 501, lambda: LayerNode(layer=10, j=0), lambda r: floor_layered(r, 10, 50)),
+    ]
+    print(f"sd.build per task vs plain-Python floor, median of {runs} (registry: {registry_kind}, root: {base})")
+    print(f"{'workload':<16}{'framework':>12}{'floor':>12}{'per task':>12}{'floor/task':>12}{'ratio':>8}")
+    for name, n, make, floor in workloads:
+        fw_times, floor_times, noop_times = [], [], []
+        for run in range(runs + 1):  # run 0 warms up imports and class creation
+            fw_root = tempfile.mkdtemp(dir=base)
+            fl_root = tempfile.mkdtemp(dir=base)
+            registry = _make_registry(registry_kind, fw_root)
+            with target_roots_override({"default": fw_root}):
+                t_fw = _timed(lambda: _check(sd.build(make(), registry=registry, progress=False)))
+                t_noop = _timed(lambda: _check(sd.build(make(), registry=registry, progress=False)))
+            t_floor = _timed(lambda: floor(fl_root))
+            close = getattr(registry, "close", None)
+            if close is not None:
+                close()
+            shutil.rmtree(fw_root, ignore_errors=True)
+            shutil.rmtree(fl_root, ignore_errors=True)
+            if run:
+                fw_times.append(t_fw)
+                floor_times.append(t_floor)
+                noop_times.append(t_noop)
+        fw, fl = statistics.median(fw_times), statistics.median(floor_times)
+        print(f"{name:<16}{fw:>11.3f}s{fl:>11.3f}s{fw / n * 1e6:>10.0f}us{fl / n * 1e6:>10.0f}us{fw / fl:>7.2f}x")
+        print(f"{'  no-op rebuild':<16}{statistics.median(noop_times) * 1e3:>10.2f}ms")
+
+
+def _check(summary: sd.build.BuildSummary) -> None:  # type: ignore[name-defined]
+    if summary.status != "success":
+        raise SystemExit(f"build failed: {summary}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--root", default=None, help="directory for targets (default: /dev/shm)")
+    parser.add_argument("--registry", choices=["sqlite", "none"], default="sqlite")
+    args = parser.parse_args()
+    base = args.root or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir())
+    base = tempfile.mkdtemp(prefix="stardag-nb-bench-", dir=base)
+    try:
+        measure(base, args.runs, args.registry)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

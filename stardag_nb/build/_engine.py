@@ -1,0 +1,569 @@
+"""The build scheduler: discover what is incomplete, run it dependencies first.
+
+One engine serves all four builders. It is iterative (no recursion limit) and linear in
+tasks + edges: discovery walks each task once, each node keeps a count of the
+dependencies it still waits for, and a finished task decrements its dependents' counts
+and queues those that reach zero. Tasks the executor runs inline (trivial sync tasks)
+are awaited in the loop directly; others become asyncio tasks that report back through
+one event, so no step rescans the running set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from .._task import BaseTask, TaskStruct, flatten_task_struct
+from ..registry import RegistryABC
+from ._base import BuildExitStatus, BuildSummary, FailMode, TaskCount, TaskExecutorABC
+from ._events import BuildEvent, BuildEventHandler, BuildEventKind, TaskNode, emit
+from ._locks import (
+    DefaultGlobalLockSelector,
+    GlobalConcurrencyLockManager,
+    GlobalLockConfig,
+    LockAcquisitionStatus,
+)
+
+__all__ = ["BuildEngine", "as_task_list"]
+
+logger = logging.getLogger("stardag_nb.build")
+
+
+class _State(Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    PREVIOUSLY_COMPLETED = "previously_completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"  # a dependency failed: it will not run in this build
+
+
+_DONE = (_State.COMPLETED, _State.PREVIOUSLY_COMPLETED)
+_DEAD = (_State.FAILED, _State.CANCELLED, _State.BLOCKED)
+
+
+@dataclass(eq=False, slots=True)
+class _Node:
+    task: BaseTask
+    state: _State = _State.PENDING
+    waiting: int = 0
+    dependents: list[_Node] = field(default_factory=list)
+    started: bool = False
+    suspended: bool = False
+    lock_held: bool = False
+    renewer: asyncio.Task[None] | None = None
+
+
+class _CompletedElsewhere(Exception):
+    """The task was completed by another build while this one waited for its lock."""
+
+
+def as_task_list(tasks: BaseTask | Sequence[BaseTask]) -> list[BaseTask]:
+    """One task or a sequence of tasks, as a list; anything else is a ValueError."""
+    items = [tasks] if isinstance(tasks, BaseTask) else list(tasks)
+    for item in items:
+        if not isinstance(item, BaseTask):
+            raise ValueError(
+                f"build() takes tasks or a list of tasks; got {type(item).__name__}: {item!r:.80}"
+            )
+    return items
+
+
+def _unique(tasks: list[BaseTask]) -> list[BaseTask]:
+    seen: set[int] = set()
+    out = []
+    for task in tasks:
+        key = task.id.int
+        if key not in seen:
+            seen.add(key)
+            out.append(task)
+    return out
+
+
+class BuildEngine:
+    """The state of one build. Use :meth:`run` once."""
+
+    def __init__(
+        self,
+        executor: TaskExecutorABC,
+        registry: RegistryABC,
+        fail_mode: FailMode,
+        event_handlers: Sequence[BuildEventHandler] = (),
+        lock_manager: GlobalConcurrencyLockManager | None = None,
+        lock_config: GlobalLockConfig | None = None,
+        max_parallel: int | None = None,
+    ) -> None:
+        self.executor = executor
+        self.registry = registry
+        self.fail_mode = FailMode(fail_mode)
+        self.handlers = list(event_handlers)
+        self.lock_manager = lock_manager
+        self.lock_config = lock_config or GlobalLockConfig()
+        self._use_lock = (
+            DefaultGlobalLockSelector(self.lock_config) if lock_manager is not None else None
+        )
+        self.max_parallel = max_parallel
+        self.nodes: dict[int, _Node] = {}  # by task.id.int (a C-level hash)
+        self.ready: deque[_Node] = deque()
+        self.running: dict[asyncio.Task[None], _Node] = {}
+        self.count = TaskCount()
+        self.errors: dict[UUID, BaseException] = {}
+        self.last_error: BaseException | None = None
+        self.build_id: UUID | None = None
+        self._progress = asyncio.Event()
+        self._inline = getattr(executor, "runs_inline", None)
+        self._waiting_for_lock = 0
+        self._exit_early = False
+
+    # -- events -------------------------------------------------------------------------
+
+    def _emit(self, kind: BuildEventKind, task: BaseTask | None = None, **kw: Any) -> None:
+        if self.handlers:
+            emit(self.handlers, BuildEvent(kind, self.build_id, task, **kw))
+
+    # -- the build ----------------------------------------------------------------------
+
+    async def run(self, roots: list[BaseTask], resume_build_id: UUID | None = None) -> BuildSummary:
+        """Build ``roots``; return the summary (task failures do not raise)."""
+        roots = _unique(roots)
+        if resume_build_id is not None:
+            self.build_id = resume_build_id
+        else:
+            self.build_id = await self.registry.build_start_aio(roots)
+        self._emit(BuildEventKind.BUILD_STARTED)
+        await self.executor.setup()
+        cancelled = False
+        try:
+            await self._discover(roots, dynamic=False)
+            await self._loop()
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            await self._finish(cancelled)
+        return self._summary()
+
+    async def _loop(self) -> None:
+        while True:
+            while self.ready and not self._stopping():
+                if self.max_parallel is not None and len(self.running) >= self.max_parallel:
+                    break
+                node = self.ready.popleft()
+                if node.state in _DONE or node.state in _DEAD:
+                    continue
+                if self._runs_inline(node):
+                    await self._execute(node)
+                else:
+                    self._spawn(node)
+            if not self.running:
+                return
+            if self._stopping():
+                self._cancel_running()
+                return
+            if self.lock_config.exit_early_when_all_locked and self._all_waiting_for_locks():
+                self._exit_early = True
+                self._cancel_running()
+                return
+            self._progress.clear()
+            await self._progress.wait()
+
+    def _stopping(self) -> bool:
+        return bool(self.errors) and self.fail_mode is FailMode.FAIL_FAST
+
+    def _all_waiting_for_locks(self) -> bool:
+        return not self.ready and 0 < len(self.running) == self._waiting_for_lock
+
+    def _runs_inline(self, node: _Node) -> bool:
+        if self._inline is None or (self._use_lock is not None and self._use_lock(node.task)):
+            return False
+        try:
+            return bool(self._inline(node.task))
+        except Exception:
+            return False
+
+    def _spawn(self, node: _Node) -> None:
+        task = asyncio.ensure_future(self._execute(node))
+        self.running[task] = node
+        task.add_done_callback(self._on_spawned_done)
+
+    def _on_spawned_done(self, task: asyncio.Task[None]) -> None:
+        self.running.pop(task, None)
+        self._progress.set()
+
+    def _cancel_running(self) -> None:
+        for task in list(self.running):
+            task.cancel()
+
+    # -- discovery ----------------------------------------------------------------------
+
+    async def _discover(self, tasks: list[BaseTask], dynamic: bool) -> list[_Node]:
+        """Add ``tasks`` and their incomplete static dependencies (depth first, without
+        recursion); queue those that can run. Returns the nodes of ``tasks``."""
+        nodes = self.nodes
+        stack: list[tuple[BaseTask, list[BaseTask] | None]] = [(t, None) for t in reversed(tasks)]
+        while stack:
+            task, deps = stack.pop()
+            if deps is None:  # first visit
+                key = task.id.int
+                if key in nodes:
+                    continue
+                node = nodes[key] = _Node(task)
+                self.count.discovered += 1
+                try:
+                    complete = await task.complete_aio()
+                    static = [] if complete else flatten_task_struct(task.requires())
+                except Exception as exc:  # a broken target root, a failing requires()...
+                    await self._register(node, [], dynamic)
+                    await self._fail(node, exc)
+                    continue
+                if complete:
+                    node.state = _State.PREVIOUSLY_COMPLETED
+                    self.count.previously_completed += 1
+                    await self._register(node, [], dynamic)
+                    continue
+                stack.append((task, static))
+                stack.extend((d, None) for d in reversed(static) if d.id.int not in nodes)
+                continue
+            # second visit: every dependency has a node now
+            node = nodes[task.id.int]
+            wired: set[int] = set()
+            unique_deps = []
+            for dep in deps:
+                key = dep.id.int
+                if key in wired:
+                    continue
+                wired.add(key)
+                unique_deps.append(dep)
+                dep_node = nodes[key]
+                state = dep_node.state
+                if state in _DONE:
+                    continue
+                if state in _DEAD:
+                    node.state = _State.BLOCKED
+                    continue
+                node.waiting += 1
+                dep_node.dependents.append(node)
+            await self._register(node, unique_deps, dynamic)
+            if node.waiting == 0 and node.state is _State.PENDING:
+                self.ready.append(node)
+        return [nodes[t.id.int] for t in tasks]
+
+    async def _register(self, node: _Node, deps: list[BaseTask], dynamic: bool) -> None:
+        task = node.task
+        dep_ids = tuple(d.id for d in deps)
+        try:
+            await self.registry.task_register_aio(self.build_id, task)  # type: ignore[arg-type]
+            if dep_ids:
+                await self.registry.task_add_dependencies_aio(self.build_id, task, dep_ids, False)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("registry: could not register %s", task)
+        if self.handlers:
+            type_id = type(task).__type_id__
+            node_info = TaskNode(
+                id=task.id,
+                name=type_id.name,
+                namespace=type_id.namespace,
+                already_complete=node.state is _State.PREVIOUSLY_COMPLETED,
+                dependencies=dep_ids,
+                dynamic=dynamic,
+            )
+            self._emit(BuildEventKind.TASK_REGISTERED, task, node=node_info)
+
+    # -- running ------------------------------------------------------------------------
+
+    async def _execute(self, node: _Node) -> None:
+        task = node.task
+        try:
+            if self._use_lock is not None and self._use_lock(task) and not node.lock_held:
+                await self._acquire_lock(node)
+            if node.started:
+                node.suspended = False
+                await self.registry.task_resume_aio(self.build_id, task)  # type: ignore[arg-type]
+                self._emit(BuildEventKind.TASK_RESUMED, task)
+            else:
+                node.started = True
+                await self.registry.task_start_aio(self.build_id, task)  # type: ignore[arg-type]
+                self._emit(BuildEventKind.TASK_STARTED, task)
+            node.state = _State.RUNNING
+            result = await self.executor.submit(task)
+        except _CompletedElsewhere:
+            await self._completed_elsewhere(node)
+            return
+        except asyncio.CancelledError:
+            await self._cancel(node)
+            raise
+        except Exception as exc:
+            result = exc
+        if result is None:
+            await self._succeed(node)
+        elif isinstance(result, BaseException):
+            await self._fail(node, result)
+        else:
+            await self._suspend(node, result)
+
+    async def _succeed(self, node: _Node) -> None:
+        task = node.task
+        node.state = _State.COMPLETED
+        self.count.succeeded += 1
+        await self._release_lock(node, completed=True)
+        try:
+            await self.registry.task_complete_aio(self.build_id, task)  # type: ignore[arg-type]
+            assets = task.registry_assets_aio()
+            assets = await assets if asyncio.iscoroutine(assets) else assets
+            if assets:
+                await self.registry.task_upload_assets_aio(self.build_id, task, assets)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("registry: could not record the completion of %s", task)
+        self._emit(BuildEventKind.TASK_COMPLETED, task)
+        self._release_dependents(node)
+
+    def _release_dependents(self, node: _Node) -> None:
+        for dependent in node.dependents:
+            dependent.waiting -= 1
+            if dependent.waiting == 0 and dependent.state in (_State.PENDING, _State.SUSPENDED):
+                self.ready.append(dependent)
+        node.dependents.clear()
+        self._progress.set()
+
+    async def _fail(self, node: _Node, error: BaseException) -> None:
+        task = node.task
+        node.state = _State.FAILED
+        self.count.failed += 1
+        self.errors[task.id] = error
+        self.last_error = error
+        logger.error("Task %s failed: %s: %s", task, type(error).__name__, error, exc_info=error)
+        discard = getattr(self.executor, "discard", None)
+        if discard is not None:
+            discard(task)
+        await self._release_lock(node, completed=False)
+        try:
+            await self.registry.task_fail_aio(self.build_id, task, _describe(error))  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("registry: could not record the failure of %s", task)
+        self._emit(BuildEventKind.TASK_FAILED, task, error=error)
+        self._block_dependents(node)
+        self._progress.set()
+
+    def _block_dependents(self, node: _Node) -> None:
+        stack = list(node.dependents)
+        node.dependents.clear()
+        while stack:
+            dependent = stack.pop()
+            if dependent.state in _DEAD or dependent.state in _DONE:
+                continue
+            dependent.state = _State.BLOCKED
+            discard = getattr(self.executor, "discard", None)
+            if discard is not None:
+                discard(dependent.task)
+            stack.extend(dependent.dependents)
+            dependent.dependents.clear()
+
+    async def _suspend(self, node: _Node, struct: TaskStruct) -> None:
+        task = node.task
+        try:
+            deps = _unique(flatten_task_struct(struct))
+        except TypeError as exc:
+            await self._fail(node, exc)
+            return
+        dep_nodes = await self._discover(deps, dynamic=True)
+        try:
+            await self.registry.task_add_dependencies_aio(  # type: ignore[arg-type]
+                self.build_id, task, tuple(d.id for d in deps), True
+            )
+        except Exception:
+            logger.exception("registry: could not record dynamic dependencies of %s", task)
+        dead = [n for n in dep_nodes if n.state in _DEAD]
+        if dead:
+            error = RuntimeError(
+                f"dynamic dependency {dead[0].task!r:.100} of {task!r:.100} did not complete"
+            )
+            await self._fail(node, error)
+            return
+        waiting = [n for n in dep_nodes if n.state not in _DONE]
+        if not waiting:  # everything yielded is complete: continue at once
+            node.state = _State.SUSPENDED
+            self.ready.appendleft(node)
+            self._progress.set()
+            return
+        node.state = _State.SUSPENDED
+        node.suspended = True
+        node.waiting = len(waiting)
+        for dep_node in waiting:
+            dep_node.dependents.append(node)
+        try:
+            await self.registry.task_suspend_aio(self.build_id, task)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("registry: could not record the suspension of %s", task)
+        self._emit(BuildEventKind.TASK_SUSPENDED, task, dependencies=tuple(n.task.id for n in waiting))
+        self._progress.set()
+
+    async def _cancel(self, node: _Node) -> None:
+        if node.state in _DONE or node.state in _DEAD:
+            return
+        node.state = _State.CANCELLED
+        discard = getattr(self.executor, "discard", None)
+        if discard is not None:
+            discard(node.task)
+        await self._release_lock(node, completed=False)
+        try:
+            await self.registry.task_cancel_aio(self.build_id, node.task)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("registry: could not record the cancellation of %s", node.task)
+        self._emit(BuildEventKind.TASK_CANCELLED, node.task)
+
+    async def _completed_elsewhere(self, node: _Node) -> None:
+        node.state = _State.PREVIOUSLY_COMPLETED
+        self.count.previously_completed += 1
+        await self._release_lock(node, completed=False)
+        self._emit(BuildEventKind.TASK_COMPLETED, node.task)
+        self._release_dependents(node)
+
+    # -- global locks -------------------------------------------------------------------
+
+    async def _acquire_lock(self, node: _Node) -> None:
+        """Take the task's lock, waiting with backoff; raise _CompletedElsewhere if another
+        build completed it meanwhile."""
+        assert self.lock_manager is not None
+        cfg, task, key = self.lock_config, node.task, str(node.task.id)
+        interval = cfg.lock_wait_initial_interval_seconds
+        deadline = (
+            None if cfg.lock_wait_timeout_seconds is None
+            else time.monotonic() + cfg.lock_wait_timeout_seconds
+        )
+        announced = False
+        try:
+            while True:
+                result = await self.lock_manager.acquire(key)
+                if result.status is LockAcquisitionStatus.ACQUIRED:
+                    node.lock_held = True
+                    break
+                if result.status is LockAcquisitionStatus.ALREADY_COMPLETED:
+                    await self._await_visible_completion(task)
+                    raise _CompletedElsewhere()
+                if result.status is LockAcquisitionStatus.ERROR:
+                    raise RuntimeError(f"could not acquire the global lock of {task!r:.100}: {result.error_message}")
+                if not announced:
+                    announced = True
+                    self._waiting_for_lock += 1
+                    await self.registry.task_waiting_for_lock_aio(self.build_id, task, None)  # type: ignore[arg-type]
+                    self._emit(BuildEventKind.TASK_WAITING_FOR_LOCK, task)
+                    self._progress.set()
+                if await task.complete_aio():
+                    raise _CompletedElsewhere()
+                if deadline is None or time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"the global lock of {task!r:.100} stayed held by another build for "
+                        f"{cfg.lock_wait_timeout_seconds} s (GlobalLockConfig.lock_wait_timeout_seconds)"
+                    )
+                await asyncio.sleep(interval)
+                interval = min(interval * cfg.lock_wait_backoff_factor, cfg.lock_wait_max_interval_seconds)
+        finally:
+            if announced:
+                self._waiting_for_lock -= 1
+        # Double-checked: the output may have appeared between discovery and the lock.
+        if await task.complete_aio():
+            await self._release_lock(node, completed=True)
+            raise _CompletedElsewhere()
+        renew = getattr(self.lock_manager, "renew", None)
+        ttl = getattr(self.lock_manager, "ttl_seconds", 60.0)
+        if renew is not None:
+            node.renewer = asyncio.ensure_future(_renew_forever(renew, key, ttl / 3))
+
+    async def _await_visible_completion(self, task: BaseTask) -> None:
+        cfg = self.lock_config
+        deadline = time.monotonic() + cfg.completion_retry_timeout_seconds
+        while not await task.complete_aio():
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"{task!r:.100} is recorded as completed elsewhere, but its output is not "
+                    f"visible after {cfg.completion_retry_timeout_seconds} s"
+                )
+            await asyncio.sleep(cfg.completion_retry_interval_seconds)
+
+    async def _release_lock(self, node: _Node, completed: bool) -> None:
+        if not node.lock_held or self.lock_manager is None:
+            return
+        node.lock_held = False
+        if node.renewer is not None:
+            node.renewer.cancel()
+            node.renewer = None
+        try:
+            await self.lock_manager.release(str(node.task.id), task_completed=completed)
+        except Exception:
+            logger.exception("could not release the global lock of %s", node.task)
+
+    # -- the end ------------------------------------------------------------------------
+
+    async def _finish(self, cancelled: bool) -> None:
+        if self.running:
+            self._cancel_running()
+            await asyncio.gather(*self.running, return_exceptions=True)
+        for node in self.nodes.values():
+            if node.state in (_State.RUNNING, _State.SUSPENDED) or (cancelled and node.state is _State.PENDING and node.started):
+                await self._cancel(node)
+        teardown = self.executor.teardown
+        try:
+            if cancelled and "wait" in teardown.__code__.co_varnames:  # type: ignore[attr-defined]
+                await teardown(wait=False)  # type: ignore[call-arg]
+            else:
+                await teardown()
+        except Exception:
+            logger.exception("executor teardown failed")
+        if not cancelled and not self.errors and not self._exit_early:
+            self._check_deadlock()
+        reg, build_id = self.registry, self.build_id
+        try:
+            if cancelled:
+                await reg.build_cancel_aio(build_id)  # type: ignore[arg-type]
+            elif self._exit_early:
+                await reg.build_exit_early_aio(build_id, "every remaining task is locked by another build")  # type: ignore[arg-type]
+            elif self.errors:
+                await reg.build_fail_aio(build_id, _describe(self.last_error))  # type: ignore[arg-type]
+            else:
+                await reg.build_complete_aio(build_id)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("registry: could not record the end of build %s", build_id)
+
+    def _check_deadlock(self) -> None:
+        stuck = [n for n in self.nodes.values() if n.state in (_State.PENDING, _State.SUSPENDED)]
+        if stuck:
+            error = RuntimeError(
+                "dependency cycle: these tasks wait on each other and cannot run: "
+                + ", ".join(repr(n.task)[:80] for n in stuck[:5])
+                + (" ..." if len(stuck) > 5 else "")
+            )
+            self.errors[stuck[0].task.id] = error
+            self.last_error = error
+
+    def _summary(self) -> BuildSummary:
+        if self._exit_early:
+            status = BuildExitStatus.EXIT_EARLY
+        elif self.errors:
+            status = BuildExitStatus.FAILURE
+        else:
+            status = BuildExitStatus.SUCCESS
+        summary = BuildSummary(status, self.count, self.build_id, self.last_error, dict(self.errors))
+        self._emit(BuildEventKind.BUILD_FINISHED, summary=summary)
+        return summary
+
+
+async def _renew_forever(renew: Any, key: str, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await renew(key)
+        except Exception:  # pragma: no cover - logged, retried next period
+            logger.exception("could not renew the global lock %s", key)
+
+
+def _describe(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}" if error is not None else ""
