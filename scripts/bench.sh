@@ -3,4 +3,5 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 ensure_venv ""
 cd "$ROOT"
-"$VENV/bin/python" -m benchmarks.ids "$@"
+"$VENV/bin/python" -m benchmarks.ids
+"$VENV/bin/python" -m benchmarks.build "$@"

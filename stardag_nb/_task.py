@@ -557,6 +557,8 @@ class Task(BaseTask, Generic[TargetT]):
         return self.output().exists()  # type: ignore[attr-defined,no-any-return]
 
     async def complete_aio(self) -> bool:
+        if type(self).complete is not Task.complete:  # honour an overridden complete()
+            return self.complete()
         return await self.output().exists_aio()  # type: ignore[attr-defined,no-any-return]
 
     @classmethod

@@ -28,7 +28,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 def _reset_caches() -> None:
     from stardag_nb import config
+    from stardag_nb.registry import registry_provider
     from stardag_nb.target import target_factory_provider
 
     config.clear_config_cache()
     target_factory_provider.reset()
+    registry_provider.reset()

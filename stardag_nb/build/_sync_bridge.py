@@ -21,6 +21,10 @@ def run_coroutine_sync(coro: Coroutine[Any, Any, _T]) -> _T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False
+    else:
+        running = True
+    if not running:  # outside the except block: tracebacks stay free of this RuntimeError
         return asyncio.run(coro)
     result: dict[str, Any] = {}
 

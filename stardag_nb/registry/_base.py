@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
@@ -192,7 +193,8 @@ class NoOpRegistry(RegistryABC):
 
 def get_git_commit_hash() -> str:
     """The current commit: ``$SHORT_SHA`` or ``$COMMIT_HASH``, else ``git rev-parse --short
-    HEAD`` with ``-dirty`` appended when the work tree has changes.
+    HEAD`` with ``-dirty`` appended when the work tree has changes (asked of git at most
+    once every few seconds per working directory).
 
     Raises:
         RuntimeError: outside a git work tree with neither variable set.
@@ -200,6 +202,25 @@ def get_git_commit_hash() -> str:
     for var in ("SHORT_SHA", "COMMIT_HASH"):
         if os.environ.get(var):
             return os.environ[var]
+    cwd = os.getcwd()
+    now = time.monotonic()
+    cached = _git_hash_cache.get(cwd)
+    if cached is None or now - cached[0] >= _GIT_HASH_TTL_SECONDS:
+        try:
+            cached = (now, _ask_git(), None)
+        except RuntimeError as exc:  # keep the message only: a traceback pins frames
+            cached = (now, "", str(exc))
+        _git_hash_cache[cwd] = cached
+    if cached[2] is not None:
+        raise RuntimeError(cached[2])
+    return cached[1]
+
+
+_GIT_HASH_TTL_SECONDS = 5.0
+_git_hash_cache: dict[str, tuple[float, str, str | None]] = {}
+
+
+def _ask_git() -> str:
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True

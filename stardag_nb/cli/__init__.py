@@ -1,0 +1,102 @@
+"""The ``stardag-nb`` command line (stdlib argparse only).
+
+    stardag-nb build MODULE:TARGET [--fail-mode fail_fast|continue] [--sequential]
+                                   [--no-progress] [--json]
+    stardag-nb registry builds [--limit N] [--json]
+    stardag-nb registry tasks BUILD_ID [--json]
+    stardag-nb version
+
+``--registry PATH_OR_URL`` (before or after the command) overrides ``$STARDAG_REGISTRY``
+for one invocation. Exit status: 0 success, 1 a failed build (or an unexpected error),
+2 usage errors (nothing was run). Also runnable as ``python -m stardag_nb.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CLIError
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+PROG = "stardag-nb"
+
+
+def _version() -> str:
+    from .._version import __version__
+
+    return __version__
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"{PROG} {_version()}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``stardag-nb``."""
+    from . import _build, _registry
+
+    # Options every (sub)command accepts, wherever they are written on the line. On the
+    # subcommands the default is SUPPRESS, so a value given earlier is not reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry",
+        metavar="PATH_OR_URL",
+        default=argparse.SUPPRESS,
+        help="the registry for this invocation (overrides $STARDAG_REGISTRY): a SQLite file "
+        "path, sqlite:///PATH, or 'none'",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Build stardag_nb tasks and inspect what the registry recorded.",
+        epilog="Exit status: 0 success, 1 a failed build, 2 usage errors.",
+    )
+    parser.add_argument(
+        "--registry",
+        metavar="PATH_OR_URL",
+        default=None,
+        help="the registry for this invocation (overrides $STARDAG_REGISTRY): a SQLite file "
+        "path, sqlite:///PATH, or 'none'",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _build.add_parser(commands, common)
+    _registry.add_parser(commands, common)
+    version = commands.add_parser(
+        "version", help="print the version", description="Print the stardag_nb version."
+    )
+    version.set_defaults(handler=_cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``stardag-nb`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CLIError as exc:
+        exc.report()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` & co.: stop quietly (and keep Python from complaining
+        # again when it flushes stdout at exit).
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except Exception as exc:
+        from ..exceptions import StardagError
+
+        if isinstance(exc, StardagError):
+            CLIError(f"{type(exc).__name__}: {exc}", exit_code=EXIT_FAILURE).report()
+            return EXIT_FAILURE
+        raise
+

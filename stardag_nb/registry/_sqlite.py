@@ -1,0 +1,982 @@
+"""The embedded registry: builds, tasks, events and assets in one local SQLite file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+import pydantic_core
+
+from .._config_files import get_stardag_dir
+from ..exceptions import StardagError
+from . import _sqlite_schema as schema
+from ._base import RegistryABC, TaskMetadata, get_git_commit_hash
+
+if TYPE_CHECKING:
+    from .._task import BaseTask
+    from ..registry_asset import RegistryAsset
+
+__all__ = [
+    "BuildNotFoundError",
+    "BuildRecord",
+    "BuildTaskRecord",
+    "DependencyRecord",
+    "EnvironmentRecord",
+    "EventRecord",
+    "RegistryEventKind",
+    "SQLiteRegistry",
+    "TaskNotFoundError",
+    "WorkspaceRecord",
+    "default_registry_path",
+]
+
+logger = logging.getLogger("stardag_nb.registry")
+
+DEFAULT_FILE_NAME = "registry.sqlite3"
+
+
+def default_registry_path() -> Path:
+    """``<stardag dir>/registry.sqlite3`` (``~/.stardag`` or ``$STARDAG_HOME``)."""
+    return get_stardag_dir() / DEFAULT_FILE_NAME
+
+
+class TaskNotFoundError(StardagError, LookupError):
+    """The registry has no task with this id (in its workspace and environment)."""
+
+
+class BuildNotFoundError(StardagError, LookupError):
+    """The registry has no build with this id (in its workspace and environment)."""
+
+
+class RegistryEventKind(StrEnum):
+    """The kinds of event in the registry's append-only log."""
+
+    BUILD_STARTED = "build_started"
+    BUILD_COMPLETED = "build_completed"
+    BUILD_FAILED = "build_failed"
+    BUILD_CANCELLED = "build_cancelled"
+    BUILD_EXIT_EARLY = "build_exit_early"
+    TASK_REGISTERED = "task_registered"
+    TASK_STARTED = "task_started"
+    TASK_SUSPENDED = "task_suspended"
+    TASK_RESUMED = "task_resumed"
+    TASK_COMPLETED = "task_completed"
+    TASK_FAILED = "task_failed"
+    TASK_CANCELLED = "task_cancelled"
+    TASK_WAITING_FOR_LOCK = "task_waiting_for_lock"
+
+
+_K = RegistryEventKind
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkspaceRecord:
+    """A workspace: a namespace of environments."""
+
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    """An environment within a workspace: tasks and builds are scoped to one."""
+
+    workspace: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """One build: its status is ``running``, ``completed``, ``failed``, ``cancelled`` or
+    ``exit_early``."""
+
+    id: UUID
+    name: str
+    workspace: str
+    environment: str
+    status: str
+    description: str | None
+    commit_hash: str | None
+    root_task_ids: tuple[UUID, ...]
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class BuildTaskRecord:
+    """A task as seen by one build, with its status in that build (``pending``,
+    ``running``, ``suspended``, ``completed``, ``failed`` or ``cancelled``)."""
+
+    task_id: UUID
+    name: str
+    namespace: str
+    status: str
+    registered_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One entry of the event log (``task_id`` is None for build events)."""
+
+    id: int
+    build_id: UUID
+    task_id: UUID | None
+    kind: str
+    created_at: datetime
+    error_message: str | None
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class DependencyRecord:
+    """An edge ``upstream -> downstream``: the downstream task depends on the upstream
+    one; ``dynamic`` when it was yielded by ``run`` rather than returned by ``requires``."""
+
+    upstream_task_id: UUID
+    downstream_task_id: UUID
+    dynamic: bool
+
+
+# -- SQL -------------------------------------------------------------------------------
+
+_UPSERT_TASK = (
+    "INSERT INTO tasks (environment_id, task_id, namespace, name, version, body, output_uri,"
+    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, task_id) DO UPDATE"
+    " SET namespace = excluded.namespace, name = excluded.name, version = excluded.version,"
+    " body = excluded.body, output_uri = coalesce(excluded.output_uri, tasks.output_uri)"
+)
+# One statement for every change of a build's task, so that a batch needs one
+# executemany: ?3 NULL keeps the status (a new row starts 'pending'); ?8 / ?9 say whether
+# the start / finish columns were set (possibly to NULL) since the last flush.
+_UPSERT_BUILD_TASK = (
+    "INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
+    " completed_at, error_message, updated_at)"
+    " VALUES (?1, ?2, coalesce(?3, 'pending'), ?4, ?5, ?6, ?7, ?10)"
+    " ON CONFLICT (build_id, task_id) DO UPDATE SET"
+    " status = coalesce(?3, build_tasks.status),"
+    " registered_at = coalesce(build_tasks.registered_at, ?4),"
+    " started_at = CASE WHEN ?8 THEN ?5 ELSE build_tasks.started_at END,"
+    " completed_at = CASE WHEN ?9 THEN ?6 ELSE build_tasks.completed_at END,"
+    " error_message = CASE WHEN ?9 THEN ?7 ELSE build_tasks.error_message END,"
+    " updated_at = ?10"
+)
+_INSERT_EDGE = (
+    "INSERT INTO task_dependencies (environment_id, upstream_task_id, downstream_task_id,"
+    " dynamic, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (build_id, task_id, kind, created_at, error_message, metadata)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_ASSET = (
+    "INSERT INTO assets (environment_id, task_id, build_id, type, name, body, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, task_id, type, name) DO UPDATE"
+    " SET build_id = excluded.build_id, body = excluded.body, created_at = excluded.created_at"
+)
+_INSERT_COMPLETION = (
+    "INSERT INTO task_completions (environment_id, task_id, build_id, completed_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_INSERT_BUILD = (
+    "INSERT INTO builds (id, environment_id, name, description, commit_hash, root_task_ids,"
+    " status, created_at, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)"
+)
+_FINISH_BUILD = "UPDATE builds SET status = ?, completed_at = ?, error_message = ? WHERE id = ?"
+
+# Indices into a pending build-task entry (a list, updated in place).
+_STATUS, _REGISTERED, _STARTED, _FINISHED, _ERROR, _STARTED_SET, _FINISHED_SET, _UPDATED = range(8)
+
+_ADJECTIVES = (
+    "amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hasty", "icy", "jolly",
+    "keen", "lucid", "mellow", "nimble", "olive", "plucky", "quiet", "rapid", "sunny", "tidy",
+)  # fmt: skip
+_NOUNS = (
+    "badger", "comet", "delta", "ember", "falcon", "glacier", "heron", "island", "jackal",
+    "kestrel", "lagoon", "meadow", "nebula", "otter", "pebble", "quartz", "raven", "spruce",
+    "tundra", "walrus",
+)  # fmt: skip
+
+
+def _build_name() -> str:
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randrange(100):02d}"
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else _ts(value)
+
+
+def _output_uri(task: BaseTask) -> str | None:
+    output = getattr(task, "output", None)
+    if output is None:
+        return None
+    try:
+        uri = getattr(output(), "uri", None)
+    except Exception:  # an output that cannot be built yet is not the registry's problem
+        return None
+    return uri if isinstance(uri, str) else None
+
+
+# -- the batch writer ------------------------------------------------------------------
+
+
+class _Batch:
+    """Rows waiting to be written. Task rows, ids and bodies are converted when the batch
+    is written (usually on the flusher thread), not when the build calls the registry."""
+
+    __slots__ = (
+        "assets", "build_tasks", "build_updates", "completions", "edges", "events", "rows",
+        "since", "tasks",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[BaseTask, float]] = []
+        # (build key, task UUID as int) -> [status, registered, started, finished, error,
+        # started set, finished set, updated, task UUID]: the changes since the last
+        # write, merged. (A UUID's hash is computed in Python; its int's is not.)
+        self.build_tasks: dict[tuple[str, int], list[Any]] = {}
+        self.edges: list[tuple[UUID, UUID, int, float]] = []
+        self.events: list[tuple[str, UUID | None, str, float, str | None, str | None]] = []
+        self.assets: list[tuple[Any, ...]] = []
+        self.completions: list[tuple[UUID, str, float]] = []
+        self.build_updates: list[tuple[str, float, str | None, str]] = []
+        self.rows = 0
+        self.since: float | None = None  # time.monotonic() of the oldest row
+
+    def statements(self, env: int) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The batch as (SQL, rows) pairs, in the order they must run."""
+        ids: dict[int, str] = {}
+
+        def s(u: UUID) -> str:
+            r = ids.get(u.int)
+            if r is None:
+                r = ids[u.int] = str(u)
+            return r
+
+        tasks, seen = [], set()
+        for task, now in self.tasks:
+            tid = task.id
+            if tid.int in seen:
+                continue
+            seen.add(tid.int)
+            tasks.append(_task_row(env, s(tid), task, now))
+        out: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (_UPSERT_TASK, tasks),
+            (_UPSERT_BUILD_TASK, [(b, s(e[8]), *e[:8]) for (b, _), e in self.build_tasks.items()]),
+            (_INSERT_EDGE, [(env, s(u), s(d), dyn, now) for u, d, dyn, now in self.edges]),
+            (
+                _INSERT_EVENT,
+                [(b, None if t is None else s(t), *rest) for b, t, *rest in self.events],
+            ),
+            (_UPSERT_ASSET, self.assets),
+            (_INSERT_COMPLETION, [(env, s(t), b, now) for t, b, now in self.completions]),
+            (_FINISH_BUILD, self.build_updates),
+        ]
+        return [(sql, rows) for sql, rows in out if rows]
+
+
+def _task_row(env: int, tid: str, task: BaseTask, now: float) -> tuple[Any, ...]:
+    try:
+        body = pydantic_core.to_json(task._registry_body()).decode()
+    except Exception as exc:  # recorded, not raised: the build must go on
+        logger.warning("Cannot serialize %s for the registry: %s", tid, exc)
+        body = json.dumps({"__error": f"{type(exc).__name__}: {exc}"})
+    return (
+        env, tid, task.get_namespace(), task.get_name(), task.version or None, body,
+        _output_uri(task), now,
+    )  # fmt: skip
+
+
+class _Writer:
+    """The connection and the pending batch, shared with the background flusher thread.
+
+    Kept apart from :class:`SQLiteRegistry` so that neither the flusher thread nor the
+    exit hook keeps the registry alive. Locks: ``lock`` guards the batch (held only to
+    append or swap it out), ``db_lock`` the connection; taken in the order db_lock, lock.
+    """
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, env: int, max_rows: int, interval: float
+    ) -> None:
+        self.conn = conn
+        self.path = path
+        self.env = env
+        self.max_rows = max_rows
+        self.interval = interval
+        # Reentrant: a garbage collection on a thread inside these locks may close us.
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.db_lock = threading.RLock()
+        self.pid = os.getpid()
+        self.closed = False
+        self.thread: threading.Thread | None = None
+        self.batch = _Batch()
+        self.failed: list[_Batch] = []  # written batches that hit a transient error
+        self.retry_at: float | None = None
+        self.urgent = False  # max_rows reached: the flusher writes without waiting
+
+    # -- called by the registry with self.lock held ------------------------------------
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise StardagError(f"The registry {self.path} is closed.")
+
+    def added(self, n: int) -> bool:
+        """Count ``n`` new rows; True when the caller must flush (backpressure)."""
+        batch = self.batch
+        batch.rows += n
+        if batch.since is None:
+            batch.since = time.monotonic()
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._run, name="stardag-registry-flusher", daemon=True
+                )
+                self.thread.start()
+            else:
+                self.cond.notify()
+        if batch.rows >= self.max_rows and not self.urgent:
+            self.urgent = True
+            self.cond.notify()
+        return batch.rows >= 20 * self.max_rows
+
+    def bt_entry(self, build: str, task_id: UUID, now: float) -> list[Any]:
+        """The pending change of ``(build, task)``, created empty if needed."""
+        key = (build, task_id.int)
+        entry = self.batch.build_tasks.get(key)
+        if entry is None:
+            entry = self.batch.build_tasks[key] = [None, now, None, None, None, 0, 0, now, task_id]
+            self.batch.rows += 1
+        return entry
+
+    # -- writing -----------------------------------------------------------------------
+
+    def flush(self, raise_errors: bool = True, final: bool = False) -> None:
+        """Write every pending row in one transaction (once closed, only the final
+        write runs)."""
+        with self.db_lock:
+            with self.lock:
+                if self.closed and not final:
+                    return
+                batch, self.urgent = self.batch, False
+                if batch.rows:
+                    self.batch = _Batch()
+            batches = [*self.failed, batch] if batch.rows else self.failed
+            if not batches:
+                return
+            try:
+                statements = [st for b in batches for st in b.statements(self.env)]
+                self._write(statements)
+            except sqlite3.OperationalError as exc:
+                # Busy, or trouble with the disk: keep the rows; the flusher retries.
+                self.failed = batches
+                with self.lock:
+                    self.retry_at = time.monotonic() + self.interval
+                    self.cond.notify()
+                message = f"Could not write to the registry {self.path} ({exc}); will retry."
+                if raise_errors:
+                    raise StardagError(message) from exc
+                logger.warning(message)
+                return
+            except sqlite3.Error as exc:
+                self.failed = []
+                rows = sum(b.rows for b in batches)
+                message = f"Dropped {rows} registry rows that {self.path} refused: {exc}"
+                if raise_errors:
+                    raise StardagError(message) from exc
+                logger.error(message)
+                return
+            self.failed = []
+            self.retry_at = None
+
+    def _write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in statements:
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _due(self) -> float | None:
+        """Seconds until the next write is due (<= 0: now; None: nothing pending)."""
+        now = time.monotonic()
+        waits = []
+        if self.urgent:
+            return 0.0
+        if self.batch.since is not None:
+            waits.append(self.batch.since + self.interval - now)
+        if self.retry_at is not None:
+            waits.append(self.retry_at - now)
+        return min(waits) if waits else None
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed:
+                    delay = self._due()
+                    if delay is not None and delay <= 0:
+                        break
+                    self.cond.wait(delay)
+                closed = self.closed
+            if closed:
+                self._finish()
+                return
+            try:
+                self.flush(raise_errors=False)
+            except Exception:  # never let the flusher die
+                logger.exception("The registry flusher failed")
+
+    def _finish(self) -> None:
+        if os.getpid() != self.pid:
+            # A forked child must neither replay its parent's rows nor close the
+            # parent's connection (SQLite may then checkpoint and remove the WAL).
+            return
+        try:
+            self.flush(raise_errors=False, final=True)
+        finally:
+            with self.db_lock:
+                self.conn.close()
+
+    def close(self) -> None:
+        """Flush and close (idempotent; used by ``close()``, garbage collection and exit)."""
+        with self.cond:
+            if self.closed:
+                return
+            self.closed = True
+            self.cond.notify_all()
+            thread = self.thread
+        if thread is None or os.getpid() != self.pid:
+            self._finish()  # no flusher thread (nothing was ever written), or forked
+        elif thread is not threading.current_thread():
+            thread.join(timeout=schema.BUSY_TIMEOUT_SECONDS + 5)
+        # else: closed from the flusher thread itself (by a garbage collection); its
+        # loop sees `closed` and finishes.
+
+
+# -- the registry ----------------------------------------------------------------------
+
+
+class SQLiteRegistry(RegistryABC):
+    """The embedded registry: one local SQLite file, shared by every process that opens it.
+
+    Args:
+        path: The database file (created with its parent directory if needed). Default:
+            ``<stardag dir>/registry.sqlite3``, the stardag dir being ``~/.stardag`` or
+            ``$STARDAG_HOME``.
+        workspace: The workspace builds and tasks are recorded in (created if needed).
+        environment: The environment within the workspace (created if needed).
+        flush_max_rows: Write the pending rows once this many have accumulated.
+        flush_interval_seconds: ... or once the oldest pending row is this old.
+
+    Writes are buffered: each call appends rows to an in-memory batch, and a background
+    thread writes the batch in one ``BEGIN IMMEDIATE`` transaction (``executemany`` per
+    table) once ``flush_max_rows`` rows are pending or the oldest is
+    ``flush_interval_seconds`` old. The calling thread writes it itself when a build
+    ends, before every read, on :meth:`flush` and :meth:`close`, and when 20 times
+    ``flush_max_rows`` rows are pending (the flusher cannot keep up); the batch is also
+    written when the registry is garbage-collected and at interpreter exit. Task bodies
+    and output URIs are computed when written, so a call costs a few microseconds. A hard kill (SIGKILL, power loss) loses at most
+    the last ~0.2 s of events and never corrupts the file: the database is in WAL mode
+    and each batch is one atomic transaction. Another process (or another
+    ``SQLiteRegistry`` on the same file) sees rows once they are written.
+
+    ``build_start`` writes at once. Task calls must name a build of this file and
+    environment (else :class:`BuildNotFoundError`). Thread-safe: calls may come from
+    the event loop and from worker threads.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        workspace: str = "default",
+        environment: str = "local",
+        *,
+        flush_max_rows: int = 500,
+        flush_interval_seconds: float = 0.2,
+    ) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_registry_path()
+        self.workspace = workspace
+        self.environment = environment
+        conn = schema.connect(self.path)
+        try:
+            self._env_id = schema.ensure_environment(conn, workspace, environment)
+        except BaseException:
+            conn.close()
+            raise
+        self._w = _Writer(
+            conn, self.path, self._env_id, max(1, flush_max_rows), flush_interval_seconds
+        )
+        self._finalizer = weakref.finalize(self, self._w.close)
+        self._known_builds: dict[UUID, str] = {}
+        self._last_build: tuple[UUID | None, str] = (None, "")
+
+    def __repr__(self) -> str:
+        return (
+            f"SQLiteRegistry({str(self.path)!r}, workspace={self.workspace!r}, "
+            f"environment={self.environment!r})"
+        )
+
+    def __enter__(self) -> SQLiteRegistry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the pending rows now.
+
+        Raises:
+            StardagError: the file could not be written (the rows are kept, and retried,
+                when the failure may be transient, such as a file locked for 30 s).
+        """
+        self._check_open()
+        self._w.flush()
+
+    def close(self) -> None:
+        """Write the pending rows and close the file. Later calls raise
+        :class:`StardagError`."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._w.closed
+
+    def _check_open(self) -> None:
+        if self._w.closed:
+            raise StardagError(f"The registry {self.path} is closed.")
+
+    def _build_key(self, build_id: UUID) -> str:
+        last = self._last_build
+        if last[0] is build_id:  # the engine passes the same UUID object on every call
+            return last[1]
+        key = self._known_builds.get(build_id)
+        if key is not None:
+            self._last_build = (build_id, key)
+            return key
+        key = str(build_id)
+        rows = self._read("SELECT 1 FROM builds WHERE id = ? AND environment_id = ?",
+                          (key, self._env_id), flush=False)  # fmt: skip
+        if not rows:
+            raise BuildNotFoundError(
+                f"Build {build_id} is not in the registry {self.path} (workspace "
+                f"{self.workspace!r}, environment {self.environment!r}): start builds with "
+                "this registry's build_start()."
+            )
+        self._known_builds[build_id] = key
+        self._last_build = (build_id, key)
+        return key
+
+    # -- builds ------------------------------------------------------------------------
+
+    def build_start(
+        self, root_tasks: list[BaseTask] | None = None, description: str | None = None
+    ) -> UUID:
+        self._check_open()
+        try:
+            commit_hash: str | None = get_git_commit_hash()
+        except Exception:
+            commit_hash = None
+        build_id = uuid4()
+        key = str(build_id)
+        now = time.time()
+        roots = json.dumps([str(t.id) for t in root_tasks or ()])
+        build_row = (key, self._env_id, _build_name(), description, commit_hash, roots, now, now)
+        event_row = (key, None, _K.BUILD_STARTED, now, None, None)
+        w = self._w
+        with w.db_lock:
+            self._check_open()
+            try:
+                w._write([(_INSERT_BUILD, [build_row]), (_INSERT_EVENT, [event_row])])
+            except sqlite3.Error as exc:
+                message = f"Cannot start a build in the registry {self.path}: {exc}"
+                raise StardagError(message) from exc
+        self._known_builds[build_id] = key
+        return build_id
+
+    def _finish_build(
+        self, build_id: UUID, status: str, kind: RegistryEventKind, error: str | None
+    ) -> None:
+        key = self._build_key(build_id)
+        now = time.time()
+        w = self._w
+        with w.lock:
+            w.check_open()
+            w.batch.build_updates.append((status, now, error, key))
+            w.batch.events.append((key, None, kind.value, now, error, None))
+            w.added(2)
+        w.flush(raise_errors=False)  # a locked file must not fail the build
+
+    def build_complete(self, build_id: UUID) -> None:
+        self._finish_build(build_id, "completed", RegistryEventKind.BUILD_COMPLETED, None)
+
+    def build_fail(self, build_id: UUID, error_message: str | None = None) -> None:
+        self._finish_build(build_id, "failed", RegistryEventKind.BUILD_FAILED, error_message)
+
+    def build_cancel(self, build_id: UUID) -> None:
+        self._finish_build(build_id, "cancelled", RegistryEventKind.BUILD_CANCELLED, None)
+
+    def build_exit_early(self, build_id: UUID, reason: str | None = None) -> None:
+        self._finish_build(build_id, "exit_early", RegistryEventKind.BUILD_EXIT_EARLY, reason)
+
+    # -- tasks -------------------------------------------------------------------------
+
+    def task_register(self, build_id: UUID, task: BaseTask) -> None:
+        key = self._build_key(build_id)
+        tid = task.id
+        now = time.time()
+        w = self._w
+        with w.lock:
+            if w.closed:
+                w.check_open()
+            batch = w.batch
+            batch.tasks.append((task, now))
+            w.bt_entry(key, tid, now)
+            batch.events.append((key, tid, _K.TASK_REGISTERED, now, None, None))
+            must_flush = w.added(2)
+        if must_flush:
+            w.flush(raise_errors=False)
+
+    def task_add_dependencies(
+        self,
+        build_id: UUID,
+        task: BaseTask,
+        dependency_ids: Sequence[UUID],
+        dynamic: bool = False,
+    ) -> None:
+        self._build_key(build_id)
+        if not dependency_ids:
+            return
+        tid = task.id
+        now = time.time()
+        flag = int(bool(dynamic))
+        rows = [(dep if isinstance(dep, UUID) else UUID(str(dep)), tid, flag, now)
+                for dep in dependency_ids]  # fmt: skip
+        w = self._w
+        with w.lock:
+            w.check_open()
+            w.batch.edges.extend(rows)
+            must_flush = w.added(len(rows))
+        if must_flush:
+            w.flush(raise_errors=False)
+
+    def _task_event(
+        self,
+        build_id: UUID,
+        task: BaseTask,
+        kind: str,
+        status: str | None,
+        phase: int = 0,
+        error: str | None = None,
+        metadata: str | None = None,
+    ) -> None:
+        """Record a task event; ``phase`` 1 (re)starts the task, clearing the previous
+        attempt's outcome; 2 finishes it (with ``error``)."""
+        key = self._build_key(build_id)
+        tid = task.id
+        now = time.time()
+        w = self._w
+        with w.lock:
+            if w.closed:
+                w.check_open()
+            batch = w.batch
+            entry = w.bt_entry(key, tid, now)
+            if status is not None:
+                entry[_STATUS] = status
+                entry[_UPDATED] = now
+            if phase == 1:
+                entry[_STARTED] = now
+                entry[_STARTED_SET] = 1
+                entry[_FINISHED] = entry[_ERROR] = None
+                entry[_FINISHED_SET] = 1
+            elif phase == 2:
+                entry[_FINISHED] = now
+                entry[_ERROR] = error
+                entry[_FINISHED_SET] = 1
+            batch.events.append((key, tid, kind, now, error, metadata))
+            if status == "completed":
+                batch.completions.append((tid, key, now))
+                must_flush = w.added(2)
+            else:
+                must_flush = w.added(1)
+        if must_flush:
+            w.flush(raise_errors=False)
+
+    def task_start(self, build_id: UUID, task: BaseTask) -> None:
+        self._task_event(build_id, task, _K.TASK_STARTED, "running", 1)
+
+    def task_suspend(self, build_id: UUID, task: BaseTask) -> None:
+        self._task_event(build_id, task, _K.TASK_SUSPENDED, "suspended")
+
+    def task_resume(self, build_id: UUID, task: BaseTask) -> None:
+        self._task_event(build_id, task, _K.TASK_RESUMED, "running")
+
+    def task_complete(self, build_id: UUID, task: BaseTask) -> None:
+        self._task_event(build_id, task, _K.TASK_COMPLETED, "completed", 2)
+
+    def task_fail(self, build_id: UUID, task: BaseTask, error_message: str | None = None) -> None:
+        self._task_event(build_id, task, _K.TASK_FAILED, "failed", 2, error_message)
+
+    def task_cancel(self, build_id: UUID, task: BaseTask) -> None:
+        self._task_event(build_id, task, _K.TASK_CANCELLED, "cancelled", 2)
+
+    def task_waiting_for_lock(
+        self, build_id: UUID, task: BaseTask, lock_owner: str | None = None
+    ) -> None:
+        metadata = json.dumps({"lock_owner": lock_owner}) if lock_owner is not None else None
+        self._task_event(build_id, task, _K.TASK_WAITING_FOR_LOCK, None, 0, None, metadata)
+
+    def task_upload_assets(
+        self, build_id: UUID, task: BaseTask, assets: list[RegistryAsset]
+    ) -> None:
+        key = self._build_key(build_id)
+        if not assets:
+            return
+        tid = str(task.id)
+        now = time.time()
+        rows = []
+        for asset in assets:
+            data = asset.model_dump(mode="json")
+            kind, name = data.pop("type"), data.pop("name")
+            rows.append((self._env_id, tid, key, kind, name, json.dumps(data), now))
+        w = self._w
+        with w.lock:
+            w.check_open()
+            w.batch.assets.extend(rows)
+            must_flush = w.added(len(rows))
+        if must_flush:
+            w.flush(raise_errors=False)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: Sequence[Any] = (), flush: bool = True) -> list[Any]:
+        """Write the pending rows, then run a read query."""
+        w = self._w
+        with w.db_lock:
+            self._check_open()
+            if flush:
+                w.flush()
+            return w.conn.execute(sql, params).fetchall()
+
+    def task_get_metadata(self, task_id: UUID | str) -> TaskMetadata:
+        """What the registry knows about a task, with its global status: ``completed`` if
+        any build of this environment completed it (or a global lock recorded its
+        completion), else its status in the build that touched it last.
+
+        Raises:
+            TaskNotFoundError: no build in this environment registered the task.
+        """
+        tid = str(task_id)
+        env = self._env_id
+        w = self._w
+        with w.db_lock:
+            self._check_open()
+            w.flush()
+            conn = w.conn
+            task = conn.execute(
+                "SELECT namespace, name, version, body, output_uri, created_at FROM tasks"
+                " WHERE environment_id = ? AND task_id = ?",
+                (env, tid),
+            ).fetchone()
+            if task is None:
+                raise TaskNotFoundError(
+                    f"Task {tid} is not in the registry {self.path} (workspace "
+                    f"{self.workspace!r}, environment {self.environment!r})."
+                )
+            completion = conn.execute(
+                "SELECT c.completed_at, bt.started_at FROM task_completions c"
+                " LEFT JOIN build_tasks bt ON bt.build_id = c.build_id AND bt.task_id = c.task_id"
+                " WHERE c.environment_id = ? AND c.task_id = ?",
+                (env, tid),
+            ).fetchone()
+            latest = conn.execute(
+                "SELECT bt.status, bt.started_at, bt.completed_at, bt.error_message"
+                " FROM build_tasks bt JOIN builds b ON b.id = bt.build_id"
+                " WHERE bt.task_id = ? AND b.environment_id = ?"
+                " ORDER BY bt.updated_at DESC LIMIT 1",
+                (tid, env),
+            ).fetchone()
+        namespace, name, version, body, output_uri, created_at = task
+        if completion is not None:
+            status, error = "completed", None
+            completed_at, started_at = completion
+        elif latest is not None:
+            status, started_at, completed_at, error = latest
+        else:
+            status, started_at, completed_at, error = "pending", None, None, None
+        return TaskMetadata(
+            id=UUID(tid),
+            body=json.loads(body),
+            name=name,
+            namespace=namespace,
+            version=version,
+            output_uri=output_uri,
+            status=status,
+            registered_at=_dt(created_at),
+            started_at=_dt(started_at),
+            completed_at=_dt(completed_at),
+            error_message=error,
+        )
+
+    def list_workspaces(self) -> list[WorkspaceRecord]:
+        """Every workspace in the file, by name."""
+        rows = self._read("SELECT name, created_at FROM workspaces ORDER BY name")
+        return [WorkspaceRecord(name, _ts(created)) for name, created in rows]
+
+    def list_environments(self, workspace: str | None = None) -> list[EnvironmentRecord]:
+        """The environments of ``workspace`` (default: this registry's), by name."""
+        rows = self._read(
+            "SELECT w.name, e.name, e.created_at FROM environments e"
+            " JOIN workspaces w ON w.id = e.workspace_id WHERE w.name = ? ORDER BY e.name",
+            (workspace if workspace is not None else self.workspace,),
+        )
+        return [EnvironmentRecord(ws, name, _ts(created)) for ws, name, created in rows]
+
+    _BUILD_COLUMNS = (
+        "id, name, status, description, commit_hash, root_task_ids, created_at, started_at,"
+        " completed_at, error_message"
+    )
+
+    def _build_record(self, row: Sequence[Any]) -> BuildRecord:
+        return BuildRecord(
+            id=UUID(row[0]),
+            name=row[1],
+            workspace=self.workspace,
+            environment=self.environment,
+            status=row[2],
+            description=row[3],
+            commit_hash=row[4],
+            root_task_ids=tuple(UUID(r) for r in json.loads(row[5])),
+            created_at=_ts(row[6]),
+            started_at=_dt(row[7]),
+            completed_at=_dt(row[8]),
+            error_message=row[9],
+        )
+
+    def list_builds(self, limit: int = 50) -> list[BuildRecord]:
+        """The latest ``limit`` builds of this environment, newest first."""
+        rows = self._read(
+            f"SELECT {self._BUILD_COLUMNS} FROM builds WHERE environment_id = ?"
+            " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (self._env_id, limit),
+        )
+        return [self._build_record(row) for row in rows]
+
+    def get_build(self, build_id: UUID | str) -> BuildRecord:
+        """One build of this environment.
+
+        Raises:
+            BuildNotFoundError: no such build in this environment.
+        """
+        rows = self._read(
+            f"SELECT {self._BUILD_COLUMNS} FROM builds WHERE id = ? AND environment_id = ?",
+            (str(build_id), self._env_id),
+        )
+        if not rows:
+            raise BuildNotFoundError(
+                f"Build {build_id} is not in the registry {self.path} (workspace "
+                f"{self.workspace!r}, environment {self.environment!r})."
+            )
+        return self._build_record(rows[0])
+
+    def list_build_tasks(self, build_id: UUID | str) -> list[BuildTaskRecord]:
+        """The tasks a build registered, in registration order, with their in-build status."""
+        self.get_build(build_id)
+        rows = self._read(
+            "SELECT bt.task_id, t.name, t.namespace, bt.status, bt.registered_at, bt.started_at,"
+            " bt.completed_at, bt.error_message FROM build_tasks bt"
+            " LEFT JOIN tasks t ON t.environment_id = ? AND t.task_id = bt.task_id"
+            " WHERE bt.build_id = ? ORDER BY bt.registered_at, bt.task_id",
+            (self._env_id, str(build_id)),
+        )
+        return [
+            BuildTaskRecord(
+                task_id=UUID(r[0]),
+                name=r[1] or "",
+                namespace=r[2] or "",
+                status=r[3],
+                registered_at=_dt(r[4]),
+                started_at=_dt(r[5]),
+                completed_at=_dt(r[6]),
+                error_message=r[7],
+            )
+            for r in rows
+        ]
+
+    def list_events(self, build_id: UUID | str) -> list[EventRecord]:
+        """A build's events, oldest first."""
+        self.get_build(build_id)
+        rows = self._read(
+            "SELECT id, build_id, task_id, kind, created_at, error_message, metadata FROM events"
+            " WHERE build_id = ? ORDER BY id",
+            (str(build_id),),
+        )
+        return [
+            EventRecord(
+                id=r[0],
+                build_id=UUID(r[1]),
+                task_id=UUID(r[2]) if r[2] is not None else None,
+                kind=r[3],
+                created_at=_ts(r[4]),
+                error_message=r[5],
+                metadata=json.loads(r[6]) if r[6] is not None else None,
+            )
+            for r in rows
+        ]
+
+    def get_assets(self, task_id: UUID | str) -> list[RegistryAsset]:
+        """A task's assets (latest upload of each type and name), by type and name."""
+        from pydantic import TypeAdapter
+
+        from ..registry_asset import RegistryAsset
+
+        rows = self._read(
+            "SELECT type, name, body FROM assets WHERE environment_id = ? AND task_id = ?"
+            " ORDER BY type, name",
+            (self._env_id, str(task_id)),
+        )
+        adapter: TypeAdapter[Any] = TypeAdapter(RegistryAsset)
+        return [
+            adapter.validate_python({**json.loads(body), "type": kind, "name": name})
+            for kind, name, body in rows
+        ]
+
+    def get_dependencies(self, task_id: UUID | str) -> list[DependencyRecord]:
+        """The recorded edges into ``task_id`` (its static and dynamic dependencies)."""
+        rows = self._read(
+            "SELECT upstream_task_id, downstream_task_id, dynamic FROM task_dependencies"
+            " WHERE environment_id = ? AND downstream_task_id = ?"
+            " ORDER BY created_at, upstream_task_id",
+            (self._env_id, str(task_id)),
+        )
+        return [DependencyRecord(UUID(u), UUID(d), bool(dyn)) for u, d, dyn in rows]

@@ -1,0 +1,265 @@
+"""The SQLite registry's file: how it is opened, its schema and its version.
+
+One database file in WAL mode holds everything: workspaces, environments, builds, tasks,
+their dependency edges, per-build task status, the append-only event log, assets, global
+locks and completion records. Timestamps are stored as UNIX seconds (REAL, UTC); JSON
+columns hold compact JSON text. Event ids only grow (events are never deleted but with
+their build). Tables keyed by ids alone are ``WITHOUT ROWID``, which makes the buffered
+batch writes cheaper.
+
+The schema version lives in ``PRAGMA user_version``. Opening a file written by a newer
+stardag_nb (a higher version) raises :class:`~stardag_nb.exceptions.StardagError` rather
+than guessing; older versions are migrated forward by :func:`_migrate`.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ..exceptions import StardagError
+
+__all__ = ["SCHEMA_VERSION", "connect", "ensure_environment", "retry_while_locked"]
+
+SCHEMA_VERSION = 1
+"""The schema this code writes; bump it and add a step to ``_MIGRATIONS`` to change it."""
+
+BUSY_TIMEOUT_SECONDS = 30.0
+
+_T = TypeVar("_T")
+
+_SCHEMA_V1 = """
+CREATE TABLE workspaces (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE environments (
+    id            INTEGER PRIMARY KEY,
+    workspace_id  INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+CREATE TABLE builds (
+    id              TEXT PRIMARY KEY,
+    environment_id  INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    description     TEXT,
+    commit_hash     TEXT,
+    root_task_ids   TEXT NOT NULL DEFAULT '[]',
+    status          TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    started_at      REAL,
+    completed_at    REAL,
+    error_message   TEXT
+);
+CREATE INDEX builds_by_environment ON builds (environment_id, created_at);
+CREATE TABLE tasks (
+    id              INTEGER PRIMARY KEY,
+    environment_id  INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    task_id         TEXT NOT NULL,
+    namespace       TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    version         TEXT,
+    body            TEXT NOT NULL,
+    output_uri      TEXT,
+    created_at      REAL NOT NULL,
+    UNIQUE (environment_id, task_id)
+);
+CREATE TABLE task_dependencies (
+    environment_id      INTEGER NOT NULL,
+    upstream_task_id    TEXT NOT NULL,
+    downstream_task_id  TEXT NOT NULL,
+    dynamic             INTEGER NOT NULL DEFAULT 0,
+    created_at          REAL NOT NULL,
+    PRIMARY KEY (environment_id, downstream_task_id, upstream_task_id)
+) WITHOUT ROWID;
+CREATE INDEX task_dependencies_by_upstream
+    ON task_dependencies (environment_id, upstream_task_id);
+CREATE TABLE build_tasks (
+    build_id       TEXT NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+    task_id        TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    registered_at  REAL,
+    started_at     REAL,
+    completed_at   REAL,
+    error_message  TEXT,
+    updated_at     REAL NOT NULL,
+    PRIMARY KEY (build_id, task_id)
+) WITHOUT ROWID;
+CREATE INDEX build_tasks_by_task ON build_tasks (task_id, updated_at);
+CREATE TABLE events (
+    id             INTEGER PRIMARY KEY,
+    build_id       TEXT NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+    task_id        TEXT,
+    kind           TEXT NOT NULL,
+    created_at     REAL NOT NULL,
+    error_message  TEXT,
+    metadata       TEXT
+);
+CREATE INDEX events_by_build ON events (build_id);
+CREATE TABLE assets (
+    environment_id  INTEGER NOT NULL,
+    task_id         TEXT NOT NULL,
+    build_id        TEXT,
+    type            TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    PRIMARY KEY (environment_id, task_id, type, name)
+);
+CREATE TABLE locks (
+    environment_id  INTEGER NOT NULL,
+    name            TEXT NOT NULL,
+    owner_id        TEXT NOT NULL,
+    acquired_at     REAL NOT NULL,
+    expires_at      REAL NOT NULL,
+    version         INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (environment_id, name)
+) WITHOUT ROWID;
+CREATE TABLE task_completions (
+    environment_id  INTEGER NOT NULL,
+    task_id         TEXT NOT NULL,
+    build_id        TEXT,
+    completed_at    REAL NOT NULL,
+    PRIMARY KEY (environment_id, task_id)
+) WITHOUT ROWID;
+"""
+
+# _MIGRATIONS[v] upgrades a version-v file to v+1 (v = 0 is an empty file).
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the registry file at ``path``, at the current schema.
+
+    The connection is in autocommit mode (callers issue ``BEGIN IMMEDIATE`` themselves),
+    may be used from several threads under the caller's lock, waits up to 30 s on a
+    locked database, and enforces foreign keys.
+
+    Raises:
+        StardagError: the file is not an SQLite database, or its schema is newer than
+            this version of stardag_nb understands.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path),
+        timeout=BUSY_TIMEOUT_SECONDS,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        retry_while_locked(lambda: _prepare(conn, path))
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StardagError(f"Cannot open the registry file {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() != "wal":
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StardagError(
+                f"Cannot put the registry file {path} in WAL mode (journal_mode is {mode!r}); "
+                "is it on a file system without shared-memory support (a network share)?"
+            )
+    conn.execute("PRAGMA synchronous = NORMAL")
+    _upgrade(conn, path)
+
+
+def retry_while_locked(fn: Callable[[], _T]) -> _T:
+    """Run ``fn``, retrying while the file is locked. SQLite's busy handler covers most
+    waits, but not all: switching a new file to WAL mode, or reading it while another
+    process recovers it, can fail at once with "database is locked"."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            transient = "locked" in str(exc) or "busy" in str(exc)
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    _check_not_newer(version, path)
+    conn.execute("BEGIN IMMEDIATE")  # re-read under the write lock: another process may race
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        _check_not_newer(version, path)
+        while version < SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            version += 1
+            conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_not_newer(version: int, path: Path) -> None:
+    if version > SCHEMA_VERSION:
+        raise StardagError(
+            f"The registry file {path} has schema version {version}, but this version of "
+            f"stardag_nb only understands schema version {SCHEMA_VERSION} or older: upgrade "
+            "stardag_nb, or point STARDAG_REGISTRY at another file."
+        )
+
+
+def ensure_environment(conn: sqlite3.Connection, workspace: str, environment: str) -> int:
+    """The id of ``environment`` in ``workspace``, creating both if needed."""
+    return retry_while_locked(lambda: _ensure_environment(conn, workspace, environment))
+
+
+def _ensure_environment(conn: sqlite3.Connection, workspace: str, environment: str) -> int:
+    row = conn.execute(
+        "SELECT e.id FROM environments e JOIN workspaces w ON w.id = e.workspace_id "
+        "WHERE w.name = ? AND e.name = ?",
+        (workspace, environment),
+    ).fetchone()
+    if row is not None:
+        return int(row[0])
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT INTO workspaces (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            (workspace, now),
+        )
+        (workspace_id,) = conn.execute(
+            "SELECT id FROM workspaces WHERE name = ?", (workspace,)
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO environments (workspace_id, name, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (workspace_id, name) DO NOTHING",
+            (workspace_id, environment, now),
+        )
+        (environment_id,) = conn.execute(
+            "SELECT id FROM environments WHERE workspace_id = ? AND name = ?",
+            (workspace_id, environment),
+        ).fetchone()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return int(environment_id)
