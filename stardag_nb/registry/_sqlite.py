@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -183,8 +184,8 @@ _UPSERT_BUILD_TASK = (
     " updated_at = ?10"
 )
 _INSERT_EDGE = (
-    "INSERT INTO task_dependencies (environment_id, upstream_task_id, downstream_task_id,"
-    " dynamic, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "INSERT INTO task_dependencies (environment_id, downstream_task_id, dynamic, digest,"
+    " upstream_task_ids, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _INSERT_EVENT = (
     "INSERT INTO events (build_id, task_id, kind, created_at, error_message, metadata)"
@@ -260,7 +261,8 @@ class _Batch:
         # started set, finished set, updated, task UUID]: the changes since the last
         # write, merged. (A UUID's hash is computed in Python; its int's is not.)
         self.build_tasks: dict[tuple[str, int], list[Any]] = {}
-        self.edges: list[tuple[UUID, UUID, int, float]] = []
+        # (downstream task, dynamic flag, upstream ids, time): one row per call
+        self.edges: list[tuple[UUID, int, tuple[UUID, ...], float]] = []
         self.events: list[tuple[str, UUID | None, str, float, str | None, str | None]] = []
         self.assets: list[tuple[Any, ...]] = []
         self.completions: list[tuple[UUID, str, float]] = []
@@ -288,7 +290,7 @@ class _Batch:
         out: list[tuple[str, list[tuple[Any, ...]]]] = [
             (_UPSERT_TASK, tasks),
             (_UPSERT_BUILD_TASK, [(b, s(e[8]), *e[:8]) for (b, _), e in self.build_tasks.items()]),
-            (_INSERT_EDGE, [(env, s(u), s(d), dyn, now) for u, d, dyn, now in self.edges]),
+            (_INSERT_EDGE, [_edge_row(env, s(d), dyn, ups, now) for d, dyn, ups, now in self.edges]),
             (
                 _INSERT_EVENT,
                 [(b, None if t is None else s(t), *rest) for b, t, *rest in self.events],
@@ -298,6 +300,14 @@ class _Batch:
             (_FINISH_BUILD, self.build_updates),
         ]
         return [(sql, rows) for sql, rows in out if rows]
+
+
+def _edge_row(
+    env: int, downstream: str, dynamic: int, upstream: tuple[UUID, ...], now: float
+) -> tuple[Any, ...]:
+    ids = json.dumps([str(u) for u in upstream], separators=(",", ":"))
+    digest = hashlib.sha1(ids.encode()).hexdigest()
+    return (env, downstream, dynamic, digest, ids, now)
 
 
 def _task_row(env: int, tid: str, task: BaseTask, now: float) -> tuple[Any, ...]:
@@ -347,11 +357,17 @@ class _Writer:
             raise StardagError(f"The registry {self.path} is closed.")
 
     def added(self, n: int) -> bool:
-        """Count ``n`` new rows; True when the caller must flush (backpressure)."""
+        """Count ``n`` new rows; True when the caller should write the batch now.
+
+        A busy caller writes due batches itself (``max_rows`` reached, or the oldest row
+        is ``interval`` old): serializing rows on a second thread would make the build's
+        own file I/O wait for the GIL. The flusher thread only writes what an idle caller
+        left pending."""
         batch = self.batch
         batch.rows += n
+        now = time.monotonic()
         if batch.since is None:
-            batch.since = time.monotonic()
+            batch.since = now
             if self.thread is None:
                 self.thread = threading.Thread(
                     target=self._run, name="stardag-registry-flusher", daemon=True
@@ -359,10 +375,8 @@ class _Writer:
                 self.thread.start()
             else:
                 self.cond.notify()
-        if batch.rows >= self.max_rows and not self.urgent:
-            self.urgent = True
-            self.cond.notify()
-        return batch.rows >= 20 * self.max_rows
+            return False
+        return batch.rows >= self.max_rows or now - batch.since >= self.interval
 
     def bt_entry(self, build: str, task_id: UUID, now: float) -> list[Any]:
         """The pending change of ``(build, task)``, created empty if needed."""
@@ -677,16 +691,13 @@ class SQLiteRegistry(RegistryABC):
         self._build_key(build_id)
         if not dependency_ids:
             return
-        tid = task.id
-        now = time.time()
-        flag = int(bool(dynamic))
-        rows = [(dep if isinstance(dep, UUID) else UUID(str(dep)), tid, flag, now)
-                for dep in dependency_ids]  # fmt: skip
+        upstream = tuple(dep if isinstance(dep, UUID) else UUID(str(dep)) for dep in dependency_ids)
+        row = (task.id, int(bool(dynamic)), upstream, time.time())
         w = self._w
         with w.lock:
             w.check_open()
-            w.batch.edges.extend(rows)
-            must_flush = w.added(len(rows))
+            w.batch.edges.append(row)
+            must_flush = w.added(1)
         if must_flush:
             w.flush(raise_errors=False)
 
@@ -974,9 +985,16 @@ class SQLiteRegistry(RegistryABC):
     def get_dependencies(self, task_id: UUID | str) -> list[DependencyRecord]:
         """The recorded edges into ``task_id`` (its static and dynamic dependencies)."""
         rows = self._read(
-            "SELECT upstream_task_id, downstream_task_id, dynamic FROM task_dependencies"
+            "SELECT upstream_task_ids, downstream_task_id, dynamic FROM task_dependencies"
             " WHERE environment_id = ? AND downstream_task_id = ?"
-            " ORDER BY created_at, upstream_task_id",
+            " ORDER BY created_at",
             (self._env_id, str(task_id)),
         )
-        return [DependencyRecord(UUID(u), UUID(d), bool(dyn)) for u, d, dyn in rows]
+        seen: set[tuple[str, bool]] = set()
+        records = []
+        for ups, down, dyn in rows:
+            for up in json.loads(ups):
+                if (up, bool(dyn)) not in seen:
+                    seen.add((up, bool(dyn)))
+                    records.append(DependencyRecord(UUID(up), UUID(down), bool(dyn)))
+        return records

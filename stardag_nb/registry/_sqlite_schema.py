@@ -71,16 +71,17 @@ CREATE TABLE tasks (
     created_at      REAL NOT NULL,
     UNIQUE (environment_id, task_id)
 );
+-- One row per (task, static|dynamic, set of upstream tasks): the ids as a JSON list,
+-- so a task with 50 dependencies costs one row, not 50 indexed ones.
 CREATE TABLE task_dependencies (
     environment_id      INTEGER NOT NULL,
-    upstream_task_id    TEXT NOT NULL,
     downstream_task_id  TEXT NOT NULL,
     dynamic             INTEGER NOT NULL DEFAULT 0,
+    digest              TEXT NOT NULL,
+    upstream_task_ids   TEXT NOT NULL,
     created_at          REAL NOT NULL,
-    PRIMARY KEY (environment_id, downstream_task_id, upstream_task_id)
+    PRIMARY KEY (environment_id, downstream_task_id, dynamic, digest)
 ) WITHOUT ROWID;
-CREATE INDEX task_dependencies_by_upstream
-    ON task_dependencies (environment_id, upstream_task_id);
 CREATE TABLE build_tasks (
     build_id       TEXT NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
     task_id        TEXT NOT NULL,
