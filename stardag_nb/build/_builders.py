@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Literal
@@ -27,7 +28,11 @@ __all__ = ["build", "build_aio", "build_sequential", "build_sequential_aio"]
 def _default_executor() -> HybridConcurrentTaskExecutor:
     # Trivial sync tasks run inline: no thread hop per task. A task that blocks for long
     # asks for a thread with `__execution_mode__ = "thread"`.
-    return HybridConcurrentTaskExecutor(DefaultExecutionModeSelector(sync_run_default="blocking"))
+    # Pools are created only when a task needs one.
+    return HybridConcurrentTaskExecutor(
+        DefaultExecutionModeSelector(sync_run_default="blocking"),
+        max_process_workers=os.cpu_count() or 2,
+    )
 
 
 def _handlers(

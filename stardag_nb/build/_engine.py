@@ -264,6 +264,8 @@ class BuildEngine:
             await self.registry.task_register_aio(self.build_id, task)  # type: ignore[arg-type]
             if dep_ids:
                 await self.registry.task_add_dependencies_aio(self.build_id, task, dep_ids, False)  # type: ignore[arg-type]
+            if node.state is _State.PREVIOUSLY_COMPLETED:
+                await self.registry.task_already_complete_aio(self.build_id, task)  # type: ignore[arg-type]
         except Exception:
             logger.exception("registry: could not register %s", task)
         if self.handlers:
@@ -424,6 +426,10 @@ class BuildEngine:
         node.state = _State.PREVIOUSLY_COMPLETED
         self.count.previously_completed += 1
         await self._release_lock(node, completed=False)
+        try:
+            await self.registry.task_already_complete_aio(self.build_id, node.task)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("registry: could not record %s as already complete", node.task)
         self._emit(BuildEventKind.TASK_COMPLETED, node.task)
         self._release_dependents(node)
 

@@ -217,7 +217,8 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
                 gen, step = await self._start(task, mode)
             if step is _FINISHED:
                 return None
-            self._generators[task.id] = (gen, mode)
+            if gen is not None:  # process mode keeps no generator: it re-runs from scratch
+                self._generators[task.id] = (gen, mode)
             return step  # type: ignore[no-any-return]
         except Exception as exc:
             return exc

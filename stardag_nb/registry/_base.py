@@ -78,6 +78,11 @@ class RegistryABC(ABC):
         ``task_register``, dynamic ones (yielded by ``run``) when the task suspends.
         (A stardag_nb extension; registries that derive edges themselves ignore it.)"""
 
+    def task_already_complete(self, build_id: UUID, task: BaseTask) -> None:
+        """Record that the task's output already existed when the build met it, so it
+        does not run in this build (a stardag_nb extension; without it such a task
+        would look pending forever)."""
+
     def task_start(self, build_id: UUID, task: BaseTask) -> None:
         """Mark a task running."""
 
@@ -138,6 +143,9 @@ class RegistryABC(ABC):
         dynamic: bool = False,
     ) -> None:
         self.task_add_dependencies(build_id, task, dependency_ids, dynamic)
+
+    async def task_already_complete_aio(self, build_id: UUID, task: BaseTask) -> None:
+        self.task_already_complete(build_id, task)
 
     async def task_start_aio(self, build_id: UUID, task: BaseTask) -> None:
         self.task_start(build_id, task)

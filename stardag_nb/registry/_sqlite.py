@@ -78,6 +78,7 @@ class RegistryEventKind(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_CANCELLED = "task_cancelled"
     TASK_WAITING_FOR_LOCK = "task_waiting_for_lock"
+    TASK_ALREADY_COMPLETE = "task_already_complete"
 
 
 _K = RegistryEventKind
@@ -125,7 +126,8 @@ class BuildRecord:
 @dataclass(frozen=True)
 class BuildTaskRecord:
     """A task as seen by one build, with its status in that build (``pending``,
-    ``running``, ``suspended``, ``completed``, ``failed`` or ``cancelled``)."""
+    ``running``, ``suspended``, ``completed``, ``failed``, ``cancelled``, or
+    ``already_complete`` when its output existed before the build)."""
 
     task_id: UUID
     name: str
@@ -735,13 +737,16 @@ class SQLiteRegistry(RegistryABC):
                 entry[_ERROR] = error
                 entry[_FINISHED_SET] = 1
             batch.events.append((key, tid, kind, now, error, metadata))
-            if status == "completed":
+            if status in ("completed", "already_complete"):
                 batch.completions.append((tid, key, now))
                 must_flush = w.added(2)
             else:
                 must_flush = w.added(1)
         if must_flush:
             w.flush(raise_errors=False)
+
+    def task_already_complete(self, build_id: UUID, task: BaseTask) -> None:
+        self._task_event(build_id, task, _K.TASK_ALREADY_COMPLETE, "already_complete")
 
     def task_start(self, build_id: UUID, task: BaseTask) -> None:
         self._task_event(build_id, task, _K.TASK_STARTED, "running", 1)

@@ -225,6 +225,11 @@ def test_resume_continues_the_same_build(builder, tmp_path) -> None:  # type: ig
     tasks = {t.task_id: t.status for t in registry.list_build_tasks(first.build_id)}
     assert tasks[Step(n=4, deps=[Step(n=3)]).id] == "completed"
     assert tasks[Boom(n=3).id] == "failed"
+    # a task found complete is recorded as such, not left pending
+    third = builder(Step(n=3), registry=registry)
+    statuses = {t.task_id: t.status for t in registry.list_build_tasks(third.build_id)}
+    assert statuses == {Step(n=3).id: "already_complete"}
+    assert registry.task_get_metadata(Step(n=3).id).status == "completed"
 
 
 def test_dependency_cycle_is_a_failure_not_a_hang(builder) -> None:  # type: ignore[no-untyped-def]
@@ -369,3 +374,13 @@ def test_cancelling_build_aio_cancels_running_tasks() -> None:
 
     asyncio.run(main())
     assert "slow5-start" in RUNS and "slow5-end" not in RUNS
+
+
+def test_builders_use_the_registry_provider(builder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from stardag_nb.registry import SQLiteRegistry, registry_provider
+
+    registry = SQLiteRegistry(tmp_path / "provided.sqlite3")
+    with registry_provider.override(registry):
+        summary = builder(Step(n=21))
+    assert [b.id for b in registry.list_builds()] == [summary.build_id]
+    assert sd.BaseTask.from_registry(Step(n=21).id, registry=registry) == Step(n=21)
