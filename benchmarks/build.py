@@ -164,6 +164,31 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
         print(f"{'  no-op rebuild':<16}{statistics.median(noop_times) * 1e3:>10.2f}ms")
 
 
+def scaling(base: str, runs: int, registry_kind: str) -> None:
+    """Per-task time at N and 4N: flat if the build is linear in tasks + edges."""
+    print(f"\nscaling (per task, median of {runs}): linear if the two columns match")
+    print(f"{'workload':<16}{'N=1000':>12}{'N=4000':>12}{'ratio':>8}")
+    shapes: list[tuple[str, Callable[[int], sd.BaseTask]]] = [
+        ("wide", lambda n: WideRoot(n=n)),
+        ("chain", lambda n: ChainLink(i=n - 1)),
+    ]
+    for name, make in shapes:
+        per_task = []
+        for n in (1000, 4000):
+            times = []
+            for _ in range(runs):
+                root = tempfile.mkdtemp(dir=base)
+                registry = _make_registry(registry_kind, root)
+                with target_roots_override({"default": root}):
+                    times.append(_timed(lambda: _check(sd.build(make(n), registry=registry, progress=False))))
+                close = getattr(registry, "close", None)
+                if close is not None:
+                    close()
+                shutil.rmtree(root, ignore_errors=True)
+            per_task.append(statistics.median(times) / n * 1e6)
+        print(f"{name:<16}{per_task[0]:>10.0f}us{per_task[1]:>10.0f}us{per_task[1] / per_task[0]:>7.2f}x")
+
+
 def _check(summary: sd.build.BuildSummary) -> None:  # type: ignore[name-defined]
     if summary.status != "success":
         raise SystemExit(f"build failed: {summary}")
@@ -179,6 +204,7 @@ def main() -> None:
     base = tempfile.mkdtemp(prefix="stardag-nb-bench-", dir=base)
     try:
         measure(base, args.runs, args.registry)
+        scaling(base, max(3, args.runs // 2), args.registry)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

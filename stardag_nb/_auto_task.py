@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .exceptions import TaskDefinitionError
-from .target import LoadableSaveableFileSystemTarget, Serializable, get_target
+from .target import LoadableSaveableFileSystemTarget, Serializable, target_factory_provider
 from .target.serialize import Serializer, get_serializer
 from ._task import Task
 
@@ -116,10 +116,16 @@ class AutoTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT]
 
     def output(self) -> LoadableSaveableFileSystemTarget[LoadedT]:
         """The serialized target under the configured root."""
-        return Serializable(
-            wrapped=get_target(self._relpath, target_root_key=self._target_root_key),
+        factory = target_factory_provider.get()
+        cached = self.__dict__.get("_stardag_output")
+        if cached is not None and cached[0] is factory:  # same roots: same target
+            return cached[1]  # type: ignore[no-any-return]
+        target = Serializable(
+            wrapped=factory.get_target(self._relpath, target_root_key=self._target_root_key),
             serializer=self._serializer,
         )
+        self.__dict__["_stardag_output"] = (factory, target)
+        return target
 
     def result(self) -> LoadedT:
         """Load the output (the task must be complete)."""
