@@ -1,14 +1,18 @@
-"""The demo: define a small DAG with both APIs, build it, print the result.
+"""The demo: define a small DAG with both APIs, build it, print the result and what the
+embedded registry recorded.
 
     python examples/demo.py
 
 Outputs go under the default target root (~/.stardag/local-target-roots/default/default
-unless STARDAG_TARGET_ROOTS says otherwise); a second run finds them complete.
+unless STARDAG_TARGET_ROOTS says otherwise) and the build is recorded in
+~/.stardag/registry.sqlite3 (STARDAG_REGISTRY); a second run finds everything complete.
 """
 
 from __future__ import annotations
 
 import stardag_nb as sd
+import stardag_nb.registry_asset
+from stardag_nb.registry import SQLiteRegistry
 
 
 @sd.task
@@ -35,6 +39,9 @@ class Report(sd.AutoTask[str]):
     def run(self) -> None:
         self.output().save(f"{self.label} = {self.total.output().load()}")
 
+    def registry_assets(self) -> list[sd.registry_asset.RegistryAsset]:
+        return [sd.registry_asset.MarkdownRegistryAsset(name="report", body=f"**{self.result()}**")]
+
 
 def main() -> None:
     report = Report(total=get_sum(integers=get_range(limit=10)))
@@ -43,6 +50,15 @@ def main() -> None:
     print(f"Report id: {report.id}")
     print(f"Output:    {report.output().uri}")
     print(f"Result:    {report.result()}")
+
+    registry = sd.registry_provider.get()
+    if isinstance(registry, SQLiteRegistry):
+        print(f"\nRecorded in {registry.path} (build {summary.build_id}):")
+        for record in registry.list_build_tasks(summary.build_id):
+            print(f"  {record.name:<10} {record.status:<17} {record.task_id}")
+        for asset in registry.get_assets(report.id):
+            print(f"  asset {asset.name!r} ({asset.type}): {asset.body}")
+        print(f"Also: stardag-nb registry tasks {str(summary.build_id)[:8]}")
 
 
 if __name__ == "__main__":
