@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -203,6 +203,19 @@ class BuildEngine:
         for task in list(self.running):
             task.cancel()
 
+    async def _record(self, call: Awaitable[Any], what: str) -> None:
+        """Await a registry call; a registry failure is logged, never fails the build."""
+        try:
+            await call
+        except Exception:
+            logger.exception("registry: could not record %s", what)
+
+    def _discard(self, task: BaseTask) -> None:
+        """Let the executor drop what it keeps for ``task`` (a suspended generator)."""
+        discard = getattr(self.executor, "discard", None)
+        if discard is not None:
+            discard(task)
+
     # -- discovery ----------------------------------------------------------------------
 
     async def _discover(self, tasks: list[BaseTask], dynamic: bool) -> list[_Node]:
@@ -317,16 +330,16 @@ class BuildEngine:
         node.state = _State.COMPLETED
         self.count.succeeded += 1
         await self._release_lock(node, completed=True)
-        try:
-            await self.registry.task_complete_aio(self.build_id, task)  # type: ignore[arg-type]
-            assets = task.registry_assets_aio()
-            assets = await assets if asyncio.iscoroutine(assets) else assets
-            if assets:
-                await self.registry.task_upload_assets_aio(self.build_id, task, assets)  # type: ignore[arg-type]
-        except Exception:
-            logger.exception("registry: could not record the completion of %s", task)
+        await self._record(self._complete_in_registry(task), f"the completion of {task!r:.100}")
         self._emit(BuildEventKind.TASK_COMPLETED, task)
         self._release_dependents(node)
+
+    async def _complete_in_registry(self, task: BaseTask) -> None:
+        await self.registry.task_complete_aio(self.build_id, task)  # type: ignore[arg-type]
+        assets = task.registry_assets_aio()
+        assets = await assets if asyncio.iscoroutine(assets) else assets
+        if assets:
+            await self.registry.task_upload_assets_aio(self.build_id, task, assets)  # type: ignore[arg-type]
 
     def _release_dependents(self, node: _Node) -> None:
         for dependent in node.dependents:
@@ -343,14 +356,12 @@ class BuildEngine:
         self.errors[task.id] = error
         self.last_error = error
         logger.error("Task %s failed: %s: %s", task, type(error).__name__, error, exc_info=error)
-        discard = getattr(self.executor, "discard", None)
-        if discard is not None:
-            discard(task)
+        self._discard(task)
         await self._release_lock(node, completed=False)
-        try:
-            await self.registry.task_fail_aio(self.build_id, task, _describe(error))  # type: ignore[arg-type]
-        except Exception:
-            logger.exception("registry: could not record the failure of %s", task)
+        await self._record(
+            self.registry.task_fail_aio(self.build_id, task, _describe(error)),  # type: ignore[arg-type]
+            f"the failure of {task!r:.100}",
+        )
         self._emit(BuildEventKind.TASK_FAILED, task, error=error)
         self._block_dependents(node)
         self._progress.set()
@@ -363,9 +374,7 @@ class BuildEngine:
             if dependent.state in _DEAD or dependent.state in _DONE:
                 continue
             dependent.state = _State.BLOCKED
-            discard = getattr(self.executor, "discard", None)
-            if discard is not None:
-                discard(dependent.task)
+            self._discard(dependent.task)
             stack.extend(dependent.dependents)
             dependent.dependents.clear()
 
@@ -377,12 +386,12 @@ class BuildEngine:
             await self._fail(node, exc)
             return
         dep_nodes = await self._discover(deps, dynamic=True)
-        try:
-            await self.registry.task_add_dependencies_aio(  # type: ignore[arg-type]
+        await self._record(
+            self.registry.task_add_dependencies_aio(  # type: ignore[arg-type]
                 self.build_id, task, tuple(d.id for d in deps), True
-            )
-        except Exception:
-            logger.exception("registry: could not record dynamic dependencies of %s", task)
+            ),
+            f"the dynamic dependencies of {task!r:.100}",
+        )
         dead = [n for n in dep_nodes if n.state in _DEAD]
         if dead:
             error = RuntimeError(
@@ -401,10 +410,10 @@ class BuildEngine:
         node.waiting = len(waiting)
         for dep_node in waiting:
             dep_node.dependents.append(node)
-        try:
-            await self.registry.task_suspend_aio(self.build_id, task)  # type: ignore[arg-type]
-        except Exception:
-            logger.exception("registry: could not record the suspension of %s", task)
+        await self._record(
+            self.registry.task_suspend_aio(self.build_id, task),  # type: ignore[arg-type]
+            f"the suspension of {task!r:.100}",
+        )
         self._emit(BuildEventKind.TASK_SUSPENDED, task, dependencies=tuple(n.task.id for n in waiting))
         self._progress.set()
 
@@ -412,24 +421,22 @@ class BuildEngine:
         if node.state in _DONE or node.state in _DEAD:
             return
         node.state = _State.CANCELLED
-        discard = getattr(self.executor, "discard", None)
-        if discard is not None:
-            discard(node.task)
+        self._discard(node.task)
         await self._release_lock(node, completed=False)
-        try:
-            await self.registry.task_cancel_aio(self.build_id, node.task)  # type: ignore[arg-type]
-        except Exception:
-            logger.exception("registry: could not record the cancellation of %s", node.task)
+        await self._record(
+            self.registry.task_cancel_aio(self.build_id, node.task),  # type: ignore[arg-type]
+            f"the cancellation of {node.task!r:.100}",
+        )
         self._emit(BuildEventKind.TASK_CANCELLED, node.task)
 
     async def _completed_elsewhere(self, node: _Node) -> None:
         node.state = _State.PREVIOUSLY_COMPLETED
         self.count.previously_completed += 1
         await self._release_lock(node, completed=False)
-        try:
-            await self.registry.task_already_complete_aio(self.build_id, node.task)  # type: ignore[arg-type]
-        except Exception:
-            logger.exception("registry: could not record %s as already complete", node.task)
+        await self._record(
+            self.registry.task_already_complete_aio(self.build_id, node.task),  # type: ignore[arg-type]
+            f"{node.task!r:.100} as already complete",
+        )
         self._emit(BuildEventKind.TASK_COMPLETED, node.task)
         self._release_dependents(node)
 
