@@ -1,0 +1,47 @@
+"""The notebook layer: ``%load_ext stardag_nb``, ``%%stardag``, the live DAG widget.
+
+It sits on the engine's public API and its build events; the engine knows nothing of it.
+Needs the ``notebook`` extra (IPython, anywidget).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ._handle import BuildHandle, start_build
+from ._state import DagState
+from ._static import to_markdown, to_svg
+from ._widget import DagWidget
+
+__all__ = [
+    "BuildHandle",
+    "DagState",
+    "DagWidget",
+    "load_ipython_extension",
+    "start_build",
+    "to_markdown",
+    "to_svg",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics and display formatters; report (never raise) config problems."""
+    from .._task import BaseTask
+    from ._magics import StardagMagics
+
+    ipython.register_magics(StardagMagics)
+    formatter = ipython.display_formatter.mimebundle_formatter
+    formatter.for_type(BaseTask, _task_mimebundle)
+    try:
+        from ..config import get_config
+
+        get_config()
+    except Exception as exc:  # a broken config must not break the kernel
+        warnings.warn(f"stardag_nb: the configuration could not be loaded: {exc}", stacklevel=2)
+
+
+def _task_mimebundle(task: Any, include: Any = None, exclude: Any = None) -> dict[str, str]:
+    """A task displays as its DAG (static SVG) with a markdown table."""
+    state = DagState.from_tasks([task])
+    return {"image/svg+xml": to_svg(state), "text/markdown": to_markdown(state)}

@@ -1,0 +1,149 @@
+"""A build running as a task on the notebook kernel's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from .._task import BaseTask
+from ..build import (
+    BuildEvent,
+    BuildSummary,
+    DefaultExecutionModeSelector,
+    HybridConcurrentTaskExecutor,
+    build_aio,
+    build_sequential_aio,
+)
+from ..registry import RegistryABC
+from ._state import DagState
+from ._widget import DagWidget
+
+__all__ = ["BuildHandle", "start_build"]
+
+_REFRESH_SECONDS = 0.1
+
+
+class BuildHandle:
+    """A build in progress: awaitable (``await handle`` gives the ``BuildSummary``),
+    with ``cancel()``, ``done()`` and ``result()``; it displays as the live DAG widget.
+
+    Sync ``run()`` bodies run in worker threads so the kernel's loop stays free to
+    update the widget and answer other cells. The widget is refreshed in throttled
+    batches from build events.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[BaseTask],
+        *,
+        fail_mode: str = "fail_fast",
+        sequential: bool = False,
+        registry: RegistryABC | None = None,
+    ) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "start_build() runs the build on the notebook kernel's event loop, and no "
+                "loop is running here; in a script use sd.build(...)"
+            ) from None
+        self.tasks = list(tasks)
+        self.state = DagState()
+        self.widget = DagWidget(self.state, on_cancel=self.cancel)
+        self._refresh_pending = False
+        self._display: Any = None
+        self._task = self._loop.create_task(self._run(fail_mode, sequential, registry))
+
+    async def _run(self, fail_mode: str, sequential: bool, registry: RegistryABC | None) -> BuildSummary:
+        try:
+            if sequential:
+                return await build_sequential_aio(
+                    self.tasks, registry=registry, fail_mode=fail_mode,
+                    sync_run_default="thread", event_handlers=[self._on_event],
+                )  # fmt: skip
+            executor = HybridConcurrentTaskExecutor(DefaultExecutionModeSelector("thread"))
+            return await build_aio(
+                self.tasks, task_executor=executor, fail_mode=fail_mode, registry=registry,
+                event_handlers=[self._on_event],
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            self.state.build_status = "cancelled"
+            raise
+        finally:
+            self._refresh()
+            self._update_display()
+
+    def _on_event(self, event: BuildEvent) -> None:
+        self.state.apply(event)
+        if not self._refresh_pending:
+            self._refresh_pending = True
+            self._loop.call_later(_REFRESH_SECONDS, self._refresh)
+
+    def _refresh(self) -> None:
+        self._refresh_pending = False
+        self.widget.sync_from_state()
+
+    # -- the handle API ------------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Ask the build to stop: running async tasks are cancelled, nothing new starts."""
+        return self._task.cancel()
+
+    def done(self) -> bool:
+        """True once the build finished, failed or was cancelled."""
+        return self._task.done()
+
+    def result(self) -> BuildSummary:
+        """The summary of a finished build (raises if it was cancelled or is running)."""
+        return self._task.result()
+
+    def __await__(self) -> Generator[Any, None, BuildSummary]:
+        return self._task.__await__()
+
+    @property
+    def status(self) -> str:
+        """``pending``, ``running``, ``success``, ``failure``, ``cancelled``..."""
+        return self.state.build_status
+
+    def __repr__(self) -> str:
+        return f"<BuildHandle {self.status}, {len(self.state.nodes)} tasks>"
+
+    # -- display ------------------------------------------------------------------------
+
+    def _bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        bundle = self.widget._repr_mimebundle_()
+        if isinstance(bundle, tuple):
+            return dict(bundle[0]), dict(bundle[1] or {})
+        return dict(bundle), {}
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        data, metadata = self._bundle()
+        if self._display is None:
+            self._display = display(data, metadata=metadata, raw=True, display_id=True)
+        else:  # another view of the same live widget
+            display(data, metadata=metadata, raw=True)
+
+    def _update_display(self) -> None:
+        # The saved output's static SVG/markdown then show the final statuses.
+        if self._display is not None:
+            try:
+                data, metadata = self._bundle()
+                self._display.update(data, metadata=metadata, raw=True)
+            except Exception:  # pragma: no cover - the frontend went away
+                pass
+
+
+def start_build(
+    tasks: BaseTask | Sequence[BaseTask],
+    *,
+    fail_mode: str = "fail_fast",
+    sequential: bool = False,
+    registry: RegistryABC | None = None,
+) -> BuildHandle:
+    """Start building ``tasks`` on the running loop and return its :class:`BuildHandle`
+    at once (the code twin of ``%%stardag``)."""
+    roots = [tasks] if isinstance(tasks, BaseTask) else list(tasks)
+    return BuildHandle(roots, fail_mode=fail_mode, sequential=sequential, registry=registry)

@@ -1,0 +1,108 @@
+"""``%%stardag``: run a cell, build the tasks it defines or names last, show the DAG."""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from IPython.core import magic_arguments
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from .._task import BaseTask
+from ._handle import BuildHandle, start_build
+from ._state import DagState
+from ._widget import DagWidget
+
+__all__ = ["StardagMagics", "collect_tasks"]
+
+
+def collect_tasks(value: Any) -> list[BaseTask]:
+    """The tasks in ``value``: a task, or a list, tuple, set or dict of tasks."""
+    if isinstance(value, BaseTask):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple, set, frozenset)) and value and all(
+        isinstance(v, BaseTask) for v in value
+    ):
+        return list(value)
+    return []
+
+
+@magics_class
+class StardagMagics(Magics):
+    """The ``%%stardag`` cell magic and the ``%stardag_env`` line magic."""
+
+    @magic_arguments.magic_arguments()
+    @magic_arguments.argument("--env", default=None, help="registry environment to record the build in")
+    @magic_arguments.argument("--no-run", action="store_true", help="show the DAG without building it")
+    @magic_arguments.argument("--sequential", action="store_true", help="one task at a time (debugging)")
+    @magic_arguments.argument(
+        "--fail-mode", choices=["fail_fast", "continue"], default="fail_fast",
+        help="stop at the first failure (default) or run everything that can run",
+    )  # fmt: skip
+    @magic_arguments.argument("--as", dest="as_name", default=None, help="bind the build handle to NAME")
+    @cell_magic
+    def stardag(self, line: str, cell: str) -> BuildHandle | DagWidget | None:
+        """Run the cell, then build the tasks its last expression gives (a task or a list
+        of tasks), or else the tasks it assigns; return a build handle at once.
+
+        The build runs on the kernel's event loop: the cell returns immediately, the DAG
+        widget fills in live, and ``await handle`` in a later cell waits for it.
+        """
+        args = magic_arguments.parse_argstring(self.stardag, line)
+        roots = self._run_and_collect(cell)
+        if not roots:
+            print(
+                "%%stardag: the cell defines no task to build. End the cell with a task "
+                "(or a list of tasks), or assign one."
+            )
+            return None
+        if args.no_run:
+            return DagWidget(DagState.from_tasks(roots))
+        registry = _registry_for(args.env)
+        handle = start_build(
+            roots, fail_mode=args.fail_mode, sequential=args.sequential, registry=registry
+        )
+        if args.as_name:
+            self.shell.user_ns[args.as_name] = handle
+        return handle
+
+    @line_magic
+    def stardag_env(self, line: str) -> None:
+        """``%stardag_env NAME``: record this kernel's builds in environment NAME of the
+        embedded registry (the code twin of the environment picker)."""
+        from ..registry import registry_provider
+
+        name = line.strip()
+        if not name:
+            print(f"%stardag_env: the active registry is {registry_provider.get()!r}")
+            return
+        registry_provider.set(_registry_for(name))
+        print(f"%stardag_env: builds are now recorded in environment {name!r}")
+
+    def _run_and_collect(self, cell: str) -> list[BaseTask]:
+        shell = self.shell
+        tree = ast.parse(cell)
+        last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        body = tree.body[:-1] if last is not None else tree.body
+        namespace = shell.user_ns
+        exec(compile(ast.Module(body=body, type_ignores=[]), "<%%stardag cell>", "exec"), namespace)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), "<%%stardag cell>", "eval"), namespace)
+            return collect_tasks(value)
+        roots: list[BaseTask] = []
+        for node in body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    roots.extend(collect_tasks(namespace.get(target.id)))
+        return list({t.id: t for t in roots}.values())
+
+
+def _registry_for(env: str | None) -> Any:
+    if env is None:
+        return None
+    from ..registry import SQLiteRegistry
+
+    return SQLiteRegistry(environment=env)

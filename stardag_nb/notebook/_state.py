@@ -1,0 +1,162 @@
+"""The DAG of one build as plain data, folded from build events.
+
+Pure Python and independent of Jupyter, so the widget, the static SVG and tests share it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..build import BuildEvent, BuildEventKind
+
+__all__ = ["STATUSES", "DagState", "NodeInfo"]
+
+STATUSES = (
+    "pending", "running", "suspended", "waiting_for_lock", "completed", "failed",
+    "cancelled", "already_complete",
+)  # fmt: skip
+"""Every status a node can show."""
+
+_STATUS_OF = {
+    BuildEventKind.TASK_STARTED: "running",
+    BuildEventKind.TASK_RESUMED: "running",
+    BuildEventKind.TASK_SUSPENDED: "suspended",
+    BuildEventKind.TASK_WAITING_FOR_LOCK: "waiting_for_lock",
+    BuildEventKind.TASK_COMPLETED: "completed",
+    BuildEventKind.TASK_FAILED: "failed",
+    BuildEventKind.TASK_CANCELLED: "cancelled",
+}
+
+
+@dataclass
+class NodeInfo:
+    """One task of the DAG."""
+
+    id: str
+    name: str
+    namespace: str
+    status: str
+    dynamic: bool = False
+    task: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def label(self) -> str:
+        """``namespace.name`` (or just the name)."""
+        return f"{self.namespace}.{self.name}" if self.namespace else self.name
+
+
+@dataclass
+class DagState:
+    """Nodes, edges and statuses of a build, updated by :meth:`apply` for each event."""
+
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    edges: list[tuple[str, str, bool]] = field(default_factory=list)
+    """(upstream id, downstream id, dynamic)."""
+    build_id: str | None = None
+    build_status: str = "pending"
+    started_at: float | None = None
+    finished_at: float | None = None
+    summary: Any = None
+    version: int = 0
+    """Bumped on every change (so a view can skip unchanged states)."""
+
+    def apply(self, event: BuildEvent) -> None:
+        """Fold one build event into the state."""
+        kind = event.kind
+        self.version += 1
+        if kind is BuildEventKind.BUILD_STARTED:
+            self.build_id = str(event.build_id) if event.build_id else None
+            self.build_status = "running"
+            self.started_at = event.timestamp
+            return
+        if kind is BuildEventKind.BUILD_FINISHED:
+            self.finished_at = event.timestamp
+            self.summary = event.summary
+            self.build_status = event.summary.status.value if event.summary else "finished"
+            return
+        if kind is BuildEventKind.TASK_REGISTERED and event.node is not None:
+            info = event.node
+            key = str(info.id)
+            self.nodes[key] = NodeInfo(
+                id=key,
+                name=info.name,
+                namespace=info.namespace,
+                status="already_complete" if info.already_complete else "pending",
+                dynamic=info.dynamic,
+                task=event.task,
+            )
+            self.edges.extend((str(dep), key, False) for dep in info.dependencies)
+            return
+        node = self.nodes.get(str(event.task_id)) if event.task_id else None
+        if node is None:
+            return
+        if kind is BuildEventKind.TASK_SUSPENDED:
+            self.edges.extend((str(dep), node.id, True) for dep in event.dependencies)
+        status = _STATUS_OF.get(kind)
+        if status is None:
+            return
+        now = event.timestamp
+        if status == "running" and node.started_at is None:
+            node.started_at = now
+        if status in ("completed", "failed", "cancelled"):
+            node.finished_at = now
+        if kind is BuildEventKind.TASK_COMPLETED and node.status in ("pending", "waiting_for_lock") and node.started_at is None:
+            status = "already_complete"  # completed by another build while we waited
+        node.status = status
+        if event.error is not None:
+            node.error = f"{type(event.error).__name__}: {event.error}"
+            node.traceback = "".join(traceback.format_exception(event.error))
+
+    def counts(self) -> dict[str, int]:
+        """How many nodes are in each status."""
+        out = dict.fromkeys(STATUSES, 0)
+        for node in self.nodes.values():
+            out[node.status] = out.get(node.status, 0) + 1
+        return out
+
+    def elapsed(self) -> float:
+        """Seconds since the build started (until it finished)."""
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.time()) - self.started_at
+
+    @classmethod
+    def from_tasks(cls, roots: list[Any]) -> DagState:
+        """The static DAG of ``roots`` (through ``requires()``), each node marked
+        ``already_complete`` or ``pending`` from ``complete()``: what a task displays as
+        before it is built."""
+        from .._task import flatten_task_struct
+
+        state = cls()
+        stack = list(reversed(roots))
+        while stack:
+            task = stack.pop()
+            key = str(task.id)
+            if key in state.nodes:
+                continue
+            complete = _safe_complete(task)
+            type_id = type(task).__type_id__
+            state.nodes[key] = NodeInfo(
+                key, type_id.name, type_id.namespace,
+                "already_complete" if complete else "pending", task=task,
+            )  # fmt: skip
+            if complete:
+                continue
+            deps = flatten_task_struct(task.requires())
+            state.edges.extend((str(dep.id), key, False) for dep in deps)
+            stack.extend(reversed(deps))
+        return state
+
+
+def _safe_complete(task: Any) -> bool:
+    try:
+        return bool(task.complete())
+    except Exception:
+        return False

@@ -1,0 +1,97 @@
+"""Static renderings of a DAG: an SVG picture and a markdown table.
+
+They go into the widget's mimebundle next to the live view, so a saved notebook shows
+the DAG on GitHub, in nbviewer, in nbconvert's HTML and after a kernel restart.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from ._layout import layered_layout
+from ._state import DagState
+
+__all__ = ["STATUS_COLORS", "to_markdown", "to_svg"]
+
+STATUS_COLORS = {
+    "pending": "#d0d7de",
+    "running": "#54aeff",
+    "suspended": "#c297ff",
+    "waiting_for_lock": "#fbbc05",
+    "completed": "#2da44e",
+    "failed": "#cf222e",
+    "cancelled": "#6e7781",
+    "already_complete": "#8fd19e",
+}
+
+_W, _H, _GAP_X, _GAP_Y, _PAD = 150, 34, 60, 14, 16
+
+
+def to_svg(state: DagState, max_nodes: int = 2000) -> str:
+    """The DAG as an SVG document (left to right, coloured by status)."""
+    nodes = list(state.nodes.values())[:max_nodes]
+    ids = {n.id for n in nodes}
+    layout = layered_layout([n.id for n in nodes], [(s, d) for s, d, _ in state.edges])
+    xy = {
+        node_id: (_PAD + layer * (_W + _GAP_X), _PAD + pos * (_H + _GAP_Y))
+        for node_id, (layer, pos) in layout.items()
+    }
+    width = max((x for x, _ in xy.values()), default=0) + _W + 2 * _PAD
+    height = max((y for _, y in xy.values()), default=0) + _H + 2 * _PAD + 24
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">',
+        "<title>stardag_nb DAG</title>",
+    ]
+    for src, dst, dynamic in state.edges:
+        if src not in ids or dst not in ids:
+            continue
+        (x1, y1), (x2, y2) = xy[src], xy[dst]
+        dash = ' stroke-dasharray="4 3"' if dynamic else ""
+        out.append(
+            f'<line x1="{x1 + _W:.0f}" y1="{y1 + _H / 2:.0f}" x2="{x2:.0f}" y2="{y2 + _H / 2:.0f}" '
+            f'stroke="#8c959f"{dash}/>'
+        )
+    for node in nodes:
+        x, y = xy[node.id]
+        color = STATUS_COLORS.get(node.status, "#d0d7de")
+        label = html.escape(_shorten(node.label, 22))
+        out.append(
+            f'<g class="node" data-id="{node.id}" data-status="{node.status}">'
+            f'<rect x="{x:.0f}" y="{y:.0f}" width="{_W}" height="{_H}" rx="6" fill="{color}" '
+            f'stroke="#57606a"/><text x="{x + 8:.0f}" y="{y + 15:.0f}">{label}</text>'
+            f'<text x="{x + 8:.0f}" y="{y + 28:.0f}" font-size="10" fill="#24292f">'
+            f"{node.status.replace('_', ' ')} · {node.id[:8]}</text></g>"
+        )
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in state.counts().items() if v)
+    out.append(
+        f'<text x="{_PAD}" y="{height - 10:.0f}" fill="#57606a">'
+        f"{html.escape(state.build_status)} · {len(state.nodes)} tasks · {html.escape(counts)}</text>"
+    )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def to_markdown(state: DagState, max_rows: int = 200) -> str:
+    """The tasks of the DAG as a markdown table with their final statuses."""
+    lines = [
+        f"**stardag_nb build** {state.build_id or ''} — {state.build_status}, "
+        f"{len(state.nodes)} tasks",
+        "",
+        "| task | status | id |",
+        "|---|---|---|",
+    ]
+    for node in list(state.nodes.values())[:max_rows]:
+        lines.append(f"| {_md(node.label)} | {node.status} | `{node.id}` |")
+    if len(state.nodes) > max_rows:
+        lines.append(f"| … {len(state.nodes) - max_rows} more | | |")
+    return "\n".join(lines)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|")

@@ -1,0 +1,113 @@
+"""The live DAG widget (anywidget): nodes, edges and statuses from build events."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Callable
+
+import anywidget
+import traitlets
+
+from ._layout import layered_layout
+from ._state import DagState
+from ._static import to_markdown, to_svg
+
+__all__ = ["DagWidget"]
+
+_STATIC = pathlib.Path(__file__).parent / "static"
+
+
+class DagWidget(anywidget.AnyWidget):
+    """Draws a build's DAG; nodes take their status colour as the build runs.
+
+    Click a node for its parameters, id, output path, error and assets; the Cancel
+    button asks the build to stop. The view is rebuilt from the model state, so it can
+    be displayed late or several times.
+    """
+
+    _esm = _STATIC / "dag_widget.js"
+    _css = _STATIC / "dag_widget.css"
+
+    nodes = traitlets.List([]).tag(sync=True)
+    edges = traitlets.List([]).tag(sync=True)
+    statuses = traitlets.Dict({}).tag(sync=True)
+    counts = traitlets.Dict({}).tag(sync=True)
+    build_status = traitlets.Unicode("pending").tag(sync=True)
+    build_id = traitlets.Unicode("").tag(sync=True)
+    elapsed = traitlets.Float(0.0).tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+    details = traitlets.Dict({}).tag(sync=True)
+
+    def __init__(self, state: DagState | None = None, on_cancel: Callable[[], Any] | None = None) -> None:
+        super().__init__()
+        self.state = state or DagState()
+        self._on_cancel = on_cancel
+        self._shape = (-1, -1)
+        self.on_msg(self._handle_message)
+        self.observe(self._show_details, names="selected")
+        self.sync_from_state()
+
+    def sync_from_state(self) -> None:
+        """Push the state to the front end (layout only when the graph changed)."""
+        state = self.state
+        with self.hold_sync():
+            shape = (len(state.nodes), len(state.edges))
+            if shape != self._shape:
+                self._shape = shape
+                layout = layered_layout(state.nodes, [(s, d) for s, d, _ in state.edges])
+                self.nodes = [
+                    {"id": n.id, "label": n.label, "layer": layout[n.id][0], "pos": layout[n.id][1], "dynamic": n.dynamic}
+                    for n in state.nodes.values()
+                ]
+                self.edges = [[s, d, dyn] for s, d, dyn in state.edges]
+            self.statuses = {n.id: n.status for n in state.nodes.values()}
+            self.counts = state.counts()
+            self.build_status = state.build_status
+            self.build_id = state.build_id or ""
+            self.elapsed = round(state.elapsed(), 2)
+        if self.selected:
+            self._show_details({"new": self.selected})
+
+    def _handle_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "cancel" and self._on_cancel:
+            self._on_cancel()
+
+    def _show_details(self, change: dict[str, Any]) -> None:
+        node = self.state.nodes.get(change["new"])
+        self.details = node_details(node) if node is not None else {}
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data = dict(data or {})
+        data["image/svg+xml"] = to_svg(self.state)
+        data["text/markdown"] = to_markdown(self.state)
+        return (data, bundle[1]) if isinstance(bundle, tuple) else data
+
+
+def node_details(node: Any) -> dict[str, Any]:
+    """What the widget shows for a clicked node."""
+    out: dict[str, Any] = {"task": node.label, "id": node.id, "status": node.status}
+    task = node.task
+    if task is not None:
+        try:
+            out["parameters"] = json.loads(task.model_dump_json(exclude={"version"}))
+        except Exception:
+            out["parameters"] = repr(task)
+        try:
+            out["output"] = task.output().uri
+        except Exception:
+            pass
+    if node.error:
+        out["error"] = node.error
+        out["traceback"] = node.traceback
+    try:
+        from ..registry import registry_provider
+
+        get_assets = getattr(registry_provider.get(), "get_assets", None)
+        if get_assets is not None:
+            out["assets"] = [a.model_dump(mode="json") for a in get_assets(node.id)]
+    except Exception:
+        pass
+    return out

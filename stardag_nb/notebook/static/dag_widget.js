@@ -1,0 +1,81 @@
+// The DAG widget's front end (anywidget ESM). It renders only from model state, so a
+// view opened late or twice shows the same thing. Layout comes from Python (x = layer,
+// y = position); statuses arrive as a small dict updated in throttled batches.
+const COLORS = {
+  pending: "#d0d7de", running: "#54aeff", suspended: "#c297ff", waiting_for_lock: "#fbbc05",
+  completed: "#2da44e", failed: "#cf222e", cancelled: "#6e7781", already_complete: "#8fd19e",
+};
+const W = 150, H = 34, GX = 60, GY = 14, PAD = 16;
+const SVG = "http://www.w3.org/2000/svg";
+
+function el(tag, attrs = {}, parent = null) {
+  const node = tag === "div" || tag === "button" || tag === "pre" || tag === "span"
+    ? document.createElement(tag) : document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function render({ model, el: root }) {
+  root.classList.add("stardag-dag");
+  const bar = el("div", { class: "stardag-bar" }, root);
+  const summary = el("span", { class: "stardag-summary" }, bar);
+  const cancel = el("button", { class: "stardag-cancel" }, bar);
+  cancel.textContent = "Cancel";
+  cancel.addEventListener("click", () => model.send({ type: "cancel" }));
+  const scroller = el("div", { class: "stardag-scroll" }, root);
+  const details = el("pre", { class: "stardag-details" }, root);
+
+  function draw() {
+    const nodes = model.get("nodes") || [];
+    const edges = model.get("edges") || [];
+    const statuses = model.get("statuses") || {};
+    const counts = model.get("counts") || {};
+    const state = model.get("build_status");
+    const parts = Object.entries(counts).filter(([, v]) => v).map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`);
+    summary.textContent = `${state} · ${nodes.length} tasks · ${parts.join(", ")} · ${(model.get("elapsed") || 0).toFixed(1)}s`;
+    cancel.disabled = !(state === "running" || state === "pending");
+    const pos = new Map();
+    let maxX = 0, maxY = 0;
+    for (const n of nodes) {
+      const x = PAD + n.layer * (W + GX), y = PAD + n.pos * (H + GY);
+      pos.set(n.id, [x, y]);
+      maxX = Math.max(maxX, x); maxY = Math.max(maxY, y);
+    }
+    scroller.textContent = "";
+    const svg = el("svg", { width: maxX + W + 2 * PAD, height: maxY + H + 2 * PAD }, scroller);
+    for (const [src, dst, dynamic] of edges) {
+      const a = pos.get(src), b = pos.get(dst);
+      if (!a || !b) continue;
+      el("line", {
+        x1: a[0] + W, y1: a[1] + H / 2, x2: b[0], y2: b[1] + H / 2, stroke: "#8c959f",
+        ...(dynamic ? { "stroke-dasharray": "4 3" } : {}),
+      }, svg);
+    }
+    const selected = model.get("selected");
+    for (const n of nodes) {
+      const [x, y] = pos.get(n.id);
+      const status = statuses[n.id] || "pending";
+      const g = el("g", { class: "stardag-node", "data-id": n.id, "data-status": status }, svg);
+      el("rect", {
+        x, y, width: W, height: H, rx: 6, fill: COLORS[status] || "#d0d7de",
+        stroke: n.id === selected ? "#0969da" : "#57606a", "stroke-width": n.id === selected ? 3 : 1,
+      }, g);
+      const label = el("text", { x: x + 8, y: y + 15, "font-size": 12 }, g);
+      label.textContent = n.label.length > 22 ? n.label.slice(0, 21) + "…" : n.label;
+      const sub = el("text", { x: x + 8, y: y + 28, "font-size": 10 }, g);
+      sub.textContent = `${status.replace(/_/g, " ")} · ${n.id.slice(0, 8)}`;
+      g.style.cursor = "pointer";
+      g.addEventListener("click", () => { model.set("selected", n.id); model.save_changes(); });
+    }
+    const info = model.get("details") || {};
+    details.textContent = Object.keys(info).length ? JSON.stringify(info, null, 2) : "";
+  }
+
+  for (const name of ["nodes", "edges", "statuses", "counts", "build_status", "elapsed", "details", "selected"]) {
+    model.on(`change:${name}`, draw);
+  }
+  draw();
+}
+
+export default { render };

@@ -1,0 +1,165 @@
+"""%%stardag and the DAG widget, driven in-process through a real IPython shell."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+IPython = pytest.importorskip("IPython")
+pytest.importorskip("anywidget")
+
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+
+import stardag_nb as sd  # noqa: E402
+from stardag_nb.notebook import BuildHandle, DagWidget  # noqa: E402
+
+DEFINE = '''
+import asyncio
+import stardag_nb as sd
+
+@sd.task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+@sd.task
+def total(xs: sd.Depends[list[int]]) -> int:
+    return sum(xs)
+
+class Slow(sd.AutoTask[int]):
+    n: int
+    async def run_aio(self):
+        await asyncio.sleep(0.3)
+        await self.output().save_aio(self.n)
+
+class Broken(sd.AutoTask[int]):
+    def run(self):
+        raise ValueError("broken on purpose")
+'''
+
+
+@pytest.fixture
+def shell() -> Iterator[Any]:
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext stardag_nb")
+    shell.run_cell(DEFINE)
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+def run_magic(shell: Any, line: str, cell: str) -> Any:
+    return shell.run_cell_magic("stardag", line, textwrap.dedent(cell))
+
+
+def test_magic_builds_and_the_widget_state_is_final(shell: Any) -> None:
+    async def main() -> tuple[Any, Any]:
+        handle = run_magic(shell, "--as job", "total(xs=numbers(n=5))")
+        assert isinstance(handle, BuildHandle) and not handle.done()  # returned at once
+        assert shell.user_ns["job"] is handle
+        summary = await handle
+        return handle, summary
+
+    handle, summary = asyncio.run(main())
+    assert summary.status == "success" and summary.task_count.succeeded == 2
+    widget: DagWidget = handle.widget
+    assert len(widget.nodes) == 2 and len(widget.edges) == 1
+    assert set(widget.statuses.values()) == {"completed"}
+    assert widget.counts["completed"] == 2 and widget.build_status == "success"
+    labels = {n["label"] for n in widget.nodes}
+    assert labels == {"numbers", "total"}
+
+
+def test_failure_shows_in_the_widget_with_traceback(shell: Any) -> None:
+    async def main() -> Any:
+        handle = run_magic(shell, "--fail-mode continue", "[Broken(), Slow(n=1)]")
+        await handle
+        return handle
+
+    handle = asyncio.run(main())
+    widget = handle.widget
+    statuses = {n["label"]: widget.statuses[n["id"]] for n in widget.nodes}
+    assert statuses == {"Broken": "failed", "Slow": "completed"}
+    broken_id = next(n["id"] for n in widget.nodes if n["label"] == "Broken")
+    widget.selected = broken_id  # what a click does
+    assert "broken on purpose" in widget.details["error"]
+    assert "ValueError" in widget.details["traceback"]
+    assert widget.details["output"].endswith(".json")
+
+
+def test_cancel_message_stops_the_build(shell: Any) -> None:
+    async def main() -> Any:
+        handle = run_magic(shell, "", "[Slow(n=10), Slow(n=11)]")
+        await asyncio.sleep(0.1)
+        handle.widget._handle_message(handle.widget, {"type": "cancel"}, [])  # the button
+        with pytest.raises(asyncio.CancelledError):
+            await handle
+        return handle
+
+    handle = asyncio.run(main())
+    assert handle.status == "cancelled"
+    assert set(handle.widget.statuses.values()) == {"cancelled"}
+
+
+def test_no_run_shows_the_dag_without_building(shell: Any) -> None:
+    widget = run_magic(shell, "--no-run", "total(xs=numbers(n=7))")
+    assert isinstance(widget, DagWidget)
+    assert set(widget.statuses.values()) == {"pending"}
+    assert not shell.user_ns["total"](xs=shell.user_ns["numbers"](n=7)).complete()
+
+
+def test_cell_assigning_tasks_builds_them(shell: Any) -> None:
+    async def main() -> Any:
+        handle = run_magic(shell, "", "a = numbers(n=3)\nb = total(xs=a)\nnote = 'not a task'")
+        return await handle
+
+    summary = asyncio.run(main())
+    assert summary.task_count.succeeded == 2
+
+
+def test_cell_without_tasks_says_so(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_magic(shell, "", "x = 1") is None
+    assert "defines no task" in capsys.readouterr().out
+
+
+def test_help_lists_the_options(shell: Any) -> None:
+    doc = shell.find_cell_magic("stardag").__doc__
+    for option in ("--env", "--no-run", "--sequential", "--fail-mode", "--as"):
+        assert option in doc
+
+
+def test_widget_mimebundle_has_a_static_fallback(shell: Any) -> None:
+    async def main() -> Any:
+        handle = run_magic(shell, "", "total(xs=numbers(n=4))")
+        await handle
+        return handle
+
+    handle = asyncio.run(main())
+    bundle = handle.widget._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data
+    svg = data["image/svg+xml"]
+    assert svg.startswith("<svg") and svg.count('class="node"') == 2
+    assert svg.count('data-status="completed"') == 2
+    assert "| total | completed |" in data["text/markdown"]
+
+
+def test_task_displays_as_its_dag(shell: Any) -> None:
+    task = shell.user_ns["total"](xs=shell.user_ns["numbers"](n=9))
+    data, _ = shell.display_formatter.format(task)
+    assert data["image/svg+xml"].count('class="node"') == 2
+    assert "numbers" in data["text/markdown"]
+
+
+def test_redefining_a_task_in_a_cell_replaces_it(shell: Any) -> None:
+    shell.run_cell("@sd.task\ndef numbers(n: int) -> list[int]:\n    return [42] * n\n")
+    async def main() -> Any:
+        return await run_magic(shell, "", "total(xs=numbers(n=2))")
+
+    asyncio.run(main())
+    assert shell.user_ns["total"](xs=shell.user_ns["numbers"](n=2)).result() == 84
+    dumped = shell.user_ns["numbers"](n=2).model_dump(mode="json")
+    rebuilt = sd.BaseTask.model_validate(dumped)
+    assert rebuilt.call(1) == [42]  # resolves to the new definition
