@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up and run the main job: build the demo DAG on the embedded defaults.
+# Set up and run the main job: execute the demo notebook headless, end to end, on the
+# embedded defaults (local SQLite registry and target root under ~/.stardag).
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-ensure_venv ""
-echo "==> running examples/demo.py"
-exec "$VENV/bin/python" "$ROOT/examples/demo.py"
+ensure_venv "demo"
+cd "$ROOT"
+exec "$VENV/bin/python" -m tools.run_notebooks notebooks/demo.ipynb --out "$ROOT/out/notebooks"

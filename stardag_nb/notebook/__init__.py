@@ -11,7 +11,7 @@ from typing import Any
 
 from ._handle import BuildHandle, start_build
 from ._state import DagState
-from ._static import to_markdown, to_svg
+from ._static import to_html, to_markdown, to_svg
 from ._widget import DagWidget
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "DagWidget",
     "load_ipython_extension",
     "start_build",
+    "to_html",
     "to_markdown",
     "to_svg",
 ]
@@ -44,4 +45,4 @@ def load_ipython_extension(ipython: Any) -> None:
 def _task_mimebundle(task: Any, include: Any = None, exclude: Any = None) -> dict[str, str]:
     """A task displays as its DAG (static SVG) with a markdown table."""
     state = DagState.from_tasks([task])
-    return {"image/svg+xml": to_svg(state), "text/markdown": to_markdown(state)}
+    return {"text/html": to_html(state), "image/svg+xml": to_svg(state), "text/markdown": to_markdown(state)}

@@ -99,7 +99,15 @@ class BuildHandle:
         return self._task.result()
 
     def __await__(self) -> Generator[Any, None, BuildSummary]:
-        return self._task.__await__()
+        return self._wait().__await__()
+
+    async def _wait(self) -> BuildSummary:
+        try:
+            return await self._task
+        finally:
+            # Sent again from the awaiting cell: headless runners (nbclient, papermill)
+            # only take display updates parented to the cell that is running.
+            self._update_display()
 
     @property
     def status(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from ._layout import layered_layout
 from ._state import DagState
 
-__all__ = ["STATUS_COLORS", "to_markdown", "to_svg"]
+__all__ = ["STATUS_COLORS", "to_html", "to_markdown", "to_svg"]
 
 STATUS_COLORS = {
     "pending": "#d0d7de",
@@ -87,6 +87,25 @@ def to_markdown(state: DagState, max_rows: int = 200) -> str:
     if len(state.nodes) > max_rows:
         lines.append(f"| … {len(state.nodes) - max_rows} more | | |")
     return "\n".join(lines)
+
+
+def to_html(state: DagState, max_rows: int = 200) -> str:
+    """The SVG picture followed by the task table, as one HTML fragment (what nbconvert,
+    nbviewer and a frontend without the widget show)."""
+    rows = "".join(
+        f"<tr><td>{html.escape(n.label)}</td><td>{n.status}</td><td><code>{n.id}</code></td></tr>"
+        for n in list(state.nodes.values())[:max_rows]
+    )
+    more = len(state.nodes) - max_rows
+    if more > 0:
+        rows += f"<tr><td>… {more} more</td><td></td><td></td></tr>"
+    return (
+        f'<div class="stardag-static">{to_svg(state)}'
+        f"<p><b>stardag_nb build</b> {html.escape(state.build_id or '')} — "
+        f"{html.escape(state.build_status)}, {len(state.nodes)} tasks</p>"
+        f"<table><thead><tr><th>task</th><th>status</th><th>id</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+    )
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -11,7 +11,7 @@ import traitlets
 
 from ._layout import layered_layout
 from ._state import DagState
-from ._static import to_markdown, to_svg
+from ._static import to_html, to_markdown, to_svg
 
 __all__ = ["DagWidget"]
 
@@ -81,6 +81,7 @@ class DagWidget(anywidget.AnyWidget):
         bundle = super()._repr_mimebundle_(**kwargs)
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         data = dict(data or {})
+        data["text/html"] = to_html(self.state)
         data["image/svg+xml"] = to_svg(self.state)
         data["text/markdown"] = to_markdown(self.state)
         return (data, bundle[1]) if isinstance(bundle, tuple) else data

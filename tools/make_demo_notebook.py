@@ -1,0 +1,93 @@
+"""Write notebooks/demo.ipynb from the cells below (the notebook is committed; rerun this
+after editing the cells): python tools/make_demo_notebook.py"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+CELLS: list[tuple[str, str]] = [
+    ("markdown", """# stardag_nb demo
+
+Tasks are typed functions or pydantic classes; each has a deterministic id and a
+persistent output. `%%stardag` builds on the kernel's own event loop: the cell returns
+at once with a live DAG widget, and the kernel stays usable while it builds.
+Everything here runs on the embedded defaults: a local target root and a local SQLite
+registry under `~/.stardag`."""),
+    ("code", "%load_ext stardag_nb"),
+    ("code", """import asyncio
+import stardag_nb as sd
+from stardag_nb.registry_asset import MarkdownRegistryAsset
+
+
+@sd.task
+def get_range(limit: int) -> list[int]:
+    return list(range(limit))
+
+
+@sd.task
+def get_sum(integers: sd.Depends[list[int]]) -> int:
+    return sum(integers)
+
+
+class Slowly(sd.AutoTask[int]):
+    \"\"\"An async task that takes a moment, so the widget has something to show.\"\"\"
+
+    value: sd.TaskLoads[int]
+    seconds: float = 0.5
+
+    def requires(self):
+        return self.value
+
+    async def run_aio(self):
+        await asyncio.sleep(self.seconds)
+        await self.output().save_aio(self.value.result() * 2)
+
+
+class Report(sd.AutoTask[str]):
+    totals: list[sd.TaskLoads[int]]
+
+    def requires(self):
+        return self.totals
+
+    def run(self):
+        self.output().save(" + ".join(str(t.result()) for t in self.totals))
+
+    def registry_assets(self):
+        return [MarkdownRegistryAsset(name="report", body=f"### Report\\n\\n{self.result()}")]"""),
+    ("markdown", "Build a small DAG. The cell returns a build handle at once; `--as build` also binds it."),
+    ("code", """%%stardag --as build
+Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])"""),
+    ("markdown", "The kernel answers while the build runs; awaiting the handle waits for it."),
+    ("code", """print("still building?", not build.done())
+summary = await build
+summary"""),
+    ("code", "Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).result()"),
+    ("markdown", "A task displays as its DAG; building it again finds everything complete."),
+    ("code", "Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])"),
+    ("code", """%%stardag --as again
+Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])"""),
+    ("code", "(await again).task_count"),
+    ("markdown", "What the embedded registry recorded for the first build:"),
+    ("code", """registry = sd.registry_provider.get()
+for record in registry.list_build_tasks(summary.build_id):
+    print(f"{record.name:<10} {record.status}")
+report_id = Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).id
+[asset.body for asset in registry.get_assets(report_id)]"""),
+]
+
+
+def main() -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for kind, source in CELLS:
+        cell = nbformat.v4.new_markdown_cell(source) if kind == "markdown" else nbformat.v4.new_code_cell(source)
+        nb.cells.append(cell)
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "demo.ipynb"
+    nbformat.write(nb, path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
