@@ -61,6 +61,13 @@ def load_ipython_extension(ipython: object) -> None:
     load(ipython)
 
 
+def show_assets(tasks: object, registry: object = None) -> object:
+    """Show a task's (or tasks') registry assets in a notebook: ``sd.show_assets(task)``."""
+    from .notebook import show_assets as show
+
+    return show(tasks, registry)  # type: ignore[arg-type]
+
+
 __all__ = [
     "APIError",
     "AliasTask",
@@ -96,6 +103,7 @@ __all__ = [
     "get_target",
     "namespace",
     "registry_provider",
+    "show_assets",
     "target_factory_provider",
     "task",
 ]

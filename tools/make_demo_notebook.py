@@ -69,6 +69,8 @@ summary"""),
     ("code", """%%stardag --as again
 Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])"""),
     ("code", "(await again).task_count"),
+    ("markdown", "The report's registry assets appeared under the build as it completed; `sd.show_assets` shows them again:"),
+    ("code", "sd.show_assets(Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]))"),
     ("markdown", "What the embedded registry recorded for the first build:"),
     ("code", """registry = sd.registry_provider.get()
 for record in registry.list_build_tasks(summary.build_id):

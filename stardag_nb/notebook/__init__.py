@@ -9,16 +9,19 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from ._assets import AssetsView, show_assets
 from ._handle import BuildHandle, start_build
 from ._state import DagState
 from ._static import to_html, to_markdown, to_svg
 from ._widget import DagWidget
 
 __all__ = [
+    "AssetsView",
     "BuildHandle",
     "DagState",
     "DagWidget",
     "load_ipython_extension",
+    "show_assets",
     "start_build",
     "to_html",
     "to_markdown",

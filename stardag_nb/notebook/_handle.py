@@ -9,6 +9,7 @@ from typing import Any
 from .._task import BaseTask
 from ..build import (
     BuildEvent,
+    BuildEventKind,
     BuildSummary,
     DefaultExecutionModeSelector,
     HybridConcurrentTaskExecutor,
@@ -16,6 +17,7 @@ from ..build import (
     build_sequential_aio,
 )
 from ..registry import RegistryABC
+from ._assets import AssetsView, assets_of, defines_assets
 from ._state import DagState
 from ._widget import DagWidget
 
@@ -53,6 +55,10 @@ class BuildHandle:
         self.widget = DagWidget(self.state, on_cancel=self.cancel)
         self._refresh_pending = False
         self._display: Any = None
+        self._assets_display: Any = None
+        self.registry = registry
+        self.assets = AssetsView()
+        self._assets_due: list[BaseTask] = []  # completed tasks whose assets to fetch
         self._task = self._loop.create_task(self._run(fail_mode, sequential, registry))
 
     async def _run(self, fail_mode: str, sequential: bool, registry: RegistryABC | None) -> BuildSummary:
@@ -76,6 +82,8 @@ class BuildHandle:
 
     def _on_event(self, event: BuildEvent) -> None:
         self.state.apply(event)
+        if event.kind is BuildEventKind.TASK_COMPLETED and event.task is not None and defines_assets(event.task):
+            self._assets_due.append(event.task)
         if not self._refresh_pending:
             self._refresh_pending = True
             self._loop.call_later(_REFRESH_SECONDS, self._refresh)
@@ -83,6 +91,13 @@ class BuildHandle:
     def _refresh(self) -> None:
         self._refresh_pending = False
         self.widget.sync_from_state()
+        if self._assets_due:
+            due, self._assets_due = self._assets_due, []
+            try:
+                self.assets.entries.extend(assets_of(due, self.registry))
+            except Exception:  # a registry without assets: nothing to show
+                return
+            self._update_assets_display()
 
     # -- the handle API ------------------------------------------------------------------
 
@@ -131,6 +146,8 @@ class BuildHandle:
         data, metadata = self._bundle()
         if self._display is None:
             self._display = display(data, metadata=metadata, raw=True, display_id=True)
+            # an area below the DAG where assets appear as tasks complete
+            self._assets_display = display(self.assets, display_id=True)
         else:  # another view of the same live widget
             display(data, metadata=metadata, raw=True)
 
@@ -141,6 +158,14 @@ class BuildHandle:
                 data, metadata = self._bundle()
                 self._display.update(data, metadata=metadata, raw=True)
             except Exception:  # pragma: no cover - the frontend went away
+                pass
+        self._update_assets_display()
+
+    def _update_assets_display(self) -> None:
+        if self._assets_display is not None and len(self.assets):
+            try:
+                self._assets_display.update(self.assets)
+            except Exception:  # pragma: no cover
                 pass
 
 

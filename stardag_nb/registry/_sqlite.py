@@ -971,14 +971,15 @@ class SQLiteRegistry(RegistryABC):
         ]
 
     def get_assets(self, task_id: UUID | str) -> list[RegistryAsset]:
-        """A task's assets (latest upload of each type and name), by type and name."""
+        """A task's assets (latest upload of each type and name), in the order the task
+        first returned them."""
         from pydantic import TypeAdapter
 
         from ..registry_asset import RegistryAsset
 
         rows = self._read(
             "SELECT type, name, body FROM assets WHERE environment_id = ? AND task_id = ?"
-            " ORDER BY type, name",
+            " ORDER BY rowid",
             (self._env_id, str(task_id)),
         )
         adapter: TypeAdapter[Any] = TypeAdapter(RegistryAsset)

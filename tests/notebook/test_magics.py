@@ -163,3 +163,45 @@ def test_redefining_a_task_in_a_cell_replaces_it(shell: Any) -> None:
     dumped = shell.user_ns["numbers"](n=2).model_dump(mode="json")
     rebuilt = sd.BaseTask.model_validate(dumped)
     assert rebuilt.call(1) == [42]  # resolves to the new definition
+
+
+ASSETS = '''
+import base64
+from stardag_nb import registry_asset as ra
+
+PNG = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d4944415478da63f8cf00000003010100c9fe92ef0000000049454e44ae426082"
+)).decode()
+
+class Reported(sd.AutoTask[int]):
+    def run(self):
+        self.output().save(7)
+
+    def registry_assets(self):
+        return [
+            ra.MarkdownRegistryAsset(name="summary", body="**seven** things"),
+            ra.JSONRegistryAsset(name="metrics", body={"acc": 0.9, "per_class": {"a": [1, 2]}}),
+            ra.TableRegistryAsset(name="rows", columns=["k", "v"], rows=[["x", 1], ["y", 2]]),
+            ra.ImageRegistryAsset(name="pixel", media_type="image/png", data_base64=PNG),
+        ]
+'''
+
+
+def test_assets_render_after_the_build_and_on_demand(shell: Any) -> None:
+    shell.run_cell(ASSETS)
+
+    async def main() -> Any:
+        handle = run_magic(shell, "", "Reported()")
+        await handle
+        return handle
+
+    handle = asyncio.run(main())
+    assert [a.name for _, a in handle.assets.entries] == ["summary", "metrics", "rows", "pixel"]
+    view = sd.show_assets(shell.user_ns["Reported"]())
+    text = view._repr_mimebundle_()["text/markdown"]
+    assert "**seven** things" in text
+    assert "<details" in text and "<b>per_class</b>" in text  # a collapsible JSON tree
+    assert "| k | v |" in text and "| y | 2 |" in text
+    assert 'src="data:image/png;base64,' in text
+    assert len(view) == 4

@@ -37,6 +37,9 @@ def _first_build_output(nb: object) -> dict:
 def test_demo_saves_the_final_dag_and_renders_without_widget_state(tmp_path: Path) -> None:
     nb = nbformat.read(execute(NOTEBOOKS[0].parent / "demo.ipynb", tmp_path), as_version=4)
     data = _first_build_output(nb)
+    build_cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%stardag"))
+    assets = [o["data"].get("text/markdown", "") for o in build_cell.outputs[1:]]
+    assert any("### Report" in text for text in assets), "the report asset did not render under the build"
     # the saved static picture shows the final statuses, not the initial empty graph
     assert "— success, 10 tasks" in data["text/markdown"]
     assert data["image/svg+xml"].count('data-status="completed"') == 10
