@@ -44,7 +44,7 @@ from .exceptions import (
     TokenExpiredError,
 )
 from .polymorphic import Polymorphic, SubClass
-from .registry import registry_provider
+from .registry import registry_provider, use_environment
 from .target import (
     DirectoryTarget,
     FileSystemTarget,
@@ -106,4 +106,5 @@ __all__ = [
     "show_assets",
     "target_factory_provider",
     "task",
+    "use_environment",
 ]

@@ -71,6 +71,13 @@ Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 1
     ("code", "(await again).task_count"),
     ("markdown", "The report's registry assets appeared under the build as it completed; `sd.show_assets` shows them again:"),
     ("code", "sd.show_assets(Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]))"),
+    ("markdown", """The environment picker lists the registry's environments and switches the
+kernel's active one; `%stardag_env NAME` (or `sd.use_environment(NAME)`) is its code twin,
+so "Run all" reproduces the choice."""),
+    ("code", """from stardag_nb.notebook import EnvironmentPicker
+
+EnvironmentPicker(extra_environments=["default/scratch"])"""),
+    ("code", "%stardag_env local"),
     ("markdown", "What the embedded registry recorded for the first build:"),
     ("code", """registry = sd.registry_provider.get()
 for record in registry.list_build_tasks(summary.build_id):

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._assets import AssetsView, show_assets
 from ._handle import BuildHandle, start_build
+from ._picker import EnvironmentPicker
 from ._state import DagState
 from ._static import to_html, to_markdown, to_svg
 from ._widget import DagWidget
@@ -20,6 +21,7 @@ __all__ = [
     "BuildHandle",
     "DagState",
     "DagWidget",
+    "EnvironmentPicker",
     "load_ipython_extension",
     "show_assets",
     "start_build",

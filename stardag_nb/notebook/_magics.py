@@ -70,16 +70,20 @@ class StardagMagics(Magics):
 
     @line_magic
     def stardag_env(self, line: str) -> None:
-        """``%stardag_env NAME``: record this kernel's builds in environment NAME of the
-        embedded registry (the code twin of the environment picker)."""
-        from ..registry import registry_provider
+        """``%stardag_env [WORKSPACE/]NAME``: record this kernel's builds in environment
+        NAME of the embedded registry (the code twin of the environment picker)."""
+        from ..registry import registry_provider, use_environment
 
         name = line.strip()
         if not name:
             print(f"%stardag_env: the active registry is {registry_provider.get()!r}")
             return
-        registry_provider.set(_registry_for(name))
-        print(f"%stardag_env: builds are now recorded in environment {name!r}")
+        workspace, _, environment = name.rpartition("/")
+        registry = use_environment(environment, workspace or None)
+        print(
+            f"%stardag_env: builds are now recorded in environment {registry.environment!r} "
+            f"of workspace {registry.workspace!r}"
+        )
 
     def _run_and_collect(self, cell: str) -> list[BaseTask]:
         shell = self.shell
@@ -103,6 +107,7 @@ class StardagMagics(Magics):
 def _registry_for(env: str | None) -> Any:
     if env is None:
         return None
-    from ..registry import SQLiteRegistry
+    from ..registry import environment_registry
 
-    return SQLiteRegistry(environment=env)
+    workspace, _, environment = env.rpartition("/")
+    return environment_registry(environment, workspace or None)

@@ -53,7 +53,9 @@ __all__ = [
     "TaskNotFoundError",
     "WorkspaceRecord",
     "get_git_commit_hash",
+    "environment_registry",
     "init_registry",
+    "use_environment",
     "registry_provider",
 ]
 
@@ -106,3 +108,29 @@ def _sqlite_path(value: str) -> Path | None:
 
 
 registry_provider = resource_provider(RegistryABC, init_registry, "The active task registry.")
+
+
+def environment_registry(environment: str, workspace: str | None = None) -> SQLiteRegistry:
+    """The embedded registry of the active file, scoped to ``environment`` (of
+    ``workspace``, by default the active one). Nothing is switched."""
+    current = registry_provider.get()
+    if not isinstance(current, SQLiteRegistry):
+        raise TypeError(
+            f"environments belong to the embedded registry; the active registry is "
+            f"{type(current).__name__}. Set STARDAG_REGISTRY to a SQLite file."
+        )
+    if current.environment == environment and (workspace is None or workspace == current.workspace):
+        return current
+    return SQLiteRegistry(current.path, workspace=workspace or current.workspace, environment=environment)
+
+
+def use_environment(environment: str, workspace: str | None = None) -> RegistryABC:
+    """Record this process's builds in ``environment`` (of ``workspace``, by default the
+    current one) of the embedded registry file; returns the registry now active.
+
+    The code twin of the notebook's environment picker and ``%stardag_env``: "Run all"
+    reproduces the choice.
+    """
+    registry = environment_registry(environment, workspace)
+    registry_provider.set(registry)
+    return registry

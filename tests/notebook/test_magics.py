@@ -205,3 +205,28 @@ def test_assets_render_after_the_build_and_on_demand(shell: Any) -> None:
     assert "| k | v |" in text and "| y | 2 |" in text
     assert 'src="data:image/png;base64,' in text
     assert len(view) == 4
+
+
+def test_environment_picker_and_its_code_twin(shell: Any, tmp_path: Any) -> None:
+    from stardag_nb.notebook import EnvironmentPicker
+    from stardag_nb.registry import SQLiteRegistry, registry_provider
+
+    registry_provider.set(SQLiteRegistry(tmp_path / "reg.sqlite3"))
+    SQLiteRegistry(tmp_path / "reg.sqlite3", environment="prod").close()  # another environment
+    picker = EnvironmentPicker()
+    assert picker.environments == ["default/local", "default/prod"]
+    assert picker.active == "default/local"
+    assert "default" in picker.target_roots
+
+    picker.active = "default/prod"  # what choosing in the list does
+    assert registry_provider.get().environment == "prod"
+
+    shell.run_cell("%stardag_env local")  # the code twin, replayed by "Run all"
+    assert registry_provider.get().environment == "local"
+
+    async def main() -> Any:
+        return await run_magic(shell, "--env prod", "numbers(n=11)")
+
+    summary = asyncio.run(main())
+    prod = SQLiteRegistry(tmp_path / "reg.sqlite3", environment="prod")
+    assert [b.id for b in prod.list_builds()] == [summary.build_id]
