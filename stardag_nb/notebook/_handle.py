@@ -59,6 +59,7 @@ class BuildHandle:
         self.registry = registry
         self.assets = AssetsView()
         self._assets_due: list[BaseTask] = []  # completed tasks whose assets to fetch
+        self._code_due: list[str] = []  # already-complete nodes to compare code for
         self._task = self._loop.create_task(self._run(fail_mode, sequential, registry))
 
     async def _run(self, fail_mode: str, sequential: bool, registry: RegistryABC | None) -> BuildSummary:
@@ -84,12 +85,19 @@ class BuildHandle:
         self.state.apply(event)
         if event.kind is BuildEventKind.TASK_COMPLETED and event.task is not None and defines_assets(event.task):
             self._assets_due.append(event.task)
+        if event.kind is BuildEventKind.TASK_REGISTERED and event.node is not None and event.node.already_complete:
+            self._code_due.append(str(event.node.id))
         if not self._refresh_pending:
             self._refresh_pending = True
             self._loop.call_later(_REFRESH_SECONDS, self._refresh)
 
     def _refresh(self) -> None:
         self._refresh_pending = False
+        if self._code_due:
+            due, self._code_due = self._code_due, []
+            from ..registry import registry_provider
+
+            self.state.check_code(due, self.registry or registry_provider.get())
         self.widget.sync_from_state()
         if self._assets_due:
             due, self._assets_due = self._assets_due, []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import itertools
+import linecache
 from typing import Any
 
 from IPython.core import magic_arguments
@@ -91,9 +93,10 @@ class StardagMagics(Magics):
         last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         body = tree.body[:-1] if last is not None else tree.body
         namespace = shell.user_ns
-        exec(compile(ast.Module(body=body, type_ignores=[]), "<%%stardag cell>", "exec"), namespace)
+        filename = _remember_source(cell)
+        exec(compile(ast.Module(body=body, type_ignores=[]), filename, "exec"), namespace)
         if last is not None:
-            value = eval(compile(ast.Expression(last.value), "<%%stardag cell>", "eval"), namespace)
+            value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
             return collect_tasks(value)
         roots: list[BaseTask] = []
         for node in body:
@@ -102,6 +105,18 @@ class StardagMagics(Magics):
                 if isinstance(target, ast.Name):
                     roots.extend(collect_tasks(namespace.get(target.id)))
         return list({t.id: t for t in roots}.values())
+
+
+_cell_counter = itertools.count(1)
+
+
+def _remember_source(cell: str) -> str:
+    """Register the cell's source with linecache under a unique name, so tracebacks show
+    its lines and ``inspect.getsource`` (code-change hashes) finds its classes."""
+    filename = f"<stardag-cell-{next(_cell_counter)}>"
+    lines = cell.splitlines(keepends=True)
+    linecache.cache[filename] = (len(cell), None, lines, filename)
+    return filename
 
 
 def _registry_for(env: str | None) -> Any:

@@ -45,6 +45,8 @@ class NodeInfo:
     traceback: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    code_changed: bool = False
+    """Already complete, but built by other code than the task class's current code."""
 
     @property
     def label(self) -> str:
@@ -113,6 +115,26 @@ class DagState:
         if event.error is not None:
             node.error = f"{type(event.error).__name__}: {event.error}"
             node.traceback = "".join(traceback.format_exception(event.error))
+
+    def check_code(self, node_ids: list[str], registry: Any) -> None:
+        """Mark nodes whose output was built by other code than their class's current
+        code (needs a registry that records code hashes, like the embedded one)."""
+        from .._code_hash import code_hash
+
+        built = getattr(registry, "built_code_hash", None)
+        if built is None:
+            return
+        for node_id in node_ids:
+            node = self.nodes.get(node_id)
+            if node is None or node.task is None:
+                continue
+            try:
+                then, now = built(node_id), code_hash(type(node.task))
+            except Exception:
+                continue
+            if then is not None and now is not None and then != now:
+                node.code_changed = True
+                self.version += 1
 
     def counts(self) -> dict[str, int]:
         """How many nodes are in each status."""

@@ -57,12 +57,15 @@ def to_svg(state: DagState, max_nodes: int = 2000) -> str:
         x, y = xy[node.id]
         color = STATUS_COLORS.get(node.status, "#d0d7de")
         label = html.escape(_shorten(node.label, 22))
+        stroke = '#bc4c00" stroke-width="3" stroke-dasharray="5 3' if node.code_changed else "#57606a"
+        note = "code changed" if node.code_changed else node.id[:8]
+        flag = ' data-code-changed="true"' if node.code_changed else ""
         out.append(
-            f'<g class="node" data-id="{node.id}" data-status="{node.status}">'
+            f'<g class="node" data-id="{node.id}" data-status="{node.status}"{flag}>'
             f'<rect x="{x:.0f}" y="{y:.0f}" width="{_W}" height="{_H}" rx="6" fill="{color}" '
-            f'stroke="#57606a"/><text x="{x + 8:.0f}" y="{y + 15:.0f}">{label}</text>'
+            f'stroke="{stroke}"/><text x="{x + 8:.0f}" y="{y + 15:.0f}">{label}</text>'
             f'<text x="{x + 8:.0f}" y="{y + 28:.0f}" font-size="10" fill="#24292f">'
-            f"{node.status.replace('_', ' ')} · {node.id[:8]}</text></g>"
+            f"{node.status.replace('_', ' ')} · {note}</text></g>"
         )
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in state.counts().items() if v)
     out.append(
@@ -83,7 +86,8 @@ def to_markdown(state: DagState, max_rows: int = 200) -> str:
         "|---|---|---|",
     ]
     for node in list(state.nodes.values())[:max_rows]:
-        lines.append(f"| {_md(node.label)} | {node.status} | `{node.id}` |")
+        status = f"{node.status} (code changed)" if node.code_changed else node.status
+        lines.append(f"| {_md(node.label)} | {status} | `{node.id}` |")
     if len(state.nodes) > max_rows:
         lines.append(f"| … {len(state.nodes) - max_rows} more | | |")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ class DagWidget(anywidget.AnyWidget):
     nodes = traitlets.List([]).tag(sync=True)
     edges = traitlets.List([]).tag(sync=True)
     statuses = traitlets.Dict({}).tag(sync=True)
+    code_changed = traitlets.List([]).tag(sync=True)
     counts = traitlets.Dict({}).tag(sync=True)
     build_status = traitlets.Unicode("pending").tag(sync=True)
     build_id = traitlets.Unicode("").tag(sync=True)
@@ -62,6 +63,7 @@ class DagWidget(anywidget.AnyWidget):
                 ]
                 self.edges = [[s, d, dyn] for s, d, dyn in state.edges]
             self.statuses = {n.id: n.status for n in state.nodes.values()}
+            self.code_changed = [n.id for n in state.nodes.values() if n.code_changed]
             self.counts = state.counts()
             self.build_status = state.build_status
             self.build_id = state.build_id or ""
@@ -90,6 +92,11 @@ class DagWidget(anywidget.AnyWidget):
 def node_details(node: Any) -> dict[str, Any]:
     """What the widget shows for a clicked node."""
     out: dict[str, Any] = {"task": node.label, "id": node.id, "status": node.status}
+    if node.code_changed:
+        out["code_changed"] = (
+            "the task's code changed since this output was built; its id did not, so the "
+            "old output is reused: bump the task's version to rebuild it"
+        )
     task = node.task
     if task is not None:
         try:

@@ -25,6 +25,7 @@ from .._config_files import get_stardag_dir
 from ..exceptions import StardagError
 from . import _sqlite_schema as schema
 from ._base import RegistryABC, TaskMetadata, get_git_commit_hash
+from .._code_hash import code_hash
 
 if TYPE_CHECKING:
     from .._task import BaseTask
@@ -175,15 +176,16 @@ _UPSERT_TASK = (
 # the start / finish columns were set (possibly to NULL) since the last flush.
 _UPSERT_BUILD_TASK = (
     "INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
-    " completed_at, error_message, updated_at)"
-    " VALUES (?1, ?2, coalesce(?3, 'pending'), ?4, ?5, ?6, ?7, ?10)"
+    " completed_at, error_message, updated_at, code_hash)"
+    " VALUES (?1, ?2, coalesce(?3, 'pending'), ?4, ?5, ?6, ?7, ?10, ?11)"
     " ON CONFLICT (build_id, task_id) DO UPDATE SET"
     " status = coalesce(?3, build_tasks.status),"
     " registered_at = coalesce(build_tasks.registered_at, ?4),"
     " started_at = CASE WHEN ?8 THEN ?5 ELSE build_tasks.started_at END,"
     " completed_at = CASE WHEN ?9 THEN ?6 ELSE build_tasks.completed_at END,"
     " error_message = CASE WHEN ?9 THEN ?7 ELSE build_tasks.error_message END,"
-    " updated_at = ?10"
+    " updated_at = ?10,"
+    " code_hash = coalesce(?11, build_tasks.code_hash)"
 )
 _INSERT_EDGE = (
     "INSERT INTO task_dependencies (environment_id, downstream_task_id, dynamic, digest,"
@@ -210,6 +212,7 @@ _FINISH_BUILD = "UPDATE builds SET status = ?, completed_at = ?, error_message =
 
 # Indices into a pending build-task entry (a list, updated in place).
 _STATUS, _REGISTERED, _STARTED, _FINISHED, _ERROR, _STARTED_SET, _FINISHED_SET, _UPDATED = range(8)
+_CODE_HASH = 9  # (8 holds the task's UUID)
 
 _ADJECTIVES = (
     "amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hasty", "icy", "jolly",
@@ -291,7 +294,7 @@ class _Batch:
             tasks.append(_task_row(env, s(tid), task, now))
         out: list[tuple[str, list[tuple[Any, ...]]]] = [
             (_UPSERT_TASK, tasks),
-            (_UPSERT_BUILD_TASK, [(b, s(e[8]), *e[:8]) for (b, _), e in self.build_tasks.items()]),
+            (_UPSERT_BUILD_TASK, [(b, s(e[8]), *e[:8], e[9]) for (b, _), e in self.build_tasks.items()]),
             (_INSERT_EDGE, [_edge_row(env, s(d), dyn, ups, now) for d, dyn, ups, now in self.edges]),
             (
                 _INSERT_EVENT,
@@ -385,7 +388,7 @@ class _Writer:
         key = (build, task_id.int)
         entry = self.batch.build_tasks.get(key)
         if entry is None:
-            entry = self.batch.build_tasks[key] = [None, now, None, None, None, 0, 0, now, task_id]
+            entry = self.batch.build_tasks[key] = [None, now, None, None, None, 0, 0, now, task_id, None]
             self.batch.rows += 1
         return entry
 
@@ -737,6 +740,8 @@ class SQLiteRegistry(RegistryABC):
                 entry[_ERROR] = error
                 entry[_FINISHED_SET] = 1
             batch.events.append((key, tid, kind, now, error, metadata))
+            if status == "completed":
+                entry[_CODE_HASH] = code_hash(type(task))
             if status in ("completed", "already_complete"):
                 batch.completions.append((tid, key, now))
                 must_flush = w.added(2)
@@ -987,6 +992,17 @@ class SQLiteRegistry(RegistryABC):
             adapter.validate_python({**json.loads(body), "type": kind, "name": name})
             for kind, name, body in rows
         ]
+
+    def built_code_hash(self, task_id: UUID | str) -> str | None:
+        """The code hash (see :func:`stardag_nb._code_hash.code_hash`) of the task's class
+        when a build of this environment last completed it, if recorded."""
+        rows = self._read(
+            "SELECT bt.code_hash FROM build_tasks bt JOIN builds b ON b.id = bt.build_id"
+            " WHERE bt.task_id = ? AND b.environment_id = ? AND bt.status = 'completed'"
+            " AND bt.code_hash IS NOT NULL ORDER BY bt.updated_at DESC LIMIT 1",
+            (str(task_id), self._env_id),
+        )
+        return rows[0][0] if rows else None
 
     def get_dependencies(self, task_id: UUID | str) -> list[DependencyRecord]:
         """The recorded edges into ``task_id`` (its static and dynamic dependencies)."""

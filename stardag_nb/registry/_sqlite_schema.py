@@ -91,6 +91,7 @@ CREATE TABLE build_tasks (
     completed_at   REAL,
     error_message  TEXT,
     updated_at     REAL NOT NULL,
+    code_hash      TEXT,  -- the task class's code when it completed here
     PRIMARY KEY (build_id, task_id)
 ) WITHOUT ROWID;
 CREATE INDEX build_tasks_by_task ON build_tasks (task_id, updated_at);

@@ -230,3 +230,45 @@ def test_environment_picker_and_its_code_twin(shell: Any, tmp_path: Any) -> None
     summary = asyncio.run(main())
     prod = SQLiteRegistry(tmp_path / "reg.sqlite3", environment="prod")
     assert [b.id for b in prod.list_builds()] == [summary.build_id]
+
+
+def test_tasks_whose_code_changed_since_their_build_are_marked(shell: Any, tmp_path: Any) -> None:
+    from stardag_nb.registry import SQLiteRegistry, registry_provider
+
+    registry_provider.set(SQLiteRegistry(tmp_path / "code.sqlite3"))
+    shell.run_cell("@sd.task\ndef tripled(n: int) -> int:\n    return 3 * n\n")
+
+    async def build() -> Any:
+        handle = run_magic(shell, "", "tripled(n=2)")
+        await handle
+        return handle
+
+    first = asyncio.run(build())
+    assert first.widget.code_changed == []
+    again = asyncio.run(build())  # same code: complete and unchanged
+    assert again.widget.code_changed == []
+    # the body changes but not the version: the id (and so the old output) stays
+    shell.run_cell("@sd.task\ndef tripled(n: int) -> int:\n    return n + n + n + 0\n")
+    changed = asyncio.run(build())
+    task_id = str(shell.user_ns["tripled"](n=2).id)
+    assert changed.widget.statuses[task_id] == "already_complete"
+    assert changed.widget.code_changed == [task_id]
+    changed.widget.selected = task_id
+    assert "bump the task's version" in changed.widget.details["code_changed"]
+    assert 'data-code-changed="true"' in changed.widget._repr_mimebundle_()[0]["image/svg+xml"]
+    # a docstring, a comment or formatting is not a code change
+    from stardag_nb._code_hash import code_hash
+
+    before = code_hash(shell.user_ns["tripled"])
+    shell.run_cell('@sd.task\ndef tripled(n: int) -> int:\n    """Doc."""\n    return n+n+n+0  # same\n')
+    assert code_hash(shell.user_ns["tripled"]) == before
+
+
+def test_code_defined_in_a_stardag_cell_is_hashable(shell: Any) -> None:
+    from stardag_nb._code_hash import code_hash
+
+    async def main() -> Any:
+        return await run_magic(shell, "", "@sd.task\ndef in_cell(n: int) -> int:\n    return n\nin_cell(n=1)")
+
+    asyncio.run(main())
+    assert code_hash(shell.user_ns["in_cell"]) is not None

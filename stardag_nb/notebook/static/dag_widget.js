@@ -53,18 +53,24 @@ function render({ model, el: root }) {
       }, svg);
     }
     const selected = model.get("selected");
+    const changed = new Set(model.get("code_changed") || []);
     for (const n of nodes) {
       const [x, y] = pos.get(n.id);
       const status = statuses[n.id] || "pending";
       const g = el("g", { class: "stardag-node", "data-id": n.id, "data-status": status }, svg);
       el("rect", {
         x, y, width: W, height: H, rx: 6, fill: COLORS[status] || "#d0d7de",
-        stroke: n.id === selected ? "#0969da" : "#57606a", "stroke-width": n.id === selected ? 3 : 1,
+        stroke: n.id === selected ? "#0969da" : changed.has(n.id) ? "#bc4c00" : "#57606a",
+        "stroke-width": n.id === selected || changed.has(n.id) ? 3 : 1,
+        ...(changed.has(n.id) ? { "stroke-dasharray": "5 3" } : {}),
       }, g);
+      if (changed.has(n.id)) g.setAttribute("data-code-changed", "true");
       const label = el("text", { x: x + 8, y: y + 15, "font-size": 12 }, g);
       label.textContent = n.label.length > 22 ? n.label.slice(0, 21) + "…" : n.label;
       const sub = el("text", { x: x + 8, y: y + 28, "font-size": 10 }, g);
-      sub.textContent = `${status.replace(/_/g, " ")} · ${n.id.slice(0, 8)}`;
+      sub.textContent = changed.has(n.id)
+        ? `${status.replace(/_/g, " ")} · code changed`
+        : `${status.replace(/_/g, " ")} · ${n.id.slice(0, 8)}`;
       g.style.cursor = "pointer";
       g.addEventListener("click", () => { model.set("selected", n.id); model.save_changes(); });
     }
@@ -72,7 +78,7 @@ function render({ model, el: root }) {
     details.textContent = Object.keys(info).length ? JSON.stringify(info, null, 2) : "";
   }
 
-  for (const name of ["nodes", "edges", "statuses", "counts", "build_status", "elapsed", "details", "selected"]) {
+  for (const name of ["nodes", "edges", "statuses", "code_changed", "counts", "build_status", "elapsed", "details", "selected"]) {
     model.on(`change:${name}`, draw);
   }
   draw();
