@@ -12,7 +12,7 @@ from typing import Any
 from ._assets import AssetsView, show_assets
 from ._handle import BuildHandle, start_build
 from ._picker import EnvironmentPicker
-from ._state import DagState
+from ._state import DagState, collapse_families
 from ._static import to_html, to_markdown, to_svg
 from ._widget import DagWidget
 
@@ -50,4 +50,5 @@ def load_ipython_extension(ipython: Any) -> None:
 def _task_mimebundle(task: Any, include: Any = None, exclude: Any = None) -> dict[str, str]:
     """A task displays as its DAG (static SVG) with a markdown table."""
     state = DagState.from_tasks([task])
-    return {"text/html": to_html(state), "image/svg+xml": to_svg(state), "text/markdown": to_markdown(state)}
+    view = collapse_families(state)
+    return {"text/html": to_html(view), "image/svg+xml": to_svg(view), "text/markdown": to_markdown(state)}

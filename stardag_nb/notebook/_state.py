@@ -182,3 +182,47 @@ def _safe_complete(task: Any) -> bool:
         return bool(task.complete())
     except Exception:
         return False
+
+
+COLLAPSE_THRESHOLD = 300
+"""Above this many tasks, views show one node per task family (namespace.name)."""
+
+# The status a family shows: the most pressing among its members'.
+_PRECEDENCE = (
+    "failed", "running", "waiting_for_lock", "suspended", "cancelled", "pending",
+    "completed", "already_complete",
+)  # fmt: skip
+
+
+def collapse_families(state: DagState) -> DagState:
+    """One node per task family, labelled ``name ×count``, with the most pressing member
+    status and the edges between families; members are kept for the details view."""
+    if len(state.nodes) <= COLLAPSE_THRESHOLD:
+        return state
+    family_of: dict[str, str] = {}
+    members: dict[str, list[NodeInfo]] = {}
+    for node in state.nodes.values():
+        key = f"family:{node.label}"
+        family_of[node.id] = key
+        members.setdefault(key, []).append(node)
+    view = DagState(
+        build_id=state.build_id, build_status=state.build_status, started_at=state.started_at,
+        finished_at=state.finished_at, summary=state.summary, version=state.version,
+    )  # fmt: skip
+    for key, nodes in members.items():
+        statuses = {n.status for n in nodes}
+        status = next(s for s in _PRECEDENCE if s in statuses)
+        first = nodes[0]
+        family = NodeInfo(
+            id=key, name=f"{first.name} ×{len(nodes)}", namespace=first.namespace, status=status,
+            code_changed=any(n.code_changed for n in nodes),
+        )  # fmt: skip
+        family.members = nodes  # type: ignore[attr-defined]
+        view.nodes[key] = family
+    seen: set[tuple[str, str, bool]] = set()
+    for src, dst, dynamic in state.edges:
+        edge = (family_of.get(src, src), family_of.get(dst, dst), dynamic)
+        if edge[0] != edge[1] and edge not in seen and edge[0] in view.nodes and edge[1] in view.nodes:
+            seen.add(edge)
+            view.edges.append(edge)
+    return view

@@ -10,7 +10,7 @@ import anywidget
 import traitlets
 
 from ._layout import layered_layout
-from ._state import DagState
+from ._state import DagState, collapse_families
 from ._static import to_html, to_markdown, to_svg
 
 __all__ = ["DagWidget"]
@@ -50,8 +50,9 @@ class DagWidget(anywidget.AnyWidget):
         self.sync_from_state()
 
     def sync_from_state(self) -> None:
-        """Push the state to the front end (layout only when the graph changed)."""
-        state = self.state
+        """Push the state to the front end (layout only when the graph changed). Past
+        ``COLLAPSE_THRESHOLD`` tasks the view shows one node per task family."""
+        state = self._view = collapse_families(self.state)
         with self.hold_sync():
             shape = (len(state.nodes), len(state.edges))
             if shape != self._shape:
@@ -76,21 +77,33 @@ class DagWidget(anywidget.AnyWidget):
             self._on_cancel()
 
     def _show_details(self, change: dict[str, Any]) -> None:
-        node = self.state.nodes.get(change["new"])
+        node = getattr(self, "_view", self.state).nodes.get(change["new"]) or self.state.nodes.get(change["new"])
         self.details = node_details(node) if node is not None else {}
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
+        view = collapse_families(self.state)
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         data = dict(data or {})
-        data["text/html"] = to_html(self.state)
-        data["image/svg+xml"] = to_svg(self.state)
-        data["text/markdown"] = to_markdown(self.state)
+        data["text/html"] = to_html(view)
+        data["image/svg+xml"] = to_svg(view)
+        data["text/markdown"] = to_markdown(self.state)  # the table lists every task
         return (data, bundle[1]) if isinstance(bundle, tuple) else data
 
 
 def node_details(node: Any) -> dict[str, Any]:
-    """What the widget shows for a clicked node."""
+    """What the widget shows for a clicked node (or task family)."""
+    members = getattr(node, "members", None)
+    if members is not None:
+        counts: dict[str, int] = {}
+        for member in members:
+            counts[member.status] = counts.get(member.status, 0) + 1
+        return {
+            "family": node.label,
+            "tasks": len(members),
+            "statuses": counts,
+            "members": [{"id": m.id, "status": m.status} for m in members[:50]],
+        }
     out: dict[str, Any] = {"task": node.label, "id": node.id, "status": node.status}
     if node.code_changed:
         out["code_changed"] = (

@@ -272,3 +272,29 @@ def test_code_defined_in_a_stardag_cell_is_hashable(shell: Any) -> None:
 
     asyncio.run(main())
     assert code_hash(shell.user_ns["in_cell"]) is not None
+
+
+def test_two_thousand_tasks_collapse_by_family(shell: Any) -> None:
+    shell.run_cell(
+        "class Leafy(sd.AutoTask[int]):\n    i: int\n    def run(self):\n        self.output().save(self.i)\n"
+        "class Rooty(sd.AutoTask[int]):\n    n: int\n    def requires(self):\n"
+        "        return [Leafy(i=i) for i in range(self.n)]\n    def run(self):\n        self.output().save(self.n)\n"
+    )
+
+    async def main() -> Any:
+        handle = run_magic(shell, "", "Rooty(n=2000)")
+        await handle
+        return handle
+
+    handle = asyncio.run(main())
+    widget = handle.widget
+    assert len(handle.state.nodes) == 2001
+    assert {n["label"] for n in widget.nodes} == {"Leafy ×2000", "Rooty ×1"}
+    assert widget.edges == [["family:Leafy", "family:Rooty", False]]
+    assert set(widget.statuses.values()) == {"completed"}
+    widget.selected = "family:Leafy"
+    assert widget.details["tasks"] == 2000 and widget.details["statuses"] == {"completed": 2000}
+    bundle = widget._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert data["image/svg+xml"].count('class="node"') == 2
+    assert "… 1801 more" in data["text/markdown"]  # the table caps its rows
