@@ -4,52 +4,19 @@ coroutines, and sync `sd.build(...)` works in a cell instead of raising."""
 
 from __future__ import annotations
 
-import os
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-jupyter_client = pytest.importorskip("jupyter_client")
-from jupyter_client.manager import start_new_kernel  # noqa: E402
+pytest.importorskip("jupyter_client")
+from tests.kernel_utils import kernel_client, run_cell  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp_path = tmp_path_factory.mktemp("kernel")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARDAG_")}
-    env["HOME"] = str(tmp_path)
-    env["STARDAG_TARGET_ROOTS__DEFAULT"] = str(tmp_path / "out")
-    env["STARDAG_REGISTRY"] = str(tmp_path / "registry.sqlite3")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
-    # ipykernel's native "python3" spec runs this interpreter (the test venv's).
-    manager, client = start_new_kernel(kernel_name="python3", env=env, startup_timeout=60)
-    try:
+    with kernel_client(tmp_path_factory.mktemp("kernel")) as client:
         yield client
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-
-
-def run_cell(client: Any, code: str, timeout: float = 60) -> dict[str, Any]:
-    """Execute ``code``; return {"status", "stdout", "error"} once the kernel is idle."""
-    msg_id = client.execute(textwrap.dedent(code))
-    stdout, error = [], None
-    while True:
-        msg = client.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream":
-            stdout.append(content["text"])
-        elif kind == "error":
-            error = "\n".join(content["traceback"])
-        elif kind == "status" and content["execution_state"] == "idle":
-            break
-    reply = client.get_shell_msg(timeout=timeout)
-    return {"status": reply["content"]["status"], "stdout": "".join(stdout), "error": error}
 
 
 DEFINE = """

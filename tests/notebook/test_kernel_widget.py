@@ -4,36 +4,21 @@ the registry recording it cancelled and no task left running."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("jupyter_client")
 pytest.importorskip("anywidget")
-from jupyter_client.manager import start_new_kernel  # noqa: E402
-
-from tests.build.test_kernel import run_cell  # noqa: E402
+from tests.kernel_utils import kernel_client, run_cell  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp = tmp_path_factory.mktemp("nbkernel")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARDAG_")}
-    env.update(
-        HOME=str(tmp),
-        STARDAG_TARGET_ROOTS__DEFAULT=str(tmp / "out"),
-        STARDAG_REGISTRY=str(tmp / "registry.sqlite3"),
-    )
-    manager, client = start_new_kernel(kernel_name="python3", env=env, startup_timeout=60)
-    try:
+    with kernel_client(tmp_path_factory.mktemp("nbkernel")) as client:
         yield client
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
 
 
 def run_cell_outputs(client: Any, code: str, timeout: float = 60) -> list[dict[str, Any]]:
