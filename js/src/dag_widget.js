@@ -1,6 +1,12 @@
 // The DAG widget's front end (anywidget ESM). It renders only from model state, so a
-// view opened late or twice shows the same thing. Layout comes from Python (x = layer,
-// y = position); statuses arrive as a small dict updated in throttled batches.
+// view opened late or twice shows the same thing. Graphs up to DAGRE_MAX_NODES are laid
+// out by dagre (pinned in js/package.json, bundled into the wheel: no CDN); larger views
+// (already collapsed by task family in Python) use Python's layered positions. The layout
+// is recomputed only when nodes or edges change; statuses arrive as a small dict updated
+// in throttled batches.
+import { graphlib, layout as dagreLayout } from "@dagrejs/dagre";
+
+const DAGRE_MAX_NODES = 400;
 const COLORS = {
   pending: "#d0d7de", running: "#54aeff", suspended: "#c297ff", waiting_for_lock: "#fbbc05",
   completed: "#2da44e", failed: "#cf222e", cancelled: "#6e7781", already_complete: "#8fd19e",
@@ -16,7 +22,29 @@ function el(tag, attrs = {}, parent = null) {
   return node;
 }
 
+function positions(nodes, edges, cached) {
+  // Top-left corners by node id; cached (per view) while the graph is unchanged.
+  const key = `${nodes.length}:${edges.length}:${nodes.length ? nodes[nodes.length - 1].id : ""}`;
+  if (cached.key === key) return cached.pos;
+  const pos = new Map();
+  if (nodes.length <= DAGRE_MAX_NODES) {
+    const g = new graphlib.Graph();
+    g.setGraph({ rankdir: "LR", nodesep: GY, ranksep: GX, marginx: PAD, marginy: PAD });
+    g.setDefaultEdgeLabel(() => ({}));
+    for (const n of nodes) g.setNode(n.id, { width: W, height: H });
+    for (const [src, dst] of edges) if (g.hasNode(src) && g.hasNode(dst)) g.setEdge(src, dst);
+    dagreLayout(g);
+    for (const n of nodes) { const p = g.node(n.id); pos.set(n.id, [p.x - W / 2, p.y - H / 2]); }
+  } else {
+    for (const n of nodes) pos.set(n.id, [PAD + n.layer * (W + GX), PAD + n.pos * (H + GY)]);
+  }
+  cached.key = key;
+  cached.pos = pos;
+  return pos;
+}
+
 function render({ model, el: root }) {
+  const cached = { key: null, pos: null };
   root.classList.add("stardag-dag");
   const bar = el("div", { class: "stardag-bar" }, root);
   const summary = el("span", { class: "stardag-summary" }, bar);
@@ -35,13 +63,9 @@ function render({ model, el: root }) {
     const parts = Object.entries(counts).filter(([, v]) => v).map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`);
     summary.textContent = `${state} · ${nodes.length} tasks · ${parts.join(", ")} · ${(model.get("elapsed") || 0).toFixed(1)}s`;
     cancel.disabled = !(state === "running" || state === "pending");
-    const pos = new Map();
+    const pos = positions(nodes, edges, cached);
     let maxX = 0, maxY = 0;
-    for (const n of nodes) {
-      const x = PAD + n.layer * (W + GX), y = PAD + n.pos * (H + GY);
-      pos.set(n.id, [x, y]);
-      maxX = Math.max(maxX, x); maxY = Math.max(maxY, y);
-    }
+    for (const [x, y] of pos.values()) { maxX = Math.max(maxX, x); maxY = Math.max(maxY, y); }
     scroller.textContent = "";
     const svg = el("svg", { width: maxX + W + 2 * PAD, height: maxY + H + 2 * PAD }, scroller);
     for (const [src, dst, dynamic] of edges) {
