@@ -16,7 +16,7 @@ class EnvironmentPicker(anywidget.AnyWidget):
     kernel's active one (as ``sd.use_environment`` does). Shows the target roots in use.
     Widget clicks are not replayed by "Run all": use ``%stardag_env NAME`` in code."""
 
-    _esm = pathlib.Path(__file__).parent / "static" / "env_picker.js"
+    _esm = pathlib.Path(__file__).parent / "static" / "dist" / "env_picker.js"  # built from js/
 
     environments = traitlets.List([]).tag(sync=True)
     active = traitlets.Unicode("").tag(sync=True)

@@ -26,7 +26,7 @@ class DagWidget(anywidget.AnyWidget):
     be displayed late or several times.
     """
 
-    _esm = _STATIC / "dag_widget.js"
+    _esm = _STATIC / "dist" / "dag_widget.js"  # built from js/ at install time
     _css = _STATIC / "dag_widget.css"
 
     nodes = traitlets.List([]).tag(sync=True)
