@@ -13,7 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 CHROMIUM=/usr/bin/chromium
 
 ensure_chromium() {
-    if [ -x "$CHROMIUM" ]; then
+    # Debian's chromium for the browser tests, and graphviz's `dot` for the static DAG
+    # pictures (the notebook layer falls back to a pure-Python layout without it).
+    if [ -x "$CHROMIUM" ] && command -v dot >/dev/null; then
         return 0
     fi
     local sudo=""
@@ -25,16 +27,16 @@ ensure_chromium() {
         fi
     fi
     if [ "$sudo" = none ] || ! command -v apt-get >/dev/null; then
-        echo "==> WARNING: $CHROMIUM is missing and cannot be installed here (needs apt-get as root)" >&2
+        echo "==> WARNING: chromium/graphviz are missing and cannot be installed here (needs apt-get as root)" >&2
         if [ "${CI:-}" = true ]; then
             return 1
         fi
         echo "==> the browser tests will be skipped" >&2
         return 0
     fi
-    echo "==> installing chromium (apt)"
+    echo "==> installing chromium and graphviz (apt)"
     $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium graphviz >/dev/null
     "$CHROMIUM" --version 2>/dev/null || true
 }
 

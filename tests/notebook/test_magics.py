@@ -298,3 +298,26 @@ def test_two_thousand_tasks_collapse_by_family(shell: Any) -> None:
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert data["image/svg+xml"].count('class="node"') == 2
     assert "… 1801 more" in data["text/markdown"]  # the table caps its rows
+
+
+def test_static_svg_by_graphviz_and_by_the_python_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from stardag_nb.notebook import DagState, to_svg
+    from stardag_nb.notebook._state import NodeInfo
+
+    state = DagState()
+    state.nodes["a"] = NodeInfo("a", 'odd"name', "", "completed")
+    state.nodes["b"] = NodeInfo("b", "b", "ns", "failed", code_changed=True)
+    state.edges.append(("a", "b", True))
+    pictures = {}
+    monkeypatch.setenv("STARDAG_NB_STATIC_LAYOUT", "python")
+    pictures["python"] = to_svg(state)
+    if shutil.which("dot"):
+        monkeypatch.delenv("STARDAG_NB_STATIC_LAYOUT")
+        pictures["graphviz"] = to_svg(state)
+        assert "<title>stardag</title>" in pictures["graphviz"]  # dot's graph title
+    for svg in pictures.values():  # the same attributes whichever drew it
+        assert svg.count('class="node"') == 2
+        assert 'data-id="a"' in svg and 'data-status="completed"' in svg
+        assert 'data-status="failed" data-code-changed="true"' in svg
