@@ -84,6 +84,39 @@ for record in registry.list_build_tasks(summary.build_id):
     print(f"{record.name:<10} {record.status}")
 report_id = Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).id
 [asset.body for asset in registry.get_assets(report_id)]"""),
+    ("markdown", "`--no-run` shows what a build would do without running it:"),
+    ("code", """%%stardag --no-run
+get_sum(integers=get_range(limit=1000))"""),
+    ("markdown", """A failing task: with `--fail-mode continue` everything else still runs, and the
+widget shows the error (click the red node for its traceback). Builds report failures in
+their summary; they do not raise."""),
+    ("code", """class Flaky(sd.AutoTask[int]):
+    def run(self):
+        raise RuntimeError("this task always fails")"""),
+    ("code", """%%stardag --as failing --fail-mode continue
+[Flaky(), get_sum(integers=get_range(limit=3))]"""),
+    ("code", """outcome = await failing
+outcome.status.value, outcome.task_count.failed, outcome.task_count.succeeded"""),
+    ("markdown", """Cancelling: the widget's **Cancel** button, or `handle.cancel()` in code, stops a
+build cooperatively; the registry records it as cancelled."""),
+    ("code", """%%stardag --as long
+Slowly(value=get_sum(integers=get_range(limit=7)), seconds=30)"""),
+    ("code", """await asyncio.sleep(0.5)
+long.cancel()
+try:
+    await long
+except asyncio.CancelledError:
+    print("status:", long.status)"""),
+    ("markdown", """Redefining a task replaces it. Ids do not depend on code, so changing a body without
+bumping `version` reuses the old output; the widget marks such tasks as **code changed**
+(dashed orange) so you notice."""),
+    ("code", """@sd.task
+def get_range(limit: int) -> list[int]:
+    return list(range(0, limit))  # same values, different code"""),
+    ("code", """%%stardag --as changed
+get_range(limit=5)"""),
+    ("code", """await changed
+changed.widget.code_changed == [str(get_range(limit=5).id)]  # marked: its code changed"""),
 ]
 
 

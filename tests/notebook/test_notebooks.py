@@ -25,6 +25,9 @@ def test_notebook_executes(path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(executed, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
+    results = [o["data"].get("text/plain") for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs if o.output_type == "execute_result"]
+    assert "False" not in results, "a notebook's check cell evaluated to False"
 
 
 def _first_build_output(nb: object) -> dict:
