@@ -384,3 +384,25 @@ def test_builders_use_the_registry_provider(builder, tmp_path) -> None:  # type:
         summary = builder(Step(n=21))
     assert [b.id for b in registry.list_builds()] == [summary.build_id]
     assert sd.BaseTask.from_registry(Step(n=21).id, registry=registry) == Step(n=21)
+
+
+def test_exit_early_when_every_remaining_task_is_locked_elsewhere(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from stardag_nb.build import GlobalLockConfig
+    from stardag_nb.registry import SQLiteGlobalLockManager, SQLiteRegistry
+
+    registry = SQLiteRegistry(tmp_path / "locks.sqlite3")
+    other = SQLiteGlobalLockManager(registry, owner_id="another-build", ttl_seconds=60)
+    ours = SQLiteGlobalLockManager(registry, owner_id="this-build")
+    held = Step(n=61)
+    assert asyncio.run(other.acquire(str(held.id))).acquired  # another build runs it
+    config = GlobalLockConfig(
+        enabled=True, exit_early_when_all_locked=True,
+        lock_wait_initial_interval_seconds=0.01, lock_wait_timeout_seconds=30,
+    )
+    start = time.monotonic()
+    summary = sd.build(Step(n=62, deps=[held]), registry=registry, global_lock_manager=ours,
+                       global_lock_config=config, progress=False)
+    assert time.monotonic() - start < 10, "it waited for the lock instead of exiting early"
+    assert summary.status is BuildExitStatus.EXIT_EARLY
+    assert "step61" not in RUNS
+    assert registry.get_build(summary.build_id).status == "exit_early"
