@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -383,6 +383,15 @@ class _Writer:
             return False
         return batch.rows >= self.max_rows or now - batch.since >= self.interval
 
+    def add(self, fill: Callable[[_Batch], int]) -> None:
+        """Append rows under the lock (``fill`` adds them to the batch and returns how
+        many), then write the batch if it is due."""
+        with self.lock:
+            self.check_open()
+            must_flush = self.added(fill(self.batch))
+        if must_flush:
+            self.flush(raise_errors=False)
+
     def bt_entry(self, build: str, task_id: UUID, now: float) -> list[Any]:
         """The pending change of ``(build, task)``, created empty if needed."""
         key = (build, task_id.int)
@@ -675,16 +684,14 @@ class SQLiteRegistry(RegistryABC):
         tid = task.id
         now = time.time()
         w = self._w
-        with w.lock:
-            if w.closed:
-                w.check_open()
-            batch = w.batch
+
+        def fill(batch: _Batch) -> int:
             batch.tasks.append((task, now))
             w.bt_entry(key, tid, now)
             batch.events.append((key, tid, _K.TASK_REGISTERED, now, None, None))
-            must_flush = w.added(2)
-        if must_flush:
-            w.flush(raise_errors=False)
+            return 2
+
+        w.add(fill)
 
     def task_add_dependencies(
         self,
@@ -698,13 +705,7 @@ class SQLiteRegistry(RegistryABC):
             return
         upstream = tuple(dep if isinstance(dep, UUID) else UUID(str(dep)) for dep in dependency_ids)
         row = (task.id, int(bool(dynamic)), upstream, time.time())
-        w = self._w
-        with w.lock:
-            w.check_open()
-            w.batch.edges.append(row)
-            must_flush = w.added(1)
-        if must_flush:
-            w.flush(raise_errors=False)
+        self._w.add(lambda batch: batch.edges.append(row) or 1)
 
     def _task_event(
         self,
@@ -722,10 +723,8 @@ class SQLiteRegistry(RegistryABC):
         tid = task.id
         now = time.time()
         w = self._w
-        with w.lock:
-            if w.closed:
-                w.check_open()
-            batch = w.batch
+
+        def fill(batch: _Batch) -> int:
             entry = w.bt_entry(key, tid, now)
             if status is not None:
                 entry[_STATUS] = status
@@ -744,11 +743,10 @@ class SQLiteRegistry(RegistryABC):
                 entry[_CODE_HASH] = code_hash(type(task))
             if status in ("completed", "already_complete"):
                 batch.completions.append((tid, key, now))
-                must_flush = w.added(2)
-            else:
-                must_flush = w.added(1)
-        if must_flush:
-            w.flush(raise_errors=False)
+                return 2
+            return 1
+
+        w.add(fill)
 
     def task_already_complete(self, build_id: UUID, task: BaseTask) -> None:
         self._task_event(build_id, task, _K.TASK_ALREADY_COMPLETE, "already_complete")
@@ -790,13 +788,7 @@ class SQLiteRegistry(RegistryABC):
             data = asset.model_dump(mode="json")
             kind, name = data.pop("type"), data.pop("name")
             rows.append((self._env_id, tid, key, kind, name, json.dumps(data), now))
-        w = self._w
-        with w.lock:
-            w.check_open()
-            w.batch.assets.extend(rows)
-            must_flush = w.added(len(rows))
-        if must_flush:
-            w.flush(raise_errors=False)
+        self._w.add(lambda batch: batch.assets.extend(rows) or len(rows))
 
     # -- reads -------------------------------------------------------------------------
 

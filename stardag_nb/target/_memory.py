@@ -21,7 +21,29 @@ from stardag_nb.target._remote import RemoteFileSystemABC
 __all__ = ["InMemoryFileSystemTarget", "InMemoryRemoteFileSystem", "InMemoryTarget"]
 
 
-class InMemoryTarget(LoadableSaveableTarget[LoadedT]):
+class _ClassLevelStore:
+    """``clear_targets()`` and ``cleared()`` for a target class whose contents live in a
+    class-level dict named by ``_store_name``."""
+
+    _store_name: ClassVar[str]
+
+    @classmethod
+    def clear_targets(cls) -> None:
+        """Empty the store."""
+        getattr(cls, cls._store_name).clear()
+
+    @classmethod
+    @contextmanager
+    def cleared(cls) -> Iterator[None]:
+        """Empty the store on entering and on leaving the ``with`` block."""
+        cls.clear_targets()
+        try:
+            yield
+        finally:
+            cls.clear_targets()
+
+
+class InMemoryTarget(_ClassLevelStore, LoadableSaveableTarget[LoadedT]):
     """Stores Python objects (not bytes) in the class-level dict ``key_to_object``.
 
     The store is shared by the whole process; use ``with InMemoryTarget.cleared():`` to
@@ -29,6 +51,7 @@ class InMemoryTarget(LoadableSaveableTarget[LoadedT]):
     """
 
     key_to_object: ClassVar[dict[Any, Any]] = {}
+    _store_name = "key_to_object"
 
     def __init__(self, key: Any) -> None:
         self.key = key
@@ -71,20 +94,6 @@ class InMemoryTarget(LoadableSaveableTarget[LoadedT]):
         """Async :meth:`save`."""
         self.save(obj)
 
-    @classmethod
-    def clear_targets(cls) -> None:
-        """Empty the store."""
-        cls.key_to_object.clear()
-
-    @classmethod
-    @contextmanager
-    def cleared(cls) -> Iterator[None]:
-        """Empty the store on entering and on leaving the ``with`` block."""
-        cls.clear_targets()
-        try:
-            yield
-        finally:
-            cls.clear_targets()
 
 
 class _MemoryWriteHandle(_CommittingWriteHandle):
@@ -104,7 +113,7 @@ class _MemoryWriteHandle(_CommittingWriteHandle):
         pass
 
 
-class InMemoryFileSystemTarget(_UriIdentity, FileSystemTarget):
+class InMemoryFileSystemTarget(_ClassLevelStore, _UriIdentity, FileSystemTarget):
     """A file kept as bytes in the class-level dict ``uri_to_bytes``.
 
     Unlike stardag (whose writes append to the stored bytes), a write *replaces* the
@@ -113,6 +122,7 @@ class InMemoryFileSystemTarget(_UriIdentity, FileSystemTarget):
     """
 
     uri_to_bytes: ClassVar[dict[str, bytes]] = {}
+    _store_name = "uri_to_bytes"
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -134,20 +144,6 @@ class InMemoryFileSystemTarget(_UriIdentity, FileSystemTarget):
             return io.BytesIO(data) if mode == "rb" else io.StringIO(data.decode("utf-8"))
         return _MemoryWriteHandle(self.uri_to_bytes, self.uri, binary=(mode == "wb"))
 
-    @classmethod
-    def clear_targets(cls) -> None:
-        """Forget all stored files."""
-        cls.uri_to_bytes.clear()
-
-    @classmethod
-    @contextmanager
-    def cleared(cls) -> Iterator[None]:
-        """Empty the store on entering and on leaving the ``with`` block."""
-        cls.clear_targets()
-        try:
-            yield
-        finally:
-            cls.clear_targets()
 
 
 class InMemoryRemoteFileSystem(RemoteFileSystemABC):
