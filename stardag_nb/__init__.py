@@ -54,6 +54,7 @@ from .target import (
     target_factory_provider,
 )
 
+
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext stardag_nb``: the magics and widgets (imported only now)."""
     from .notebook import load_ipython_extension as load

@@ -7,10 +7,10 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from ._task import BaseTask, Task
 from .base_model import StardagField
 from .target import LoadableSaveableFileSystemTarget, Serializable, get_target
 from .target.serialize import get_serializer
-from ._task import BaseTask, Task
 
 __all__ = ["AliasTask", "AliasedMetadata"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Generic, TypeVar
 
+from ._task import Task
 from .exceptions import TaskDefinitionError
 from .target import LoadableSaveableFileSystemTarget, Serializable, target_factory_provider
 from .target.serialize import Serializer, get_serializer
-from ._task import Task
 
 __all__ = ["AutoTask"]
 

@@ -8,10 +8,10 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar, get_args, get_ori
 
 import pydantic
 
-from .exceptions import TaskDefinitionError
 from ._auto_task import AutoTask
 from ._task import BaseTask
 from ._task_loads import TaskLoads, _DependsMarker
+from .exceptions import TaskDefinitionError
 
 __all__ = ["FunctionTask", "task"]
 

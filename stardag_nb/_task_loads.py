@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from ._task import Task
 from .polymorphic import Polymorphic
 from .target import LoadableTarget
-from ._task import Task
 
 __all__ = ["Depends", "TaskLoads"]
 

@@ -15,8 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationInfo, model_serializer
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializationInfo,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = ["CONTEXT_MODE_KEY", "StardagBaseModel", "StardagField"]
 

@@ -17,8 +17,8 @@ from stardag_nb.target._base import (
     FileSystemTarget,
     OpenMode,
     _basename,
-    _require_written,
     _CommittingWriteHandle,
+    _require_written,
     _UriIdentity,
 )
 

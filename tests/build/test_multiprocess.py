@@ -8,7 +8,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 
