@@ -1,0 +1,177 @@
+"""Provisioning and purging target roots on real directories and fsspec file systems."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from stardag_nb.environments import RootCheck, provision_target_root, purge_target_root
+from stardag_nb.registry._wire import TargetRootIn
+
+
+def _root(uri: str, create: bool = True, name: str = "default") -> TargetRootIn:
+    return TargetRootIn(name=name, uri=uri, create=create)
+
+
+def _no_probe_left(path: Path) -> bool:
+    return not any(p.name.startswith(".stardag-probe-") for p in path.iterdir())
+
+
+def test_local_root_is_created_and_probed(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b"
+    check = provision_target_root(_root(str(target)))
+    assert isinstance(check, RootCheck)
+    assert check.ok, check.message
+    assert (check.name, check.uri) == ("default", str(target))
+    assert target.is_dir() and _no_probe_left(target)
+    assert "created" in check.message
+    again = provision_target_root(_root(str(target)))
+    assert again.ok and "exists" in again.message
+
+
+def test_home_and_file_uri_roots(isolated_env: Path, tmp_path: Path) -> None:
+    check = provision_target_root(_root("~/stardag/roots/x"))
+    assert check.ok, check.message
+    assert (isolated_env / "stardag" / "roots" / "x").is_dir()
+    file_root = tmp_path / "via-file-uri"
+    check = provision_target_root(_root(f"file://{file_root}"))
+    assert check.ok, check.message
+    assert file_root.is_dir()
+
+
+def test_root_under_a_regular_file_fails_with_the_os_reason(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    uri = str(blocker / "sub")
+    check = provision_target_root(_root(uri, name="data"))
+    assert not check.ok
+    assert check.message == (
+        f"target root 'data' ({uri}): cannot create directory: [Errno 20] Not a directory"
+    )
+
+
+def test_missing_root_without_create_fails(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    check = provision_target_root(_root(str(missing), create=False))
+    assert not check.ok
+    assert str(missing) in check.message and "does not exist" in check.message
+    assert not missing.exists()
+
+
+def test_root_that_is_a_file_fails(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("x")
+    check = provision_target_root(_root(str(path)))
+    assert not check.ok and "not a directory" in check.message
+
+
+def test_relative_and_empty_uris_are_refused() -> None:
+    for uri in ("relative/dir", " "):
+        check = provision_target_root(_root(uri))
+        assert not check.ok
+        assert "target root 'default'" in check.message
+
+
+def test_missing_fsspec_backend_names_the_package() -> None:
+    pytest.importorskip("fsspec")
+    try:
+        import s3fs  # noqa: F401
+    except ImportError:
+        check = provision_target_root(_root("s3://some-bucket/prefix"))
+        assert not check.ok
+        assert "s3fs" in check.message and "s3://some-bucket/prefix" in check.message
+    else:  # pragma: no cover - s3fs installed: nothing to check offline
+        pytest.skip("s3fs is installed")
+
+
+def test_fsspec_memory_root_is_probed_and_purged() -> None:
+    uri = f"memory://stardag-test-{uuid.uuid4().hex}/roots/main"
+    fs = fsspec.filesystem("memory")
+    check = provision_target_root(_root(uri))
+    assert check.ok, check.message
+    assert fs.exists(uri)
+    assert not [p for p in fs.ls(uri, detail=False) if ".stardag-probe-" in p]
+    fs.pipe_file(f"{uri}/Task/ab/out.json", b"{}")
+    purged = purge_target_root(_root(uri))
+    assert purged.ok, purged.message
+    assert not fs.exists(f"{uri}/Task/ab/out.json")
+
+
+class _BucketFS(MemoryFileSystem):
+    """A memory file system under a bucket protocol: the first component is a bucket that
+    exists only once ``mkdir``'d (as on S3)."""
+
+    protocol = ("bucketfs-test",)
+    root_marker = ""
+    store: dict = {}
+    pseudo_dirs = [""]
+    buckets: set[str] = set()
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return path.split("://", 1)[-1].rstrip("/")
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: object) -> None:
+        if "/" not in path.strip("/"):
+            self.buckets.add(path.strip("/"))
+        super().mkdir(path, create_parents=create_parents, **kwargs)
+
+    def exists(self, path: str, **kwargs: object) -> bool:
+        path = self._strip_protocol(path)
+        if "/" not in path:
+            return path in self.buckets
+        return super().exists(path, **kwargs)
+
+
+@pytest.fixture
+def bucket_protocol(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from stardag_nb.environments import _provision
+
+    protocol = "bucketfs-test"
+    fsspec.register_implementation(protocol, _BucketFS, clobber=True)
+    monkeypatch.setattr(_provision, "_BUCKET_PROTOCOLS", frozenset({protocol}))
+    yield protocol
+    from fsspec.registry import _registry
+
+    _registry.pop(protocol, None)
+
+
+def test_bucket_is_created_with_mkdir_when_missing(bucket_protocol: str) -> None:
+    uri = f"{bucket_protocol}://team-bucket/stardag"
+    refused = provision_target_root(_root(uri, create=False))
+    assert not refused.ok and "bucket 'team-bucket' does not exist" in refused.message
+    check = provision_target_root(_root(uri))
+    assert check.ok, check.message
+    assert "bucket 'team-bucket' created" in check.message
+    assert "team-bucket" in _BucketFS.buckets
+
+
+def test_purge_local_root_and_refusals(tmp_path: Path, isolated_env: Path) -> None:
+    root = tmp_path / "data"
+    (root / "Task").mkdir(parents=True)
+    (root / "Task" / "out.json").write_text("{}")
+    check = purge_target_root(_root(str(root)))
+    assert check.ok, check.message
+    assert not root.exists()
+    again = purge_target_root(_root(str(root)))
+    assert again.ok and "nothing to purge" in again.message
+    for dangerous in ("/", "~", str(isolated_env.parent)):
+        refused = purge_target_root(_root(dangerous))
+        assert not refused.ok and "refusing to purge" in refused.message
+    assert isolated_env.exists()
+
+
+def test_in_memory_roots() -> None:
+    from stardag_nb.target import InMemoryFileSystemTarget
+
+    assert provision_target_root(_root("in-memory://roots/x")).ok
+    InMemoryFileSystemTarget.uri_to_bytes["in-memory://roots/x/a.json"] = b"{}"
+    InMemoryFileSystemTarget.uri_to_bytes["in-memory://roots/y/a.json"] = b"{}"
+    assert purge_target_root(_root("in-memory://roots/x")).ok
+    assert "in-memory://roots/x/a.json" not in InMemoryFileSystemTarget.uri_to_bytes
+    assert InMemoryFileSystemTarget.uri_to_bytes.pop("in-memory://roots/y/a.json") == b"{}"
