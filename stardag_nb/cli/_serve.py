@@ -1,0 +1,187 @@
+"""``stardag-nb serve``: run the registry service (needs the ``service`` extra).
+
+    stardag-nb serve [--host 127.0.0.1] [--port 8000] [--database-url URL]
+                     [--init [--username admin] [--token-file F]] [--log-level info]
+
+With ``--init`` an empty database gets a first user (an owner), a workspace ``default``
+and the environments ``main`` and ``personal-{username}``; the user's token is printed as
+``Owner token: st_...`` (and written to ``--token-file``). Once listening the command
+prints ``Serving registry on http://HOST:PORT``. FastAPI, SQLAlchemy and uvicorn are
+imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._output import EXIT_FAILURE, EXIT_OK, CLIError
+
+if TYPE_CHECKING:
+    from ..service.settings import ServiceSettings
+
+__all__ = ["add_parser"]
+
+_INSTALL_HINT = "Install the service extra: pip install 'stardag_nb[service]'"
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Register ``serve`` on the ``stardag-nb`` subcommands."""
+    parser = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run the registry service",
+        description="Run the registry service (FastAPI + SQLAlchemy; SQLite or PostgreSQL). "
+        "The database schema is migrated at start.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="port to listen on, 0 for any free one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=None,
+        help="sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST:PORT/DB "
+        "(default: $STARDAG_SERVICE_DATABASE_URL, else <stardag dir>/service.sqlite3)",
+    )
+    parser.add_argument(
+        "--init",
+        action="store_true",
+        help="on an empty database, create the first user, workspace 'default' and "
+        "environments 'main' and 'personal-USERNAME', and print the user's token",
+    )
+    parser.add_argument(
+        "--username",
+        default="admin",
+        help="the first user's name, with --init (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="F",
+        type=Path,
+        default=None,
+        help="also write the token to F (--init)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="server log level (default: %(default)s)",
+    )
+    parser.set_defaults(handler=_cmd_serve)
+
+
+def _settings(args: argparse.Namespace) -> ServiceSettings:
+    from pydantic import ValidationError
+
+    from ..service.settings import ServiceSettings
+
+    try:
+        if args.database_url is not None:
+            return ServiceSettings(database_url=args.database_url)
+        return ServiceSettings()
+    except ValidationError as exc:
+        messages = "; ".join(str(err.get("msg", err)) for err in exc.errors())
+        raise CLIError(
+            messages, hint="e.g. --database-url sqlite+aiosqlite:///./registry.sqlite3"
+        ) from None
+
+
+def _write_token(path: Path, token: str) -> None:
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+
+
+async def _init(args: argparse.Namespace, settings: ServiceSettings) -> None:
+    from fastapi import HTTPException
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..service.bootstrap import init_database
+
+    try:
+        result = await init_database(settings, args.username)
+    except HTTPException as exc:
+        raise CLIError(str(exc.detail), hint="e.g. --username admin") from None
+    except (OSError, SQLAlchemyError) as exc:
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        raise CLIError(
+            f"Cannot initialise the database {shown}: {type(exc).__name__}: {exc}",
+            hint="Check --database-url and that the database server is running.",
+            exit_code=EXIT_FAILURE,
+        ) from None
+    if result is None:
+        print(
+            "The database is already initialised (it has users): --init created nothing.",
+            flush=True,
+        )
+        return
+    if args.token_file is not None:
+        _write_token(args.token_file, result.token)
+    print(
+        f"Initialised: user '{result.username}' (owner), workspace '{result.workspace}', "
+        f"environments {', '.join(repr(e) for e in result.environments)}",
+        flush=True,
+    )
+    print(f"Owner token: {result.token}", flush=True)
+
+
+async def _serve(args: argparse.Namespace, settings: ServiceSettings) -> int:
+    import uvicorn
+
+    from ..service.app import create_app
+
+    if args.init:
+        await _init(args, settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            lifespan="on",
+        )
+    )
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        port = args.port
+        for listener in server.servers:
+            for sock in listener.sockets:
+                port = sock.getsockname()[1]
+                break
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"Serving registry on http://{host}:{port}", flush=True)
+    try:
+        await serving
+    except SystemExit:  # uvicorn exits when it cannot bind or start the app
+        return EXIT_FAILURE
+    return EXIT_OK if server.started else EXIT_FAILURE
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import sqlalchemy  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise CLIError(f"The registry service needs {exc.name}.", hint=_INSTALL_HINT) from None
+    settings = _settings(args)
+    code = asyncio.run(_serve(args, settings))
+    if code != EXIT_OK:
+        sys.stderr.write("error: the registry service did not start (see the log above)\n")
+    return code

@@ -1,0 +1,116 @@
+"""``create_app(settings)``: the registry service as a FastAPI app.
+
+At start-up (the lifespan) the database is migrated to the latest schema (Alembic
+``upgrade head``, in-process) and environments left ``provisioning`` by a previous run
+are marked ``failed``; at shutdown background provisioning is cancelled and the
+connections closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from .._version import __version__
+from .db.migrate import upgrade_head
+from .db.models import User
+from .db.session import Database
+from .lifecycle import Lifecycle, fail_interrupted
+from .routers import (
+    builds,
+    environment,
+    health,
+    locks,
+    target_roots,
+    task_search,
+    tasks,
+    ui_api_keys,
+    ui_environments,
+    ui_me,
+    ui_members,
+    ui_workspaces,
+)
+from .settings import ServiceSettings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("stardag_nb.service")
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+    # the driver's message only: SQLAlchemy's text would show the statement's parameters
+    reason = (str(getattr(exc, "orig", None) or type(exc).__name__).splitlines() or ["?"])[0]
+    return JSONResponse(
+        status_code=503,
+        content={
+            "detail": f"The registry database is unavailable right now ({reason[:200]}); retry"
+        },
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _warn_if_no_users(db: Database) -> None:
+    async with db.session() as session:
+        if (await session.execute(select(User.id).limit(1))).first() is None:
+            logger.warning(
+                "The registry database has no users yet, so nobody can log in: start once "
+                "with 'stardag-nb serve --init' to create the first user and print its token."
+            )
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """The service app for ``settings`` (default: from ``STARDAG_SERVICE_*``).
+
+    Nothing connects to the database until the app starts (its lifespan).
+    """
+    settings = settings or ServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url, echo=settings.echo_sql)
+        try:
+            await upgrade_head(db)
+            await fail_interrupted(db)
+            await _warn_if_no_users(db)
+            lifecycle = Lifecycle(db, timeout=settings.provision_timeout_seconds)
+            app.state.db = db
+            app.state.lifecycle = lifecycle
+            try:
+                yield
+            finally:
+                await lifecycle.close()
+        finally:
+            await db.dispose()
+
+    app = FastAPI(
+        title="stardag_nb registry",
+        version=__version__,
+        description="Builds, tasks, assets, locks and environments of a team "
+        "(stardag registry protocol v1 plus extensions).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    for module in (
+        health,
+        builds,
+        task_search,  # before tasks: /tasks/search must win over /tasks/{task_id}
+        tasks,
+        locks,
+        target_roots,
+        environment,
+        ui_me,
+        ui_workspaces,
+        ui_members,
+        ui_environments,
+        ui_api_keys,
+    ):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,203 @@
+"""Lookups shared by the routers; each loads a batch in one query (no N+1)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from fastapi import HTTPException
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..registry._wire import EnvironmentInfo
+from .auth import SdkScope, parse_uuid
+from .db.models import Asset, Build, Environment, Event, TargetRoot, Task, Workspace
+from .names import slugify
+from .status import BuildState, TaskState, build_state, global_task_state
+from .views import environment_info
+
+__all__ = [
+    "BUILD_NOT_FOUND",
+    "BUILD_OTHER_ENV",
+    "TASK_NOT_FOUND",
+    "asset_counts",
+    "build_and_task",
+    "build_in_scope",
+    "build_states",
+    "chunks",
+    "dialect_insert",
+    "environment_info_for",
+    "get_live_environment",
+    "task_in_scope",
+    "task_states",
+]
+
+BUILD_NOT_FOUND = "Build not found"
+CHUNK = 5000  # ids per IN (...) list: well below SQLite's and asyncpg's parameter limits
+BUILD_OTHER_ENV = "Build does not belong to this environment"
+TASK_NOT_FOUND = "Task not found"
+
+
+def dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """``INSERT`` with ``on_conflict_do_*`` for the session's dialect (SQLite or PostgreSQL)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {name!r}")
+
+
+def chunks(ids: Sequence[UUID]) -> list[Sequence[UUID]]:
+    """``ids`` in slices of at most :data:`CHUNK`."""
+    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
+
+
+# --------------------------------------------------------------------------------------------
+# builds and tasks
+
+
+def _check_build_env(build_env: UUID | None, scope: SdkScope) -> None:
+    if build_env is None:
+        raise HTTPException(404, BUILD_NOT_FOUND)
+    if build_env != scope.env_id:
+        raise HTTPException(403, BUILD_OTHER_ENV)
+
+
+async def build_in_scope(session: AsyncSession, scope: SdkScope, build_id: UUID) -> Build:
+    """The build, which must be in the caller's environment (404 / 403 otherwise)."""
+    build = await session.get(Build, build_id)
+    _check_build_env(build.environment_id if build else None, scope)
+    assert build is not None
+    return build
+
+
+async def build_and_task(
+    session: AsyncSession, scope: SdkScope, build_id: UUID, task_id: str
+) -> tuple[UUID, UUID]:
+    """(build id, task primary key) in one query: the build must be in the caller's
+    environment (404 / 403) and the task registered there (404 ``"Task not found"``)."""
+    row = (
+        await session.execute(
+            select(Build.environment_id, Task.id)
+            .select_from(Build)
+            .outerjoin(Task, and_(Task.environment_id == scope.env_id, Task.task_id == task_id))
+            .where(Build.id == build_id)
+        )
+    ).first()
+    _check_build_env(row[0] if row else None, scope)
+    assert row is not None
+    if row[1] is None:
+        raise HTTPException(404, TASK_NOT_FOUND)
+    return build_id, row[1]
+
+
+async def task_in_scope(session: AsyncSession, scope: SdkScope, task_id: str) -> Task:
+    """The task of the caller's environment with this stardag task id (404 otherwise)."""
+    task = (
+        await session.execute(
+            select(Task).where(Task.environment_id == scope.env_id, Task.task_id == task_id)
+        )
+    ).scalar_one_or_none()
+    if task is None:
+        raise HTTPException(404, TASK_NOT_FOUND)
+    return task
+
+
+async def build_states(session: AsyncSession, build_ids: Sequence[UUID]) -> dict[UUID, BuildState]:
+    """The derived status of each build (one query over their build-level events)."""
+    if not build_ids:
+        return {}
+    by_build: dict[UUID, list[Event]] = defaultdict(list)
+    for part in chunks(build_ids):
+        events = (
+            await session.execute(
+                select(Event)
+                .where(Event.build_id.in_(part), Event.task_pk.is_(None))
+                .order_by(Event.created_at, Event.id)
+            )
+        ).scalars()
+        for event in events:
+            by_build[event.build_id].append(event)
+    return {build_id: build_state(by_build.get(build_id, ())) for build_id in build_ids}
+
+
+async def task_states(session: AsyncSession, task_pks: Sequence[UUID]) -> dict[UUID, TaskState]:
+    """The global status of each task (one query over their events in all builds)."""
+    if not task_pks:
+        return {}
+    by_task: dict[UUID, list[Event]] = defaultdict(list)
+    for part in chunks(task_pks):
+        events = (
+            await session.execute(
+                select(Event).where(Event.task_pk.in_(part)).order_by(Event.created_at, Event.id)
+            )
+        ).scalars()
+        for event in events:
+            assert event.task_pk is not None
+            by_task[event.task_pk].append(event)
+    return {pk: global_task_state(by_task.get(pk, ())) for pk in task_pks}
+
+
+async def asset_counts(session: AsyncSession, task_pks: Sequence[UUID]) -> dict[UUID, int]:
+    """How many assets each task has (one grouped query)."""
+    if not task_pks:
+        return {}
+    counts: dict[UUID, int] = {}
+    for part in chunks(task_pks):
+        rows = await session.execute(
+            select(Asset.task_pk, func.count())
+            .where(Asset.task_pk.in_(part))
+            .group_by(Asset.task_pk)
+        )
+        counts.update((pk, int(count)) for pk, count in rows.tuples())
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
+# environments
+
+
+async def get_live_environment(
+    session: AsyncSession, workspace: Workspace, ref: str
+) -> Environment:
+    """The live environment ``ref`` (slug, name or id) of ``workspace`` (404 otherwise)."""
+    ref_id = parse_uuid(ref)
+    if ref_id is not None:
+        condition = Environment.id == ref_id
+    else:
+        try:
+            condition = Environment.slug == slugify(ref)
+        except ValueError:
+            condition = None
+    env = None
+    if condition is not None:
+        env = (
+            await session.execute(
+                select(Environment).where(
+                    condition,
+                    Environment.workspace_id == workspace.id,
+                    Environment.deleted_at.is_(None),
+                )
+            )
+        ).scalar_one_or_none()
+    if env is None:
+        raise HTTPException(
+            404,
+            f"Environment '{ref}' not found in workspace '{workspace.slug}'. "
+            "List them: stardag-nb config list environments",
+        )
+    return env
+
+
+async def environment_info_for(
+    session: AsyncSession, env: Environment, workspace_slug: str
+) -> EnvironmentInfo:
+    """``EnvironmentInfo`` of ``env`` with its target roots (one query)."""
+    roots = (
+        await session.execute(select(TargetRoot).where(TargetRoot.environment_id == env.id))
+    ).scalars()
+    return environment_info(env, workspace_slug, roots)

@@ -1,0 +1,20 @@
+"""SDK route ``GET /api/v1/environment``: the caller's environment (the client checks its
+target roots at build start)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ...registry._wire import EnvironmentInfo
+from ..auth import SdkScopeDep, SessionDep
+from ..queries import environment_info_for
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["environment"])
+
+
+@router.get("/environment")
+async def get_environment(scope: SdkScopeDep, session: SessionDep) -> EnvironmentInfo:
+    """``EnvironmentInfo`` of the environment of the API key (or ``environment_id``)."""
+    return await environment_info_for(session, scope.environment, scope.workspace_slug)

@@ -1,0 +1,1 @@
+"""Tests of the registry service (the real server, SQLite and PostgreSQL)."""
