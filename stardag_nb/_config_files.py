@@ -548,3 +548,39 @@ def update_cached_target_roots(
         }
     )
     save_target_root_cache(cache)
+
+
+# --------------------------------------------------------------------------------------------
+# The embedded registry's active environment (stardag_nb only; stardag never reads it)
+
+EMBEDDED_CONTEXT_FILE = "embedded-context.json"
+
+
+def embedded_context_path() -> Path:
+    """``<stardag dir>/embedded-context.json``: per embedded registry file, the workspace and
+    environment that ``stardag-nb config use`` chose."""
+    return get_stardag_dir() / EMBEDDED_CONTEXT_FILE
+
+
+def _embedded_key(location: str | os.PathLike[str]) -> str:
+    return str(Path(location).expanduser().resolve())
+
+
+def recorded_embedded_choice(location: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(workspace, environment) recorded for the embedded registry file ``location``."""
+    entry = load_json_file(embedded_context_path()).get(_embedded_key(location))
+    if isinstance(entry, dict):
+        ws, env = entry.get("workspace"), entry.get("environment")
+        if isinstance(ws, str) and isinstance(env, str) and ws and env:
+            return ws, env
+    return None
+
+
+def record_embedded_choice(
+    location: str | os.PathLike[str], workspace: str, environment: str
+) -> None:
+    """Remember (workspace, environment) for the embedded registry file ``location``."""
+    path = embedded_context_path()
+    data = load_json_file(path)
+    data[_embedded_key(location)] = {"workspace": workspace, "environment": environment}
+    save_json_file(path, data)

@@ -1,17 +1,25 @@
 """Task registries: where builds, tasks, events and assets are recorded.
 
 ``registry_provider.get()`` returns the active registry, created on first use by
-:func:`init_registry` from the ``STARDAG_REGISTRY`` environment variable:
+:func:`init_registry`. The ``STARDAG_REGISTRY`` environment variable decides first:
 
-- unset or empty: the embedded :class:`SQLiteRegistry` in ``<stardag dir>/registry.sqlite3``
-  (the stardag dir is ``~/.stardag``, or ``$STARDAG_HOME``);
+- ``http://...`` or ``https://...``: an :class:`APIRegistry` of the registry service at
+  that URL;
 - ``sqlite:///<path>`` (``sqlite:////abs/path`` for an absolute path) or a plain file
   path (absolute, ``~/...``, ``./...``, containing a ``/``, or ending in ``.sqlite``,
   ``.sqlite3`` or ``.db``): a :class:`SQLiteRegistry` in that file;
 - ``none``, ``off`` or ``noop``: the :class:`NoOpRegistry`, which records nothing.
 
-Any other value raises :class:`~stardag_nb.exceptions.ConfigError`.
-:class:`SQLiteGlobalLockManager` provides global task locks in the same file.
+Any other value raises :class:`~stardag_nb.exceptions.ConfigError`. Unset (or empty),
+stardag's rule applies: an :class:`APIRegistry` when the configuration has an API key or
+an access token, or an ``api.url`` other than ``http://localhost:8000``; otherwise the
+embedded :class:`SQLiteRegistry` in ``<stardag dir>/registry.sqlite3`` (the stardag dir is
+``~/.stardag``, or ``$STARDAG_HOME``), where stardag would record nothing.
+
+Global task locks: :class:`SQLiteGlobalLockManager` in the SQLite file,
+:class:`RegistryGlobalConcurrencyLockManager` in the registry service.
+:func:`init_admin` returns the matching :class:`RegistryAdmin` (workspaces, environments,
+target roots, members, API keys). httpx is imported only when the service is used.
 """
 
 from __future__ import annotations
@@ -21,31 +29,46 @@ from pathlib import Path
 
 from ..exceptions import ConfigError
 from ..utils.resource_provider import resource_provider
+from ._admin import RegistryAdmin
+from ._api import APIRegistry
+from ._api_admin import APIAdmin
+from ._api_locks import RegistryGlobalConcurrencyLockManager, RegistryLockHandle
 from ._base import NoOpRegistry, RegistryABC, TaskMetadata, get_git_commit_hash
+from ._http import EnvironmentDeletedError
 from ._sqlite import (
     BuildNotFoundError,
     BuildRecord,
     BuildTaskRecord,
     DependencyRecord,
     EnvironmentRecord,
+    EnvironmentUnavailableError,
     EventRecord,
     RegistryEventKind,
     SQLiteRegistry,
     TaskNotFoundError,
     WorkspaceRecord,
 )
+from ._sqlite_admin import EmbeddedAdmin
 from ._sqlite_locks import SQLiteGlobalLockManager, SQLiteLockHandle
 
 __all__ = [
+    "APIAdmin",
+    "APIRegistry",
     "BuildNotFoundError",
     "BuildRecord",
     "BuildTaskRecord",
     "DependencyRecord",
+    "EmbeddedAdmin",
+    "EnvironmentDeletedError",
     "EnvironmentRecord",
+    "EnvironmentUnavailableError",
     "EventRecord",
     "NoOpRegistry",
     "RegistryABC",
+    "RegistryAdmin",
     "RegistryEventKind",
+    "RegistryGlobalConcurrencyLockManager",
+    "RegistryLockHandle",
     "SQLiteGlobalLockManager",
     "SQLiteLockHandle",
     "SQLiteRegistry",
@@ -54,6 +77,7 @@ __all__ = [
     "WorkspaceRecord",
     "get_git_commit_hash",
     "environment_registry",
+    "init_admin",
     "init_registry",
     "use_environment",
     "registry_provider",
@@ -63,31 +87,101 @@ REGISTRY_ENV = "STARDAG_REGISTRY"
 _NOOP_VALUES = {"none", "off", "noop"}
 _SQLITE_PREFIX = "sqlite:///"
 _SQLITE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
+_HTTP_PREFIXES = ("http://", "https://")
 
 
-def init_registry() -> RegistryABC:
-    """The registry ``$STARDAG_REGISTRY`` asks for (see the module docstring); the local
-    SQLite registry when it is unset.
+def _registry_value() -> str:
+    return os.environ.get(REGISTRY_ENV, "").strip()
 
-    Raises:
-        ConfigError: ``STARDAG_REGISTRY`` has a value of none of the accepted forms.
-    """
-    # Registry service (API) URLs will be accepted here in a later version.
-    value = os.environ.get(REGISTRY_ENV, "").strip()
-    if not value:
-        return SQLiteRegistry()
-    if value.lower() in _NOOP_VALUES:
-        return NoOpRegistry()
+
+def _is_url(value: str) -> bool:
+    return value.lower().startswith(_HTTP_PREFIXES)
+
+
+def _sqlite_path_or_error(value: str) -> Path:
     path = _sqlite_path(value)
     if path is None:
         raise ConfigError(
             f"{REGISTRY_ENV}={value!r} is not a registry this version understands. Accepted: "
+            "an http(s):// URL of a registry service (stardag-nb serve), "
             "'sqlite:///<path>' (e.g. sqlite:///registry.sqlite3 or sqlite:////abs/reg.db), a "
             "file path (absolute, '~/...', './...', or ending in .sqlite, .sqlite3 or .db), "
-            "'none' / 'off' / 'noop' to record nothing, or unset for "
-            "<stardag dir>/registry.sqlite3."
+            "'none' / 'off' / 'noop' to record nothing, or unset for the configured registry "
+            "service or else <stardag dir>/registry.sqlite3."
         )
-    return SQLiteRegistry(path)
+    return path
+
+
+def _config_wants_service() -> bool:
+    """stardag's rule: an API key or access token, or a registry URL that is not the default."""
+    from ..config import DEFAULT_API_URL, get_config
+
+    config = get_config()
+    return bool(
+        config.api_key
+        or config.access_token
+        or config.api.url.rstrip("/") != DEFAULT_API_URL.rstrip("/")
+    )
+
+
+def init_registry() -> RegistryABC:
+    """The registry ``$STARDAG_REGISTRY`` asks for; when unset, an :class:`APIRegistry` if
+    the configuration names a registry service (stardag's rule), else the local SQLite
+    registry (see the module docstring).
+
+    Raises:
+        ConfigError: ``STARDAG_REGISTRY`` has a value of none of the accepted forms, or
+            the configuration is malformed.
+    """
+    value = _registry_value()
+    if not value:
+        return APIRegistry() if _config_wants_service() else _embedded_registry(None)
+    if value.lower() in _NOOP_VALUES:
+        return NoOpRegistry()
+    if _is_url(value):
+        return APIRegistry(api_url=value)
+    return _embedded_registry(_sqlite_path_or_error(value))
+
+
+def _embedded_registry(path: Path | None) -> SQLiteRegistry:
+    """The embedded registry in ``path`` (default file when None), scoped to the workspace
+    and environment ``stardag-nb config use`` recorded for that file, if any."""
+    from .._config_files import recorded_embedded_choice
+    from ._sqlite import default_registry_path
+
+    choice = recorded_embedded_choice(path if path is not None else default_registry_path())
+    if choice is None:
+        return SQLiteRegistry(path)
+    return SQLiteRegistry(path, workspace=choice[0], environment=choice[1])
+
+
+def init_admin() -> RegistryAdmin:
+    """The admin of the registry :func:`init_registry` would use: an :class:`APIAdmin`
+    (with the active profile's access token when it is for that service) or an
+    :class:`EmbeddedAdmin` of the SQLite file.
+
+    Raises:
+        ConfigError: ``STARDAG_REGISTRY`` is ``none`` (no registry to administer) or
+            malformed, or the configuration is malformed.
+    """
+    from ..config import get_config
+
+    value = _registry_value()
+    if value.lower() in _NOOP_VALUES:
+        raise ConfigError(
+            f"{REGISTRY_ENV}={value!r} records nothing, so there is no registry to administer. "
+            f"Unset it (or set it to a SQLite file path or a registry service URL)."
+        )
+    if _is_url(value) or (not value and _config_wants_service()):
+        config = get_config()
+        url = value or config.api.url
+        same = config.api.url.rstrip("/") == url.rstrip("/")
+        return APIAdmin(
+            api_url=url,
+            token=config.access_token if same else None,
+            api_key=config.api_key if same else None,
+        )
+    return EmbeddedAdmin(_sqlite_path_or_error(value) if value else None)
 
 
 def _sqlite_path(value: str) -> Path | None:
@@ -110,27 +204,90 @@ def _sqlite_path(value: str) -> Path | None:
 registry_provider = resource_provider(RegistryABC, init_registry, "The active task registry.")
 
 
-def environment_registry(environment: str, workspace: str | None = None) -> SQLiteRegistry:
-    """The embedded registry of the active file, scoped to ``environment`` (of
-    ``workspace``, by default the active one). Nothing is switched."""
+def environment_registry(environment: str, workspace: str | None = None) -> RegistryABC:
+    """The active registry scoped to ``environment`` (of ``workspace``, by default the
+    active one): the same embedded file, or the same registry service. Nothing is switched.
+
+    Raises:
+        NotFoundError: the service has no such environment visible to you.
+        AuthorizationError: the active registry authenticates with an API key, which is
+            scoped to its one environment.
+        TypeError: the active registry records nothing (``NoOpRegistry``).
+    """
     current = registry_provider.get()
+    if isinstance(current, APIRegistry):
+        return _service_environment(current, environment, workspace)
     if not isinstance(current, SQLiteRegistry):
         raise TypeError(
-            f"environments belong to the embedded registry; the active registry is "
-            f"{type(current).__name__}. Set STARDAG_REGISTRY to a SQLite file."
+            f"environments belong to a registry; the active registry is "
+            f"{type(current).__name__}. Set STARDAG_REGISTRY to a SQLite file or a registry "
+            "service URL."
         )
     if current.environment == environment and (workspace is None or workspace == current.workspace):
         return current
     return SQLiteRegistry(current.path, workspace=workspace or current.workspace, environment=environment)
 
 
+def _service_environment(
+    current: APIRegistry, environment: str, workspace: str | None
+) -> APIRegistry:
+    from ..config import get_config
+    from ..exceptions import AuthorizationError
+
+    token = current.settings.access_token or get_config().access_token
+    if current.settings.api_key or not token:
+        here = f"{current.workspace}/{current.environment}".strip("/") or "its environment"
+        raise AuthorizationError(
+            f"This process authenticates to {current.api_url} with an API key, which is "
+            f"scoped to one environment ({here}); it cannot switch to {environment!r}. Log in "
+            "with a user token to switch (stardag-nb auth login --url URL --token TOKEN), or "
+            "use that environment's API key."
+        )
+    if not current.workspace:
+        current.fetch_environment()
+    admin = APIAdmin(api_url=current.api_url, token=token)
+    try:
+        info = admin.get_environment(workspace or current.workspace, environment)
+    finally:
+        admin.close()
+    if current.environment_id == str(info.id):
+        return current
+    registry = APIRegistry(
+        api_url=current.api_url, timeout=current.settings.timeout, environment_id=str(info.id)
+    )
+    registry.settings.access_token = token
+    registry.fetch_environment()
+    return registry
+
+
 def use_environment(environment: str, workspace: str | None = None) -> RegistryABC:
     """Record this process's builds in ``environment`` (of ``workspace``, by default the
-    current one) of the embedded registry file; returns the registry now active.
+    current one) of the active registry (embedded file or service); returns the registry
+    now active. Its target roots, when it has any, apply from now on.
 
     The code twin of the notebook's environment picker and ``%stardag_env``: "Run all"
     reproduces the choice.
     """
+    previous = registry_provider.get()
     registry = environment_registry(environment, workspace)
     registry_provider.set(registry)
+    if (
+        isinstance(registry, SQLiteRegistry)
+        and isinstance(previous, SQLiteRegistry)
+        and previous is not registry
+        and not previous.closed
+        and previous.environment_target_roots()
+        and not registry.environment_target_roots()
+    ):
+        from ..target import target_factory_provider
+
+        target_factory_provider.reset()  # back to the configured roots
+    if isinstance(registry, APIRegistry):
+        info = registry.fetch_environment()
+        if info is not None:
+            from ._api import apply_environment_target_roots
+
+            apply_environment_target_roots(registry.api_url, info)
+    elif isinstance(registry, SQLiteRegistry):
+        registry.apply_target_roots()
     return registry

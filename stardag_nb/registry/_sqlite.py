@@ -21,11 +21,11 @@ from uuid import UUID, uuid4
 
 import pydantic_core
 
+from .._code_hash import code_hash
 from .._config_files import get_stardag_dir
 from ..exceptions import StardagError
 from . import _sqlite_schema as schema
 from ._base import RegistryABC, TaskMetadata, get_git_commit_hash
-from .._code_hash import code_hash
 
 if TYPE_CHECKING:
     from .._task import BaseTask
@@ -37,6 +37,7 @@ __all__ = [
     "BuildTaskRecord",
     "DependencyRecord",
     "EnvironmentRecord",
+    "EnvironmentUnavailableError",
     "EventRecord",
     "RegistryEventKind",
     "SQLiteRegistry",
@@ -61,6 +62,11 @@ class TaskNotFoundError(StardagError, LookupError):
 
 class BuildNotFoundError(StardagError, LookupError):
     """The registry has no build with this id (in its workspace and environment)."""
+
+
+class EnvironmentUnavailableError(StardagError):
+    """The registry's environment takes no builds: it was deleted, or it is not running
+    (its provisioning failed, or has not finished)."""
 
 
 class RegistryEventKind(StrEnum):
@@ -627,10 +633,73 @@ class SQLiteRegistry(RegistryABC):
 
     # -- builds ------------------------------------------------------------------------
 
+    def _check_environment_takes_builds(self) -> None:
+        """Raise :class:`EnvironmentUnavailableError` unless the environment is running."""
+        rows = self._read(
+            "SELECT state, state_reason, deleted_at FROM environments WHERE id = ?",
+            (self._env_id,),
+            flush=False,
+        )
+        state, reason, deleted_at = rows[0] if rows else ("deleted", None, None)
+        label = f"'{self.workspace}/{self.environment}'"
+        if deleted_at is not None or state == "deleted":
+            when = f" at {_ts(deleted_at).isoformat(timespec='seconds')}" if deleted_at else ""
+            raise EnvironmentUnavailableError(
+                f"Environment {label} of the registry {self.path} was deleted{when}; its "
+                f"builds and tasks are gone. To record builds under that name again, open a "
+                f"new registry: use_environment({self.environment!r}) creates it afresh."
+            )
+        if state != "running":
+            because = f": {reason}" if reason else ""
+            raise EnvironmentUnavailableError(
+                f"Environment {label} of the registry {self.path} is {state}{because}. "
+                f"Run: stardag-nb environment provision {self.environment} "
+                f"-w {self.workspace}"
+            )
+
+    def environment_target_roots(self) -> dict[str, str]:
+        """The target roots configured for this environment (``stardag-nb environment
+        target-roots``); empty when it has none, and the configured roots apply."""
+        rows = self._read(
+            "SELECT name, uri FROM environment_target_roots WHERE environment_id = ? "
+            "ORDER BY position, name",
+            (self._env_id,),
+            flush=False,
+        )
+        return {name: uri for name, uri in rows}
+
+    def apply_target_roots(self) -> bool:
+        """Make this process write under the environment's target roots, when it has any
+        (done at every build start). True if the roots in use changed."""
+        from ._target_roots import apply_target_roots
+
+        roots = self.environment_target_roots()
+        if not roots:
+            return False
+        ids = self._read(
+            "SELECT w.uuid, e.uuid FROM environments e JOIN workspaces w ON w.id = e.workspace_id "
+            "WHERE e.id = ?",
+            (self._env_id,),
+            flush=False,
+        )
+        keys = set()
+        if ids and ids[0][0] and ids[0][1]:
+            url = "sqlite:///" + str(Path(self.path).expanduser().resolve())
+            keys.add((url, str(ids[0][0]), str(ids[0][1])))
+        label = f"'{self.workspace}/{self.environment}' of {self.path}"
+        return apply_target_roots(label, roots, keys)
+
     def build_start(
         self, root_tasks: list[BaseTask] | None = None, description: str | None = None
     ) -> UUID:
+        """Start a build (recorded at once).
+
+        Raises:
+            EnvironmentUnavailableError: the environment was deleted, or is not running.
+        """
         self._check_open()
+        self._check_environment_takes_builds()
+        self.apply_target_roots()
         try:
             commit_hash: str | None = get_git_commit_hash()
         except Exception:
@@ -867,10 +936,11 @@ class SQLiteRegistry(RegistryABC):
         return [WorkspaceRecord(name, _ts(created)) for name, created in rows]
 
     def list_environments(self, workspace: str | None = None) -> list[EnvironmentRecord]:
-        """The environments of ``workspace`` (default: this registry's), by name."""
+        """The (not deleted) environments of ``workspace`` (default: this registry's), by name."""
         rows = self._read(
             "SELECT w.name, e.name, e.created_at FROM environments e"
-            " JOIN workspaces w ON w.id = e.workspace_id WHERE w.name = ? ORDER BY e.name",
+            " JOIN workspaces w ON w.id = e.workspace_id WHERE w.name = ?"
+            " AND e.deleted_at IS NULL ORDER BY e.name",
             (workspace if workspace is not None else self.workspace,),
         )
         return [EnvironmentRecord(ws, name, _ts(created)) for ws, name, created in rows]

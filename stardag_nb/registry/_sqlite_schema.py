@@ -9,7 +9,15 @@ batch writes cheaper.
 
 The schema version lives in ``PRAGMA user_version``. Opening a file written by a newer
 stardag_nb (a higher version) raises :class:`~stardag_nb.exceptions.StardagError` rather
-than guessing; older versions are migrated forward by :func:`_migrate`.
+than guessing; older versions are migrated forward, in place and keeping every row, by
+the steps in ``_MIGRATIONS`` (all in one transaction).
+
+Version 2 adds the administration data of the embedded registry: workspace and
+environment UUIDs (the ids :mod:`stardag_nb.registry._wire` records carry), environment
+lifecycle state (``created``/``provisioning``/``running``/``failed``/``deleted``), target
+roots and lifecycle events. A deleted environment stays as a tombstone row
+(``deleted_at`` set) whose name may be reused: names are unique among live environments
+only. Environments from version 1 become ``running`` with no target roots.
 """
 
 from __future__ import annotations
@@ -17,15 +25,22 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, Union
 
 from ..exceptions import StardagError
 
-__all__ = ["SCHEMA_VERSION", "connect", "ensure_environment", "retry_while_locked"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "connect",
+    "ensure_environment",
+    "ensure_workspace",
+    "retry_while_locked",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this code writes; bump it and add a step to ``_MIGRATIONS`` to change it."""
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -133,8 +148,75 @@ CREATE TABLE task_completions (
 ) WITHOUT ROWID;
 """
 
-# _MIGRATIONS[v] upgrades a version-v file to v+1 (v = 0 is an empty file).
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+# Version 2: the environments table is rebuilt (its UNIQUE (workspace_id, name) becomes a
+# partial index over live environments); foreign keys are off during the upgrade, so
+# dropping the old table cascades nothing.
+_V2_ENVIRONMENTS = """
+CREATE TABLE environments_v2 (
+    id                    INTEGER PRIMARY KEY,
+    workspace_id          INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    name                  TEXT NOT NULL,
+    created_at            REAL NOT NULL,
+    uuid                  TEXT NOT NULL UNIQUE,
+    description           TEXT,
+    state                 TEXT NOT NULL DEFAULT 'running',
+    state_reason          TEXT,
+    max_concurrent_locks  INTEGER,
+    updated_at            REAL,
+    deleted_at            REAL
+);
+INSERT INTO environments_v2 (id, workspace_id, name, created_at, uuid, updated_at)
+    SELECT id, workspace_id, name, created_at, 'v1-' || id, created_at FROM environments;
+DROP TABLE environments;
+ALTER TABLE environments_v2 RENAME TO environments;
+CREATE UNIQUE INDEX environments_live_name ON environments (workspace_id, name)
+    WHERE deleted_at IS NULL;
+ALTER TABLE workspaces ADD COLUMN uuid TEXT;
+ALTER TABLE workspaces ADD COLUMN description TEXT;
+CREATE TABLE environment_target_roots (
+    environment_id  INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    uri             TEXT NOT NULL,
+    create_missing  INTEGER NOT NULL DEFAULT 1,
+    position        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (environment_id, name)
+) WITHOUT ROWID;
+CREATE TABLE environment_events (
+    id              INTEGER PRIMARY KEY,
+    uuid            TEXT NOT NULL,
+    environment_id  INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    event_type      TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    message         TEXT,
+    created_at      REAL NOT NULL,
+    metadata        TEXT
+);
+CREATE INDEX environment_events_by_environment ON environment_events (environment_id, id)
+"""
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    _run_script(conn, _V2_ENVIRONMENTS)
+    for table in ("environments", "workspaces"):
+        rows = conn.execute(f"SELECT id FROM {table} WHERE uuid IS NULL OR uuid LIKE 'v1-%'")
+        conn.executemany(
+            f"UPDATE {table} SET uuid = ? WHERE id = ?",
+            [(str(uuid.uuid4()), row_id) for (row_id,) in rows.fetchall()],
+        )
+    conn.execute("CREATE UNIQUE INDEX workspaces_by_uuid ON workspaces (uuid)")
+
+
+_Migration = Union[str, Callable[[sqlite3.Connection], None]]
+
+# _MIGRATIONS[v] upgrades a version-v file to v+1 (v = 0 is an empty file): an SQL script
+# or a function of the connection, run inside the upgrade's transaction.
+_MIGRATIONS: dict[int, _Migration] = {0: _SCHEMA_V1, 1: _v1_to_v2}
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -201,21 +283,35 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
     if version == SCHEMA_VERSION:
         return
     _check_not_newer(version, path)
-    conn.execute("BEGIN IMMEDIATE")  # re-read under the write lock: another process may race
+    # Table rebuilds must not cascade: foreign keys off for the upgrade (a no-op inside a
+    # transaction, so before BEGIN), checked before the commit, back on after.
+    conn.execute("PRAGMA foreign_keys = OFF")
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        _check_not_newer(version, path)
-        while version < SCHEMA_VERSION:
-            for statement in _MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            version += 1
-            conn.execute(f"PRAGMA user_version = {version}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        conn.execute("BEGIN IMMEDIATE")  # re-read under the write lock: another process may race
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            _check_not_newer(version, path)
+            while version < SCHEMA_VERSION:
+                step = _MIGRATIONS[version]
+                if isinstance(step, str):
+                    _run_script(conn, step)
+                else:
+                    step(conn)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise StardagError(
+                    f"Cannot upgrade the registry file {path} to schema version "
+                    f"{SCHEMA_VERSION}: {len(broken)} row(s) break foreign keys, e.g. {broken[0]}."
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
 
 
 def _check_not_newer(version: int, path: Path) -> None:
@@ -228,37 +324,46 @@ def _check_not_newer(version: int, path: Path) -> None:
 
 
 def ensure_environment(conn: sqlite3.Connection, workspace: str, environment: str) -> int:
-    """The id of ``environment`` in ``workspace``, creating both if needed."""
+    """The id of the live ``environment`` in ``workspace``, creating both if needed (a new
+    environment is ``running``, with no target roots: the config's apply). A deleted
+    environment of that name is not reused: a new one is created."""
     return retry_while_locked(lambda: _ensure_environment(conn, workspace, environment))
 
 
-def _ensure_environment(conn: sqlite3.Connection, workspace: str, environment: str) -> int:
-    row = conn.execute(
-        "SELECT e.id FROM environments e JOIN workspaces w ON w.id = e.workspace_id "
-        "WHERE w.name = ? AND e.name = ?",
-        (workspace, environment),
+def ensure_workspace(conn: sqlite3.Connection, workspace: str, now: float) -> int:
+    """The id of ``workspace``, creating it; call inside a write transaction."""
+    conn.execute(
+        "INSERT INTO workspaces (name, created_at, uuid) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO NOTHING",
+        (workspace, now, str(uuid.uuid4())),
+    )
+    (workspace_id,) = conn.execute(
+        "SELECT id FROM workspaces WHERE name = ?", (workspace,)
     ).fetchone()
+    return int(workspace_id)
+
+
+_LIVE_ENVIRONMENT = (
+    "SELECT e.id FROM environments e JOIN workspaces w ON w.id = e.workspace_id "
+    "WHERE w.name = ? AND e.name = ? AND e.deleted_at IS NULL"
+)
+
+
+def _ensure_environment(conn: sqlite3.Connection, workspace: str, environment: str) -> int:
+    row = conn.execute(_LIVE_ENVIRONMENT, (workspace, environment)).fetchone()
     if row is not None:
         return int(row[0])
     now = time.time()
     conn.execute("BEGIN IMMEDIATE")
     try:
+        workspace_id = ensure_workspace(conn, workspace, now)
         conn.execute(
-            "INSERT INTO workspaces (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-            (workspace, now),
+            "INSERT INTO environments (workspace_id, name, created_at, uuid, updated_at)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (workspace_id, name) WHERE deleted_at IS NULL DO NOTHING",
+            (workspace_id, environment, now, str(uuid.uuid4()), now),
         )
-        (workspace_id,) = conn.execute(
-            "SELECT id FROM workspaces WHERE name = ?", (workspace,)
-        ).fetchone()
-        conn.execute(
-            "INSERT INTO environments (workspace_id, name, created_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (workspace_id, name) DO NOTHING",
-            (workspace_id, environment, now),
-        )
-        (environment_id,) = conn.execute(
-            "SELECT id FROM environments WHERE workspace_id = ? AND name = ?",
-            (workspace_id, environment),
-        ).fetchone()
+        (environment_id,) = conn.execute(_LIVE_ENVIRONMENT, (workspace, environment)).fetchone()
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -20,11 +20,7 @@ SURFACE: dict[str, dict[str, Any]] = json.loads(
 
 # Names delivered by later work, each with the issue that brings it. Nothing else may be
 # missing; when one of these lands, remove it here.
-PENDING = {
-    "stardag_nb.registry": {
-        "APIRegistry", "RegistryGlobalConcurrencyLockManager", "RegistryLockHandle",
-    },  # issue 6: the registry service client
-}
+PENDING: dict[str, set[str]] = {}
 
 
 def _params(obj: Any) -> list[str] | None:

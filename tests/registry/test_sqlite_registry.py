@@ -23,6 +23,7 @@ from stardag_nb.registry import (
     TaskNotFoundError,
     init_registry,
 )
+from stardag_nb.registry import _sqlite_schema as schema
 from stardag_nb.registry_asset import (
     ImageRegistryAsset,
     JSONRegistryAsset,
@@ -539,7 +540,7 @@ def test_sequential_build_records_everything(db: Path) -> None:
 def test_file_is_wal_with_schema_version(registry: SQLiteRegistry) -> None:
     conn = sqlite3.connect(registry.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
@@ -561,7 +562,7 @@ def test_newer_schema_version_is_refused(db: Path) -> None:
     with pytest.raises(StardagError) as info:
         SQLiteRegistry(db)
     message = str(info.value)
-    assert str(db) in message and "99" in message and "1" in message
+    assert str(db) in message and "99" in message and str(schema.SCHEMA_VERSION) in message
 
 
 def test_not_a_database_is_refused(tmp_path: Path) -> None:
@@ -643,7 +644,7 @@ def test_init_registry_sqlite_paths(
 
 
 @pytest.mark.parametrize(
-    "value", ["http://localhost:8000", "sqlite:///", "sqlite://x.db", "bogus", "false"]
+    "value", ["ftp://localhost:8000", "sqlite:///", "sqlite://x.db", "bogus", "false"]
 )
 def test_init_registry_rejects_unknown_values(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("STARDAG_REGISTRY", value)

@@ -1,0 +1,402 @@
+"""HTTP plumbing shared by the registry service's clients: where the service is, how to
+authenticate, retries with backoff, and error responses as stardag's exception classes.
+
+httpx is imported when a client is first used, never by ``import stardag_nb``.
+
+- Base URL: ``{api_url}/api/v1`` (``api_url`` without its trailing ``/``).
+- Auth: ``X-API-Key`` (an API key scopes the caller to one environment), else
+  ``Authorization: Bearer <token>``; SDK calls with a token add ``?environment_id=``.
+- Retries: connection errors and HTTP 502/503/504 are retried with exponential backoff
+  (0.2 s, doubling, at most 5 s apart) for up to ``$STARDAG_API_RETRY_SECONDS`` (60 s).
+- Errors: 401 by the text of ``detail`` (expired → :class:`TokenExpiredError`, "api key"
+  → :class:`InvalidAPIKeyError`, not authenticated / authentication required →
+  :class:`NotAuthenticatedError`, else :class:`InvalidTokenError`); 403 with
+  "environment" → :class:`EnvironmentAccessError`, else :class:`AuthorizationError`;
+  404 → :class:`NotFoundError`; 410 → :class:`EnvironmentDeletedError`; else
+  :class:`APIError`. The server's ``detail`` is part of every message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import (
+    APIError,
+    AuthorizationError,
+    EnvironmentAccessError,
+    InvalidAPIKeyError,
+    InvalidTokenError,
+    NotAuthenticatedError,
+    NotFoundError,
+    TokenExpiredError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "EnvironmentDeletedError",
+    "HTTPSettings",
+    "RegistryHTTP",
+    "error_for_response",
+    "is_missing_route",
+]
+
+logger = logging.getLogger("stardag_nb.registry")
+
+RETRY_SECONDS_ENV = "STARDAG_API_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 60.0
+FIRST_BACKOFF_SECONDS = 0.2
+MAX_BACKOFF_SECONDS = 5.0
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+class EnvironmentDeletedError(APIError):
+    """The environment was deleted (HTTP 410): its API keys and builds are gone."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message, 410, detail)
+
+
+def _retry_seconds() -> float:
+    raw = os.environ.get(RETRY_SECONDS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        from ..exceptions import ConfigError
+
+        raise ConfigError(
+            f"{RETRY_SECONDS_ENV}={raw!r} is not a number of seconds "
+            "(e.g. 60, or 0 for no retries)."
+        ) from None
+
+
+@dataclass
+class HTTPSettings:
+    """Where the registry service is and who we are to it."""
+
+    api_url: str
+    timeout: float
+    api_key: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    environment_id: str | None = None
+    workspace_id: str | None = None
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
+
+    @classmethod
+    def resolve(
+        cls,
+        api_url: str | None = None,
+        timeout: float | None = None,
+        environment_id: str | None = None,
+        api_key: str | None = None,
+        access_token: str | None = None,
+    ) -> HTTPSettings:
+        """Arguments win; the rest comes from the active configuration
+        (``stardag_nb.config.config_provider``)."""
+        from ..config import config_provider
+
+        config = config_provider.get()
+        url = (api_url or config.api.url).rstrip("/")
+        return cls(
+            api_url=url,
+            timeout=float(timeout if timeout is not None else config.api.timeout),
+            api_key=api_key if api_key is not None else config.api_key,
+            access_token=access_token if access_token is not None else config.access_token,
+            environment_id=str(environment_id) if environment_id else config.context.environment_id,
+            workspace_id=config.context.workspace_id,
+            retry_seconds=_retry_seconds(),
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.api_url}/api/v1"
+
+    def headers(self) -> dict[str, str]:
+        if self.api_key:
+            return {"X-API-Key": self.api_key}
+        if self.access_token:
+            return {"Authorization": f"Bearer {self.access_token}"}
+        return {}
+
+    def sdk_params(self) -> dict[str, str]:
+        """``environment_id`` when authenticating with a token (an API key names its own)."""
+        if self.access_token and not self.api_key and self.environment_id:
+            return {"environment_id": self.environment_id}
+        return {}
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+    detail = data.get("detail", data) if isinstance(data, dict) else data
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, dict) and isinstance(detail.get("error_message"), str):
+        return detail["error_message"]
+    if isinstance(detail, list):  # pydantic 422
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", ()))
+                parts.append(f"{where}: {item.get('msg', item)}")
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return json.dumps(detail)
+
+
+def is_missing_route(response: httpx.Response) -> bool:
+    """True when the server does not have the route (a v1 server and an extension):
+    405, or a 404 with FastAPI's generic ``"Not Found"``."""
+    if response.status_code == 405:
+        return True
+    return response.status_code == 404 and _detail(response) == "Not Found"
+
+
+def error_for_response(
+    response: httpx.Response, what: str, environment_id: str | None = None
+) -> APIError:
+    """The exception for an error response to ``what`` (e.g. ``"POST /builds"``)."""
+    status = response.status_code
+    detail = _detail(response)
+    lowered = detail.lower()
+    if status == 401:
+        if "expired" in lowered:
+            return TokenExpiredError(detail)
+        if "api key" in lowered:
+            return InvalidAPIKeyError(detail)
+        if "not authenticated" in lowered or "authentication required" in lowered:
+            return NotAuthenticatedError(detail)
+        return InvalidTokenError(detail)
+    if status == 403:
+        if "environment" in lowered:
+            return EnvironmentAccessError(environment_id, detail)
+        return AuthorizationError(f"{what}: access denied: {detail}", detail)
+    if status == 404:
+        return NotFoundError(f"{what}: {detail}", detail)
+    if status == 410:
+        return EnvironmentDeletedError(f"{what}: {detail}", detail)
+    if status in (400, 422) and "environment_id" in detail and "uuid" in lowered:
+        return APIError(
+            f"{what} failed: {detail}. The environment must be named by its id (a UUID): run "
+            "'stardag-nb auth login' (or 'stardag-nb config use environment NAME') to cache "
+            "it, or set STARDAG_ENVIRONMENT_ID.",
+            status,
+            detail,
+        )
+    return APIError(f"{what} failed: {detail}", status, detail)
+
+
+# --------------------------------------------------------------------------------------------
+# the client
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    # The request did not reach the application (or its connection broke before an answer):
+    # safe to send again. Read timeouts are not retried (the server may have acted on it).
+    return (
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.RemoteProtocolError,
+        httpx.ReadError,
+        httpx.WriteError,
+    )
+
+
+class RegistryHTTP:
+    """Sync and async HTTP to one registry service, with retries and error mapping.
+
+    The ``httpx.Client`` is created on first use. An ``httpx.AsyncClient`` is bound to the
+    event loop it first ran on, so there is one per running loop (a build may run on a
+    private loop in a worker thread); a closed loop's client is dropped.
+    """
+
+    def __init__(self, settings: HTTPSettings) -> None:
+        self.settings = settings
+        self._client: httpx.Client | None = None
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, httpx.AsyncClient
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RegistryHTTP({self.settings.base_url!r})"
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def _sync_client(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            import httpx
+
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(timeout=self.settings.timeout)
+                client = self._client
+        return client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            import httpx
+
+            with self._lock:
+                for other in [lp for lp in self._async_clients if lp.is_closed()]:
+                    self._async_clients.pop(other, None)
+                client = self._async_clients.get(loop)
+                if client is None:
+                    client = httpx.AsyncClient(timeout=self.settings.timeout)
+                    self._async_clients[loop] = client
+        return client
+
+    def close(self) -> None:
+        """Close the sync client (async clients: :meth:`aclose` on their loop)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's async client and the sync client."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _prepare(
+        self, path: str, params: Mapping[str, Any] | None, sdk: bool
+    ) -> tuple[str, dict[str, Any], dict[str, str]]:
+        query = dict(self.settings.sdk_params()) if sdk else {}
+        if params:
+            query.update({k: v for k, v in params.items() if v is not None})
+        return f"{self.settings.base_url}{path}", query, self.settings.headers()
+
+    def _retry_wait(self, deadline: float, delay: float) -> float | None:
+        """Seconds to sleep before the next attempt, or None when out of time."""
+        left = deadline - time.monotonic()
+        return None if left <= 0 else min(delay, left)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        sdk: bool = True,
+        ok: Iterable[int] = (),
+    ) -> httpx.Response:
+        """Send a request (retrying transient failures); raise the mapped error for an
+        error status not in ``ok``."""
+        url, query, headers = self._prepare(path, params, sdk)
+        client = self._sync_client()
+        transient = _transient_errors()
+        deadline = time.monotonic() + self.settings.retry_seconds
+        delay = FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                response = client.request(
+                    method, url, params=query, json=json_body, headers=headers
+                )
+            except transient as exc:
+                wait = self._retry_wait(deadline, delay)
+                if wait is None:
+                    raise self._unreachable(method, path, exc) from exc
+                self._log_retry(method, path, repr(exc), wait)
+            else:
+                if response.status_code not in RETRY_STATUSES or response.status_code in ok:
+                    return self._checked(response, method, path, ok)
+                wait = self._retry_wait(deadline, delay)
+                if wait is None:
+                    return self._checked(response, method, path, ok)
+                self._log_retry(method, path, f"HTTP {response.status_code}", wait)
+            time.sleep(wait)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+    async def arequest(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        sdk: bool = True,
+        ok: Iterable[int] = (),
+    ) -> httpx.Response:
+        """:meth:`request` on the running loop's async client."""
+        url, query, headers = self._prepare(path, params, sdk)
+        client = self._async_client()
+        transient = _transient_errors()
+        deadline = time.monotonic() + self.settings.retry_seconds
+        delay = FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                response = await client.request(
+                    method, url, params=query, json=json_body, headers=headers
+                )
+            except transient as exc:
+                wait = self._retry_wait(deadline, delay)
+                if wait is None:
+                    raise self._unreachable(method, path, exc) from exc
+                self._log_retry(method, path, repr(exc), wait)
+            else:
+                if response.status_code not in RETRY_STATUSES or response.status_code in ok:
+                    return self._checked(response, method, path, ok)
+                wait = self._retry_wait(deadline, delay)
+                if wait is None:
+                    return self._checked(response, method, path, ok)
+                self._log_retry(method, path, f"HTTP {response.status_code}", wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+    def _checked(
+        self, response: httpx.Response, method: str, path: str, ok: Iterable[int]
+    ) -> httpx.Response:
+        if response.status_code < 400 or response.status_code in ok:
+            return response
+        raise error_for_response(
+            response, f"{method} {self.settings.base_url}{path}", self.settings.environment_id
+        )
+
+    def _unreachable(self, method: str, path: str, exc: BaseException) -> APIError:
+        waited = self.settings.retry_seconds
+        return APIError(
+            f"The registry service at {self.settings.api_url} is unreachable ({method} {path}: "
+            f"{type(exc).__name__}: {exc}); gave up after retrying for {waited:g} s "
+            f"(${RETRY_SECONDS_ENV}). Is it running? Check the URL (STARDAG_REGISTRY_URL, "
+            "the profile's registry, or STARDAG_REGISTRY)."
+        )
+
+    def _log_retry(self, method: str, path: str, why: str, wait: float) -> None:
+        logger.info(
+            "registry %s %s: %s; retrying in %.1f s",
+            method,
+            self.settings.api_url + path,
+            why,
+            wait,
+        )
