@@ -21,8 +21,12 @@ __all__ = [
     "CLIError",
     "Column",
     "ELLIPSIS",
+    "api_error",
     "format_datetime",
+    "is_tty",
     "print_json",
+    "print_fields",
+    "print_table",
     "render_table",
     "to_jsonable",
     "truncate",
@@ -133,6 +137,37 @@ def render_table(
     return "\n".join(lines)
 
 
+def print_table(
+    columns: Sequence[Column], rows: Sequence[Sequence[Any]], empty: str, indent: str = ""
+) -> None:
+    """Print ``rows`` as a table fitted to the terminal, or ``empty`` when there are none."""
+    if not rows:
+        print(empty)
+        return
+    width = terminal_width()
+    table = render_table(columns, rows, width=None if width is None else width - len(indent))
+    print("\n".join(indent + line for line in table.splitlines()))
+
+
+def print_fields(fields: Sequence[tuple[str, Any]], indent: str = "") -> None:
+    """``label: value`` lines with the values aligned (``-`` for None)."""
+    if not fields:
+        return
+    width = max(len(label) for label, _ in fields) + 1
+    for label, value in fields:
+        print(f"{indent}{(label + ':').ljust(width)} {_cell(value)}".rstrip())
+
+
+def is_tty(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (default stdin) is an interactive terminal."""
+    stream = stream or sys.stdin
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # closed stream
+        return False
+
+
 def terminal_width(stream: TextIO | None = None) -> int | None:
     """The terminal's width when ``stream`` (default stdout) is one, else None (no fitting:
     piped output keeps whole columns up to their maximums)."""
@@ -141,6 +176,27 @@ def terminal_width(stream: TextIO | None = None) -> int | None:
     if isatty is None or not isatty():
         return None
     return shutil.get_terminal_size().columns
+
+
+# -- errors from the registry ----------------------------------------------------------
+
+
+def api_error(exc: Exception) -> CLIError:
+    """A registry's refusal (an ``APIError``) as one ``error:`` line with a hint: the
+    service's ``detail`` names the bad value and the fix; authentication problems point to
+    ``auth login``. Unknown names are usage errors (exit 2), other refusals exit 1."""
+    from ..exceptions import AuthenticationError, NotFoundError
+
+    detail = getattr(exc, "detail", None)
+    message = str(detail) if detail else str(getattr(exc, "message", None) or exc)
+    hint = None
+    if isinstance(exc, AuthenticationError):
+        hint = (
+            "Log in with: stardag-nb auth login --url URL --token TOKEN (or set "
+            "STARDAG_API_KEY)."
+        )
+    code = EXIT_USAGE if isinstance(exc, NotFoundError) else EXIT_FAILURE
+    return CLIError(message, hint=hint, exit_code=code)
 
 
 # -- JSON ------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""``stardag-nb registry ...``: read the builds and tasks a registry recorded."""
+"""``stardag-nb registry ...``: read the builds and tasks a registry recorded.
+
+Any registry with the read API works: the embedded SQLite file (in the environment
+``stardag-nb config use`` chose for it) or a registry service (``APIRegistry``, in the
+active profile's environment).
+"""
 
 from __future__ import annotations
 
@@ -42,17 +47,42 @@ def open_registry(args: argparse.Namespace) -> RegistryABC:
     if override is not None:
         os.environ[REGISTRY_ENV] = override
     try:
-        return init_registry()
+        registry = init_registry()
     except ConfigError as exc:
         source = "--registry" if override is not None else f"${REGISTRY_ENV}"
         raise CLIError(
-            str(exc), hint=f"Fix {source}, e.g. --registry ./registry.sqlite3 or --registry none."
+            str(exc),
+            hint=f"Fix {source}, e.g. --registry ./registry.sqlite3, --registry "
+            "http://127.0.0.1:8000 or --registry none.",
         ) from None
+    return _chosen_environment(registry)
+
+
+def _chosen_environment(registry: RegistryABC) -> RegistryABC:
+    """The embedded registry scoped to the workspace/environment ``stardag-nb config use``
+    recorded for its file (when it is still at SQLiteRegistry's defaults)."""
+    from ..registry import SQLiteRegistry
+    from ._context import EMBEDDED_ENVIRONMENT, EMBEDDED_WORKSPACE, recorded_choice
+
+    if not isinstance(registry, SQLiteRegistry):
+        return registry
+    if (registry.workspace, registry.environment) != (EMBEDDED_WORKSPACE, EMBEDDED_ENVIRONMENT):
+        return registry  # chosen already (by init_registry)
+    choice = recorded_choice(registry.path)
+    if choice is None or choice == (registry.workspace, registry.environment):
+        return registry
+    path = registry.path
+    registry.close()
+    return SQLiteRegistry(path, workspace=choice[0], environment=choice[1])
 
 
 def registry_label(registry: RegistryABC) -> str:
+    """Where ``registry`` is: its file, its service URL, or its type."""
     path = getattr(registry, "path", None)
-    return str(path) if path is not None else type(registry).__name__
+    if path is not None:
+        return str(path)
+    url = getattr(registry, "api_url", None) or getattr(registry, "base_url", None)
+    return str(url) if url else type(registry).__name__
 
 
 def _readable_registry(args: argparse.Namespace, method: str) -> Any:
@@ -68,8 +98,8 @@ def _readable_registry(args: argparse.Namespace, method: str) -> Any:
         )
         raise CLIError(
             f"No registry is configured ({source}): builds are not recorded.",
-            hint=f"Pass --registry PATH or set {REGISTRY_ENV} to a SQLite file "
-            "(unset, it defaults to ~/.stardag/registry.sqlite3).",
+            hint=f"Pass --registry PATH_OR_URL or set {REGISTRY_ENV} to a SQLite file or a "
+            "service URL (unset, it defaults to ~/.stardag/registry.sqlite3).",
         )
     if not callable(getattr(registry, method, None)):
         raise CLIError(f"The registry {registry!r} cannot list builds ({method}() is missing).")
@@ -144,6 +174,7 @@ def _cmd_builds(args: argparse.Namespace) -> int:
 def resolve_build(registry: Any, ref: str) -> Any:
     """The build ``ref`` names: a full id, a unique id prefix (as git does with
     commits), or a build name."""
+    from ..exceptions import NotFoundError
     from ..registry import BuildNotFoundError
 
     ref = ref.strip()
@@ -154,7 +185,7 @@ def resolve_build(registry: Any, ref: str) -> Any:
     else:
         try:
             return registry.get_build(build_id)
-        except BuildNotFoundError:
+        except (BuildNotFoundError, NotFoundError):
             raise CLIError(
                 f"No build {build_id} in {registry_label(registry)}.",
                 hint="List the builds with: stardag-nb registry builds",
@@ -224,6 +255,9 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 def _fields(record: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
         return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    fields = getattr(type(record), "model_fields", None)  # pydantic models
+    if fields is not None:
+        return {name: getattr(record, name) for name in fields}
     return dict(vars(record))
 
 
