@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite. Extra arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-"$ROOT/scripts/browser_deps.sh" --system-only  # chromium for tests/browser
+# chromium + graphviz (tests/browser), PostgreSQL server binaries (tests/service, acceptance)
+"$ROOT/scripts/system_deps.sh"
 ensure_venv "test,browser"
 cd "$ROOT"
 echo "==> running pytest"
