@@ -162,7 +162,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
         print_json(events)
         return EXIT_OK
     columns = [Column("TIME"), Column("EVENT"), Column("STATE"),
-               Column("MESSAGE", 80, True, 12)]  # fmt: skip
+               Column("MESSAGE", 160, True, 12)]  # fmt: skip
     rows = [[e.created_at, e.event_type.value, e.state.value, e.message] for e in events]
     print_table(columns, rows, f"No events for environment {name!r}.")
     return EXIT_OK
