@@ -26,15 +26,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError
 from ..utils.resource_provider import resource_provider
-from ._admin import RegistryAdmin
-from ._api import APIRegistry
-from ._api_admin import APIAdmin
-from ._api_locks import RegistryGlobalConcurrencyLockManager, RegistryLockHandle
 from ._base import NoOpRegistry, RegistryABC, TaskMetadata, get_git_commit_hash
-from ._http import EnvironmentDeletedError
 from ._sqlite import (
     BuildNotFoundError,
     BuildRecord,
@@ -48,8 +44,43 @@ from ._sqlite import (
     TaskNotFoundError,
     WorkspaceRecord,
 )
-from ._sqlite_admin import EmbeddedAdmin
 from ._sqlite_locks import SQLiteGlobalLockManager, SQLiteLockHandle
+
+if TYPE_CHECKING:
+    from ._admin import RegistryAdmin
+    from ._api import APIRegistry
+    from ._api_admin import APIAdmin
+    from ._api_locks import RegistryGlobalConcurrencyLockManager, RegistryLockHandle
+    from ._http import EnvironmentDeletedError
+    from ._sqlite_admin import EmbeddedAdmin
+
+# The registry service's client and the admin interfaces are imported on first use, so
+# that `import stardag_nb` pays neither for httpx nor for their wire models.
+_LAZY = {
+    "APIAdmin": "._api_admin",
+    "APIRegistry": "._api",
+    "EmbeddedAdmin": "._sqlite_admin",
+    "EnvironmentDeletedError": "._http",
+    "RegistryAdmin": "._admin",
+    "RegistryGlobalConcurrencyLockManager": "._api_locks",
+    "RegistryLockHandle": "._api_locks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "APIAdmin",
@@ -133,6 +164,8 @@ def init_registry() -> RegistryABC:
         ConfigError: ``STARDAG_REGISTRY`` has a value of none of the accepted forms, or
             the configuration is malformed.
     """
+    from ._api import APIRegistry
+
     value = _registry_value()
     if not value:
         return APIRegistry() if _config_wants_service() else _embedded_registry(None)
@@ -165,6 +198,8 @@ def init_admin() -> RegistryAdmin:
             malformed, or the configuration is malformed.
     """
     from ..config import get_config
+    from ._api_admin import APIAdmin
+    from ._sqlite_admin import EmbeddedAdmin
 
     value = _registry_value()
     if value.lower() in _NOOP_VALUES:
@@ -214,6 +249,8 @@ def environment_registry(environment: str, workspace: str | None = None) -> Regi
             scoped to its one environment.
         TypeError: the active registry records nothing (``NoOpRegistry``).
     """
+    from ._api import APIRegistry
+
     current = registry_provider.get()
     if isinstance(current, APIRegistry):
         return _service_environment(current, environment, workspace)
@@ -233,6 +270,8 @@ def _service_environment(
 ) -> APIRegistry:
     from ..config import get_config
     from ..exceptions import AuthorizationError
+    from ._api import APIRegistry
+    from ._api_admin import APIAdmin
 
     token = current.settings.access_token or get_config().access_token
     if current.settings.api_key or not token:
@@ -268,6 +307,8 @@ def use_environment(environment: str, workspace: str | None = None) -> RegistryA
     The code twin of the notebook's environment picker and ``%stardag_env``: "Run all"
     reproduces the choice.
     """
+    from ._api import APIRegistry
+
     previous = registry_provider.get()
     registry = environment_registry(environment, workspace)
     registry_provider.set(registry)
