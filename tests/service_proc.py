@@ -74,26 +74,26 @@ class ServiceProcess:
         except OSError:
             return "<no log>"
 
-    def start(self) -> ServiceProcess:
-        """Start the server (``--init`` on the first start) and wait until it is healthy."""
+    def start(
+        self, init: bool | None = None, username: str = "admin", log_level: str | None = None
+    ) -> ServiceProcess:
+        """Start the server and wait until it is healthy. ``init`` (default: on the first
+        start) passes ``--init --username USERNAME --token-file``."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"server already running (PID {self.process.pid})")
+        if init is None:
+            init = self.token is None
         self.starts += 1
         (self.workdir / "home").mkdir(exist_ok=True)
         cmd = [
-            sys.executable,
-            "-m",
-            "stardag_nb.cli",
-            "serve",
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--database-url",
-            self.database_url,
-        ]
-        if self.token is None:
-            cmd += ["--init", "--token-file", str(self.token_file)]
+            sys.executable, "-m", "stardag_nb.cli", "serve",
+            "--host", self.host, "--port", str(self.port),
+            "--database-url", self.database_url,
+        ]  # fmt: skip
+        if log_level:
+            cmd += ["--log-level", log_level]
+        if init:
+            cmd += ["--init", "--username", username, "--token-file", str(self.token_file)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 cmd,
@@ -104,9 +104,16 @@ class ServiceProcess:
                 cwd=self.workdir,
             )
         self._wait_healthy()
-        if self.token is None:
+        if init and self.token is None:
             self.token = self._read_token()
         return self
+
+    def log(self) -> str:
+        """The whole current server log."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def _wait_healthy(self) -> None:
         assert self.process is not None

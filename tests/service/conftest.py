@@ -1,7 +1,7 @@
 """Fixtures of the registry service tests.
 
-The real server runs as a subprocess (``python -m stardag_nb.cli serve --init``) on a
-free loopback port, one per test module and backend: SQLite (a file under a
+The real server runs as a subprocess (``python -m stardag_nb.cli serve --init``, through
+``tests/service_proc.py``) on a free loopback port, one per test module and backend: SQLite (a file under a
 ``tmp_path_factory`` dir) and PostgreSQL (a fresh database on the session's throwaway
 cluster from ``tests/pg_server.py``). Tests talk to it with httpx; it is stopped by its
 PID (SIGTERM, then SIGKILL).
@@ -9,11 +9,6 @@ PID (SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,10 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.service_proc import ServiceProcess
+
 BACKENDS = ["sqlite", "postgresql"]
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
-_SERVING = re.compile(r"Serving registry on (http://\S+)")
 
 
 def make_database_url(backend: str, workdir: Path, prefix: str = "svc") -> str:
@@ -39,103 +33,33 @@ def make_database_url(backend: str, workdir: Path, prefix: str = "svc") -> str:
     return f"sqlite+aiosqlite:///{workdir / f'{prefix}.sqlite3'}"
 
 
-class ServiceServer:
-    """One ``stardag-nb serve`` subprocess and helpers to call it."""
+class ServiceServer(ServiceProcess):
+    """One ``stardag-nb serve`` subprocess (see :class:`tests.service_proc.ServiceProcess`)
+    and helpers to call it."""
 
     def __init__(
         self, database_url: str, workdir: Path, extra_env: dict[str, str] | None = None
     ) -> None:
-        self.database_url = database_url
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.token_file = workdir / "owner-token"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.token = ""
-        self.starts = 0
+        super().__init__(database_url, workdir, extra_env)
         self.last_stdout = ""
         self._clients: dict[str, httpx.Client] = {}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STARDAG_")}
-        env.update(HOME=str(workdir / "home"), STARDAG_HOME=str(workdir / "home" / ".stardag"))
-        env.update(extra_env or {})
-        self.env = env
 
-    # -- process ----------------------------------------------------------------------
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"serve-{self.starts}.log"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def start(self, init: bool = True, username: str = "admin") -> ServiceServer:
-        """Start on a free port; wait for the "Serving registry on" line and ``/health``."""
-        assert self.process is None or self.process.poll() is not None, "already running"
-        self.starts += 1
-        (self.workdir / "home").mkdir(exist_ok=True)
-        cmd = [
-            sys.executable, "-m", "stardag_nb.cli", "serve",
-            "--host", "127.0.0.1", "--port", "0",
-            "--database-url", self.database_url, "--log-level", "warning",
-        ]  # fmt: skip
-        if init:
-            cmd += ["--init", "--username", username, "--token-file", str(self.token_file)]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.workdir,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            text = self.log()
-            match = _SERVING.search(text)
-            if match:
-                self.url = match.group(1)
-                break
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited ({self.process.returncode}):\n{text}")
-            time.sleep(0.05)
-        else:
-            self.stop()
-            raise RuntimeError(f"server did not start in {START_TIMEOUT:.0f} s:\n{self.log()}")
-        assert httpx.get(f"{self.url}/health", timeout=10).json() == {"status": "healthy"}
+    def start(  # type: ignore[override]
+        self, init: bool = True, username: str = "admin", log_level: str | None = "warning"
+    ) -> ServiceServer:
+        """Start (``--init`` by default) and wait for ``/health``; ``last_stdout`` is the
+        log up to then."""
+        super().start(init=init, username=username, log_level=log_level)
         self.last_stdout = self.log()
-        if init and self.token_file.exists() and not self.token:
-            self.token = self.token_file.read_text().strip()
         return self
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
     def stop(self) -> None:
-        """SIGTERM by PID, SIGKILL after a timeout."""
         self._close_clients()
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT)
+        super().stop()
 
     def kill(self) -> None:
-        """SIGKILL by PID (a crash)."""
         self._close_clients()
-        process = self.process
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT)
+        super().kill()
 
     # -- clients ----------------------------------------------------------------------
 
@@ -181,7 +105,9 @@ class ServiceServer:
         )
         return response.json() if response.content else None
 
-    def environment(self, workspace: str, env: str, token: str | None = None) -> dict[str, Any]:
+    def environment(  # type: ignore[override]
+        self, workspace: str, env: str, token: str | None = None
+    ) -> dict[str, Any]:
         return dict(self.ui("GET", f"/workspaces/{workspace}/environments/{env}", token=token))
 
     def create_environment(
