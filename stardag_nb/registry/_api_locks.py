@@ -4,7 +4,6 @@ build that records into the same environment (protocol v1 ``/locks`` routes)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -13,6 +12,7 @@ from uuid import NAMESPACE_OID, UUID, uuid4, uuid5
 
 from ._api import note_completed_on_release, running_build_of
 from ._http import HTTPSettings, RegistryHTTP, error_for_response
+from ._lease_handle import LeaseHandle
 
 if TYPE_CHECKING:
     from ..build._locks import GlobalLockConfig, LockAcquisitionResult
@@ -296,7 +296,7 @@ class RegistryGlobalConcurrencyLockManager:
         return False
 
 
-class RegistryLockHandle:
+class RegistryLockHandle(LeaseHandle):
     """One lease for the duration of an ``async with`` block (stardag's signature).
 
     Entering waits (with ``config``'s backoff, up to ``lock_wait_timeout_seconds``) while
@@ -306,37 +306,18 @@ class RegistryLockHandle:
     :meth:`mark_completed` was called and the block did not raise.
     """
 
+    renew_fraction = 1 / 2
+
     def __init__(
         self,
         manager: RegistryGlobalConcurrencyLockManager,
         task_id: str,
         config: GlobalLockConfig | None = None,
     ) -> None:
-        self.manager = manager
-        self.task_id = task_id
+        super().__init__(manager, task_id)
         self.config = config or manager.config
-        self._result: LockAcquisitionResult | None = None
-        self._completed = False
-        self._renewer: asyncio.Task[None] | None = None
-        self.lost = False
-        """True if a renewal found the lease gone (taken by another owner)."""
 
-    @property
-    def result(self) -> LockAcquisitionResult:
-        """The outcome of the acquisition (available inside the ``async with`` block)."""
-        if self._result is None:
-            raise RuntimeError("The lock has not been acquired yet: use `async with handle`.")
-        return self._result
-
-    @property
-    def acquired(self) -> bool:
-        return self._result is not None and self._result.acquired
-
-    def mark_completed(self) -> None:
-        """Release as completed (recording the task's completion) when the block exits."""
-        self._completed = True
-
-    async def _acquire_waiting(self) -> LockAcquisitionResult:
+    async def _take(self) -> LockAcquisitionResult:
         from ..build._locks import LockAcquisitionResult, LockAcquisitionStatus
 
         cfg = self.config
@@ -363,34 +344,12 @@ class RegistryLockHandle:
                 interval * cfg.lock_wait_backoff_factor, cfg.lock_wait_max_interval_seconds
             )
 
+    def _lease_lost(self) -> bool:
+        return self.task_id in self.manager._keeper.lost
+
+    def _where(self) -> str:
+        return str(self.manager.settings.api_url)
+
     async def __aenter__(self) -> RegistryLockHandle:
-        self._result = await self._acquire_waiting()
-        if self._result.acquired:
-            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+        await super().__aenter__()
         return self
-
-    async def __aexit__(self, exc_type: object, exc_val: object, exc_tb: object) -> bool:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
-        if self.acquired:
-            await self.manager.release(
-                self.task_id, task_completed=self._completed and exc_type is None
-            )
-        return False
-
-    async def _renew_forever(self) -> None:
-        interval = self.manager.ttl_seconds / 2
-        while True:
-            await asyncio.sleep(interval)
-            if self.task_id in self.manager._keeper.lost or not await self.manager.renew(
-                self.task_id
-            ):
-                self.lost = True
-                logger.warning(
-                    "Lost the lease on task %s (%s): another owner may run it too.",
-                    self.task_id, self.manager.settings.api_url,
-                )  # fmt: skip
-                return

@@ -3,8 +3,6 @@ every process that opens the file."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID, uuid4
 
 from . import _sqlite_schema as schema
+from ._lease_handle import LeaseHandle
 from ._sqlite import SQLiteRegistry, default_registry_path
 
 if TYPE_CHECKING:
@@ -276,63 +275,16 @@ def _close_in_owner(conn: sqlite3.Connection, pid: int) -> None:
         conn.close()
 
 
-class SQLiteLockHandle:
-    """One lease, held for the duration of an ``async with`` block.
-
-    Entering never raises for a lease it could not take: check ``handle.acquired`` (or
-    ``handle.result.status``) inside the block.
-    """
+class SQLiteLockHandle(LeaseHandle):
+    """One lease of the embedded registry file, held for the duration of an ``async with``
+    block (see :class:`~stardag_nb.registry._lease_handle.LeaseHandle`)."""
 
     def __init__(self, manager: SQLiteGlobalLockManager, task_id: str) -> None:
-        self.manager = manager
-        self.task_id = task_id
-        self._result: LockAcquisitionResult | None = None
-        self._completed = False
-        self._renewer: asyncio.Task[None] | None = None
-        self.lost = False
-        """True if a renewal found the lease taken by another owner."""
+        super().__init__(manager, task_id)
 
-    @property
-    def result(self) -> LockAcquisitionResult:
-        """The outcome of the acquisition (available inside the ``async with`` block)."""
-        if self._result is None:
-            raise RuntimeError("The lock has not been acquired yet: use `async with handle`.")
-        return self._result
-
-    @property
-    def acquired(self) -> bool:
-        """True when the lease was taken on enter."""
-        return self._result is not None and self._result.acquired
-
-    def mark_completed(self) -> None:
-        """Release as completed (recording the task's completion) when the block exits."""
-        self._completed = True
+    def _where(self) -> str:
+        return str(self.manager.path)
 
     async def __aenter__(self) -> SQLiteLockHandle:
-        self._result = await self.manager.acquire(self.task_id)
-        if self._result.acquired:
-            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+        await super().__aenter__()
         return self
-
-    async def __aexit__(self, exc_type: object, exc_val: object, exc_tb: object) -> bool:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
-        if self.acquired:
-            await self.manager.release(self.task_id, task_completed=self._completed)
-        return False
-
-    async def _renew_forever(self) -> None:
-        interval = self.manager.ttl_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            if not await self.manager.renew(self.task_id):
-                self.lost = True
-                logger.warning(
-                    "Lost the lease on task %s (%s): another owner may run it too.",
-                    self.task_id,
-                    self.manager.path,
-                )
-                return
