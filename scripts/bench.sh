@@ -5,3 +5,4 @@ ensure_venv ""
 cd "$ROOT"
 "$VENV/bin/python" -m benchmarks.ids
 "$VENV/bin/python" -m benchmarks.build "$@"
+"$VENV/bin/python" -m benchmarks.service

@@ -21,7 +21,7 @@ from uuid import UUID
 
 from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..registry._wire import Role
@@ -195,6 +195,16 @@ class SdkScope:
         return f"{self.workspace_slug}/{self.environment.slug}"
 
 
+# built once: every SDK call with an API key runs it (the key, its environment and
+# workspace in one query; nothing is cached between requests)
+_API_KEY_SCOPE = (
+    select(ApiKey, Environment, Workspace.slug)
+    .join(Environment, Environment.id == ApiKey.environment_id)
+    .join(Workspace, Workspace.id == Environment.workspace_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+)
+
+
 async def sdk_scope(
     request: Request,
     session: SessionDep,
@@ -207,14 +217,7 @@ async def sdk_scope(
 ) -> SdkScope:
     """The environment of an SDK call; the API key takes priority over a user token."""
     if api_key:
-        row = (
-            await session.execute(
-                select(ApiKey, Environment, Workspace.slug)
-                .join(Environment, Environment.id == ApiKey.environment_id)
-                .join(Workspace, Workspace.id == Environment.workspace_id)
-                .where(ApiKey.key_hash == digest(api_key))
-            )
-        ).first()
+        row = (await session.execute(_API_KEY_SCOPE, {"key_hash": digest(api_key)})).first()
         if row is None:
             raise HTTPException(401, INVALID_API_KEY)
         key, env, ws_slug = row

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import HTTPException
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,9 +23,11 @@ __all__ = [
     "BUILD_NOT_FOUND",
     "BUILD_OTHER_ENV",
     "TASK_NOT_FOUND",
+    "add_event",
     "asset_counts",
     "build_and_task",
     "build_in_scope",
+    "check_build_in_scope",
     "build_states",
     "chunks",
     "dialect_insert",
@@ -75,6 +77,29 @@ async def build_in_scope(session: AsyncSession, scope: SdkScope, build_id: UUID)
     return build
 
 
+# Statements of the hot SDK routes are built once (values as bound parameters): building
+# one costs more than running it, and a reused statement keeps its cache key.
+_BUILD_ENV = select(Build.environment_id).where(Build.id == bindparam("build_id"))
+_BUILD_AND_TASK = (
+    select(Build.environment_id, Task.id)
+    .select_from(Build)
+    .outerjoin(
+        Task,
+        and_(
+            Task.environment_id == bindparam("env_id"), Task.task_id == bindparam("task_id")
+        ),
+    )
+    .where(Build.id == bindparam("build_id"))
+)
+_INSERT_EVENT = insert(Event.__table__)  # Core: no unit of work for an append-only row
+
+
+async def check_build_in_scope(session: AsyncSession, scope: SdkScope, build_id: UUID) -> None:
+    """:func:`build_in_scope` without loading the build (404 / 403)."""
+    build_env = (await session.execute(_BUILD_ENV, {"build_id": build_id})).scalar_one_or_none()
+    _check_build_env(build_env, scope)
+
+
 async def build_and_task(
     session: AsyncSession, scope: SdkScope, build_id: UUID, task_id: str
 ) -> tuple[UUID, UUID]:
@@ -82,10 +107,7 @@ async def build_and_task(
     environment (404 / 403) and the task registered there (404 ``"Task not found"``)."""
     row = (
         await session.execute(
-            select(Build.environment_id, Task.id)
-            .select_from(Build)
-            .outerjoin(Task, and_(Task.environment_id == scope.env_id, Task.task_id == task_id))
-            .where(Build.id == build_id)
+            _BUILD_AND_TASK, {"env_id": scope.env_id, "task_id": task_id, "build_id": build_id}
         )
     ).first()
     _check_build_env(row[0] if row else None, scope)
@@ -93,6 +115,32 @@ async def build_and_task(
     if row[1] is None:
         raise HTTPException(404, TASK_NOT_FOUND)
     return build_id, row[1]
+
+
+async def add_event(
+    session: AsyncSession,
+    *,
+    environment_id: UUID,
+    build_id: UUID,
+    event_type: str,
+    created_at: Any,
+    task_pk: UUID | None = None,
+    error_message: str | None = None,
+    event_metadata: dict[str, Any] | None = None,
+) -> None:
+    """Append an event to the build log now (an ``INSERT``; its id is a new UUIDv7)."""
+    await session.execute(
+        _INSERT_EVENT,
+        {
+            "environment_id": environment_id,
+            "build_id": build_id,
+            "task_pk": task_pk,
+            "event_type": event_type,
+            "created_at": created_at,
+            "error_message": error_message,
+            "event_metadata": event_metadata,
+        },
+    )
 
 
 async def task_in_scope(session: AsyncSession, scope: SdkScope, task_id: str) -> Task:

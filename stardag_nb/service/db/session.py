@@ -8,7 +8,9 @@ SQLite (aiosqlite) is set up for many concurrent clients:
   sessions begin with ``BEGIN IMMEDIATE``, so a transaction that read first never fails
   with "database is locked" when it then writes;
 - write sessions of this process are serialized by an :class:`asyncio.Lock` (SQLite
-  allows one writer anyway): waiting there is fair and costs no busy-retry sleeps.
+  allows one writer anyway): waiting there is fair and costs no busy-retry sleeps;
+- each statement is one trip to aiosqlite's worker thread (create a cursor, execute,
+  fetch every row, close it), not four: see :class:`_PrefetchingCursor`.
 
 PostgreSQL (asyncpg) needs none of that.
 """
@@ -16,8 +18,10 @@ PostgreSQL (asyncpg) needs none of that.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,9 @@ class Database:
             _ensure_sqlite_dir(self.url.database)
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 8
+            creator = _aiosqlite_creator(self.url)
+            if creator is not None:
+                kwargs["async_creator"] = creator
         else:
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
@@ -128,3 +135,119 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# --------------------------------------------------------------------------------------------
+# aiosqlite, one worker-thread trip per statement
+
+
+def _aiosqlite_creator(url: Any) -> Callable[[], Any] | None:
+    """``async_creator`` for the engine: an aiosqlite connection (with the URL's connect
+    arguments, as the dialect would make it) whose cursors prefetch their rows. None (the
+    dialect's own connections) when this aiosqlite lacks the internals it relies on
+    (``Connection._execute``, ``._conn``, ``._thread``; aiosqlite 0.17 to 0.22 have them)."""
+    import aiosqlite
+
+    if not callable(getattr(aiosqlite.Connection, "_execute", None)):
+        return None
+    args, kwargs = url.get_dialect()().create_connect_args(url)
+
+    async def creator() -> Any:
+        connection = _prefetching_connection_class()(
+            partial(sqlite3.connect, *args, **kwargs), 64
+        )
+        connection._thread.daemon = True  # as SQLAlchemy's own aiosqlite connect does
+        return await connection
+
+    return creator
+
+
+class _PrefetchingCursor:
+    """A cursor for SQLAlchemy's aiosqlite adapter that runs a statement in one trip to
+    the connection's worker thread: a sqlite3 cursor is created, executes, has all its
+    rows fetched and is closed there; ``description``, ``rowcount`` and ``lastrowid`` are
+    kept. (aiosqlite's own cursor makes a trip for each of those steps, and every trip
+    costs the event loop a wake-up.) SQLAlchemy fetches every row right after executing
+    anyway (it buffers non-streaming results), so the results are the same."""
+
+    arraysize = 1
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self._rows: list[Any] = []
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+
+    async def __aenter__(self) -> _PrefetchingCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __await__(self) -> Any:
+        return self.__aenter__().__await__()
+
+    def _run(
+        self, method: str, operation: str, parameters: Any
+    ) -> tuple[Any, list[Any], int, Any]:
+        cursor = self._connection._conn.cursor()
+        try:
+            getattr(cursor, method)(operation, parameters)
+            description = cursor.description
+            rows = cursor.fetchall() if description else []
+            return description, rows, cursor.rowcount, cursor.lastrowid
+        finally:
+            cursor.close()
+
+    async def _call(self, method: str, operation: str, parameters: Any) -> _PrefetchingCursor:
+        self.description, self._rows, self.rowcount, self.lastrowid = (
+            await self._connection._execute(self._run, method, operation, parameters)
+        )
+        return self
+
+    async def execute(self, operation: str, parameters: Any = None) -> _PrefetchingCursor:
+        return await self._call("execute", operation, () if parameters is None else parameters)
+
+    async def executemany(
+        self, operation: str, seq_of_parameters: Iterable[Any]
+    ) -> _PrefetchingCursor:
+        return await self._call("executemany", operation, seq_of_parameters)
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        size = self.arraysize if size is None else size
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
+
+    async def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while self._rows:
+            yield self._rows.pop(0)
+
+    async def close(self) -> None:
+        self._rows = []
+
+    async def setinputsizes(self, *sizes: Any) -> None:
+        return None
+
+
+@cache
+def _prefetching_connection_class() -> type:
+    """``aiosqlite.Connection`` whose ``cursor()`` is a :class:`_PrefetchingCursor` (made
+    without a trip to the worker thread); aiosqlite is imported on first use only."""
+    import aiosqlite
+
+    class _PrefetchingConnection(aiosqlite.Connection):
+        def cursor(self) -> _PrefetchingCursor:  # type: ignore[override]
+            return _PrefetchingCursor(self)
+
+    return _PrefetchingConnection

@@ -10,9 +10,10 @@ work for the owner. Release with ``task_completed`` and ``build_id`` records
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...registry._wire import (
@@ -29,7 +30,7 @@ from ...registry._wire import (
 from ..auth import SdkScope, SdkScopeDep, SessionDep
 from ..db.ids import utcnow
 from ..db.models import Environment, Event, Lock, Task
-from ..queries import build_and_task, dialect_insert
+from ..queries import add_event, build_and_task, dialect_insert
 from ..status import COMPLETION_EVENTS, EventType
 from ..views import lock_info
 
@@ -47,17 +48,74 @@ def _ttl(seconds: int) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+# statements of the hot routes, built once (see queries.py)
+_IS_COMPLETED = select(
+    exists().where(
+        Task.environment_id == bindparam("env_id"),
+        Task.task_id == bindparam("task_id"),
+        Event.task_pk == Task.id,
+        Event.event_type.in_(COMPLETION_EVENTS),
+    )
+)
+_LOCKS = Lock.__table__
+_RELEASE = (
+    delete(_LOCKS)
+    .where(
+        _LOCKS.c.environment_id == bindparam("env_id"),
+        _LOCKS.c.name == bindparam("lock_name"),
+        _LOCKS.c.owner_id == bindparam("owner"),
+    )
+    .returning(_LOCKS.c.name)
+)
+_acquire_statements: dict[str, Any] = {}
+
+
+def _acquire_statement(session: AsyncSession) -> Any:
+    """``INSERT … ON CONFLICT DO UPDATE … WHERE expired or own … RETURNING`` for the
+    session's dialect (built once per dialect; values are bound parameters)."""
+    name = session.get_bind().dialect.name
+    statement = _acquire_statements.get(name)
+    if statement is None:
+        insert = dialect_insert(session, _LOCKS)
+        statement = (
+            insert.values(
+                environment_id=bindparam("p_env_id", type_=_LOCKS.c.environment_id.type),
+                name=bindparam("p_name", type_=_LOCKS.c.name.type),
+                owner_id=bindparam("p_owner", type_=_LOCKS.c.owner_id.type),
+                acquired_at=bindparam("p_now", type_=_LOCKS.c.acquired_at.type),
+                expires_at=bindparam("p_expires", type_=_LOCKS.c.expires_at.type),
+                version=1,
+            )
+            .on_conflict_do_update(
+                index_elements=["environment_id", "name"],
+                set_={
+                    "owner_id": insert.excluded.owner_id,
+                    "acquired_at": insert.excluded.acquired_at,
+                    "expires_at": insert.excluded.expires_at,
+                    "version": _LOCKS.c.version + 1,
+                },
+                where=or_(
+                    _LOCKS.c.expires_at <= bindparam("p_now", type_=_LOCKS.c.acquired_at.type),
+                    _LOCKS.c.owner_id == bindparam("p_owner", type_=_LOCKS.c.owner_id.type),
+                ),
+            )
+            .returning(
+                _LOCKS.c.name,
+                _LOCKS.c.environment_id,
+                _LOCKS.c.owner_id,
+                _LOCKS.c.acquired_at,
+                _LOCKS.c.expires_at,
+                _LOCKS.c.version,
+            )
+        )
+        _acquire_statements[name] = statement
+    return statement
+
+
 async def _is_completed(session: AsyncSession, scope: SdkScope, task_id: str) -> bool:
     """Whether a build of the environment completed the task (or found it complete)."""
-    query = select(
-        exists().where(
-            Task.environment_id == scope.env_id,
-            Task.task_id == task_id,
-            Event.task_pk == Task.id,
-            Event.event_type.in_(COMPLETION_EVENTS),
-        )
-    )
-    return bool((await session.execute(query)).scalar())
+    result = await session.execute(_IS_COMPLETED, {"env_id": scope.env_id, "task_id": task_id})
+    return bool(result.scalar())
 
 
 @router.post("/{name}/acquire")
@@ -99,36 +157,18 @@ async def acquire_lock(
                     "error_message": f"Environment concurrency limit reached ({limit})",
                 },
             )
-    insert = dialect_insert(session, Lock)
-    statement = (
-        insert.values(
-            environment_id=scope.env_id,
-            name=name,
-            owner_id=body.owner_id,
-            acquired_at=now,
-            expires_at=now + ttl,
-            version=1,
-        )
-        .on_conflict_do_update(
-            index_elements=["environment_id", "name"],
-            set_={
-                "owner_id": insert.excluded.owner_id,
-                "acquired_at": insert.excluded.acquired_at,
-                "expires_at": insert.excluded.expires_at,
-                "version": Lock.version + 1,
+    row = (
+        await session.execute(
+            _acquire_statement(session),
+            {
+                "p_env_id": scope.env_id,
+                "p_name": name,
+                "p_owner": body.owner_id,
+                "p_now": now,
+                "p_expires": now + ttl,
             },
-            where=or_(Lock.expires_at <= now, Lock.owner_id == body.owner_id),
         )
-        .returning(
-            Lock.name,
-            Lock.environment_id,
-            Lock.owner_id,
-            Lock.acquired_at,
-            Lock.expires_at,
-            Lock.version,
-        )
-    )
-    row = (await session.execute(statement)).first()
+    ).first()
     if row is None:
         raise HTTPException(
             423, {"status": "held_by_other", "error_message": "Lock is held by another owner"}
@@ -178,27 +218,20 @@ async def release_lock(
     task's completion in that build, in the same transaction."""
     released = (
         await session.execute(
-            delete(Lock)
-            .where(
-                Lock.environment_id == scope.env_id,
-                Lock.name == name,
-                Lock.owner_id == body.owner_id,
-            )
-            .returning(Lock.name)
+            _RELEASE, {"env_id": scope.env_id, "lock_name": name, "owner": body.owner_id}
         )
     ).first()
     if released is None:
         raise HTTPException(409, NOT_OWNED)
     if body.task_completed and body.build_id is not None:
         _, task_pk = await build_and_task(session, scope, body.build_id, name)
-        session.add(
-            Event(
-                environment_id=scope.env_id,
-                build_id=body.build_id,
-                task_pk=task_pk,
-                event_type=EventType.TASK_COMPLETED,
-                created_at=utcnow(),
-            )
+        await add_event(
+            session,
+            environment_id=scope.env_id,
+            build_id=body.build_id,
+            task_pk=task_pk,
+            event_type=EventType.TASK_COMPLETED,
+            created_at=utcnow(),
         )
     return ReleaseResponse(released=True)
 

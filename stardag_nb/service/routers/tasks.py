@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...registry._wire import (
@@ -27,9 +27,10 @@ from ..auth import SdkScope, SdkScopeDep, SessionDep
 from ..db.ids import new_id, utcnow
 from ..db.models import Asset, Event, Task, TaskDependency
 from ..queries import (
+    add_event,
     asset_counts,
     build_and_task,
-    build_in_scope,
+    check_build_in_scope,
     dialect_insert,
     task_in_scope,
     task_states,
@@ -48,6 +49,18 @@ _TASK_COLUMNS = (
 )  # fmt: skip
 
 
+# statements of the hot routes, built once (see queries.py)
+_UPSTREAM_PKS = select(Task.id).where(
+    Task.environment_id == bindparam("env_id"),
+    Task.task_id.in_(bindparam("task_ids", expanding=True)),
+)
+_TASK_BY_ID = select(Task).where(
+    Task.environment_id == bindparam("env_id"), Task.task_id == bindparam("task_id")
+)
+_TASK_TABLE = Task.__table__
+_ASSET_TABLE = Asset.__table__
+
+
 # --------------------------------------------------------------------------------------------
 # within a build
 
@@ -62,9 +75,7 @@ async def _add_edges(
     upstream = list(
         (
             await session.execute(
-                select(Task.id).where(
-                    Task.environment_id == scope.env_id, Task.task_id.in_(set(upstream_ids))
-                )
+                _UPSTREAM_PKS, {"env_id": scope.env_id, "task_ids": list(set(upstream_ids))}
             )
         ).scalars()
     )
@@ -72,7 +83,7 @@ async def _add_edges(
     if upstream:
         now = utcnow()
         await session.execute(
-            dialect_insert(session, TaskDependency)
+            dialect_insert(session, TaskDependency.__table__)
             .values(
                 [
                     {
@@ -96,7 +107,7 @@ async def register_task(
 ) -> TaskResponse:
     """Register a task in a build: created if new (``task_pending``), else reused as it is
     (``task_referenced``); edges to already registered dependencies are recorded."""
-    await build_in_scope(session, scope, build_id)
+    await check_build_in_scope(session, scope, build_id)
     candidate = Task(
         id=new_id(),
         environment_id=scope.env_id,
@@ -111,10 +122,10 @@ async def register_task(
     # insert first (one statement for a new task); an existing row is kept as it is
     inserted = (
         await session.execute(
-            dialect_insert(session, Task)
-            .values({column: getattr(candidate, column) for column in _TASK_COLUMNS})
+            dialect_insert(session, _TASK_TABLE)
             .on_conflict_do_nothing(index_elements=["environment_id", "task_id"])
-            .returning(Task.id)
+            .returning(_TASK_TABLE.c.id),
+            {column: getattr(candidate, column) for column in _TASK_COLUMNS},
         )
     ).scalar_one_or_none()
     created = inserted is not None
@@ -122,22 +133,17 @@ async def register_task(
         task = candidate
     else:
         task = (
-            await session.execute(
-                select(Task).where(
-                    Task.environment_id == scope.env_id, Task.task_id == body.task_id
-                )
-            )
+            await session.execute(_TASK_BY_ID, {"env_id": scope.env_id, "task_id": body.task_id})
         ).scalar_one()
     await _add_edges(session, scope, task.id, body.dependency_task_ids, dynamic=False)
-    session.add(
-        Event(
-            environment_id=scope.env_id,
-            build_id=build_id,
-            task_pk=task.id,
-            event_type=EventType.TASK_PENDING if created else EventType.TASK_REFERENCED,
-            created_at=utcnow(),
-            event_metadata={"code_hash": body.code_hash} if body.code_hash else None,
-        )
+    await add_event(
+        session,
+        environment_id=scope.env_id,
+        build_id=build_id,
+        task_pk=task.id,
+        event_type=EventType.TASK_PENDING if created else EventType.TASK_REFERENCED,
+        created_at=utcnow(),
+        event_metadata={"code_hash": body.code_hash} if body.code_hash else None,
     )
     return task_response(task)
 
@@ -153,16 +159,15 @@ async def _task_event(
 ) -> TaskStatusResponse:
     """Append a task event; answer the task's status within the build."""
     _, task_pk = await build_and_task(session, scope, build_id, task_id)
-    session.add(
-        Event(
-            environment_id=scope.env_id,
-            build_id=build_id,
-            task_pk=task_pk,
-            event_type=event_type,
-            created_at=utcnow(),
-            error_message=error_message,
-            event_metadata=metadata,
-        )
+    await add_event(
+        session,
+        environment_id=scope.env_id,
+        build_id=build_id,
+        task_pk=task_pk,
+        event_type=event_type,
+        created_at=utcnow(),
+        error_message=error_message,
+        event_metadata=metadata,
     )
     status = in_build_status(event_type)
     if status is None:
@@ -268,7 +273,7 @@ async def upload_assets(
     if not latest:
         return AssetList(assets=[])
     now = utcnow()
-    insert = dialect_insert(session, Asset)
+    insert = dialect_insert(session, _ASSET_TABLE)
     statement = (
         insert.values(
             [
@@ -294,9 +299,9 @@ async def upload_assets(
                 "updated_at": insert.excluded.updated_at,
             },
         )
-        .returning(Asset)
+        .returning(*_ASSET_TABLE.c)
     )
-    rows = {(a.asset_type, a.name): a for a in (await session.execute(statement)).scalars()}
+    rows = {(a.asset_type, a.name): a for a in (await session.execute(statement)).all()}
     return AssetList(assets=[asset_out(rows[key], task_id) for key in latest if key in rows])
 
 
