@@ -229,3 +229,38 @@ def test_init_admin_chooses_like_init_registry(
     monkeypatch.setenv("STARDAG_REGISTRY", "none")
     with pytest.raises(ConfigError, match="no registry to administer"):
         init_admin()
+
+
+@sd.task
+def _tripled(n: int) -> int:
+    return 3 * n
+
+
+def test_config_use_and_environment_roots_steer_python_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stardag-nb config use environment` on the embedded registry moves builds made from
+    Python too, and they write under that environment's target roots."""
+    from stardag_nb.cli import main as cli
+    from stardag_nb.config import clear_config_cache
+    from stardag_nb.registry import init_registry, registry_provider
+
+    db = tmp_path / "reg.sqlite3"
+    monkeypatch.setenv("STARDAG_REGISTRY", str(db))
+    roots = tmp_path / "team-roots"
+    assert cli(["environment", "create", "team", "--target-root", f"default={roots}"]) == 0
+    assert cli(["config", "use", "environment", "team"]) == 0
+    clear_config_cache()
+    target_factory_provider.reset()
+    registry = init_registry()
+    assert isinstance(registry, SQLiteRegistry) and registry.environment == "team"
+    registry_provider.set(registry)
+
+    summary = sd.build(_tripled(n=5))
+    assert summary.build_id in [b.id for b in registry.list_builds()]
+    outputs = [p for p in roots.rglob("*.json")]
+    assert len(outputs) == 1 and outputs[0].read_text().strip() == "15"
+
+    sd.use_environment("local")  # no roots of its own: back to the configured roots
+    assert str(roots) not in str(_tripled(n=6).output().uri)
+    registry.close()
