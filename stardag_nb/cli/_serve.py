@@ -105,9 +105,36 @@ def _write_token(path: Path, token: str) -> None:
         fh.write(token + "\n")
 
 
+def _database_error(settings: ServiceSettings, doing: str, exc: BaseException) -> CLIError:
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    return CLIError(
+        f"Cannot {doing} the database {shown}: {type(exc).__name__}: {exc}",
+        hint="Check --database-url and that the database server is running.",
+        exit_code=EXIT_FAILURE,
+    )
+
+
+async def _migrate(settings: ServiceSettings) -> None:
+    """Reach the database and bring its schema up to date before listening, so that a wrong
+    URL or a server that is down is one clear error, not a traceback from the app's start."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..service.db.migrate import upgrade_head
+    from ..service.db.session import Database
+
+    db = Database(settings.database_url, echo=settings.echo_sql)
+    try:
+        await upgrade_head(db)
+    except (OSError, SQLAlchemyError) as exc:
+        raise _database_error(settings, "migrate", exc) from None
+    finally:
+        await db.dispose()
+
+
 async def _init(args: argparse.Namespace, settings: ServiceSettings) -> None:
     from fastapi import HTTPException
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..service.bootstrap import init_database
@@ -117,12 +144,7 @@ async def _init(args: argparse.Namespace, settings: ServiceSettings) -> None:
     except HTTPException as exc:
         raise CLIError(str(exc.detail), hint="e.g. --username admin") from None
     except (OSError, SQLAlchemyError) as exc:
-        shown = make_url(settings.database_url).render_as_string(hide_password=True)
-        raise CLIError(
-            f"Cannot initialise the database {shown}: {type(exc).__name__}: {exc}",
-            hint="Check --database-url and that the database server is running.",
-            exit_code=EXIT_FAILURE,
-        ) from None
+        raise _database_error(settings, "initialise", exc) from None
     if result is None:
         print(
             "The database is already initialised (it has users): --init created nothing.",
@@ -146,6 +168,8 @@ async def _serve(args: argparse.Namespace, settings: ServiceSettings) -> int:
 
     if args.init:
         await _init(args, settings)
+    else:
+        await _migrate(settings)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings),

@@ -5,6 +5,7 @@ survives restarts of the real server (a clean stop, and a SIGKILL right after a 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 
@@ -159,3 +160,23 @@ def test_serve_rejects_unsupported_database_url(bad: str, tmp_path: Path) -> Non
     )
     assert out.returncode == 2
     assert "sqlite+aiosqlite:///" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unreachable_database_is_one_clear_error(tmp_path: Path) -> None:
+    """A database that cannot be reached stops `serve` before it listens, with the URL
+    (password hidden) and a hint, not a traceback."""
+    import subprocess
+    import sys
+
+    from tests.service_proc import free_port
+
+    url = f"postgresql+asyncpg://someone:secret@127.0.0.1:{free_port()}/nothing"
+    result = subprocess.run(
+        [sys.executable, "-m", "stardag_nb.cli", "serve", "--port", "0", "--database-url", url],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Cannot migrate the database postgresql+asyncpg://someone:***@127.0.0.1" in result.stderr
+    assert "secret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr and "Serving registry" not in result.stdout
