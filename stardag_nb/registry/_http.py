@@ -296,10 +296,8 @@ class RegistryHTTP:
             query.update({k: v for k, v in params.items() if v is not None})
         return f"{self.settings.base_url}{path}", query, self.settings.headers()
 
-    def _retry_wait(self, deadline: float, delay: float) -> float | None:
-        """Seconds to sleep before the next attempt, or None when out of time."""
-        left = deadline - time.monotonic()
-        return None if left <= 0 else min(delay, left)
+    def _backoff(self, method: str, path: str) -> _Backoff:
+        return _Backoff(self, method, path)
 
     def request(
         self,
@@ -316,27 +314,19 @@ class RegistryHTTP:
         url, query, headers = self._prepare(path, params, sdk)
         client = self._sync_client()
         transient = _transient_errors()
-        deadline = time.monotonic() + self.settings.retry_seconds
-        delay = FIRST_BACKOFF_SECONDS
+        backoff = self._backoff(method, path)
         while True:
             try:
                 response = client.request(
                     method, url, params=query, json=json_body, headers=headers
                 )
             except transient as exc:
-                wait = self._retry_wait(deadline, delay)
-                if wait is None:
-                    raise self._unreachable(method, path, exc) from exc
-                self._log_retry(method, path, repr(exc), wait)
+                wait = backoff.after_error(exc)
             else:
-                if response.status_code not in RETRY_STATUSES or response.status_code in ok:
-                    return self._checked(response, method, path, ok)
-                wait = self._retry_wait(deadline, delay)
+                wait = backoff.after_response(response, ok)
                 if wait is None:
                     return self._checked(response, method, path, ok)
-                self._log_retry(method, path, f"HTTP {response.status_code}", wait)
             time.sleep(wait)
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
     async def arequest(
         self,
@@ -352,27 +342,19 @@ class RegistryHTTP:
         url, query, headers = self._prepare(path, params, sdk)
         client = self._async_client()
         transient = _transient_errors()
-        deadline = time.monotonic() + self.settings.retry_seconds
-        delay = FIRST_BACKOFF_SECONDS
+        backoff = self._backoff(method, path)
         while True:
             try:
                 response = await client.request(
                     method, url, params=query, json=json_body, headers=headers
                 )
             except transient as exc:
-                wait = self._retry_wait(deadline, delay)
-                if wait is None:
-                    raise self._unreachable(method, path, exc) from exc
-                self._log_retry(method, path, repr(exc), wait)
+                wait = backoff.after_error(exc)
             else:
-                if response.status_code not in RETRY_STATUSES or response.status_code in ok:
-                    return self._checked(response, method, path, ok)
-                wait = self._retry_wait(deadline, delay)
+                wait = backoff.after_response(response, ok)
                 if wait is None:
                     return self._checked(response, method, path, ok)
-                self._log_retry(method, path, f"HTTP {response.status_code}", wait)
             await asyncio.sleep(wait)
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
     def _checked(
         self, response: httpx.Response, method: str, path: str, ok: Iterable[int]
@@ -400,3 +382,41 @@ class RegistryHTTP:
             why,
             wait,
         )
+
+
+class _Backoff:
+    """The retry decisions of one request, shared by the sync and async loops: exponential
+    backoff (``FIRST_BACKOFF_SECONDS`` doubling up to ``MAX_BACKOFF_SECONDS``) until
+    ``settings.retry_seconds`` have passed."""
+
+    def __init__(self, http: RegistryHTTP, method: str, path: str) -> None:
+        self.http = http
+        self.method = method
+        self.path = path
+        self.deadline = time.monotonic() + http.settings.retry_seconds
+        self.delay = FIRST_BACKOFF_SECONDS
+
+    def _next(self) -> float | None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            return None
+        wait = min(self.delay, left)
+        self.delay = min(self.delay * 2, MAX_BACKOFF_SECONDS)
+        return wait
+
+    def after_error(self, exc: BaseException) -> float:
+        """Seconds to wait after a connection error; raises when out of time."""
+        wait = self._next()
+        if wait is None:
+            raise self.http._unreachable(self.method, self.path, exc) from exc
+        self.http._log_retry(self.method, self.path, repr(exc), wait)
+        return wait
+
+    def after_response(self, response: httpx.Response, ok: Iterable[int]) -> float | None:
+        """Seconds to wait before retrying ``response``'s status, or None to use it."""
+        if response.status_code not in RETRY_STATUSES or response.status_code in ok:
+            return None
+        wait = self._next()
+        if wait is not None:
+            self.http._log_retry(self.method, self.path, f"HTTP {response.status_code}", wait)
+        return wait
