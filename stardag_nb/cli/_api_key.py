@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._context import Scope, add_json_arg, add_scope_args, require_service, resolve_scope
+from ._context import (
+    Scope,
+    add_json_arg,
+    add_scoped_command,
+    require_service,
+    resolve_scope,
+)
 from ._output import EXIT_OK, Column, print_json, print_table
 
 __all__ = ["add_parser"]
@@ -73,12 +79,7 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="api_key_command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str, description: str, handler: Any) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = commands.add_parser(
-            name, parents=[common], help=help, description=description
-        )
-        add_scope_args(sub)
-        sub.set_defaults(handler=handler)
-        return sub
+        return add_scoped_command(commands, common, name, help, description, handler)
 
     create = command("create", "create a key (printed once)",
                      "Create API key NAME for the environment and print it, once.",

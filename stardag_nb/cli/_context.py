@@ -70,6 +70,24 @@ def add_scope_args(parser: argparse.ArgumentParser, environment: bool = True) ->
         )  # fmt: skip
 
 
+def add_scoped_command(
+    commands: Any,
+    common: argparse.ArgumentParser,
+    name: str,
+    help: str,
+    description: str,
+    handler: Any,
+    environment: bool = True,
+) -> argparse.ArgumentParser:
+    """A subcommand running ``handler``, with the scope options of :func:`add_scope_args`."""
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name, parents=[common], help=help, description=description
+    )
+    add_scope_args(sub, environment=environment)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
 def add_json_arg(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
 

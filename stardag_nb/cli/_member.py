@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._context import Scope, add_json_arg, add_scope_args, require_service, resolve_scope
+from ._context import (
+    Scope,
+    add_json_arg,
+    add_scoped_command,
+    require_service,
+    resolve_scope,
+)
 from ._output import EXIT_OK, Column, print_json, print_table
 
 __all__ = ["add_parser"]
@@ -86,12 +92,9 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="member_command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str, description: str, handler: Any) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = commands.add_parser(
-            name, parents=[common], help=help, description=description
+        return add_scoped_command(
+            commands, common, name, help, description, handler, environment=False
         )
-        add_scope_args(sub, environment=False)
-        sub.set_defaults(handler=handler)
-        return sub
 
     listing = command("list", "list the members", "List the workspace's members and roles.",
                       _cmd_list)  # fmt: skip
