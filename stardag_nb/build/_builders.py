@@ -26,11 +26,10 @@ __all__ = ["build", "build_aio", "build_sequential", "build_sequential_aio"]
 
 
 def _default_executor() -> HybridConcurrentTaskExecutor:
-    # Trivial sync tasks run inline: no thread hop per task. A task that blocks for long
-    # asks for a thread with `__execution_mode__ = "thread"`.
-    # Pools are created only when a task needs one.
+    # Sync tasks run on worker threads (concurrently, the loop stays free); async tasks
+    # on the loop. Pools are created only when a task needs one.
     return HybridConcurrentTaskExecutor(
-        DefaultExecutionModeSelector(sync_run_default="blocking"),
+        DefaultExecutionModeSelector(sync_run_default="thread"),
         max_process_workers=os.cpu_count() or 2,
     )
 
@@ -64,8 +63,9 @@ async def build_aio(
 
     Runs on the caller's event loop, so in a notebook ``await sd.build_aio(task)``
     builds while the kernel keeps serving. ``task_executor`` defaults to a
-    :class:`HybridConcurrentTaskExecutor` that runs sync tasks inline and async tasks
-    concurrently; ``registry`` defaults to ``registry_provider.get()``.
+    :class:`HybridConcurrentTaskExecutor` that runs sync tasks on worker threads and
+    async tasks on the loop, concurrently; ``registry`` defaults to
+    ``registry_provider.get()``.
     ``event_handlers`` receive :class:`BuildEvent` s. Returns a :class:`BuildSummary`.
     """
     engine = BuildEngine(
@@ -75,6 +75,7 @@ async def build_aio(
         event_handlers=event_handlers,
         lock_manager=global_lock_manager,
         lock_config=global_lock_config,
+        max_concurrent_discover=max_concurrent_discover,
     )
     return await engine.run(as_task_list(tasks), resume_build_id)
 

@@ -23,6 +23,7 @@ from uuid import UUID
 from .._task import BaseTask, TaskStruct, flatten_task_struct
 from ..registry import RegistryABC
 from ._base import BuildExitStatus, BuildSummary, FailMode, TaskCount, TaskExecutorABC
+from ._executors import _teardown
 from ._events import BuildEvent, BuildEventHandler, BuildEventKind, TaskNode, emit
 from ._locks import (
     DefaultGlobalLockSelector,
@@ -31,7 +32,7 @@ from ._locks import (
     LockAcquisitionStatus,
 )
 
-__all__ = ["BuildEngine", "as_task_list"]
+__all__ = ["BuildEngine", "DependencyCycleError", "as_task_list"]
 
 logger = logging.getLogger("stardag_nb.build")
 
@@ -60,7 +61,84 @@ class _Node:
     started: bool = False
     suspended: bool = False
     lock_held: bool = False
+    resumes: int = 0  # resumes in a row with every yielded dependency already done
+    yielded: list[_Node] | None = None  # what a suspended generator waits for
     renewer: asyncio.Task[None] | None = None
+
+
+_SLICE_SECONDS = 0.02  # the longest the engine holds the loop between yields
+
+
+def _checks_locally(task: BaseTask) -> bool:
+    from .._task import Task
+    from ..target import InMemoryFileSystemTarget, InMemoryTarget, LocalTarget
+
+    cls = type(task)
+    if not isinstance(task, Task) or cls.complete_aio is not Task.complete_aio or cls.complete is not Task.complete:
+        return False
+    try:
+        output = task.output()
+    except Exception:
+        return True  # the error shows when the task is checked
+    target = getattr(output, "wrapped", output)
+    return isinstance(target, (LocalTarget, InMemoryFileSystemTarget, InMemoryTarget))
+
+
+def _only_sync_complete(task: BaseTask) -> bool:
+    """True if ``complete_aio`` would just call a custom sync ``complete()``."""
+    from .._task import Task
+
+    cls = type(task)
+    if cls.complete_aio is BaseTask.complete_aio:
+        return True
+    return cls.complete_aio is Task.complete_aio and cls.complete is not Task.complete
+
+
+_MAX_IDLE_RESUMES = 1000
+
+
+class DependencyCycleError(RuntimeError):
+    """Tasks wait on each other (through ``requires()`` or what ``run()`` yields)."""
+
+
+def _idle_resumes_error(node: _Node) -> Exception | None:
+    if node.resumes <= _MAX_IDLE_RESUMES:
+        return None
+    return RuntimeError(
+        f"{node.task!r:.100} yielded only complete dependencies {_MAX_IDLE_RESUMES} times "
+        "in a row: a generator run() must make progress between yields"
+    )
+
+
+def _cycle_through(node: _Node, waiting: list[_Node]) -> list[_Node] | None:
+    """If ``node`` waiting on ``waiting`` closes a cycle, the cycle's nodes (from
+    ``node`` through what it waits for, back to ``node``); else None.
+
+    A cycle exists when a node in ``waiting`` is ``node`` itself or waits, through the
+    dependents' edges, for ``node``: walk from ``node`` up its transitive dependents."""
+    targets = {id(n) for n in waiting}
+    if not targets:
+        return None
+    if id(node) in targets:
+        return [node, node]
+    parent: dict[int, _Node | None] = {id(node): None}
+    queue = deque([node])
+    while queue:
+        current = queue.popleft()
+        for dependent in current.dependents:
+            if id(dependent) in parent:
+                continue
+            parent[id(dependent)] = current
+            if id(dependent) in targets:
+                path = [dependent]
+                step: _Node | None = current
+                while step is not None:
+                    path.append(step)
+                    step = parent[id(step)]
+                # path: dependent, ..., node (each waits for the next); close the loop
+                return [node, *path]
+            queue.append(dependent)
+    return None
 
 
 class _CompletedElsewhere(Exception):
@@ -101,6 +179,7 @@ class BuildEngine:
         lock_manager: GlobalConcurrencyLockManager | None = None,
         lock_config: GlobalLockConfig | None = None,
         max_parallel: int | None = None,
+        max_concurrent_discover: int = 50,
     ) -> None:
         self.executor = executor
         self.registry = registry
@@ -123,6 +202,10 @@ class BuildEngine:
         self._inline = getattr(executor, "runs_inline", None)
         self._waiting_for_lock = 0
         self._exit_early = False
+        self._slice_end = 0.0
+        self._checked: dict[int, bool | BaseException] = {}
+        self._local_check: dict[type, bool] = {}
+        self._discover_slots = asyncio.Semaphore(max(1, max_concurrent_discover))
 
     # -- events -------------------------------------------------------------------------
 
@@ -147,6 +230,9 @@ class BuildEngine:
             await self._loop()
         except asyncio.CancelledError:
             cancelled = True
+            cancel = getattr(self.executor, "cancel", None)
+            if cancel is not None:
+                cancel()  # sd.cancelled() turns True in the task bodies still running
             raise
         finally:
             await self._finish(cancelled)
@@ -203,12 +289,13 @@ class BuildEngine:
         for task in list(self.running):
             task.cancel()
 
-    async def _record(self, call: Awaitable[Any], what: str) -> None:
-        """Await a registry call; a registry failure is logged, never fails the build."""
+    async def _record(self, call: Awaitable[Any], what: str, task: BaseTask) -> None:
+        """Await a registry call; a registry failure is logged, never fails the build.
+        (``what`` is formatted with the task only if logged.)"""
         try:
             await call
         except Exception:
-            logger.exception("registry: could not record %s", what)
+            logger.exception("registry: could not record " + what, repr(task)[:100])
 
     def _discard(self, task: BaseTask) -> None:
         """Let the executor drop what it keeps for ``task`` (a suspended generator)."""
@@ -220,10 +307,15 @@ class BuildEngine:
 
     async def _discover(self, tasks: list[BaseTask], dynamic: bool) -> list[_Node]:
         """Add ``tasks`` and their incomplete static dependencies (depth first, without
-        recursion); queue those that can run. Returns the nodes of ``tasks``."""
+        recursion); queue those that can run. Returns the nodes of ``tasks``.
+
+        Works in time slices, yielding to the loop between them; completion checks that
+        do I/O (remote targets) run concurrently, ``max_concurrent_discover`` at once."""
         nodes = self.nodes
         stack: list[tuple[BaseTask, list[BaseTask] | None]] = [(t, None) for t in reversed(tasks)]
         while stack:
+            if time.perf_counter() >= self._slice_end:
+                await self._yield_slice()
             task, deps = stack.pop()
             if deps is None:  # first visit
                 key = task.id.int
@@ -232,7 +324,10 @@ class BuildEngine:
                 node = nodes[key] = _Node(task)
                 self.count.discovered += 1
                 try:
-                    complete = await task.complete_aio()
+                    known = self._checked.pop(key, None)
+                    if isinstance(known, BaseException):
+                        raise known
+                    complete = known if known is not None else await self._complete(task)
                     static = [] if complete else flatten_task_struct(task.requires())
                 except Exception as exc:  # a broken target root, a failing requires()...
                     await self._register(node, [], dynamic)
@@ -242,9 +337,14 @@ class BuildEngine:
                     node.state = _State.PREVIOUSLY_COMPLETED
                     self.count.previously_completed += 1
                     await self._register(node, [], dynamic)
+                    if node.dependents:  # wired by a discovery that ran meanwhile
+                        self._release_dependents(node)
                     continue
                 stack.append((task, static))
-                stack.extend((d, None) for d in reversed(static) if d.id.int not in nodes)
+                fresh = [d for d in static if d.id.int not in nodes]
+                if len(fresh) > 1:
+                    await self._check_concurrently(fresh)
+                stack.extend((d, None) for d in reversed(fresh))
                 continue
             # second visit: every dependency has a node now
             node = nodes[task.id.int]
@@ -268,7 +368,45 @@ class BuildEngine:
             await self._register(node, unique_deps, dynamic)
             if node.waiting == 0 and node.state is _State.PENDING:
                 self.ready.append(node)
+                self._progress.set()
         return [nodes[t.id.int] for t in tasks]
+
+    async def _yield_slice(self) -> None:
+        """Let the loop run other work (a notebook's cells, widget messages)."""
+        await asyncio.sleep(0)
+        self._slice_end = time.perf_counter() + _SLICE_SECONDS
+
+    async def _complete(self, task: BaseTask) -> bool:
+        if self._checks_locally(task):
+            return await task.complete_aio()  # a stat call: cheaper than any hand-off
+        async with self._discover_slots:
+            if _only_sync_complete(task):  # a custom complete(): it may do I/O
+                return await asyncio.to_thread(task.complete)
+            return await task.complete_aio()
+
+    def _checks_locally(self, task: BaseTask) -> bool:
+        """True if the task's completion check is a local stat (no I/O worth a thread or
+        concurrency): decided once per task class in a build."""
+        cls = type(task)
+        local = self._local_check.get(cls)
+        if local is None:
+            local = self._local_check[cls] = _checks_locally(task)
+        return local
+
+    async def _check_concurrently(self, tasks: list[BaseTask]) -> None:
+        """Check the completion of tasks whose check does I/O (remote targets) at once,
+        ``max_concurrent_discover`` at a time; the results wait for their first visit."""
+        slow = [t for t in tasks if not self._checks_locally(t)]
+        if len(slow) < 2:
+            return
+
+        async def check(task: BaseTask) -> None:
+            try:
+                self._checked[task.id.int] = await self._complete(task)
+            except Exception as exc:
+                self._checked[task.id.int] = exc
+
+        await asyncio.gather(*(check(t) for t in slow))
 
     async def _register(self, node: _Node, deps: list[BaseTask], dynamic: bool) -> None:
         task = node.task
@@ -302,6 +440,11 @@ class BuildEngine:
                 await self._acquire_lock(node)
             if node.started:
                 node.suspended = False
+                if node.yielded is not None:
+                    yielded, node.yielded = node.yielded, None
+                    error = await self._incomplete_error(node, yielded)
+                    if error is not None:
+                        raise error
                 await self.registry.task_resume_aio(self.build_id, task)  # type: ignore[arg-type]
                 self._emit(BuildEventKind.TASK_RESUMED, task)
             else:
@@ -330,7 +473,7 @@ class BuildEngine:
         node.state = _State.COMPLETED
         self.count.succeeded += 1
         await self._release_lock(node, completed=True)
-        await self._record(self._complete_in_registry(task), f"the completion of {task!r:.100}")
+        await self._record(self._complete_in_registry(task), "the completion of %s", task)
         self._emit(BuildEventKind.TASK_COMPLETED, task)
         self._release_dependents(node)
 
@@ -342,10 +485,16 @@ class BuildEngine:
             await self.registry.task_upload_assets_aio(self.build_id, task, assets)  # type: ignore[arg-type]
 
     def _release_dependents(self, node: _Node) -> None:
+        # Unbounded builds start what became ready right here (one loop turn less per
+        # task than waking the scheduling loop); bounded ones queue it.
+        direct = self.max_parallel is None and not self._stopping()
         for dependent in node.dependents:
             dependent.waiting -= 1
             if dependent.waiting == 0 and dependent.state in (_State.PENDING, _State.SUSPENDED):
-                self.ready.append(dependent)
+                if direct and not self._runs_inline(dependent):
+                    self._spawn(dependent)
+                else:
+                    self.ready.append(dependent)
         node.dependents.clear()
         self._progress.set()
 
@@ -360,7 +509,7 @@ class BuildEngine:
         await self._release_lock(node, completed=False)
         await self._record(
             self.registry.task_fail_aio(self.build_id, task, _describe(error)),  # type: ignore[arg-type]
-            f"the failure of {task!r:.100}",
+            "the failure of %s", task,
         )
         self._emit(BuildEventKind.TASK_FAILED, task, error=error)
         self._block_dependents(node)
@@ -390,7 +539,7 @@ class BuildEngine:
             self.registry.task_add_dependencies_aio(  # type: ignore[arg-type]
                 self.build_id, task, tuple(d.id for d in deps), True
             ),
-            f"the dynamic dependencies of {task!r:.100}",
+            "the dynamic dependencies of %s", task,
         )
         dead = [n for n in dep_nodes if n.state in _DEAD]
         if dead:
@@ -400,7 +549,20 @@ class BuildEngine:
             await self._fail(node, error)
             return
         waiting = [n for n in dep_nodes if n.state not in _DONE]
-        if not waiting:  # everything yielded is complete: continue at once
+        cycle = _cycle_through(node, waiting)
+        if cycle:
+            names = " -> ".join(repr(n.task)[:80] for n in cycle)
+            await self._fail(node, DependencyCycleError(
+                f"dynamic dependency cycle: {names} (a task cannot wait, through what it "
+                "yields, for itself)"
+            ))
+            return
+        if not waiting:  # everything yielded is done in this build: continue at once
+            node.resumes += 1
+            error = _idle_resumes_error(node) or await self._incomplete_error(node, dep_nodes)
+            if error is not None:
+                await self._fail(node, error)
+                return
             node.state = _State.SUSPENDED
             self.ready.appendleft(node)
             self._progress.set()
@@ -408,24 +570,45 @@ class BuildEngine:
         node.state = _State.SUSPENDED
         node.suspended = True
         node.waiting = len(waiting)
+        node.yielded = dep_nodes
+        node.resumes = 0
         for dep_node in waiting:
             dep_node.dependents.append(node)
         await self._record(
             self.registry.task_suspend_aio(self.build_id, task),  # type: ignore[arg-type]
-            f"the suspension of {task!r:.100}",
+            "the suspension of %s", task,
         )
         self._emit(BuildEventKind.TASK_SUSPENDED, task, dependencies=tuple(n.task.id for n in waiting))
         self._progress.set()
 
+    async def _incomplete_error(self, node: _Node, dep_nodes: list[_Node]) -> Exception | None:
+        """Before a generator resumes, what it yielded must be complete: a dependency
+        that ran in this build but is still not complete (it wrote somewhere its check
+        does not look) fails the task rather than resuming it into a loop."""
+        for dep_node in dep_nodes:
+            if dep_node.state is not _State.COMPLETED:
+                continue  # complete before the build, or completed elsewhere: checked
+            try:
+                complete = await self._complete(dep_node.task)
+            except Exception as exc:
+                return exc
+            if not complete:
+                return RuntimeError(
+                    f"dynamic dependency {dep_node.task!r:.100} of {node.task!r:.100} ran "
+                    "successfully but is still not complete: its run() must write the "
+                    "output its complete() checks (is it written under another root or path?)"
+                )
+        return None
+
     async def _cancel(self, node: _Node) -> None:
-        if node.state in _DONE or node.state in _DEAD:
+        if node.state in _DONE or node.state in (_State.FAILED, _State.CANCELLED):
             return
         node.state = _State.CANCELLED
         self._discard(node.task)
         await self._release_lock(node, completed=False)
         await self._record(
             self.registry.task_cancel_aio(self.build_id, node.task),  # type: ignore[arg-type]
-            f"the cancellation of {node.task!r:.100}",
+            "the cancellation of %s", node.task,
         )
         self._emit(BuildEventKind.TASK_CANCELLED, node.task)
 
@@ -435,7 +618,7 @@ class BuildEngine:
         await self._release_lock(node, completed=False)
         await self._record(
             self.registry.task_already_complete_aio(self.build_id, node.task),  # type: ignore[arg-type]
-            f"{node.task!r:.100} as already complete",
+            "%s as already complete", node.task,
         )
         self._emit(BuildEventKind.TASK_COMPLETED, node.task)
         self._release_dependents(node)
@@ -460,6 +643,8 @@ class BuildEngine:
                     node.lock_held = True
                     break
                 if result.status is LockAcquisitionStatus.ALREADY_COMPLETED:
+                    if await self._stale_completion_cleared(task, key):
+                        continue  # the record outlived its output: take the lock, rebuild
                     await self._await_visible_completion(task)
                     raise _CompletedElsewhere()
                 if result.status is LockAcquisitionStatus.ERROR:
@@ -491,6 +676,20 @@ class BuildEngine:
         if renew is not None:
             node.renewer = asyncio.ensure_future(_renew_forever(renew, key, ttl / 3))
 
+    async def _stale_completion_cleared(self, task: BaseTask, key: str) -> bool:
+        """A completion record whose output is missing (deleted, or the target root
+        changed) cannot outrank it: clear the record so the task can be rebuilt. Outputs
+        are written before their completion is recorded, so a missing one is not late."""
+        clear = getattr(self.lock_manager, "clear_completion", None)
+        if clear is None or await self._complete(task):
+            return False
+        logger.warning(
+            "%s is recorded as completed, but its output %s is missing: building it again",
+            repr(task)[:100], _output_uri(task),
+        )
+        await clear(key)
+        return True
+
     async def _await_visible_completion(self, task: BaseTask) -> None:
         cfg = self.lock_config
         deadline = time.monotonic() + cfg.completion_retry_timeout_seconds
@@ -520,15 +719,17 @@ class BuildEngine:
         if self.running:
             self._cancel_running()
             await asyncio.gather(*self.running, return_exceptions=True)
-        for node in self.nodes.values():
-            if node.state in (_State.RUNNING, _State.SUSPENDED) or (cancelled and node.state is _State.PENDING and node.started):
+        # A cancelled build leaves no task pending or running in the registry.
+        unfinished = (_State.RUNNING, _State.SUSPENDED)
+        if cancelled:
+            unfinished += (_State.PENDING, _State.BLOCKED)
+        for node in list(self.nodes.values()):
+            if node.state in unfinished:
+                if time.perf_counter() >= self._slice_end:
+                    await self._yield_slice()
                 await self._cancel(node)
-        teardown = self.executor.teardown
         try:
-            if cancelled and "wait" in teardown.__code__.co_varnames:  # type: ignore[attr-defined]
-                await teardown(wait=False)  # type: ignore[call-arg]
-            else:
-                await teardown()
+            await _teardown(self.executor, wait=not cancelled)
         except Exception:
             logger.exception("executor teardown failed")
         if not cancelled and not self.errors and not self._exit_early:
@@ -576,6 +777,13 @@ async def _renew_forever(renew: Any, key: str, every: float) -> None:
             await renew(key)
         except Exception:  # pragma: no cover - logged, retried next period
             logger.exception("could not renew the global lock %s", key)
+
+
+def _output_uri(task: BaseTask) -> str:
+    try:
+        return str(getattr(task.output(), "uri", "?"))  # type: ignore[attr-defined]
+    except Exception:
+        return "?"
 
 
 def _describe(error: BaseException | None) -> str:

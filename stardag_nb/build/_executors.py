@@ -2,18 +2,21 @@
 
 :class:`HybridConcurrentTaskExecutor` picks an :class:`ExecutionMode` per task:
 
-- ``SYNC_BLOCKING``: ``run()`` inline on the event loop; no thread hop (the default
-  for sync tasks in ``sd.build``: trivial tasks cost no more than the call);
-- ``SYNC_THREAD``: ``run()`` in a thread pool (tasks that block for long, or any sync
-  task while a notebook must stay responsive);
+- ``SYNC_THREAD``: ``run()`` on a worker thread (the default for sync tasks):
+  independent tasks run concurrently, up to ``max_thread_workers``, and the event loop
+  stays free; workers hand results back in batches (:mod:`._workers`), so a trivial
+  task costs little more than the call;
+- ``SYNC_BLOCKING``: ``run()`` inline on the event loop (opt in with
+  ``__execution_mode__ = "inline"``): no thread hop at all, but the loop (a notebook's
+  kernel) is blocked while the body runs and sync tasks never overlap;
 - ``SYNC_PROCESS``: ``run()`` in a process pool (CPU-bound work; tasks must be
   importable, so not defined in a notebook's ``__main__``);
 - ``ASYNC_MAIN_LOOP``: ``await run_aio()`` on the loop.
 
 A task asks for a mode with the class attribute ``__execution_mode__ = "thread"``
-(or ``"process"``, ``"blocking"``); otherwise the selector's default applies.
+(or ``"process"``, ``"inline"``); otherwise the selector's default applies.
 Generator tasks (dynamic dependencies) are stepped where their mode says: each step of
-a ``SYNC_THREAD`` generator runs in the pool, never on the loop.
+a ``SYNC_THREAD`` generator runs on a worker, never on the loop.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import asyncio
 import inspect
 import multiprocessing
 from collections.abc import Callable, Hashable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from .._task import BaseTask, _has_custom_run, _has_custom_run_aio, flatten_task_struct
 from ._base import TaskExecutorABC
+from ._workers import CancelFlag, ThreadWorkers
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -146,11 +150,13 @@ def _run_in_process(task: BaseTask) -> list[BaseTask] | None:
 
 
 class HybridConcurrentTaskExecutor(TaskExecutorABC):
-    """Runs each task inline, in a thread, in a process or on the loop, by its mode.
+    """Runs each task on a worker thread, inline, in a process or on the loop, by its mode.
 
     ``submit`` returns None when the task finished, the ``TaskStruct`` a generator
     yielded (it is resumed by the next ``submit`` of the same task), or the exception.
-    Pools are created on first use.
+    Pools are created on first use. ``cancel_grace_seconds``: how long a cancelled
+    build waits for sync task bodies still running on worker threads (they can check
+    ``sd.cancelled()``) before it gives up on them.
     """
 
     def __init__(
@@ -159,15 +165,18 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
         max_async_workers: int = 10,
         max_thread_workers: int = 10,
         max_process_workers: int | None = None,
+        cancel_grace_seconds: float = 2.0,
     ) -> None:
         self.execution_mode_selector = execution_mode_selector or DefaultExecutionModeSelector()
         self.max_async_workers = max_async_workers
         self.max_thread_workers = max_thread_workers
         self.max_process_workers = max_process_workers
+        self.cancel_grace_seconds = cancel_grace_seconds
         self._async_slots: asyncio.Semaphore | None = None
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: ThreadWorkers | None = None
         self._processes: ProcessPoolExecutor | None = None
         self._generators: dict[UUID, tuple[Any, ExecutionMode]] = {}
+        self._cancel_flag = CancelFlag()
 
     def runs_inline(self, task: BaseTask) -> bool:
         """True if ``submit(task)`` completes without suspending (the build then skips
@@ -176,25 +185,36 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
 
     async def setup(self) -> None:
         self._async_slots = asyncio.Semaphore(self.max_async_workers)
+        self._cancel_flag = CancelFlag()
+
+    def cancel(self) -> None:
+        """The build was asked to stop: ``sd.cancelled()`` turns True in its task bodies,
+        and process-mode tasks are terminated at teardown."""
+        self._cancel_flag.set()
 
     async def teardown(self, wait: bool = True) -> None:
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            if wait:
+                await threads.wait_idle(timeout=float("inf"))
+            elif threads.busy:
+                await threads.wait_idle(self.cancel_grace_seconds)
+            threads.shutdown()
         for gen, _ in self._generators.values():
             _close_generator(gen)
         self._generators.clear()
-        if self._threads is not None:
-            self._threads.shutdown(wait=wait, cancel_futures=not wait)
-            self._threads = None
         if self._processes is not None:
+            if not wait:
+                _terminate_workers(self._processes)
             self._processes.shutdown(wait=wait, cancel_futures=not wait)
             self._processes = None
 
-    def _pool(self, mode: ExecutionMode) -> Executor:
-        if mode is ExecutionMode.SYNC_THREAD:
-            if self._threads is None:
-                self._threads = ThreadPoolExecutor(
-                    self.max_thread_workers, thread_name_prefix="stardag-nb-task"
-                )
-            return self._threads
+    def _workers(self) -> ThreadWorkers:
+        if self._threads is None:
+            self._threads = ThreadWorkers(self.max_thread_workers, self._cancel_flag)
+        return self._threads
+
+    def _process_pool(self) -> Executor:
         if self.max_process_workers is None:
             raise RuntimeError(
                 "A task asked for process execution, but the executor has no process pool: "
@@ -227,11 +247,10 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
         if mode is ExecutionMode.SYNC_BLOCKING:
             return _start_sync(task)
         if mode is ExecutionMode.SYNC_THREAD:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool(mode), _start_sync, task)  # type: ignore[no-any-return]
+            return await self._workers().submit(_start_sync, task)  # type: ignore[no-any-return]
         if mode is ExecutionMode.SYNC_PROCESS:
             loop = asyncio.get_running_loop()
-            missing = await loop.run_in_executor(self._pool(mode), _run_in_process, task)
+            missing = await loop.run_in_executor(self._process_pool(), _run_in_process, task)
             return None, (missing if missing else _FINISHED)
         slots = self._async_slots or asyncio.Semaphore(self.max_async_workers)
         async with slots:
@@ -250,8 +269,7 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
             except StopAsyncIteration:
                 return _FINISHED
         if mode is ExecutionMode.SYNC_THREAD:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool(mode), _step_sync, gen)
+            return await self._workers().submit(_step_sync, gen)
         return _step_sync(gen)
 
     def discard(self, task: BaseTask) -> None:
@@ -259,6 +277,15 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
         saved = self._generators.pop(task.id, None)
         if saved is not None:
             _close_generator(saved[0])
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a cancelled build's process-mode tasks now rather than when they finish."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        try:
+            process.terminate()
+        except Exception:  # pragma: no cover - already gone
+            pass
 
 
 def _close_generator(gen: Any) -> None:
@@ -310,6 +337,25 @@ class RoutedTaskExecutor(TaskExecutorABC):
         for executor in self.executors.values():
             await executor.setup()
 
-    async def teardown(self) -> None:
+    def cancel(self) -> None:
+        """Pass a build's cancellation on to every executor that takes it."""
         for executor in self.executors.values():
-            await executor.teardown()
+            cancel = getattr(executor, "cancel", None)
+            if cancel is not None:
+                cancel()
+
+    async def teardown(self, wait: bool = True) -> None:
+        for executor in self.executors.values():
+            await _teardown(executor, wait)
+
+
+async def _teardown(executor: TaskExecutorABC, wait: bool) -> None:
+    """``executor.teardown(wait=wait)``, or ``teardown()`` for one that takes no ``wait``."""
+    try:
+        params = inspect.signature(executor.teardown).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        params = {}  # type: ignore[assignment]
+    if "wait" in params:
+        await executor.teardown(wait=wait)  # type: ignore[call-arg]
+    else:
+        await executor.teardown()

@@ -99,11 +99,12 @@ def test_fail_fast_and_continue(builder) -> None:  # type: ignore[no-untyped-def
     summary = builder(roots, fail_mode=FailMode.FAIL_FAST)
     assert summary.status is BuildExitStatus.FAILURE
     assert "failed on purpose" in str(summary.error)
-    assert RUNS == ["step1"]
+    assert "step1" in RUNS and "step2" not in RUNS  # step3 may run beside step1
     RUNS.clear()
+    roots = [Step(n=2, deps=[bad]), Step(n=4)]  # step3 may be complete already
     summary = builder(roots, fail_mode="continue")
     assert summary.status is BuildExitStatus.FAILURE
-    assert RUNS == ["step1", "step3"]  # the dependent of the failure never runs
+    assert sorted(RUNS) == ["step1", "step4"]  # the dependent of the failure never runs
     assert summary.task_count.failed == 1 and summary.task_count.succeeded == 1
     assert bad.id in summary.errors
 

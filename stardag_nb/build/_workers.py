@@ -1,0 +1,178 @@
+"""Worker threads for sync task bodies, handing results back to the loop in batches.
+
+``run_in_executor`` costs a thread-safe wake-up of the event loop per call. Here workers
+take jobs from one queue and append what they finish to a shared list; only the first
+result of a batch wakes the loop, which then resolves every future in the batch in one
+callback. Trivial tasks so cost little more than the call, and the loop stays free.
+
+While a job runs, :func:`cancelled` in that thread tells whether its build was asked to
+stop: sync code cannot be interrupted, so long task bodies poll it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["CancelFlag", "ThreadWorkers", "cancelled"]
+
+
+class CancelFlag:
+    """Set once when a build is asked to stop; read by the task bodies of that build."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+_local = threading.local()
+
+
+def cancelled() -> bool:
+    """True if the build running the calling task body was cancelled.
+
+    Long sync ``run()`` bodies call it now and then and return (or raise) early when it
+    is True: a thread cannot be stopped from outside, and a cancelled build waits for
+    running task bodies only a short grace period. False outside a build.
+    """
+    flag = getattr(_local, "flag", None)
+    return flag is not None and flag.is_set()
+
+
+class _Job:
+    __slots__ = ("fn", "arg", "future")
+
+    def __init__(self, fn: Callable[[Any], Any], arg: Any, future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.arg = arg
+        self.future = future
+
+
+_STOP = None
+
+
+class ThreadWorkers:
+    """Up to ``max_workers`` daemon threads running ``fn(arg)`` jobs for one loop.
+
+    Threads start on demand. :meth:`submit` returns an asyncio future resolved on the
+    loop; cancelling it skips the job if no worker has taken it yet.
+    """
+
+    def __init__(self, max_workers: int, flag: CancelFlag, name: str = "stardag-nb-task") -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_thread_workers must be at least 1; got {max_workers}")
+        self.max_workers = max_workers
+        self.flag = flag
+        self.name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._finished: list[tuple[_Job, bool, Any]] = []
+        self._idle = 0
+        self._busy = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._all_idle: asyncio.Event | None = None
+
+    @property
+    def busy(self) -> int:
+        """Jobs being run right now."""
+        return self._busy
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
+        """Queue ``fn(arg)``; the future gives its result or raises its exception."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._jobs.put(_Job(fn, arg, future))
+        with self._lock:
+            start = self._idle == 0 and len(self._threads) < self.max_workers
+            if start:
+                self._idle += 1  # counted idle until it takes its first job
+        if start:
+            thread = threading.Thread(
+                target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        return future
+
+    def _work(self) -> None:
+        jobs, lock, finished = self._jobs, self._lock, self._finished
+        _local.flag = self.flag
+        while True:
+            job = jobs.get()
+            with lock:
+                self._idle -= 1
+            if job is _STOP:
+                return
+            # A cancelled future is final, so reading its state here is safe: the job
+            # was cancelled (its build stopped) before a worker took it.
+            skip = job.future.cancelled()
+            if skip:
+                ok, value = False, None
+            else:
+                with lock:
+                    self._busy += 1
+                try:
+                    value, ok = job.fn(job.arg), True
+                except BaseException as exc:  # handed to the awaiting coroutine
+                    value, ok = exc, False
+            with lock:
+                if not skip:
+                    self._busy -= 1
+                first = not finished
+                finished.append((job, ok, value))
+                self._idle += 1
+            if first:
+                loop = self._loop
+                try:
+                    loop.call_soon_threadsafe(self._deliver)  # type: ignore[union-attr]
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            batch = self._finished.copy()
+            self._finished.clear()  # the same list: workers hold a reference to it
+            idle = self._busy == 0
+        for job, ok, value in batch:
+            future = job.future
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if idle and self._all_idle is not None:
+            self._all_idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for running jobs to end; True if they did."""
+        if self._busy == 0:
+            return True
+        self._all_idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._all_idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return self._busy == 0
+        finally:
+            self._all_idle = None
+        return True
+
+    def shutdown(self) -> None:
+        """Let the threads exit once the queue is drained (they are daemons: a job
+        still running does not keep the process alive)."""
+        for _ in self._threads:
+            self._jobs.put(_STOP)
+        self._threads = []
