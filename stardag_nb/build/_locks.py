@@ -3,9 +3,11 @@
 The build acquires a task's lock (named by the task id) before running it and
 releases it after, marking the task completed. While a lock is held elsewhere the
 build waits with backoff, re-checking completion; a task completed elsewhere counts
-as previously completed. Implementations: the embedded SQLite registry's
-(:class:`stardag_nb.registry.SQLiteGlobalLockManager`) and, later, the registry
-service's.
+as previously completed. A completion record never outranks a missing output: a
+manager that can (:class:`CompletionClearingLockManager`) clears the record of a task
+whose output is gone, so it can be built again. Implementations: the embedded SQLite
+registry's (:class:`stardag_nb.registry.SQLiteGlobalLockManager`) and the registry
+service's (:class:`stardag_nb.registry.RegistryGlobalConcurrencyLockManager`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from .._task import BaseTask
 
 __all__ = [
+    "CompletionClearingLockManager",
     "DefaultGlobalLockSelector",
     "GlobalConcurrencyLockManager",
     "GlobalLockConfig",
@@ -62,16 +65,32 @@ class LockHandle(Protocol):
 
 @runtime_checkable
 class GlobalConcurrencyLockManager(Protocol):
-    """Leases on task ids, shared by every build that uses the same store."""
+    """Leases on task ids, shared by every build that uses the same store.
+
+    One manager may serve several builds at once (in one process): it hands a lease to
+    one holder at a time, so a second ``acquire`` of a lease it holds answers
+    ``HELD_BY_OTHER`` until the first holder releases it.
+    """
 
     def lock(self, task_id: str) -> LockHandle:
         """A handle that acquires on enter, renews while held and releases on exit."""
 
     async def acquire(self, task_id: str) -> LockAcquisitionResult:
-        """Try once to take the lease on ``task_id`` (re-entrant for the same owner)."""
+        """Try once to take the lease on ``task_id``."""
 
     async def release(self, task_id: str, task_completed: bool = False) -> bool:
         """Give the lease back; with ``task_completed`` also record the completion."""
+
+
+@runtime_checkable
+class CompletionClearingLockManager(GlobalConcurrencyLockManager, Protocol):
+    """A lock manager that can forget a task's completion (both built-in ones can; the
+    method is optional for other managers)."""
+
+    async def clear_completion(self, task_id: str) -> bool:
+        """Remove the completion record of ``task_id`` in the manager's own scope (so the
+        next ``acquire`` can answer ``ACQUIRED``); leases are untouched. True when no
+        record remains; False when it could not be cleared (then it stays)."""
 
 
 @dataclass

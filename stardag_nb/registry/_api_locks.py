@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_OID, UUID, uuid4, uuid5
 
 from ._api import note_completed_on_release, running_build_of
-from ._http import HTTPSettings, RegistryHTTP, error_for_response
+from ._http import HTTPSettings, RegistryHTTP, error_for_response, is_missing_route
 from ._lease_handle import LeaseHandle
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ __all__ = ["RegistryGlobalConcurrencyLockManager", "RegistryLockHandle"]
 logger = logging.getLogger("stardag_nb.registry")
 
 DEFAULT_TTL_SECONDS = 60
+
+_HELD_HERE = "Lock is held by another holder of this lock manager"
 
 
 def _owner_uuid(owner_id: str | UUID | None) -> str:
@@ -122,11 +124,17 @@ class RegistryGlobalConcurrencyLockManager:
             lease), besides the build's own renewals and a :class:`RegistryLockHandle`'s
             every ``ttl / 2`` (which cost no request while the thread keeps up).
 
-    ``acquire`` maps the service's answers: 200 → ``ACQUIRED`` or ``ALREADY_COMPLETED``,
-    423 → ``HELD_BY_OTHER``, 429 → ``CONCURRENCY_LIMIT_REACHED``, anything else (an
+    The service treats a repeated acquire by the same owner as re-entrant (so a retried
+    request is harmless); the manager itself hands a lease to one holder at a time: while
+    it holds (or is acquiring) a lease, another ``acquire`` of it answers
+    ``HELD_BY_OTHER`` without a request, until :meth:`release`. Otherwise ``acquire``
+    maps the service's answers: 200 → ``ACQUIRED`` or ``ALREADY_COMPLETED``, 423 →
+    ``HELD_BY_OTHER``, 429 → ``CONCURRENCY_LIMIT_REACHED``, anything else (an
     unreachable service after the retries, an auth error) → ``ERROR`` with the reason.
     ``release(task_completed=True)`` sends the build running the task (when this process
     knows it), so the service records the completion in the same transaction.
+    :meth:`clear_completion` forgets a completion whose output is gone (an extension
+    route: a v1 service lacks it, then the completion stays).
     """
 
     def __init__(
@@ -150,6 +158,9 @@ class RegistryGlobalConcurrencyLockManager:
         self.settings = HTTPSettings.resolve(api_url, timeout, environment_id, api_key)
         self._http = RegistryHTTP(self.settings)
         self._keeper = _LeaseKeeper(self)
+        self._held: set[str] = set()  # leases handed out (or being acquired), not released
+        self._held_lock = threading.Lock()  # the manager may serve several loops/threads
+        self._clear_missing = False  # the service has no clear-completion route (v1)
 
     def __repr__(self) -> str:
         return (
@@ -167,17 +178,42 @@ class RegistryGlobalConcurrencyLockManager:
         return RegistryLockHandle(self, str(task_id), self.config)
 
     async def acquire(self, task_id: str | UUID) -> LockAcquisitionResult:
-        """Try once to take the lease on ``task_id`` (re-entrant for the same owner)."""
+        """Try once to take the lease on ``task_id`` (``HELD_BY_OTHER`` while this manager
+        holds it; see the class docstring)."""
+        from ..build._locks import LockAcquisitionResult, LockAcquisitionStatus
+
+        name = str(task_id)
+        with self._held_lock:
+            if name in self._held:
+                return LockAcquisitionResult(
+                    LockAcquisitionStatus.HELD_BY_OTHER, False,
+                    f"{_HELD_HERE} ({self.settings.api_url})",
+                )  # fmt: skip
+            self._held.add(name)  # reserved while the request is under way
+        try:
+            result = await self._acquire(name)
+        except BaseException:  # cancelled
+            self._unclaim(name)
+            raise
+        if not result.acquired:
+            self._unclaim(name)
+        return result
+
+    def _unclaim(self, name: str) -> None:
+        with self._held_lock:
+            self._held.discard(name)
+
+    async def _acquire(self, name: str) -> LockAcquisitionResult:
         from ..build._locks import LockAcquisitionResult, LockAcquisitionStatus
 
         body = {"owner_id": self.owner_id, "ttl_seconds": self._ttl, "check_task_completion": True}
         try:
             response = await self._http.arequest(
-                "POST", f"/locks/{task_id}/acquire", json_body=body, ok=(423, 429)
+                "POST", f"/locks/{name}/acquire", json_body=body, ok=(423, 429)
             )
         except Exception as exc:
             logger.warning(
-                "Could not acquire the lock of %s at %s: %s", task_id, self.settings.api_url, exc
+                "Could not acquire the lock of %s at %s: %s", name, self.settings.api_url, exc
             )
             return LockAcquisitionResult(LockAcquisitionStatus.ERROR, False, str(exc))
         if response.status_code == 423:
@@ -197,7 +233,7 @@ class RegistryGlobalConcurrencyLockManager:
             )
         acquired = bool(data.get("acquired"))
         if acquired:
-            self._keeper.hold(str(task_id))
+            self._keeper.hold(name)
         return LockAcquisitionResult(status, acquired, data.get("error_message"))
 
     async def release(
@@ -205,8 +241,15 @@ class RegistryGlobalConcurrencyLockManager:
     ) -> bool:
         """Give the lease back; with ``task_completed`` the service records the completion
         (with ``build_id``, by default the build of this process running the task, in
-        that build). False when this owner does not hold the lease or the call failed."""
+        that build). False when this owner does not hold the lease or the call failed.
+        Another holder of this manager can acquire the lease once this returns."""
         name = str(task_id)
+        try:
+            return await self._release(name, task_completed, build_id)
+        finally:
+            self._unclaim(name)  # after the request: no second holder meanwhile
+
+    async def _release(self, name: str, task_completed: bool, build_id: UUID | str | None) -> bool:
         self._keeper.drop(name)
         if task_completed and build_id is None:
             build_id = running_build_of(self.settings.api_url, name)
@@ -277,6 +320,37 @@ class RegistryGlobalConcurrencyLockManager:
             logger.warning("Could not check the completion of %s: %s", task_id, exc)
             return False
         return bool(response.json().get("is_completed", False))
+
+    async def clear_completion(self, task_id: str | UUID) -> bool:
+        """Forget the completion of ``task_id`` in this manager's environment (when its
+        output is gone), so the next :meth:`acquire` can take the lease; leases are
+        untouched. True when the service no longer has a completion of it; False when
+        it could not be cleared (a v1 service without the route, or the call failed; a
+        warning is logged)."""
+        if self._clear_missing:
+            return False
+        path = f"/locks/tasks/{task_id}/completion"
+        try:
+            response = await self._http.arequest("DELETE", path, ok=(404, 405))
+            if response.status_code in (404, 405):
+                if not is_missing_route(response):
+                    raise error_for_response(
+                        response, f"DELETE {path}", self.settings.environment_id
+                    )
+                self._clear_missing = True
+                logger.warning(
+                    "The registry service at %s cannot clear a task's completion (a v1 "
+                    "service): %s stays recorded as completed.",
+                    self.settings.api_url, task_id,
+                )  # fmt: skip
+                return False
+        except Exception as exc:
+            logger.warning(
+                "Could not clear the completion of %s at %s: %s",
+                task_id, self.settings.api_url, exc,
+            )  # fmt: skip
+            return False
+        return not bool(response.json().get("is_completed", True))
 
     async def aclose(self) -> None:
         """Stop renewing, close the HTTP clients (of the running loop, and the sync one)."""

@@ -29,6 +29,8 @@ _T = TypeVar("_T")
 
 logger = logging.getLogger("stardag_nb.registry")
 
+_HELD_HERE = "Lock is held by another holder of this lock manager"
+
 
 class SQLiteGlobalLockManager:
     """Leases on task ids, stored in the registry's SQLite file.
@@ -38,21 +40,25 @@ class SQLiteGlobalLockManager:
             are used), or a file path (workspace ``default``, environment ``local``), or
             None for the default registry file.
         owner_id: Who holds the leases taken through this manager (default: a new UUID;
-            two managers with the same owner id share their leases).
+            two managers with the same owner id share their leases in the file).
         ttl_seconds: How long a lease lasts unless renewed; a lease left by a crashed
             process is taken over once it expires.
         max_concurrent_locks: At most this many leases of *other* owners may be active
             when a new one is taken (None: no limit).
 
     Each operation is one short ``BEGIN IMMEDIATE`` transaction on the manager's own
-    connection, never buffered. ``acquire`` answers, in this order:
-    ``ALREADY_COMPLETED`` when a completion record exists for the task; ``ACQUIRED``
-    when the lease is ours already (re-entrant: it is extended); ``HELD_BY_OTHER`` when
-    another owner's lease has not expired; ``CONCURRENCY_LIMIT_REACHED`` when the limit
-    is reached; else ``ACQUIRED`` (a free or expired lease is taken). Each acquisition
-    bumps the lease's ``version``. ``release(task_completed=True)`` deletes the lease and
-    writes the completion record in the same transaction, so a task whose completion
-    is recorded is never acquired again: every process sees ``ALREADY_COMPLETED``.
+    connection, never buffered. ``acquire`` answers, in this order: ``HELD_BY_OTHER``
+    when this manager holds the lease already (another build of this process sharing
+    the manager runs the task; no transaction); ``ALREADY_COMPLETED`` when a completion
+    record exists for the task; ``ACQUIRED`` when the file's lease is this owner's
+    (another manager with the same owner id, or one left by this manager: it is
+    extended); ``HELD_BY_OTHER`` when another owner's lease has not expired;
+    ``CONCURRENCY_LIMIT_REACHED`` when the limit is reached; else ``ACQUIRED`` (a free
+    or expired lease is taken). Each acquisition bumps the lease's ``version``.
+    ``release(task_completed=True)`` deletes the lease and writes the completion record
+    in the same transaction, so a task whose completion is recorded is not acquired
+    again (every process sees ``ALREADY_COMPLETED``) until :meth:`clear_completion`
+    removes the record (its output is gone).
 
     The transactions run on the calling thread (they take well under a millisecond
     unless another process holds the file's write lock).
@@ -84,6 +90,8 @@ class SQLiteGlobalLockManager:
         self.ttl_seconds = float(ttl_seconds)
         self.max_concurrent_locks = max_concurrent_locks
         self._lock = threading.Lock()
+        self._held: set[str] = set()  # leases handed out by this manager, not yet released
+        self._held_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._env_id = 0
         self._finalizer: weakref.finalize | None = None
@@ -172,6 +180,11 @@ class SQLiteGlobalLockManager:
             )
             return LockAcquisitionStatus.ACQUIRED
 
+        if not self._claim(name):
+            return LockAcquisitionResult(
+                LockAcquisitionStatus.HELD_BY_OTHER, False, f"{_HELD_HERE} ({self.path})"
+            )
+        status = LockAcquisitionStatus.ERROR
         try:
             status = self._transaction(attempt)
         except (sqlite3.Error, OSError) as exc:  # OSError: the file's directory is unusable
@@ -180,7 +193,22 @@ class SQLiteGlobalLockManager:
             )
         except Exception as exc:  # StardagError from opening the file (schema, not a db)
             return LockAcquisitionResult(LockAcquisitionStatus.ERROR, False, str(exc))
+        finally:
+            if status is not LockAcquisitionStatus.ACQUIRED:
+                self._unclaim(name)
         return LockAcquisitionResult(status, status is LockAcquisitionStatus.ACQUIRED)
+
+    def _claim(self, name: str) -> bool:
+        """Reserve ``name`` for one holder; False when this manager holds it already."""
+        with self._held_lock:
+            if name in self._held:
+                return False
+            self._held.add(name)
+            return True
+
+    def _unclaim(self, name: str) -> None:
+        with self._held_lock:
+            self._held.discard(name)
 
     def release_sync(self, task_id: str | UUID, task_completed: bool = False) -> bool:
         """:meth:`release`, blocking."""
@@ -199,7 +227,10 @@ class SQLiteGlobalLockManager:
                 )
             return bool(deleted)
 
-        return self._guarded("release", name, release)
+        try:
+            return self._guarded("release", name, release)
+        finally:
+            self._unclaim(name)  # after the transaction: no second holder meanwhile
 
     def renew_sync(self, task_id: str | UUID, ttl_seconds: float | None = None) -> bool:
         """:meth:`renew`, blocking."""
@@ -232,6 +263,19 @@ class SQLiteGlobalLockManager:
 
         return self._guarded("check completion of", name, check)
 
+    def clear_completion_sync(self, task_id: str | UUID) -> bool:
+        """:meth:`clear_completion`, blocking."""
+        name = str(task_id)
+
+        def clear(conn: sqlite3.Connection, env: int, now: float) -> bool:
+            conn.execute(
+                "DELETE FROM task_completions WHERE environment_id = ? AND task_id = ?",
+                (env, name),
+            )
+            return True
+
+        return self._guarded("clear the completion of", name, clear)
+
     def _guarded(
         self, what: str, name: str, fn: Callable[[sqlite3.Connection, int, float], bool]
     ) -> bool:
@@ -262,6 +306,13 @@ class SQLiteGlobalLockManager:
     async def check_task_completed(self, task_id: str | UUID) -> bool:
         """True when a completion record exists for ``task_id``."""
         return self.check_task_completed_sync(task_id)
+
+    async def clear_completion(self, task_id: str | UUID) -> bool:
+        """Remove the completion record of ``task_id`` in this manager's workspace and
+        environment (when its output is gone), so the next :meth:`acquire` can take the
+        lease. Leases are untouched. True when no record remains (False: the file could
+        not be written; a warning is logged)."""
+        return self.clear_completion_sync(task_id)
 
     def lock(self, task_id: str | UUID) -> SQLiteLockHandle:
         """An async context manager: acquires on enter (see ``handle.result``), renews

@@ -577,7 +577,7 @@ def test_lock_manager_protocol(service: Service, env: Env) -> None:
     async def scenario() -> None:
         first = await a.acquire("task-1")
         assert (first.status, first.acquired) == (S.ACQUIRED, True)
-        assert (await a.acquire("task-1")).status is S.ACQUIRED  # re-entrant
+        assert (await a.acquire("task-1")).status is S.HELD_BY_OTHER  # one holder at a time
         held = await b.acquire("task-1")
         assert (held.status, held.acquired) == (S.HELD_BY_OTHER, False)
         assert held.error_message == "Lock is held by another owner"

@@ -48,15 +48,16 @@ def test_implements_the_lock_protocols(db: Path) -> None:
     assert isinstance(manager.lock("t"), LockHandle)
 
 
-def test_acquire_is_reentrant_and_exclusive(db: Path) -> None:
+def test_acquire_is_exclusive_and_reentrant_for_the_owner_in_the_file(db: Path) -> None:
     a = SQLiteGlobalLockManager(db, owner_id="a")
+    a_again = SQLiteGlobalLockManager(db, owner_id="a")  # the same owner, another manager
     b = SQLiteGlobalLockManager(db, owner_id="b")
 
     async def scenario() -> None:
         first = await a.acquire("t1")
         assert (first.status, first.acquired) == (S.ACQUIRED, True)
         assert _lock_row(db, "t1")[::2] == ("a", 1)  # type: ignore[index]
-        again = await a.acquire("t1")
+        again = await a_again.acquire("t1")
         assert again.status is S.ACQUIRED
         assert _lock_row(db, "t1")[::2] == ("a", 2)  # type: ignore[index]
         other = await b.acquire("t1")
@@ -64,6 +65,101 @@ def test_acquire_is_reentrant_and_exclusive(db: Path) -> None:
         assert (await b.acquire("t2")).status is S.ACQUIRED  # other names are independent
         assert await a.release("t1")
         assert (await b.acquire("t1")).status is S.ACQUIRED
+
+    asyncio.run(scenario())
+
+
+def test_a_manager_hands_a_lease_to_one_holder_at_a_time(db: Path) -> None:
+    """Two builds sharing a manager share its owner id: the second acquire of a lease the
+    manager holds is refused until the first holder releases it."""
+    manager = SQLiteGlobalLockManager(db, owner_id="shared")
+
+    async def scenario() -> None:
+        assert (await manager.acquire("t")).acquired
+        second = await manager.acquire("t")
+        assert (second.status, second.acquired) == (S.HELD_BY_OTHER, False)
+        assert second.error_message and "this lock manager" in second.error_message
+        assert _lock_row(db, "t")[::2] == ("shared", 1)  # type: ignore[index]
+        assert (await manager.acquire("other")).acquired  # other names are independent
+        assert await manager.release("t")
+        assert (await manager.acquire("t")).acquired  # released: the next holder takes it
+        assert await manager.release("t", task_completed=True)
+        assert (await manager.acquire("t")).status is S.ALREADY_COMPLETED
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_or_failed_acquire_holds_nothing(tmp_path: Path, db: Path) -> None:
+    """Only an acquired lease is held by the manager: after HELD_BY_OTHER (another owner)
+    or an error, the same manager can acquire once the lease is free."""
+    a = SQLiteGlobalLockManager(db, owner_id="a")
+    b = SQLiteGlobalLockManager(db, owner_id="b")
+    broken = tmp_path / "later.sqlite3"
+    broken.mkdir()  # a directory where the file should be: an error result
+    late = SQLiteGlobalLockManager(broken)
+
+    async def scenario() -> None:
+        assert (await a.acquire("t")).acquired
+        assert (await b.acquire("t")).status is S.HELD_BY_OTHER
+        assert await a.release("t")
+        assert (await b.acquire("t")).acquired
+        assert (await late.acquire("t")).status is S.ERROR
+        broken.rmdir()
+        assert (await late.acquire("t")).acquired
+
+    asyncio.run(scenario())
+
+
+def test_clear_completion_lets_the_task_be_acquired_again(db: Path) -> None:
+    a = SQLiteGlobalLockManager(db, owner_id="a")
+    b = SQLiteGlobalLockManager(db, owner_id="b")
+
+    async def scenario() -> None:
+        assert (await a.acquire("t")).acquired
+        assert await a.release("t", task_completed=True)
+        assert (await b.acquire("t")).status is S.ALREADY_COMPLETED
+        assert await b.clear_completion("t")
+        assert not await a.check_task_completed("t")
+        assert (await b.acquire("t")).acquired  # another owner rebuilds it
+        assert await b.release("t", task_completed=True)
+        assert (await a.acquire("t")).status is S.ALREADY_COMPLETED
+        assert await a.clear_completion("never-completed")  # nothing to clear: True
+
+    asyncio.run(scenario())
+
+
+def test_clear_completion_stays_in_its_environment(db: Path) -> None:
+    local = SQLiteGlobalLockManager(db, owner_id="a")
+    prod = SQLiteGlobalLockManager(db, owner_id="a", environment="prod")
+    other_ws = SQLiteGlobalLockManager(db, owner_id="a", workspace="team")
+
+    async def scenario() -> None:
+        for manager in (local, prod, other_ws):
+            assert (await manager.acquire("t")).acquired
+            assert await manager.release("t", task_completed=True)
+        assert await local.clear_completion("t")
+        assert (await local.acquire("t")).acquired
+        assert (await prod.acquire("t")).status is S.ALREADY_COMPLETED
+        assert (await other_ws.acquire("t")).status is S.ALREADY_COMPLETED
+
+    asyncio.run(scenario())
+
+
+def test_clear_completion_leaves_held_leases_alone(db: Path) -> None:
+    holder = SQLiteGlobalLockManager(db, owner_id="holder")
+    other = SQLiteGlobalLockManager(db, owner_id="other")
+
+    async def scenario() -> None:
+        assert (await holder.acquire("t")).acquired
+        before = _lock_row(db, "t")
+        assert await other.clear_completion("t")
+        assert await holder.clear_completion("t")
+        assert _lock_row(db, "t") == before
+        assert (await other.acquire("t")).status is S.HELD_BY_OTHER
+        assert (await holder.acquire("t")).status is S.HELD_BY_OTHER  # still held here
+        assert await holder.renew("t")
+        assert await holder.release("t", task_completed=True)
+        assert await other.check_task_completed("t")
 
     asyncio.run(scenario())
 
@@ -115,7 +211,8 @@ def test_concurrency_limit_counts_other_owners_active_leases(db: Path) -> None:
         assert (await b.acquire("t1")).status is S.HELD_BY_OTHER
         assert await a.release("t1")
         assert (await b.acquire("t2")).status is S.ACQUIRED
-        assert (await b.acquire("t2")).status is S.ACQUIRED  # re-entrant: not limited
+        b_again = SQLiteGlobalLockManager(db, owner_id="b", max_concurrent_locks=1)
+        assert (await b_again.acquire("t2")).status is S.ACQUIRED  # own lease: not limited
         assert (await a.acquire("t3")).status is S.ACQUIRED  # a has no limit
         assert (await b.acquire("t4")).status is S.CONCURRENCY_LIMIT_REACHED
         await asyncio.sleep(0.55)  # a's lease on t3 expires: no longer counted
@@ -200,6 +297,7 @@ def test_sqlite_errors_become_error_results(tmp_path: Path) -> None:
         assert result.error_message
         assert not await manager.release("t")
         assert not await manager.check_task_completed("t")
+        assert not await manager.clear_completion("t")
 
     asyncio.run(scenario())
 

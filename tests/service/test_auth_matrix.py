@@ -432,6 +432,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/locks/tasks/{task_id}/completion-status"): Row(
         get(lambda w: f"/api/v1/locks/tasks/{w.a.task_id}/completion-status"), sdk(200, 200)
     ),
+    ("DELETE", "/api/v1/locks/tasks/{task_id}/completion"): Row(
+        lambda w, c: Req("DELETE", f"/api/v1/locks/tasks/matrix-{uuid.uuid4()}/completion"),
+        sdk(200, 200),
+    ),
     # -- SDK: environment ----------------------------------------------------------------
     ("GET", "/api/v1/environment"): Row(get(lambda w: "/api/v1/environment"), sdk(200, 200)),
     ("GET", "/api/v1/target-roots"): Row(get(lambda w: "/api/v1/target-roots"), sdk(200, 200)),

@@ -5,6 +5,12 @@ has expired OR is the caller's … RETURNING`` (PostgreSQL and SQLite alike): it
 on a free, expired or own lock (re-entrant, ``version`` bumped). Renew and release only
 work for the owner. Release with ``task_completed`` and ``build_id`` records
 ``task_completed`` in the same transaction.
+
+A task is completed in the environment when its newest completion event
+(``task_completed`` or ``task_already_complete``) is newer than its newest
+``task_completion_cleared`` (the extension route ``DELETE
+/locks/tasks/{task_id}/completion``, called when the output is gone; a v1 client never
+sends it). Events are ordered by id (UUIDv7: insertion order).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from sqlalchemy import bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...registry._wire import (
@@ -34,12 +40,14 @@ from ..queries import add_event, build_and_task, dialect_insert
 from ..status import COMPLETION_EVENTS, EventType
 from ..views import lock_info
 
-__all__ = ["LOCK_NOT_FOUND", "NOT_OWNED", "router"]
+__all__ = ["COMPLETION_CLEARED", "LOCK_NOT_FOUND", "NOT_OWNED", "router"]
 
 router = APIRouter(prefix="/api/v1/locks", tags=["locks"])
 
 NOT_OWNED = "Lock not found or not owned by caller"
 LOCK_NOT_FOUND = "Lock not found"
+COMPLETION_CLEARED = "task_completion_cleared"
+"""The event that voids a task's earlier completions (it changes no in-build status)."""
 
 
 def _ttl(seconds: int) -> timedelta:
@@ -48,15 +56,24 @@ def _ttl(seconds: int) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-# statements of the hot routes, built once (see queries.py)
-_IS_COMPLETED = select(
-    exists().where(
-        Task.environment_id == bindparam("env_id"),
-        Task.task_id == bindparam("task_id"),
-        Event.task_pk == Task.id,
-        Event.event_type.in_(COMPLETION_EVENTS),
+def _newest_completion_statement(*columns: Any) -> Any:
+    """``columns`` of the task's newest completion or completion-cleared event."""
+    return (
+        select(*columns)
+        .join(Task, Event.task_pk == Task.id)
+        .where(
+            Task.environment_id == bindparam("env_id"),
+            Task.task_id == bindparam("task_id"),
+            Event.event_type.in_((*COMPLETION_EVENTS, COMPLETION_CLEARED)),
+        )
+        .order_by(Event.id.desc())
+        .limit(1)
     )
-)
+
+
+# statements of the hot routes, built once (see queries.py)
+_NEWEST_COMPLETION_KIND = _newest_completion_statement(Event.event_type)  # acquire's check
+_NEWEST_COMPLETION = _newest_completion_statement(Event.event_type, Event.build_id, Event.task_pk)
 _LOCKS = Lock.__table__
 _RELEASE = (
     delete(_LOCKS)
@@ -113,9 +130,12 @@ def _acquire_statement(session: AsyncSession) -> Any:
 
 
 async def _is_completed(session: AsyncSession, scope: SdkScope, task_id: str) -> bool:
-    """Whether a build of the environment completed the task (or found it complete)."""
-    result = await session.execute(_IS_COMPLETED, {"env_id": scope.env_id, "task_id": task_id})
-    return bool(result.scalar())
+    """Whether a build of the environment completed the task (or found it complete),
+    and that completion was not cleared since."""
+    result = await session.execute(
+        _NEWEST_COMPLETION_KIND, {"env_id": scope.env_id, "task_id": task_id}
+    )
+    return result.scalar() in COMPLETION_EVENTS
 
 
 @router.post("/{name}/acquire")
@@ -258,6 +278,28 @@ async def completion_status(
     return CompletionStatus(
         task_id=task_id, is_completed=await _is_completed(session, scope, task_id)
     )
+
+
+@router.delete("/tasks/{task_id}/completion")
+async def clear_completion(
+    task_id: str, scope: SdkScopeDep, session: SessionDep
+) -> CompletionStatus:
+    """Forget the task's completion in the environment (its output is gone), so the next
+    acquire can take the lock: a ``task_completion_cleared`` event is appended in the
+    build of the newest completion. Locks are untouched; nothing happens when the task
+    is not completed. Answers the completion status afterwards (not completed)."""
+    params = {"env_id": scope.env_id, "task_id": task_id}
+    row = (await session.execute(_NEWEST_COMPLETION, params)).first()
+    if row is not None and row.event_type in COMPLETION_EVENTS:
+        await add_event(
+            session,
+            environment_id=scope.env_id,
+            build_id=row.build_id,
+            task_pk=row.task_pk,
+            event_type=COMPLETION_CLEARED,
+            created_at=utcnow(),
+        )
+    return CompletionStatus(task_id=task_id, is_completed=False)
 
 
 @router.get("/{name}")
