@@ -35,7 +35,7 @@ from ._task import (
 from ._task_loads import Depends, TaskLoads
 from ._version import __version__
 from .base_model import StardagBaseModel, StardagField
-from .build import build, build_aio, build_sequential, build_sequential_aio
+from .build import build, build_aio, build_sequential, build_sequential_aio, cancelled
 from .exceptions import (
     APIError,
     AuthenticationError,
@@ -99,6 +99,7 @@ __all__ = [
     "build_aio",
     "build_sequential",
     "build_sequential_aio",
+    "cancelled",
     "flatten_task_struct",
     "get_directory_target",
     "get_target",

@@ -11,6 +11,7 @@ Every error the library raises on purpose derives from :class:`StardagError`::
     │   └── MissingDependencyError (ImportError)  an optional package is needed
     ├── SerializationError           an output cannot be serialized or loaded
     ├── ConfigError (ValueError)     a config file or variable is malformed
+    ├── BuildCancelled               a build awaited in a notebook was cancelled
     └── APIError                     the registry service answered with an error
         ├── AuthenticationError
         │   ├── TokenExpiredError
@@ -30,6 +31,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "AuthorizationError",
+    "BuildCancelled",
     "ConfigError",
     "EnvironmentAccessError",
     "InvalidAPIKeyError",
@@ -85,6 +87,14 @@ class SerializationError(StardagError, ValueError):
 
 class ConfigError(StardagError, ValueError):
     """A configuration file or environment variable is malformed."""
+
+
+class BuildCancelled(StardagError):
+    """A build was cancelled (kernel interrupt, Cancel button, ``handle.cancel()``)
+    while a cell awaited it. Shown in a notebook as one line, not a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for how to show it
+        return [f"{type(self).__name__}: {self}"]
 
 
 class APIError(StardagError):

@@ -8,6 +8,9 @@ on a private loop in a worker thread and block like any sync call; ``await
 build_aio(...)`` is the non-blocking way. The running loop is never patched
 (nest_asyncio is not used: it is unmaintained and breaks on newer Pythons).
 Builds return a :class:`BuildSummary`; they do not raise when a task fails.
+Cancelling a build (``task.cancel()`` on ``build_aio``, Ctrl-C on ``build``) stops it:
+nothing new starts, async tasks are cancelled, process-mode tasks terminated, and sync
+task bodies on worker threads see ``cancelled()`` turn True.
 
 Progress and the DAG can be followed through build events
 (``event_handlers=[...]``, see :mod:`stardag_nb.build._events`).
@@ -25,6 +28,7 @@ from ._executors import (
     HybridConcurrentTaskExecutor,
     RoutedTaskExecutor,
 )
+from ._workers import cancelled
 from ._locks import (
     DefaultGlobalLockSelector,
     GlobalConcurrencyLockManager,
@@ -62,4 +66,5 @@ __all__ = [
     "build_aio",
     "build_sequential",
     "build_sequential_aio",
+    "cancelled",
 ]

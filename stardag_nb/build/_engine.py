@@ -636,6 +636,7 @@ class BuildEngine:
             else time.monotonic() + cfg.lock_wait_timeout_seconds
         )
         announced = False
+        cleared = False
         try:
             while True:
                 result = await self.lock_manager.acquire(key)
@@ -643,7 +644,8 @@ class BuildEngine:
                     node.lock_held = True
                     break
                 if result.status is LockAcquisitionStatus.ALREADY_COMPLETED:
-                    if await self._stale_completion_cleared(task, key):
+                    if not cleared and await self._stale_completion_cleared(task, key):
+                        cleared = True
                         continue  # the record outlived its output: take the lock, rebuild
                     await self._await_visible_completion(task)
                     raise _CompletedElsewhere()
@@ -683,11 +685,12 @@ class BuildEngine:
         clear = getattr(self.lock_manager, "clear_completion", None)
         if clear is None or await self._complete(task):
             return False
+        if not await clear(key):
+            return False
         logger.warning(
             "%s is recorded as completed, but its output %s is missing: building it again",
             repr(task)[:100], _output_uri(task),
         )
-        await clear(key)
         return True
 
     async def _await_visible_completion(self, task: BaseTask) -> None:

@@ -16,14 +16,17 @@ from ..build import (
     build_aio,
     build_sequential_aio,
 )
+from ..exceptions import BuildCancelled
 from ..registry import RegistryABC
 from ._assets import AssetsView, assets_of, defines_assets
+from ._interrupt import watch
 from ._state import DagState
 from ._widget import DagWidget
 
 __all__ = ["BuildHandle", "start_build"]
 
 _REFRESH_SECONDS = 0.1
+_WAKE_SECONDS = 0.2
 
 
 class BuildHandle:
@@ -60,7 +63,10 @@ class BuildHandle:
         self.assets = AssetsView()
         self._assets_due: list[BaseTask] = []  # completed tasks whose assets to fetch
         self._code_due: list[str] = []  # already-complete nodes to compare code for
+        self._cancel_reason: str | None = None
+        self._build_id: Any = None
         self._task = self._loop.create_task(self._run(fail_mode, sequential, registry))
+        watch(self)  # a kernel interrupt cancels this build
 
     async def _run(self, fail_mode: str, sequential: bool, registry: RegistryABC | None) -> BuildSummary:
         try:
@@ -82,6 +88,8 @@ class BuildHandle:
             self._update_display()
 
     def _on_event(self, event: BuildEvent) -> None:
+        if self._build_id is None:
+            self._build_id = event.build_id
         self.state.apply(event)
         if event.kind is BuildEventKind.TASK_COMPLETED and event.task is not None and defines_assets(event.task):
             self._assets_due.append(event.task)
@@ -110,8 +118,19 @@ class BuildHandle:
     # -- the handle API ------------------------------------------------------------------
 
     def cancel(self) -> bool:
-        """Ask the build to stop: running async tasks are cancelled, nothing new starts."""
+        """Stop the build: nothing new starts, async tasks are cancelled, process-mode
+        tasks terminated, and sync task bodies see ``sd.cancelled()`` turn True (the
+        build waits for them a short grace period). The registry records it cancelled."""
+        if self._task.done():
+            return False
+        self._cancel_reason = self._cancel_reason or "cancelled"
         return self._task.cancel()
+
+    def interrupt(self) -> None:
+        """Cancel the build because the kernel was interrupted."""
+        if not self._task.done():
+            self._cancel_reason = "cancelled by a kernel interrupt"
+            self._task.cancel()
 
     def done(self) -> bool:
         """True once the build finished, failed or was cancelled."""
@@ -126,11 +145,26 @@ class BuildHandle:
 
     async def _wait(self) -> BuildSummary:
         try:
-            return await self._task
+            # Wake now and then while waiting: ipykernel turns an interrupt of this cell
+            # into a cancellation scheduled from another thread, which an idle loop
+            # would not see until something else woke it.
+            while not self._task.done():
+                await asyncio.wait([self._task], timeout=_WAKE_SECONDS)
+            return self._task.result()
+        except asyncio.CancelledError:
+            if not self._task.done():  # this cell was interrupted: stop the build too
+                self.interrupt()
+                await asyncio.wait([self._task], timeout=30)
+            raise self._cancelled_error() from None
         finally:
             # Sent again from the awaiting cell: headless runners (nbclient, papermill)
             # only take display updates parented to the cell that is running.
             self._update_display()
+
+    def _cancelled_error(self) -> BuildCancelled:
+        build = f"build {self._build_id}" if self._build_id is not None else "the build"
+        reason = self._cancel_reason or "cancelled"
+        return BuildCancelled(f"{build} was {reason}; the registry records it cancelled")
 
     @property
     def status(self) -> str:

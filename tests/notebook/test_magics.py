@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from stardag_nb.exceptions import BuildCancelled
+
 IPython = pytest.importorskip("IPython")
 pytest.importorskip("anywidget")
 
@@ -94,8 +96,10 @@ def test_cancel_message_stops_the_build(shell: Any) -> None:
         handle = run_magic(shell, "", "[Slow(n=10), Slow(n=11)]")
         await asyncio.sleep(0.1)
         handle.widget._handle_message(handle.widget, {"type": "cancel"}, [])  # the button
-        with pytest.raises(asyncio.CancelledError):
+        with pytest.raises(BuildCancelled, match="was cancelled") as raised:
             await handle
+        # shown in a notebook as one line, not the frames of the engine
+        assert raised.value._render_traceback_() == [f"BuildCancelled: {raised.value}"]
         return handle
 
     handle = asyncio.run(main())

@@ -1,0 +1,198 @@
+"""Builds leave the caller's event loop free: sync task bodies run on worker threads,
+concurrently; the engine's own bookkeeping yields; cancelling stops the work."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import stardag_nb as sd
+from stardag_nb.build import BuildExitStatus
+from stardag_nb.registry import SQLiteRegistry
+
+_running = 0
+_most = 0
+_lock = threading.Lock()
+_threads: set[str] = set()
+
+
+class Sleeper(sd.AutoTask[int]):
+    i: int
+    seconds: float = 0.01
+
+    def run(self) -> None:
+        global _running, _most
+        with _lock:
+            _running += 1
+            _most = max(_most, _running)
+            _threads.add(threading.current_thread().name)
+        time.sleep(self.seconds)
+        with _lock:
+            _running -= 1
+        self.output().save(self.i)
+
+
+class Fan(sd.AutoTask[int]):
+    n: int
+    seconds: float = 0.01
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Sleeper(i=i, seconds=self.seconds) for i in range(self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+class Trivial(sd.AutoTask[int]):
+    i: int
+
+    def run(self) -> None:
+        self.output().save(self.i)
+
+
+class Wide(sd.AutoTask[int]):
+    n: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Trivial(i=i) for i in range(self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+async def _build_with_ticker(root: sd.BaseTask, **kwargs: object) -> tuple[sd.build.BuildSummary, float, int]:  # type: ignore[name-defined]
+    """Build ``root`` while a ticker on the same loop records its longest gap."""
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    try:
+        summary = await sd.build_aio(root, **kwargs)  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        await tick
+    return summary, max(gaps), len(gaps)
+
+
+def test_sync_tasks_overlap_and_the_loop_keeps_ticking() -> None:
+    global _most
+    _most = 0
+    _threads.clear()
+    start = time.perf_counter()
+    summary, longest_gap, ticks = asyncio.run(_build_with_ticker(Fan(n=100)))
+    elapsed = time.perf_counter() - start
+    print(f"100 x 10 ms sync tasks: {elapsed:.3f} s, longest loop gap {longest_gap * 1e3:.1f} ms, {ticks} ticks")
+    assert summary.status is BuildExitStatus.SUCCESS
+    assert _most >= 4, f"sync tasks did not overlap (at most {_most} at once)"
+    assert threading.main_thread().name not in _threads
+    assert elapsed < 1.0, f"100 x 10 ms took {elapsed:.2f} s: not concurrent"
+    assert longest_gap < 0.25, f"the loop stalled for {longest_gap:.3f} s"
+    assert ticks > 50
+
+
+def test_a_2000_task_build_with_the_registry_never_stalls_the_loop(tmp_path: Path) -> None:
+    registry = SQLiteRegistry(tmp_path / "registry.sqlite3")
+    try:
+        summary, longest_gap, _ = asyncio.run(_build_with_ticker(Wide(n=2000), registry=registry))
+        print(f"2000-task build: longest loop gap {longest_gap * 1e3:.1f} ms")
+        assert summary.status is BuildExitStatus.SUCCESS
+        assert summary.task_count.succeeded == 2001
+        assert longest_gap < 0.3, f"the loop stalled for {longest_gap:.3f} s"
+        # a no-op rebuild (2001 completion checks) yields too
+        summary, longest_gap, _ = asyncio.run(_build_with_ticker(Wide(n=2000), registry=registry))
+        print(f"2000-task no-op rebuild: longest loop gap {longest_gap * 1e3:.1f} ms")
+        assert summary.task_count.previously_completed == 1
+        assert longest_gap < 0.3
+    finally:
+        registry.close()
+
+
+class Inline(sd.AutoTask[int]):
+    __execution_mode__ = "inline"
+
+    def run(self) -> None:
+        self.output().save(threading.get_ident())
+
+
+def test_inline_mode_is_an_explicit_opt_in() -> None:
+    task = Inline()
+    assert sd.build(task).status is BuildExitStatus.SUCCESS
+    # sd.build runs its loop on this thread when no loop is running
+    assert task.output().load() == threading.get_ident()
+
+
+class Cooperative(sd.AutoTask[int]):
+    """Polls sd.cancelled() and gives up when its build was cancelled."""
+
+    marker: str
+
+    def run(self) -> None:
+        Path(self.marker).write_text("started")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sd.cancelled():
+                Path(self.marker).write_text("saw cancel")
+                return
+            time.sleep(0.01)
+        self.output().save(1)
+
+
+class Stubborn(sd.AutoTask[int]):
+    """Ignores cancellation: the build must not wait for it beyond the grace period."""
+
+    seconds: float
+
+    def run(self) -> None:
+        time.sleep(self.seconds)
+        self.output().save(1)
+
+
+class Both(sd.AutoTask[int]):
+    marker: str
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Cooperative(marker=self.marker), Stubborn(seconds=20), *[Sleeper(i=1000 + i, seconds=0.5) for i in range(30)]]
+
+    def run(self) -> None:
+        self.output().save(0)
+
+
+def test_cancel_stops_the_build_and_the_registry_shows_it(tmp_path: Path) -> None:
+    registry = SQLiteRegistry(tmp_path / "registry.sqlite3")
+    marker = tmp_path / "marker.txt"
+
+    async def main() -> float:
+        build = asyncio.create_task(sd.build_aio(Both(marker=str(marker)), registry=registry))
+        while not marker.exists():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        start = time.perf_counter()
+        build.cancel()
+        try:
+            await build
+        except asyncio.CancelledError:
+            pass
+        return time.perf_counter() - start
+
+    try:
+        took = asyncio.run(main())
+        print(f"cancel took {took:.2f} s")
+        assert took < 5, f"the cancelled build waited {took:.1f} s for its threads"
+        assert marker.read_text() == "saw cancel"
+        (build,) = registry.list_builds(limit=1)
+        assert build.status == "cancelled"
+        statuses = {t.status for t in registry.list_build_tasks(build.id)}
+        assert not statuses & {"running", "pending", "suspended"}, statuses
+    finally:
+        registry.close()
