@@ -26,7 +26,6 @@ import math
 import os
 import re
 import tempfile
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -157,16 +156,21 @@ def load_toml_file(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        data = path.read_bytes()
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc}") from exc
+    import tomllib  # only once a file exists: most processes read none
+
+    try:
+        return tomllib.loads(data.decode())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"Config file {path} is not valid TOML: {exc}. Fix the file or remove it."
         ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Config file {path} cannot be read: {exc}") from exc
 
 
 def _read_json(path: Path) -> Any:

@@ -25,8 +25,9 @@ target roots, members, API keys). httpx is imported only when the service is use
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..exceptions import ConfigError
 from ..utils.resource_provider import resource_provider
@@ -164,16 +165,21 @@ def init_registry() -> RegistryABC:
         ConfigError: ``STARDAG_REGISTRY`` has a value of none of the accepted forms, or
             the configuration is malformed.
     """
-    from ._api import APIRegistry
-
     value = _registry_value()
-    if not value:
-        return APIRegistry() if _config_wants_service() else _embedded_registry(None)
     if value.lower() in _NOOP_VALUES:
         return NoOpRegistry()
-    if _is_url(value):
-        return APIRegistry(api_url=value)
-    return _embedded_registry(_sqlite_path_or_error(value))
+    if _is_url(value) or (not value and _config_wants_service()):
+        from ._api import APIRegistry  # the service client (httpx, wire models) only now
+
+        return APIRegistry(api_url=value) if value else APIRegistry()
+    return _embedded_registry(_sqlite_path_or_error(value) if value else None)
+
+
+def _is_api_registry(registry: object) -> TypeGuard[APIRegistry]:
+    """Whether ``registry`` is an :class:`APIRegistry`, without importing the service client
+    (an instance exists only once its module has been imported)."""
+    api = sys.modules.get(f"{__name__}._api")
+    return api is not None and isinstance(registry, api.APIRegistry)
 
 
 def _embedded_registry(path: Path | None) -> SQLiteRegistry:
@@ -249,10 +255,8 @@ def environment_registry(environment: str, workspace: str | None = None) -> Regi
             scoped to its one environment.
         TypeError: the active registry records nothing (``NoOpRegistry``).
     """
-    from ._api import APIRegistry
-
     current = registry_provider.get()
-    if isinstance(current, APIRegistry):
+    if _is_api_registry(current):
         return _service_environment(current, environment, workspace)
     if not isinstance(current, SQLiteRegistry):
         raise TypeError(
@@ -262,7 +266,9 @@ def environment_registry(environment: str, workspace: str | None = None) -> Regi
         )
     if current.environment == environment and (workspace is None or workspace == current.workspace):
         return current
-    return SQLiteRegistry(current.path, workspace=workspace or current.workspace, environment=environment)
+    return SQLiteRegistry(
+        current.path, workspace=workspace or current.workspace, environment=environment
+    )
 
 
 def _service_environment(
@@ -307,8 +313,6 @@ def use_environment(environment: str, workspace: str | None = None) -> RegistryA
     The code twin of the notebook's environment picker and ``%stardag_env``: "Run all"
     reproduces the choice.
     """
-    from ._api import APIRegistry
-
     previous = registry_provider.get()
     registry = environment_registry(environment, workspace)
     registry_provider.set(registry)
@@ -323,7 +327,7 @@ def use_environment(environment: str, workspace: str | None = None) -> RegistryA
         from ..target import target_factory_provider
 
         target_factory_provider.reset()  # back to the configured roots
-    if isinstance(registry, APIRegistry):
+    if _is_api_registry(registry):
         info = registry.fetch_environment()
         if info is not None:
             from ._api import apply_environment_target_roots

@@ -8,6 +8,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -215,7 +216,7 @@ def get_git_commit_hash() -> str:
     cached = _git_hash_cache.get(cwd)
     if cached is None or now - cached[0] >= _GIT_HASH_TTL_SECONDS:
         try:
-            cached = (now, _ask_git(), None)
+            cached = (now, _ask_git(cwd), None)
         except RuntimeError as exc:  # keep the message only: a traceback pins frames
             cached = (now, "", str(exc))
         _git_hash_cache[cwd] = cached
@@ -227,17 +228,35 @@ def get_git_commit_hash() -> str:
 _GIT_HASH_TTL_SECONDS = 5.0
 _git_hash_cache: dict[str, tuple[float, str, str | None]] = {}
 
+_GIT_QUESTIONS = (["git", "rev-parse", "--short", "HEAD"], ["git", "status", "--porcelain"])
+_NOT_A_WORK_TREE = "Not in a git work tree: set SHORT_SHA or COMMIT_HASH to name the commit."
 
-def _ask_git() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise RuntimeError(
-            "Not in a git work tree: set SHORT_SHA or COMMIT_HASH to name the commit."
-        ) from exc
+
+def _ask_git(cwd: str) -> str:
+    if not _may_be_in_git_work_tree(Path(cwd)):
+        raise RuntimeError(_NOT_A_WORK_TREE)  # git would say so too, after a process start
+    asks: list[subprocess.Popen[str]] = []
+    try:  # both questions at once: the build waits for the slower one only
+        for command in _GIT_QUESTIONS:
+            asks.append(
+                subprocess.Popen(
+                    command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+                )
+            )
+    except OSError as exc:
+        for ask in asks:
+            ask.kill()
+            ask.wait()
+        raise RuntimeError(_NOT_A_WORK_TREE) from exc
+    sha, dirty = (ask.communicate()[0].strip() for ask in asks)
+    if any(ask.returncode != 0 for ask in asks):
+        raise RuntimeError(_NOT_A_WORK_TREE)
     return f"{sha}-dirty" if dirty else sha
+
+
+def _may_be_in_git_work_tree(cwd: Path) -> bool:
+    """False when git would find no repository: no ``$GIT_DIR`` and no ``.git`` in ``cwd``
+    or any parent."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    return any((folder / ".git").exists() for folder in (cwd, *cwd.parents))

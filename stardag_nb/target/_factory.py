@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Union
 
+from stardag_nb.config import get_config
 from stardag_nb.exceptions import TargetError, UnknownTargetRootError
 from stardag_nb.target._base import FileSystemTarget
 from stardag_nb.target._directory import DirectoryTarget
@@ -78,8 +79,6 @@ def default_target_prototypes() -> dict[str, TargetPrototype]:
 
 
 def _configured_roots() -> dict[str, str]:
-    from stardag_nb.config import get_config  # lazy: config may import heavier things
-
     return dict(get_config().target.roots)
 
 
