@@ -64,7 +64,8 @@ _STOP = None
 class ThreadWorkers:
     """Up to ``max_workers`` daemon threads running ``fn(arg)`` jobs for one loop.
 
-    Threads start on demand. :meth:`submit` returns an asyncio future resolved on the
+    Threads start on demand (a worker that sees a backlog starts the next one).
+    :meth:`submit` returns an asyncio future resolved on the
     loop; cancelling it skips the job if no worker has taken it yet.
     """
 
@@ -82,6 +83,7 @@ class ThreadWorkers:
         self._busy = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._all_idle: asyncio.Event | None = None
+        self._closed = False
 
     @property
     def busy(self) -> int:
@@ -95,17 +97,25 @@ class ThreadWorkers:
             loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._jobs.put(_Job(fn, arg, future))
+        if not self._threads:
+            self._maybe_start_worker()
+        return future
+
+    def _maybe_start_worker(self) -> None:
+        """Start one more worker if every worker is busy and the pool is not full.
+
+        Called by the loop only for the first worker; after that by workers that see a
+        backlog, so the loop never waits for a thread to start."""
         with self._lock:
-            start = self._idle == 0 and len(self._threads) < self.max_workers
+            start = not self._closed and self._idle == 0 and len(self._threads) < self.max_workers
             if start:
                 self._idle += 1  # counted idle until it takes its first job
+                thread = threading.Thread(
+                    target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
         if start:
-            thread = threading.Thread(
-                target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
             thread.start()
-        return future
 
     def _work(self) -> None:
         jobs, lock, finished = self._jobs, self._lock, self._finished
@@ -116,6 +126,8 @@ class ThreadWorkers:
                 self._idle -= 1
             if job is _STOP:
                 return
+            if not jobs.empty():  # a backlog: another worker may help
+                self._maybe_start_worker()
             # A cancelled future is final, so reading its state here is safe: the job
             # was cancelled (its build stopped) before a worker took it.
             skip = job.future.cancelled()
@@ -173,6 +185,8 @@ class ThreadWorkers:
     def shutdown(self) -> None:
         """Let the threads exit once the queue is drained (they are daemons: a job
         still running does not keep the process alive)."""
-        for _ in self._threads:
+        with self._lock:
+            self._closed = True
+            threads, self._threads = self._threads, []
+        for _ in threads:
             self._jobs.put(_STOP)
-        self._threads = []
