@@ -17,25 +17,9 @@ from stardag_nb.target._base import (
     _require_written,
     _UriIdentity,
 )
+from stardag_nb.target._temp_files import prepare_directory, temp_sibling
 
 __all__ = ["LocalTarget"]
-
-
-def _temp_sibling(final: str, suffix: str = "") -> str:
-    """A fresh name next to ``final``: ``<final>.tmp-<random><suffix>``."""
-    return f"{final}.tmp-{os.urandom(6).hex()}{suffix}"
-
-
-# Directories this process created or saw, so a write into a known directory costs no
-# makedirs (bounded; a stale entry only costs a retry).
-_known_dirs: set[str] = set()
-_MAX_KNOWN_DIRS = 100_000
-
-
-def _remember_dir(directory: str) -> None:
-    if len(_known_dirs) >= _MAX_KNOWN_DIRS:
-        _known_dirs.clear()
-    _known_dirs.add(directory)
 
 
 def _fsync_enabled() -> bool:
@@ -72,15 +56,12 @@ class _AtomicWriteHandle(_CommittingWriteHandle):
 
     def __init__(self, final: str, binary: bool) -> None:
         self._final = final
-        self._tmp = _temp_sibling(final)
-        directory = os.path.dirname(final) or "."
-        if directory not in _known_dirs:
-            os.makedirs(directory, exist_ok=True)
-            _remember_dir(directory)
+        self._tmp = temp_sibling(final)
+        prepare_directory(final)
         try:
             self._stream = self._open_tmp(binary)
         except FileNotFoundError:  # the directory was removed since we saw it
-            os.makedirs(directory, exist_ok=True)
+            os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
             self._stream = self._open_tmp(binary)
         self._done = False
 
@@ -112,11 +93,13 @@ class LocalTarget(_UriIdentity, FileSystemTarget):
     """A file on the local file system.
 
     ``~`` is expanded, parent directories are created on write, and writes are atomic: the
-    content goes to ``<name>.tmp-<random>`` in the same directory and is renamed over the
-    final path only when the write completes without an exception. A reader therefore
-    sees either no file, the old content or the new content, even if the writing process
-    is killed. Set ``STARDAG_FSYNC=1`` to also fsync each file before the rename, for
-    durability across power loss (slower on real disks).
+    content goes to ``<name>.tmp-<host>-<pid>-<start>-<random>`` in the same directory and
+    is renamed over the final path only when the write completes without an exception. A
+    reader therefore sees either no file, the old content or the new content, even if the
+    writing process is killed; the temporary file such a kill leaves behind is removed by
+    the next write of the same path once its writer is known to be gone (see
+    ``stardag_nb.target._temp_files``). Set ``STARDAG_FSYNC=1`` to also fsync each file
+    before the rename, for durability across power loss (slower on real disks).
     """
 
     def __init__(self, uri: str) -> None:
@@ -158,7 +141,8 @@ class LocalTarget(_UriIdentity, FileSystemTarget):
     def _writable_proxy_path(self) -> Iterator[Path]:
         # Keep the final suffix so tools that infer a format from it (np.save, ...) behave.
         final = self.uri
-        tmp = _temp_sibling(final, suffix=Path(final).suffix)
+        tmp = temp_sibling(final, suffix=Path(final).suffix)
+        prepare_directory(final)
         os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
         try:
             yield Path(tmp)
