@@ -1,12 +1,19 @@
-"""Benchmark: per-task cost of ``sd.build`` against a plain-Python floor.
+"""Benchmark: per-task cost of ``sd.build`` against a plain-Python floor, and how free
+the caller's event loop stays.
 
     python -m benchmarks.build [--runs 5] [--root DIR] [--registry sqlite|none]
 
-Workloads (``requires()`` style, trivial ``AutoTask[int]`` tasks):
+Each workload runs with the default executor (sync task bodies on worker threads) and,
+as a reference, with the opt-in inline mode (bodies on the loop: no hand-off, but the
+loop is blocked while they run). Workloads (``requires()`` style, trivial
+``AutoTask[int]`` tasks):
 - wide: 1 root + 1000 leaves;
-- chain: 1000 tasks in a line;
+- chain: 1000 and 10,000 tasks in a line;
 - layered: 10 layers x 50, each depending on every task of the previous layer, + 1 sink;
-- noop: rebuild of wide when everything is complete.
+- noop: rebuild of wide when everything is complete;
+- sleepers: 10 sync tasks sleeping 0.5 s, and 100 sleeping 10 ms (concurrency);
+- loop gap: the longest stretch a ticker on the caller's loop waited during a
+  2,000-task ``build_aio``.
 
 The floor does the same work in plain Python: a uuid5 id over compact sorted JSON for
 each task (with its dependencies' ids), and an atomic write (temp file + rename) of its
@@ -19,6 +26,7 @@ reference measurements, so framework overhead shows rather than the disk).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -30,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import stardag_nb as sd
+from stardag_nb.build import DefaultExecutionModeSelector, HybridConcurrentTaskExecutor, TaskExecutorABC
 from stardag_nb.registry import NoOpRegistry, RegistryABC
 from stardag_nb.utils.testing import target_roots_override
 
@@ -76,6 +85,32 @@ class LayerNode(sd.AutoTask[int]):
 
     def run(self) -> None:
         self.output().save(self.j)
+
+
+class Sleeper(sd.AutoTask[int]):
+    i: int
+    seconds: float
+
+    def run(self) -> None:
+        time.sleep(self.seconds)
+        self.output().save(self.i)
+
+
+class Sleepers(sd.AutoTask[int]):
+    n: int
+    seconds: float
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Sleeper(i=i, seconds=self.seconds) for i in range(self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+MODES: dict[str, Callable[[], TaskExecutorABC | None]] = {
+    "default": lambda: None,
+    "inline": lambda: HybridConcurrentTaskExecutor(DefaultExecutionModeSelector("blocking")),
+}
 
 
 # -- the floor: plain Python doing the same work -------------------------------------
@@ -136,32 +171,99 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
     workloads: list[tuple[str, int, Callable[[], sd.BaseTask], Callable[[str], None]]] = [
         ("wide 1000", 1001, lambda: WideRoot(n=1000), lambda r: floor_wide(r, 1000)),
         ("chain 1000", 1000, lambda: ChainLink(i=999), lambda r: floor_chain(r, 1000)),
+        ("chain 10000", 10000, lambda: ChainLink(i=9999), lambda r: floor_chain(r, 10000)),
         ("layered 10x50", 501, lambda: LayerNode(layer=10, j=0), lambda r: floor_layered(r, 10, 50)),
     ]
     print(f"sd.build per task vs plain-Python floor, median of {runs} (registry: {registry_kind}, root: {base})")
-    print(f"{'workload':<16}{'framework':>12}{'floor':>12}{'per task':>12}{'floor/task':>12}{'ratio':>8}")
+    print(f"{'workload':<16}{'executor':>9}{'framework':>12}{'floor':>12}{'per task':>12}{'floor/task':>12}{'ratio':>8}")
     for name, n, make, floor in workloads:
-        fw_times, floor_times, noop_times = [], [], []
-        for run in range(runs + 1):  # run 0 warms up imports and class creation
-            fw_root = tempfile.mkdtemp(dir=base)
-            fl_root = tempfile.mkdtemp(dir=base)
-            registry = _make_registry(registry_kind, fw_root)
-            with target_roots_override({"default": fw_root}):
-                t_fw = _timed(lambda: _check(sd.build(make(), registry=registry, progress=False)))
-                t_noop = _timed(lambda: _check(sd.build(make(), registry=registry, progress=False)))
-            t_floor = _timed(lambda: floor(fl_root))
-            close = getattr(registry, "close", None)
-            if close is not None:
-                close()
-            shutil.rmtree(fw_root, ignore_errors=True)
-            shutil.rmtree(fl_root, ignore_errors=True)
-            if run:
-                fw_times.append(t_fw)
-                floor_times.append(t_floor)
-                noop_times.append(t_noop)
-        fw, fl = statistics.median(fw_times), statistics.median(floor_times)
-        print(f"{name:<16}{fw:>11.3f}s{fl:>11.3f}s{fw / n * 1e6:>10.0f}us{fl / n * 1e6:>10.0f}us{fw / fl:>7.2f}x")
-        print(f"{'  no-op rebuild':<16}{statistics.median(noop_times) * 1e3:>10.2f}ms")
+        for mode, executor in MODES.items():
+            fw_times, floor_times, noop_times = [], [], []
+            for run in range(runs + 1):  # run 0 warms up imports and class creation
+                fw_root = tempfile.mkdtemp(dir=base)
+                fl_root = tempfile.mkdtemp(dir=base)
+                registry = _make_registry(registry_kind, fw_root)
+                with target_roots_override({"default": fw_root}):
+                    t_fw = _timed(lambda: _check(sd.build(make(), task_executor=executor(), registry=registry, progress=False)))
+                    t_noop = _timed(lambda: _check(sd.build(make(), task_executor=executor(), registry=registry, progress=False)))
+                t_floor = _timed(lambda: floor(fl_root))
+                close = getattr(registry, "close", None)
+                if close is not None:
+                    close()
+                shutil.rmtree(fw_root, ignore_errors=True)
+                shutil.rmtree(fl_root, ignore_errors=True)
+                if run:
+                    fw_times.append(t_fw)
+                    floor_times.append(t_floor)
+                    noop_times.append(t_noop)
+            fw, fl = statistics.median(fw_times), statistics.median(floor_times)
+            print(
+                f"{name:<16}{mode:>9}{fw:>11.3f}s{fl:>11.3f}s{fw / n * 1e6:>10.0f}us"
+                f"{fl / n * 1e6:>10.0f}us{fw / fl:>7.2f}x   no-op rebuild {statistics.median(noop_times) * 1e3:.2f} ms"
+            )
+
+
+def concurrency(base: str, runs: int, registry_kind: str) -> None:
+    """Sleeping sync tasks: concurrent on worker threads, one after another inline."""
+    print(f"\nsleeping sync tasks, median of {runs} (ideal: the sleep of one task)")
+    print(f"{'workload':<16}{'executor':>9}{'time':>10}")
+    for n, seconds in ((10, 0.5), (100, 0.01)):
+        for mode, executor in MODES.items():
+            times = []
+            for _ in range(runs if mode == "default" else 1):
+                root = tempfile.mkdtemp(dir=base)
+                registry = _make_registry(registry_kind, root)
+                with target_roots_override({"default": root}):
+                    times.append(_timed(lambda: _check(sd.build(Sleepers(n=n, seconds=seconds), task_executor=executor(), registry=registry, progress=False))))
+                registry_close(registry)
+                shutil.rmtree(root, ignore_errors=True)
+            print(f"{f'{n} x {seconds * 1e3:.0f} ms':<16}{mode:>9}{statistics.median(times):>9.3f}s")
+
+
+def loop_gap(base: str, runs: int, registry_kind: str) -> None:
+    """The longest time a ticker on the caller's loop waited during a 2,000-task build."""
+    print(f"\nlongest loop gap during a 2,000-task build_aio (median of {runs}; a ticker sleeps 1 ms)")
+    for mode, executor in MODES.items():
+        gaps, totals = [], []
+        for _ in range(runs):
+            root = tempfile.mkdtemp(dir=base)
+            registry = _make_registry(registry_kind, root)
+            with target_roots_override({"default": root}):
+                gap, total = asyncio.run(_gap_of(WideRoot(n=1999), executor(), registry))
+            gaps.append(gap)
+            totals.append(total)
+            registry_close(registry)
+            shutil.rmtree(root, ignore_errors=True)
+        print(f"{mode:>9}: longest gap {statistics.median(gaps) * 1e3:7.1f} ms (build {statistics.median(totals):.3f} s)")
+
+
+async def _gap_of(root: sd.BaseTask, executor: TaskExecutorABC | None, registry: RegistryABC) -> tuple[float, float]:
+    longest = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    tick = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0.005)
+    start = time.perf_counter()
+    _check(await sd.build_aio(root, task_executor=executor, registry=registry))
+    total = time.perf_counter() - start
+    done = True
+    await tick
+    return longest, total
+
+
+def registry_close(registry: RegistryABC) -> None:
+    close = getattr(registry, "close", None)
+    if close is not None:
+        close()
 
 
 def scaling(base: str, runs: int, registry_kind: str) -> None:
@@ -204,6 +306,8 @@ def main() -> None:
     base = tempfile.mkdtemp(prefix="stardag-nb-bench-", dir=base)
     try:
         measure(base, args.runs, args.registry)
+        concurrency(base, max(3, args.runs // 2), args.registry)
+        loop_gap(base, max(3, args.runs // 2), args.registry)
         scaling(base, max(3, args.runs // 2), args.registry)
     finally:
         shutil.rmtree(base, ignore_errors=True)

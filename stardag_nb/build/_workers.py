@@ -97,15 +97,15 @@ class ThreadWorkers:
             loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._jobs.put(_Job(fn, arg, future))
-        if not self._threads:
-            self._maybe_start_worker()
+        if self._idle == 0 and len(self._threads) < self.max_workers:
+            self._maybe_start_worker()  # every worker is busy (a racy read: a hint)
         return future
 
     def _maybe_start_worker(self) -> None:
         """Start one more worker if every worker is busy and the pool is not full.
 
-        Called by the loop only for the first worker; after that by workers that see a
-        backlog, so the loop never waits for a thread to start."""
+        Called by the loop when every worker is busy, and by workers that see a backlog
+        (so a burst of jobs does not make the loop wait for threads to start)."""
         with self._lock:
             start = not self._closed and self._idle == 0 and len(self._threads) < self.max_workers
             if start:
