@@ -67,6 +67,8 @@ class _Node:
 
 
 _SLICE_SECONDS = 0.02  # the longest the engine holds the loop between yields
+_SPAWN_BATCH = 64  # tasks spawned before their first steps run
+_DIRECT_SPAWNS = 8  # dependents a completion starts itself; more go through the queue
 
 
 def _checks_locally(task: BaseTask) -> bool:
@@ -240,9 +242,16 @@ class BuildEngine:
 
     async def _loop(self) -> None:
         while True:
+            spawned = 0
             while self.ready and not self._stopping():
                 if self.max_parallel is not None and len(self.running) >= self.max_parallel:
                     break
+                if spawned >= _SPAWN_BATCH or time.perf_counter() >= self._slice_end:
+                    # Let the tasks just spawned take their first step (and the loop's
+                    # other work run) before spawning more.
+                    await self._yield_slice()
+                    spawned = 0
+                    continue
                 node = self.ready.popleft()
                 if node.state in _DONE or node.state in _DEAD:
                     continue
@@ -250,6 +259,7 @@ class BuildEngine:
                     await self._execute(node)
                 else:
                     self._spawn(node)
+                    spawned += 1
             if not self.running:
                 return
             if self._stopping():
@@ -341,7 +351,12 @@ class BuildEngine:
                         self._release_dependents(node)
                     continue
                 stack.append((task, static))
-                fresh = [d for d in static if d.id.int not in nodes]
+                fresh = []
+                for dep in static:  # computing ids costs: in slices too
+                    if time.perf_counter() >= self._slice_end:
+                        await self._yield_slice()
+                    if dep.id.int not in nodes:
+                        fresh.append(dep)
                 if len(fresh) > 1:
                     await self._check_concurrently(fresh)
                 stack.extend((d, None) for d in reversed(fresh))
@@ -373,6 +388,9 @@ class BuildEngine:
 
     async def _yield_slice(self) -> None:
         """Let the loop run other work (a notebook's cells, widget messages)."""
+        # Twice: after the first, this coroutine runs first in the next loop turn, ahead
+        # of the timers and I/O that turn found due; after the second, behind them.
+        await asyncio.sleep(0)
         await asyncio.sleep(0)
         self._slice_end = time.perf_counter() + _SLICE_SECONDS
 
@@ -487,13 +505,14 @@ class BuildEngine:
     def _release_dependents(self, node: _Node) -> None:
         # Unbounded builds start what became ready right here (one loop turn less per
         # task than waking the scheduling loop); bounded ones queue it.
-        direct = self.max_parallel is None and not self._stopping()
+        direct = _DIRECT_SPAWNS if self.max_parallel is None and not self._stopping() else 0
         for dependent in node.dependents:
             dependent.waiting -= 1
             if dependent.waiting == 0 and dependent.state in (_State.PENDING, _State.SUSPENDED):
                 if direct and not self._runs_inline(dependent):
                     self._spawn(dependent)
-                else:
+                    direct -= 1
+                else:  # many at once: the scheduling loop spawns them in slices
                     self.ready.append(dependent)
         node.dependents.clear()
         self._progress.set()
