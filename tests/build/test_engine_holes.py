@@ -78,12 +78,12 @@ def test_dynamic_dependency_that_never_completes_fails_clearly(cls: type[WaitsFo
 
 class YieldsDoneForever(sd.AutoTask[int]):
     def run(self):  # type: ignore[no-untyped-def]
-        dep = Leaf(n=1)
+        dep = DoneLeaf(n=1)
         while True:  # never makes progress
             yield dep
 
 
-class Leaf(sd.AutoTask[int]):
+class DoneLeaf(sd.AutoTask[int]):
     n: int
 
     def run(self) -> None:
