@@ -40,6 +40,7 @@ from .exceptions import (
     APIError,
     AuthenticationError,
     AuthorizationError,
+    BuildCancelled,
     StardagError,
     TokenExpiredError,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "AuthorizationError",
     "AutoTask",
     "BaseTask",
+    "BuildCancelled",
     "Depends",
     "DirectoryTarget",
     "FileSystemTarget",

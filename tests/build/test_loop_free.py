@@ -196,3 +196,47 @@ def test_cancel_stops_the_build_and_the_registry_shows_it(tmp_path: Path) -> Non
         assert not statuses & {"running", "pending", "suspended"}, statuses
     finally:
         registry.close()
+
+
+_checking = 0
+_most_checking = 0
+
+
+class SlowToCheck(sd.AutoTask[int]):
+    """Its completion check takes 0.1 s of I/O (as a remote store's would)."""
+
+    i: int
+
+    async def complete_aio(self) -> bool:
+        global _checking, _most_checking
+        _checking += 1
+        _most_checking = max(_most_checking, _checking)
+        await asyncio.sleep(0.1)
+        _checking -= 1
+        return True
+
+    def run(self) -> None:  # never runs: it is complete
+        self.output().save(self.i)
+
+
+class ChecksMany(sd.AutoTask[int]):
+    n: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [SlowToCheck(i=i) for i in range(self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+def test_discovery_checks_remote_targets_concurrently_within_the_limit() -> None:
+    global _most_checking
+    for limit in (5, 50):
+        _most_checking = 0
+        start = time.perf_counter()
+        summary = sd.build(ChecksMany(n=2 * limit), max_concurrent_discover=limit, progress=False)
+        took = time.perf_counter() - start
+        assert summary.status is BuildExitStatus.SUCCESS
+        assert summary.task_count.previously_completed == 2 * limit
+        assert _most_checking == limit, (limit, _most_checking)
+        assert took < 2 * limit * 0.1 / 2, f"{took:.2f} s: the checks did not overlap"
