@@ -26,6 +26,7 @@ from .._config_files import get_stardag_dir
 from ..exceptions import StardagError
 from . import _sqlite_schema as schema
 from ._base import RegistryABC, TaskMetadata, get_git_commit_hash
+from ._build_liveness import abandon_builds, find_abandoned, this_process
 
 if TYPE_CHECKING:
     from .._task import BaseTask
@@ -77,6 +78,7 @@ class RegistryEventKind(StrEnum):
     BUILD_FAILED = "build_failed"
     BUILD_CANCELLED = "build_cancelled"
     BUILD_EXIT_EARLY = "build_exit_early"
+    BUILD_ABANDONED = "build_abandoned"
     TASK_REGISTERED = "task_registered"
     TASK_STARTED = "task_started"
     TASK_SUSPENDED = "task_suspended"
@@ -113,8 +115,10 @@ class EnvironmentRecord:
 
 @dataclass(frozen=True)
 class BuildRecord:
-    """One build: its status is ``running``, ``completed``, ``failed``, ``cancelled`` or
-    ``exit_early``."""
+    """One build: its status is ``running``, ``completed``, ``failed``, ``cancelled``,
+    ``exit_early`` or ``abandoned`` (its process died while it ran: ``error_message``
+    says which and when it was last seen). ``host`` and ``pid`` name the process that
+    ran it, ``heartbeat_at`` when that process last said it was alive (when known)."""
 
     id: UUID
     name: str
@@ -128,13 +132,17 @@ class BuildRecord:
     started_at: datetime | None
     completed_at: datetime | None
     error_message: str | None
+    host: str | None = None
+    pid: int | None = None
+    heartbeat_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class BuildTaskRecord:
     """A task as seen by one build, with its status in that build (``pending``,
     ``running``, ``suspended``, ``completed``, ``failed``, ``cancelled``, or
-    ``already_complete`` when its output existed before the build)."""
+    ``already_complete`` when its output existed before the build). The unfinished tasks
+    of an abandoned build are ``cancelled``, with an error message saying so."""
 
     task_id: UUID
     name: str
@@ -171,31 +179,96 @@ class DependencyRecord:
 
 # -- SQL -------------------------------------------------------------------------------
 
-_UPSERT_TASK = (
+
+class _Bulk:
+    """A statement that writes many rows at once: ``prefix``, then ``VALUES (?, ...), ...``
+    (``columns`` parameters a row), then ``suffix``.
+
+    A batch runs as a few such statements per table rather than an ``executemany``: SQLite
+    runs each statement without the GIL, but ``executemany`` takes the GIL back after
+    every row, and a writer thread then waits for it while the build's thread runs
+    Python (20,000 rows took seconds instead of milliseconds). Rows go in chunks of at
+    most 256 and then powers of two, so a few prepared statements serve every batch."""
+
+    def __init__(self, prefix: str, columns: int, suffix: str = "") -> None:
+        self.prefix, self.columns, self.suffix = prefix, columns, suffix
+        self.row = "(" + ",".join("?" * columns) + ")"
+        self._sql: dict[int, str] = {}
+
+    def sql(self, rows: int) -> str:
+        text = self._sql.get(rows)
+        if text is None:
+            text = self._sql[rows] = f"{self.prefix}{','.join([self.row] * rows)}{self.suffix}"
+        return text
+
+    def run(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], max_chunk: int) -> None:
+        chunk = max_chunk
+        start, total = 0, len(rows)
+        while start < total:
+            while chunk > total - start:
+                chunk //= 2
+            params = [value for row in rows[start : start + chunk] for value in row]
+            conn.execute(self.sql(chunk), params)
+            start += chunk
+
+
+_MAX_CHUNK_ROWS = 256
+
+_UPSERT_TASKS = _Bulk(
     "INSERT INTO tasks (environment_id, task_id, namespace, name, version, body, output_uri,"
-    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, task_id) DO UPDATE"
-    " SET namespace = excluded.namespace, name = excluded.name, version = excluded.version,"
-    " body = excluded.body, output_uri = coalesce(excluded.output_uri, tasks.output_uri)"
+    " created_at) VALUES ",
+    8,
+    " ON CONFLICT (environment_id, task_id) DO UPDATE SET namespace = excluded.namespace,"
+    " name = excluded.name, version = excluded.version, body = excluded.body,"
+    " output_uri = coalesce(excluded.output_uri, tasks.output_uri)"
+    # an unchanged row (a task built before) is not rewritten
+    " WHERE tasks.body IS NOT excluded.body OR tasks.name IS NOT excluded.name"
+    " OR tasks.namespace IS NOT excluded.namespace OR tasks.version IS NOT excluded.version"
+    " OR tasks.output_uri IS NOT coalesce(excluded.output_uri, tasks.output_uri)",
 )
-# One statement for every change of a build's task, so that a batch needs one
-# executemany: ?3 NULL keeps the status (a new row starts 'pending'); ?8 / ?9 say whether
-# the start / finish columns were set (possibly to NULL) since the last flush.
-_UPSERT_BUILD_TASK = (
+# A build's task as a whole row: the builds this registry started, whose rows it keeps.
+_UPSERT_BUILD_TASK_ROWS = _Bulk(
     "INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
-    " completed_at, error_message, updated_at, code_hash)"
-    " VALUES (?1, ?2, coalesce(?3, 'pending'), ?4, ?5, ?6, ?7, ?10, ?11)"
-    " ON CONFLICT (build_id, task_id) DO UPDATE SET"
-    " status = coalesce(?3, build_tasks.status),"
-    " registered_at = coalesce(build_tasks.registered_at, ?4),"
-    " started_at = CASE WHEN ?8 THEN ?5 ELSE build_tasks.started_at END,"
-    " completed_at = CASE WHEN ?9 THEN ?6 ELSE build_tasks.completed_at END,"
-    " error_message = CASE WHEN ?9 THEN ?7 ELSE build_tasks.error_message END,"
-    " updated_at = ?10,"
-    " code_hash = coalesce(?11, build_tasks.code_hash)"
+    " completed_at, error_message, updated_at, code_hash) VALUES ",
+    9,
+    " ON CONFLICT (build_id, task_id) DO UPDATE SET status = excluded.status,"
+    " registered_at = excluded.registered_at, started_at = excluded.started_at,"
+    " completed_at = excluded.completed_at, error_message = excluded.error_message,"
+    " updated_at = excluded.updated_at, code_hash = excluded.code_hash",
 )
-_INSERT_EDGE = (
+# Changes of a build's task merged with its stored row, if any (builds started elsewhere:
+# resumed): a NULL status keeps the status (a new row starts 'pending'); ss / fs say
+# whether the start / finish columns were set (possibly to NULL) since the last write.
+_MERGE_BUILD_TASKS = _Bulk(
+    "WITH j (b, t, s, r, st, f, e, ss, fs, u, h) AS (VALUES ",
+    11,
+    ") INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
+    " completed_at, error_message, updated_at, code_hash)"
+    " SELECT j.b, j.t, coalesce(j.s, bt.status, 'pending'), coalesce(bt.registered_at, j.r),"
+    " CASE WHEN j.ss THEN j.st ELSE bt.started_at END,"
+    " CASE WHEN j.fs THEN j.f ELSE bt.completed_at END,"
+    " CASE WHEN j.fs THEN j.e ELSE bt.error_message END,"
+    " j.u, coalesce(j.h, bt.code_hash)"
+    " FROM j LEFT JOIN build_tasks AS bt ON bt.build_id = j.b AND bt.task_id = j.t WHERE true"
+    " ON CONFLICT (build_id, task_id) DO UPDATE SET status = excluded.status,"
+    " registered_at = excluded.registered_at, started_at = excluded.started_at,"
+    " completed_at = excluded.completed_at, error_message = excluded.error_message,"
+    " updated_at = excluded.updated_at, code_hash = excluded.code_hash",
+)
+_INSERT_EDGES = _Bulk(
     "INSERT INTO task_dependencies (environment_id, downstream_task_id, dynamic, digest,"
-    " upstream_task_ids, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    " upstream_task_ids, created_at) VALUES ",
+    6,
+    " ON CONFLICT DO NOTHING",
+)
+_INSERT_EVENTS = _Bulk(
+    "INSERT INTO events (build_id, task_id, kind, created_at, error_message, metadata) VALUES ",
+    6,
+)
+_INSERT_COMPLETIONS = _Bulk(
+    "INSERT INTO task_completions (environment_id, task_id, build_id, completed_at) VALUES ",
+    4,
+    " ON CONFLICT DO NOTHING",
 )
 _INSERT_EVENT = (
     "INSERT INTO events (build_id, task_id, kind, created_at, error_message, metadata)"
@@ -206,19 +279,20 @@ _UPSERT_ASSET = (
     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, task_id, type, name) DO UPDATE"
     " SET build_id = excluded.build_id, body = excluded.body, created_at = excluded.created_at"
 )
-_INSERT_COMPLETION = (
-    "INSERT INTO task_completions (environment_id, task_id, build_id, completed_at)"
-    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
-)
 _INSERT_BUILD = (
     "INSERT INTO builds (id, environment_id, name, description, commit_hash, root_task_ids,"
-    " status, created_at, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)"
+    " status, created_at, started_at, host, pid, process_started_at, heartbeat_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)"
 )
 _FINISH_BUILD = "UPDATE builds SET status = ?, completed_at = ?, error_message = ? WHERE id = ?"
+_HEARTBEAT = "UPDATE builds SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
+
+_BACKLOG_ROWS = 50_000  # pending rows past which a caller waits for the flusher
+_CACHE_KIB = 64 * 1024  # the writer connection's page cache (filled only as needed)
 
 # Indices into a pending build-task entry (a list, updated in place).
 _STATUS, _REGISTERED, _STARTED, _FINISHED, _ERROR, _STARTED_SET, _FINISHED_SET, _UPDATED = range(8)
-_CODE_HASH = 9  # (8 holds the task's UUID)
+_UUID, _CODE_HASH, _OWN = 8, 9, 10  # the task's UUID; its code hash; True: a full row
 
 _ADJECTIVES = (
     "amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hasty", "icy", "jolly",
@@ -259,7 +333,8 @@ def _output_uri(task: BaseTask) -> str | None:
 
 class _Batch:
     """Rows waiting to be written. Task rows, ids and bodies are converted when the batch
-    is written (usually on the flusher thread), not when the build calls the registry."""
+    is written (on the flusher thread during a build), not when the build calls the
+    registry."""
 
     __slots__ = (
         "assets", "build_tasks", "build_updates", "completions", "edges", "events", "rows",
@@ -269,8 +344,9 @@ class _Batch:
     def __init__(self) -> None:
         self.tasks: list[tuple[BaseTask, float]] = []
         # (build key, task UUID as int) -> [status, registered, started, finished, error,
-        # started set, finished set, updated, task UUID]: the changes since the last
-        # write, merged. (A UUID's hash is computed in Python; its int's is not.)
+        # started set, finished set, updated, task UUID, code hash, own]: the task's row
+        # (own) or its changes since the last write, merged. Never changed once the
+        # batch is being written. (A UUID's hash is computed in Python; its int's is not.)
         self.build_tasks: dict[tuple[str, int], list[Any]] = {}
         # (downstream task, dynamic flag, upstream ids, time): one row per call
         self.edges: list[tuple[UUID, int, tuple[UUID, ...], float]] = []
@@ -281,9 +357,16 @@ class _Batch:
         self.rows = 0
         self.since: float | None = None  # time.monotonic() of the oldest row
 
-    def statements(self, env: int) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """The batch as (SQL, rows) pairs, in the order they must run."""
-        ids: dict[int, str] = {}
+    def statements(self, env: int) -> list[_Statement]:
+        """The batch as statements, in the order they must run."""
+        ids: dict[int, str] = {}  # task UUIDs as text, each converted once
+        rows, merges = [], []
+        for (b, i), e in self.build_tasks.items():
+            tid = ids[i] = str(e[_UUID])
+            if e[_OWN]:
+                rows.append((b, tid, *e[:_STARTED_SET], e[_UPDATED], e[_CODE_HASH]))
+            else:
+                merges.append((b, tid, *e[:_UUID], e[_CODE_HASH]))
 
         def s(u: UUID) -> str:
             r = ids.get(u.int)
@@ -294,29 +377,48 @@ class _Batch:
         tasks, seen = [], set()
         for task, now in self.tasks:
             tid = task.id
-            if tid.int in seen:
-                continue
-            seen.add(tid.int)
-            tasks.append(_task_row(env, s(tid), task, now))
-        out: list[tuple[str, list[tuple[Any, ...]]]] = [
-            (_UPSERT_TASK, tasks),
-            (_UPSERT_BUILD_TASK, [(b, s(e[8]), *e[:8], e[9]) for (b, _), e in self.build_tasks.items()]),
-            (_INSERT_EDGE, [_edge_row(env, s(d), dyn, ups, now) for d, dyn, ups, now in self.edges]),
-            (
-                _INSERT_EVENT,
-                [(b, None if t is None else s(t), *rest) for b, t, *rest in self.events],
-            ),
-            (_UPSERT_ASSET, self.assets),
-            (_INSERT_COMPLETION, [(env, s(t), b, now) for t, b, now in self.completions]),
-            (_FINISH_BUILD, self.build_updates),
+            if tid.int not in seen:
+                seen.add(tid.int)
+                tasks.append(_task_row(env, s(tid), task, now))
+        edges = [_edge_row(env, s(d), dyn, ups, now) for d, dyn, ups, now in self.edges]
+        # (every task event comes with its build task, so its id is known)
+        events = [
+            (e[0], None if e[1] is None else ids.get(e[1].int) or s(e[1]), e[2], e[3], e[4], e[5])
+            for e in self.events
         ]
-        return [(sql, rows) for sql, rows in out if rows]
+        completions = [(env, ids.get(t.int) or s(t), b, now) for t, b, now in self.completions]
+        out = [
+            _Statement(_UPSERT_TASKS, tasks),
+            _Statement(_UPSERT_BUILD_TASK_ROWS, rows),
+            _Statement(_MERGE_BUILD_TASKS, merges),
+            _Statement(_INSERT_EDGES, edges),
+            _Statement(_INSERT_EVENTS, events),
+            _Statement(_UPSERT_ASSET, self.assets),
+            _Statement(_INSERT_COMPLETIONS, completions),
+            _Statement(_FINISH_BUILD, self.build_updates),
+        ]
+        return [st for st in out if st.rows]
+
+
+class _Statement:
+    """SQL (a :class:`_Bulk` or one statement for ``executemany``) and its rows."""
+
+    __slots__ = ("rows", "sql")
+
+    def __init__(self, sql: _Bulk | str, rows: list[tuple[Any, ...]]) -> None:
+        self.sql, self.rows = sql, rows
+
+    def run(self, conn: sqlite3.Connection, max_chunk: int) -> None:
+        if isinstance(self.sql, _Bulk):
+            self.sql.run(conn, self.rows, max_chunk)
+        else:
+            conn.executemany(self.sql, self.rows)
 
 
 def _edge_row(
     env: int, downstream: str, dynamic: int, upstream: tuple[UUID, ...], now: float
 ) -> tuple[Any, ...]:
-    ids = json.dumps([str(u) for u in upstream], separators=(",", ":"))
+    ids = '["' + '","'.join([str(u) for u in upstream]) + '"]'  # compact JSON
     digest = hashlib.sha1(ids.encode()).hexdigest()
     return (env, downstream, dynamic, digest, ids, now)
 
@@ -336,22 +438,44 @@ def _task_row(env: int, tid: str, task: BaseTask, now: float) -> tuple[Any, ...]
 class _Writer:
     """The connection and the pending batch, shared with the background flusher thread.
 
+    During a build the caller only appends rows and wakes the flusher, which writes them
+    (rows are turned into SQL parameters there, and SQLite runs without the GIL). The
+    flusher also refreshes the heartbeat of the builds this registry runs. Explicit
+    flushes (a read, a build's end, ``flush()``, ``close()``) write on the calling
+    thread, after any write in flight.
+
     Kept apart from :class:`SQLiteRegistry` so that neither the flusher thread nor the
     exit hook keeps the registry alive. Locks: ``lock`` guards the batch (held only to
     append or swap it out), ``db_lock`` the connection; taken in the order db_lock, lock.
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, path: Path, env: int, max_rows: int, interval: float
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        env: int,
+        max_rows: int,
+        interval: float,
+        heartbeat: float,
     ) -> None:
         self.conn = conn
         self.path = path
         self.env = env
         self.max_rows = max_rows
         self.interval = interval
+        self.heartbeat = heartbeat
+        # A caller appending past this many pending rows waits (briefly) for the flusher.
+        self.backlog_rows = max(_BACKLOG_ROWS, 2 * max_rows)
+        # Rows per bulk statement: a power of two within SQLite's limit of parameters
+        # (for the widest row: 11 values).
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 11
+        self.max_chunk = _MAX_CHUNK_ROWS
+        while self.max_chunk > max(1, limit):
+            self.max_chunk //= 2
         # Reentrant: a garbage collection on a thread inside these locks may close us.
         self.lock = threading.RLock()
-        self.cond = threading.Condition(self.lock)
+        self.cond = threading.Condition(self.lock)  # the flusher waits on it
+        self.room = threading.Condition(self.lock)  # callers held back by the backlog
         self.db_lock = threading.RLock()
         self.pid = os.getpid()
         self.closed = False
@@ -360,52 +484,106 @@ class _Writer:
         self.failed: list[_Batch] = []  # written batches that hit a transient error
         self.retry_at: float | None = None
         self.urgent = False  # max_rows reached: the flusher writes without waiting
+        self.live: dict[str, None] = {}  # the builds this registry runs (ordered set)
+        # Their tasks' rows as last changed, by task UUID as int: changes need no read.
+        self.build_rows: dict[str, dict[int, list[Any]]] = {}
+        self.beat_at: float | None = None  # time.monotonic() of the next heartbeat
+        self.backlog_warned = False
 
-    # -- called by the registry with self.lock held ------------------------------------
+    # -- called by the registry --------------------------------------------------------
 
     def check_open(self) -> None:
         if self.closed:
             raise StardagError(f"The registry {self.path} is closed.")
 
-    def added(self, n: int) -> bool:
-        """Count ``n`` new rows; True when the caller should write the batch now.
-
-        A busy caller writes due batches itself (``max_rows`` reached, or the oldest row
-        is ``interval`` old): serializing rows on a second thread would make the build's
-        own file I/O wait for the GIL. The flusher thread only writes what an idle caller
-        left pending."""
-        batch = self.batch
-        batch.rows += n
-        now = time.monotonic()
-        if batch.since is None:
-            batch.since = now
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self._run, name="stardag-registry-flusher", daemon=True
-                )
-                self.thread.start()
-            else:
-                self.cond.notify()
-            return False
-        return batch.rows >= self.max_rows or now - batch.since >= self.interval
-
     def add(self, fill: Callable[[_Batch], int]) -> None:
         """Append rows under the lock (``fill`` adds them to the batch and returns how
-        many), then write the batch if it is due."""
+        many), then :meth:`added`."""
         with self.lock:
             self.check_open()
-            must_flush = self.added(fill(self.batch))
-        if must_flush:
-            self.flush(raise_errors=False)
+            self.added(fill(self.batch))
+
+    def added(self, n: int) -> None:
+        """Count ``n`` rows just appended (self.lock held) and wake the flusher when they
+        are due; never writes on this thread, but waits while the flusher is
+        ``backlog_rows`` rows behind."""
+        batch = self.batch
+        batch.rows += n
+        if batch.since is None:
+            batch.since = time.monotonic()
+            self._wake()
+        elif batch.rows >= self.max_rows and not self.urgent:
+            self.urgent = True
+            self.cond.notify()
+        if batch.rows > self.backlog_rows:
+            self._wait_for_room()
+
+    def _wake(self) -> None:
+        """Start the flusher thread, or wake it (with self.lock held)."""
+        if self.thread is None:
+            self.thread = threading.Thread(
+                target=self._run, name="stardag-registry-flusher", daemon=True
+            )
+            self.thread.start()
+        else:
+            self.cond.notify()
+
+    def _wait_for_room(self) -> None:
+        """Wait (self.lock held) until the flusher took the batch; give up after the
+        busy timeout (the file may be locked by another process), and keep the rows."""
+        self.urgent = True
+        self.cond.notify()
+        deadline = time.monotonic() + schema.BUSY_TIMEOUT_SECONDS
+        while self.batch.rows > self.backlog_rows and not self.closed:
+            left = deadline - time.monotonic()
+            if left <= 0 or os.getpid() != self.pid:
+                if not self.backlog_warned:
+                    self.backlog_warned = True
+                    logger.warning(
+                        "The registry %s is writing slowly: %d rows are pending.",
+                        self.path, self.batch.rows,
+                    )  # fmt: skip
+                return
+            self.room.wait(min(left, 0.5))
 
     def bt_entry(self, build: str, task_id: UUID, now: float) -> list[Any]:
-        """The pending change of ``(build, task)``, created empty if needed."""
+        """The pending row of ``(build, task)`` to change (self.lock held): of the builds
+        this registry started, the whole row (copied from the last batch's, so that a
+        batch being written never changes); of others, the changes since the last write."""
         key = (build, task_id.int)
-        entry = self.batch.build_tasks.get(key)
-        if entry is None:
-            entry = self.batch.build_tasks[key] = [None, now, None, None, None, 0, 0, now, task_id, None]
-            self.batch.rows += 1
+        pending = self.batch.build_tasks
+        entry = pending.get(key)
+        if entry is not None:
+            return entry
+        rows = self.build_rows.get(build)
+        if rows is None:
+            entry = [None, now, None, None, None, 0, 0, now, task_id, None, False]
+        else:
+            entry = rows.get(task_id.int)
+            if entry is None:  # a new row: it starts pending
+                entry = ["pending", now, None, None, None, 0, 0, now, task_id, None, True]
+            else:
+                entry = entry.copy()
+            rows[task_id.int] = entry
+        pending[key] = entry
+        self.batch.rows += 1
         return entry
+
+    def build_started(self, key: str) -> None:
+        """Keep the heartbeat of build ``key`` until :meth:`build_finished`."""
+        with self.lock:
+            self.live[key] = None
+            self.build_rows[key] = {}
+            if self.beat_at is None:
+                self.beat_at = time.monotonic() + self.heartbeat
+            self._wake()
+
+    def build_finished(self, key: str) -> None:
+        with self.lock:
+            self.live.pop(key, None)
+            self.build_rows.pop(key, None)
+            if not self.live:
+                self.beat_at = None
 
     # -- writing -----------------------------------------------------------------------
 
@@ -419,6 +597,7 @@ class _Writer:
                 batch, self.urgent = self.batch, False
                 if batch.rows:
                     self.batch = _Batch()
+                    self.room.notify_all()
             batches = [*self.failed, batch] if batch.rows else self.failed
             if not batches:
                 return
@@ -447,28 +626,46 @@ class _Writer:
             self.failed = []
             self.retry_at = None
 
-    def _write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    def _write(self, statements: list[_Statement]) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, rows in statements:
-                conn.executemany(sql, rows)
+            for statement in statements:
+                statement.run(conn, self.max_chunk)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
 
+    def _beat(self) -> None:
+        """Refresh the heartbeat of the live builds (on the flusher thread)."""
+        with self.lock:
+            keys = list(self.live)
+            self.beat_at = time.monotonic() + self.heartbeat if keys else None
+        if not keys:
+            return
+        now = time.time()
+        with self.db_lock:
+            if self.closed:
+                return
+            try:
+                self._write([_Statement(_HEARTBEAT, [(now, key) for key in keys])])
+            except sqlite3.Error as exc:  # the next beat tries again
+                logger.warning("Could not refresh the builds' heartbeat in %s: %s", self.path, exc)
+
     def _due(self) -> float | None:
         """Seconds until the next write is due (<= 0: now; None: nothing pending)."""
-        now = time.monotonic()
-        waits = []
         if self.urgent:
             return 0.0
+        now = time.monotonic()
+        waits = []
         if self.batch.since is not None:
             waits.append(self.batch.since + self.interval - now)
         if self.retry_at is not None:
             waits.append(self.retry_at - now)
+        if self.beat_at is not None:
+            waits.append(self.beat_at - now)
         return min(waits) if waits else None
 
     def _run(self) -> None:
@@ -480,11 +677,14 @@ class _Writer:
                         break
                     self.cond.wait(delay)
                 closed = self.closed
+                beat = self.beat_at is not None and self.beat_at <= time.monotonic()
             if closed:
                 self._finish()
                 return
             try:
                 self.flush(raise_errors=False)
+                if beat:
+                    self._beat()
             except Exception:  # never let the flusher die
                 logger.exception("The registry flusher failed")
 
@@ -506,6 +706,7 @@ class _Writer:
                 return
             self.closed = True
             self.cond.notify_all()
+            self.room.notify_all()
             thread = self.thread
         if thread is None or os.getpid() != self.pid:
             self._finish()  # no flusher thread (nothing was ever written), or forked
@@ -529,22 +730,34 @@ class SQLiteRegistry(RegistryABC):
         environment: The environment within the workspace (created if needed).
         flush_max_rows: Write the pending rows once this many have accumulated.
         flush_interval_seconds: ... or once the oldest pending row is this old.
+        heartbeat_seconds: How often the builds this registry runs say they are alive.
+        abandoned_after_seconds: A running build whose heartbeat is older than this is
+            abandoned (its process died or hangs); must exceed twice the heartbeat
+            interval of every process writing builds to the file.
 
     Writes are buffered: each call appends rows to an in-memory batch, and a background
-    thread writes the batch in one ``BEGIN IMMEDIATE`` transaction (``executemany`` per
-    table) once ``flush_max_rows`` rows are pending or the oldest is
-    ``flush_interval_seconds`` old. The calling thread writes it itself when a build
-    ends, before every read, on :meth:`flush` and :meth:`close`, and when 20 times
-    ``flush_max_rows`` rows are pending (the flusher cannot keep up); the batch is also
-    written when the registry is garbage-collected and at interpreter exit. Task bodies
-    and output URIs are computed when written, so a call costs a few microseconds. A hard kill (SIGKILL, power loss) loses at most
-    the last ~0.2 s of events and never corrupts the file: the database is in WAL mode
-    and each batch is one atomic transaction. Another process (or another
-    ``SQLiteRegistry`` on the same file) sees rows once they are written.
+    thread writes the batch in one ``BEGIN IMMEDIATE`` transaction (a few multi-row
+    statements per table) once ``flush_max_rows`` rows are pending or the oldest is
+    ``flush_interval_seconds`` old; while it writes, new rows gather for the next batch.
+    During a build the calling thread runs no SQL (it waits only if the flusher falls
+    more than 50,000 rows, or twice ``flush_max_rows``, behind). Pending rows are written on the calling thread when
+    a build ends, before every read, on :meth:`flush` and :meth:`close`; also when the
+    registry is garbage-collected and at interpreter exit. Task bodies and output URIs
+    are computed when written, so a call costs a few microseconds. A hard kill (SIGKILL,
+    power loss) loses at most the last ~0.2 s of events and never corrupts the file:
+    the database is in WAL mode and each batch is one atomic transaction. Another
+    process (or another ``SQLiteRegistry`` on the same file) sees rows once they are
+    written.
 
-    ``build_start`` writes at once. Task calls must name a build of this file and
-    environment (else :class:`BuildNotFoundError`). Thread-safe: calls may come from
-    the event loop and from worker threads.
+    ``build_start`` writes at once, with the host, pid and start time of this process;
+    the flusher thread refreshes the heartbeat of the builds this registry runs. Listing
+    or getting builds, and starting one, first marks the file's abandoned builds
+    ``abandoned`` (their process on this host is gone, or their heartbeat is older than
+    ``abandoned_after_seconds``) and their unfinished tasks ``cancelled``.
+
+    Task calls must name a build of this file and environment (else
+    :class:`BuildNotFoundError`). Thread-safe: calls may come from the event loop and
+    from worker threads.
     """
 
     def __init__(
@@ -553,21 +766,33 @@ class SQLiteRegistry(RegistryABC):
         workspace: str = "default",
         environment: str = "local",
         *,
-        flush_max_rows: int = 500,
+        flush_max_rows: int = 20_000,
         flush_interval_seconds: float = 0.2,
+        heartbeat_seconds: float = 10.0,
+        abandoned_after_seconds: float = 60.0,
     ) -> None:
+        if not 0 < 2 * heartbeat_seconds < abandoned_after_seconds:
+            raise ValueError(
+                f"abandoned_after_seconds ({abandoned_after_seconds}) must exceed twice "
+                f"heartbeat_seconds ({heartbeat_seconds}), which must be positive: else "
+                "live builds would look abandoned."
+            )
         self.path = Path(path).expanduser() if path is not None else default_registry_path()
         self.workspace = workspace
         self.environment = environment
+        self.abandoned_after_seconds = float(abandoned_after_seconds)
         conn = schema.connect(self.path)
         try:
             self._env_id = schema.ensure_environment(conn, workspace, environment)
+            # Large builds touch pages all over the task-id indexes: keep them cached.
+            conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
         except BaseException:
             conn.close()
             raise
         self._w = _Writer(
-            conn, self.path, self._env_id, max(1, flush_max_rows), flush_interval_seconds
-        )
+            conn, self.path, self._env_id, max(1, flush_max_rows), flush_interval_seconds,
+            float(heartbeat_seconds),
+        )  # fmt: skip
         self._finalizer = weakref.finalize(self, self._w.close)
         self._known_builds: dict[UUID, str] = {}
         self._last_build: tuple[UUID | None, str] = (None, "")
@@ -632,6 +857,35 @@ class SQLiteRegistry(RegistryABC):
         return key
 
     # -- builds ------------------------------------------------------------------------
+
+    def _abandon_dead_builds(self) -> None:
+        """Mark the file's abandoned builds (see the class docstring) and their unfinished
+        tasks; a failure to write is logged, not raised (the read goes on)."""
+        w = self._w
+        with w.db_lock:
+            self._check_open()
+            conn = w.conn
+            now = time.time()
+            with w.lock:
+                live = set(w.live)
+            found = find_abandoned(conn, now, self.abandoned_after_seconds, live)
+            if not found:
+                return
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    marked = abandon_builds(conn, found, now)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                logger.warning("Could not mark abandoned builds in %s: %s", self.path, exc)
+                return
+        for build in found:
+            if build.build_id in marked:
+                logger.info("Build %s is abandoned: %s", build.build_id, build.reason)
 
     def _check_environment_takes_builds(self) -> None:
         """Raise :class:`EnvironmentUnavailableError` unless the environment is running."""
@@ -700,6 +954,7 @@ class SQLiteRegistry(RegistryABC):
         self._check_open()
         self._check_environment_takes_builds()
         self.apply_target_roots()
+        self._abandon_dead_builds()
         try:
             commit_hash: str | None = get_git_commit_hash()
         except Exception:
@@ -708,17 +963,23 @@ class SQLiteRegistry(RegistryABC):
         key = str(build_id)
         now = time.time()
         roots = json.dumps([str(t.id) for t in root_tasks or ()])
-        build_row = (key, self._env_id, _build_name(), description, commit_hash, roots, now, now)
+        me = this_process()
+        build_row = (key, self._env_id, _build_name(), description, commit_hash, roots, now,
+                     now, me.host, me.pid, me.started_at, now)  # fmt: skip
         event_row = (key, None, _K.BUILD_STARTED, now, None, None)
         w = self._w
         with w.db_lock:
             self._check_open()
             try:
-                w._write([(_INSERT_BUILD, [build_row]), (_INSERT_EVENT, [event_row])])
+                w._write([
+                    _Statement(_INSERT_BUILD, [build_row]),
+                    _Statement(_INSERT_EVENT, [event_row]),
+                ])  # fmt: skip
             except sqlite3.Error as exc:
                 message = f"Cannot start a build in the registry {self.path}: {exc}"
                 raise StardagError(message) from exc
         self._known_builds[build_id] = key
+        w.build_started(key)
         return build_id
 
     def _finish_build(
@@ -731,7 +992,8 @@ class SQLiteRegistry(RegistryABC):
             w.check_open()
             w.batch.build_updates.append((status, now, error, key))
             w.batch.events.append((key, None, kind.value, now, error, None))
-            w.added(2)
+            w.batch.rows += 2  # written below, on this thread
+        w.build_finished(key)
         w.flush(raise_errors=False)  # a locked file must not fail the build
 
     def build_complete(self, build_id: UUID) -> None:
@@ -753,14 +1015,13 @@ class SQLiteRegistry(RegistryABC):
         tid = task.id
         now = time.time()
         w = self._w
-
-        def fill(batch: _Batch) -> int:
+        with w.lock:
+            w.check_open()
+            batch = w.batch
             batch.tasks.append((task, now))
             w.bt_entry(key, tid, now)
             batch.events.append((key, tid, _K.TASK_REGISTERED, now, None, None))
-            return 2
-
-        w.add(fill)
+            w.added(2)
 
     def task_add_dependencies(
         self,
@@ -791,9 +1052,10 @@ class SQLiteRegistry(RegistryABC):
         key = self._build_key(build_id)
         tid = task.id
         now = time.time()
+        hashed = code_hash(type(task)) if status == "completed" else None
         w = self._w
-
-        def fill(batch: _Batch) -> int:
+        with w.lock:
+            w.check_open()
             entry = w.bt_entry(key, tid, now)
             if status is not None:
                 entry[_STATUS] = status
@@ -807,15 +1069,15 @@ class SQLiteRegistry(RegistryABC):
                 entry[_FINISHED] = now
                 entry[_ERROR] = error
                 entry[_FINISHED_SET] = 1
+            batch = w.batch
             batch.events.append((key, tid, kind, now, error, metadata))
-            if status == "completed":
-                entry[_CODE_HASH] = code_hash(type(task))
-            if status in ("completed", "already_complete"):
+            if hashed is not None:
+                entry[_CODE_HASH] = hashed
+            if status == "completed" or status == "already_complete":
                 batch.completions.append((tid, key, now))
-                return 2
-            return 1
-
-        w.add(fill)
+                w.added(2)
+            else:
+                w.added(1)
 
     def task_already_complete(self, build_id: UUID, task: BaseTask) -> None:
         self._task_event(build_id, task, _K.TASK_ALREADY_COMPLETE, "already_complete")
@@ -947,7 +1209,7 @@ class SQLiteRegistry(RegistryABC):
 
     _BUILD_COLUMNS = (
         "id, name, status, description, commit_hash, root_task_ids, created_at, started_at,"
-        " completed_at, error_message"
+        " completed_at, error_message, host, pid, heartbeat_at"
     )
 
     def _build_record(self, row: Sequence[Any]) -> BuildRecord:
@@ -964,10 +1226,15 @@ class SQLiteRegistry(RegistryABC):
             started_at=_dt(row[7]),
             completed_at=_dt(row[8]),
             error_message=row[9],
+            host=row[10],
+            pid=row[11],
+            heartbeat_at=_dt(row[12]),
         )
 
     def list_builds(self, limit: int = 50) -> list[BuildRecord]:
-        """The latest ``limit`` builds of this environment, newest first."""
+        """The latest ``limit`` builds of this environment, newest first (abandoned builds
+        are marked so first)."""
+        self._abandon_dead_builds()
         rows = self._read(
             f"SELECT {self._BUILD_COLUMNS} FROM builds WHERE environment_id = ?"
             " ORDER BY created_at DESC, rowid DESC LIMIT ?",
@@ -981,6 +1248,7 @@ class SQLiteRegistry(RegistryABC):
         Raises:
             BuildNotFoundError: no such build in this environment.
         """
+        self._abandon_dead_builds()
         rows = self._read(
             f"SELECT {self._BUILD_COLUMNS} FROM builds WHERE id = ? AND environment_id = ?",
             (str(build_id), self._env_id),

@@ -18,6 +18,14 @@ lifecycle state (``created``/``provisioning``/``running``/``failed``/``deleted``
 roots and lifecycle events. A deleted environment stays as a tombstone row
 (``deleted_at`` set) whose name may be reused: names are unique among live environments
 only. Environments from version 1 become ``running`` with no target roots.
+
+Version 3 records who runs a build: the builds table gains the host name, pid and start
+time of the building process and a heartbeat time its registry refreshes while the build
+runs, so that a build whose process died can be recognised and marked ``abandoned``. A
+partial index lists the running builds. Builds from version 2 have none of these (NULL):
+their start time stands in for the heartbeat. The index of build tasks by task id no
+longer holds ``updated_at``: a status change then leaves the index alone (each moved an
+entry to a random place of a large index; a task has few builds to sort).
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ __all__ = [
     "retry_while_locked",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code writes; bump it and add a step to ``_MIGRATIONS`` to change it."""
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -206,11 +214,24 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE UNIQUE INDEX workspaces_by_uuid ON workspaces (uuid)")
 
 
+# Version 3: the building process and its heartbeat; running builds are found by index;
+# the index of build tasks by task no longer changes with each status change.
+_V3_BUILD_PROCESS = """
+ALTER TABLE builds ADD COLUMN host TEXT;
+ALTER TABLE builds ADD COLUMN pid INTEGER;
+ALTER TABLE builds ADD COLUMN process_started_at REAL;
+ALTER TABLE builds ADD COLUMN heartbeat_at REAL;
+CREATE INDEX builds_running ON builds (status) WHERE status = 'running';
+DROP INDEX build_tasks_by_task;
+CREATE INDEX build_tasks_by_task ON build_tasks (task_id)
+"""
+
+
 _Migration = Union[str, Callable[[sqlite3.Connection], None]]
 
 # _MIGRATIONS[v] upgrades a version-v file to v+1 (v = 0 is an empty file): an SQL script
 # or a function of the connection, run inside the upgrade's transaction.
-_MIGRATIONS: dict[int, _Migration] = {0: _SCHEMA_V1, 1: _v1_to_v2}
+_MIGRATIONS: dict[int, _Migration] = {0: _SCHEMA_V1, 1: _v1_to_v2, 2: _V3_BUILD_PROCESS}
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

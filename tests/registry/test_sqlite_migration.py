@@ -105,7 +105,7 @@ def _version(path: Path) -> int:
 def test_upgrade_keeps_builds_tasks_edges_assets(v1_file: Path) -> None:
     registry = SQLiteRegistry(v1_file)
     try:
-        assert _version(v1_file) == schema.SCHEMA_VERSION == 2
+        assert _version(v1_file) == schema.SCHEMA_VERSION == 3
         [build] = registry.list_builds()
         assert (str(build.id), build.name, build.status) == (BUILD, "calm-otter-07", "completed")
         assert {str(t.task_id) for t in registry.list_build_tasks(build.id)} == {TASK, UPSTREAM}
@@ -150,7 +150,7 @@ def test_upgraded_file_is_consistent(v1_file: Path) -> None:
         conn.close()
     # re-opening an upgraded file changes nothing
     SQLiteRegistry(v1_file).close()
-    assert _version(v1_file) == 2
+    assert _version(v1_file) == schema.SCHEMA_VERSION
 
 
 def test_upgraded_environments_are_administered(v1_file: Path, tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ def test_lock_manager_opens_a_v1_file(v1_file: Path) -> None:
     assert result.status.value == "held_by_other"  # the v1 lock row survived
     assert asyncio.run(manager.check_task_completed(TASK))
     manager.close()
-    assert _version(v1_file) == 2
+    assert _version(v1_file) == schema.SCHEMA_VERSION
 
 
 def test_failed_upgrade_leaves_the_v1_file(v1_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,4 +201,4 @@ def test_failed_upgrade_leaves_the_v1_file(v1_file: Path, monkeypatch: pytest.Mo
         assert conn.execute("SELECT count(*) FROM builds").fetchone()[0] == 1
     monkeypatch.undo()
     SQLiteRegistry(v1_file).close()
-    assert _version(v1_file) == 2
+    assert _version(v1_file) == schema.SCHEMA_VERSION
