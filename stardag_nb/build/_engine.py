@@ -220,14 +220,23 @@ class BuildEngine:
     async def run(self, roots: list[BaseTask], resume_build_id: UUID | None = None) -> BuildSummary:
         """Build ``roots``; return the summary (task failures do not raise)."""
         roots = _unique(roots)
+        cancelled = False
         if resume_build_id is not None:
             self.build_id = resume_build_id
         else:
-            self.build_id = await self.registry.build_start_aio(roots)
+            # A cancel while the registry records the start (possibly in a thread) must
+            # not leave a build recorded as running: let the start finish, then end it.
+            starting = asyncio.ensure_future(self.registry.build_start_aio(roots))
+            try:
+                self.build_id = await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                self.build_id = await starting
+                cancelled = True
         self._emit(BuildEventKind.BUILD_STARTED)
         await self.executor.setup()
-        cancelled = False
         try:
+            if cancelled:
+                raise asyncio.CancelledError()
             await self._discover(roots, dynamic=False)
             await self._loop()
         except asyncio.CancelledError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -1007,6 +1008,26 @@ class SQLiteRegistry(RegistryABC):
 
     def build_exit_early(self, build_id: UUID, reason: str | None = None) -> None:
         self._finish_build(build_id, "exit_early", RegistryEventKind.BUILD_EXIT_EARLY, reason)
+
+    # A build's start and end write to the file (its start also asks git): in a worker
+    # thread, so a build on an event loop (a notebook's kernel) does not wait on disk.
+
+    async def build_start_aio(
+        self, root_tasks: list[BaseTask] | None = None, description: str | None = None
+    ) -> UUID:
+        return await asyncio.to_thread(self.build_start, root_tasks, description)
+
+    async def build_complete_aio(self, build_id: UUID) -> None:
+        await asyncio.to_thread(self.build_complete, build_id)
+
+    async def build_fail_aio(self, build_id: UUID, error_message: str | None = None) -> None:
+        await asyncio.to_thread(self.build_fail, build_id, error_message)
+
+    async def build_cancel_aio(self, build_id: UUID) -> None:
+        await asyncio.to_thread(self.build_cancel, build_id)
+
+    async def build_exit_early_aio(self, build_id: UUID, reason: str | None = None) -> None:
+        await asyncio.to_thread(self.build_exit_early, build_id, reason)
 
     # -- tasks -------------------------------------------------------------------------
 

@@ -61,7 +61,8 @@ def test_cancel_button_message_stops_a_long_build(kernel: Any) -> None:
     model_id = views[0]["model_id"]
 
     answered = run_cell(kernel, "print('answered', job.done(), job.status)")
-    assert answered["stdout"].split() == ["answered", "False", "running"]
+    # "pending" while the registry records the build's start (in a worker thread)
+    assert answered["stdout"].split() in (["answered", "False", "running"], ["answered", "False", "pending"])
 
     # What the widget's Cancel button sends: an anywidget custom message on its comm.
     message = kernel.session.msg(
@@ -81,8 +82,11 @@ def test_cancel_button_message_stops_a_long_build(kernel: Any) -> None:
         build = registry.get_build(job.state.build_id)
         statuses = sorted({t.status for t in registry.list_build_tasks(build.id)})
         leftover = [t for t in asyncio.all_tasks() if "BuildEngine" in repr(t.get_coro())]
-        print(job.status, build.status, ",".join(statuses), len(leftover))
+        print(job.status, build.status, ",".join(statuses) or "none-registered", len(leftover))
         """,
     )
     assert result["error"] is None, result["error"]
-    assert result["stdout"].split() == ["cancelled", "cancelled", "cancelled", "0"]
+    # cancelled before or after discovery: no task of it is left pending or running
+    job_status, build_status, task_statuses, leftover = result["stdout"].split()
+    assert (job_status, build_status, leftover) == ("cancelled", "cancelled", "0")
+    assert task_statuses in ("cancelled", "none-registered")
