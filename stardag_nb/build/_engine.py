@@ -241,13 +241,29 @@ class BuildEngine:
             await self._loop()
         except asyncio.CancelledError:
             cancelled = True
-            cancel = getattr(self.executor, "cancel", None)
-            if cancel is not None:
-                cancel()  # sd.cancelled() turns True in the task bodies still running
+            self._cancel_executor()
             raise
         finally:
-            await self._finish(cancelled)
+            # Shielded: a second cancel (a second interrupt, Cancel clicked twice) must
+            # not cut the ending short, or the registry would keep the build running.
+            finishing = asyncio.ensure_future(self._finish(cancelled))
+            cancelled_again = False
+            while not finishing.done():
+                try:
+                    await asyncio.shield(finishing)
+                except asyncio.CancelledError:
+                    cancelled_again = True
+                    self._cancel_executor()  # stop waiting for task bodies
+            finishing.result()
+            if cancelled_again and not cancelled:
+                raise asyncio.CancelledError()
         return self._summary()
+
+    def _cancel_executor(self) -> None:
+        """``sd.cancelled()`` turns True in the task bodies still running."""
+        cancel = getattr(self.executor, "cancel", None)
+        if cancel is not None:
+            cancel()
 
     async def _loop(self) -> None:
         while True:
@@ -262,7 +278,7 @@ class BuildEngine:
                     spawned = 0
                     continue
                 node = self.ready.popleft()
-                if node.state in _DONE or node.state in _DEAD:
+                if node.state in _DONE or node.state in _DEAD or node.state is _State.RUNNING:
                     continue
                 if self._runs_inline(node):
                     await self._execute(node)
@@ -273,6 +289,7 @@ class BuildEngine:
                 return
             if self._stopping():
                 self._cancel_running()
+                self._cancel_executor()  # fail fast: running bodies may stop early too
                 return
             if self.lock_config.exit_early_when_all_locked and self._all_waiting_for_locks():
                 self._exit_early = True
@@ -296,6 +313,7 @@ class BuildEngine:
             return False
 
     def _spawn(self, node: _Node) -> None:
+        node.state = _State.RUNNING  # at once: no other path may queue it meanwhile
         task = asyncio.ensure_future(self._execute(node))
         self.running[task] = node
         task.add_done_callback(self._on_spawned_done)
@@ -462,6 +480,7 @@ class BuildEngine:
 
     async def _execute(self, node: _Node) -> None:
         task = node.task
+        node.state = _State.RUNNING
         try:
             if self._use_lock is not None and self._use_lock(task) and not node.lock_held:
                 await self._acquire_lock(node)

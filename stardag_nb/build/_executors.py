@@ -195,11 +195,15 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
     async def teardown(self, wait: bool = True) -> None:
         threads, self._threads = self._threads, None
         if threads is not None:
-            if wait:
-                await threads.wait_idle(timeout=float("inf"))
-            elif threads.busy:
-                await threads.wait_idle(self.cancel_grace_seconds)
-            threads.shutdown()
+            try:
+                # Waits for running bodies (all of them when ``wait``), but once the
+                # build is cancelled only for the grace period.
+                while wait and threads.busy and not self._cancel_flag.is_set():
+                    await threads.wait_idle(0.1)
+                if threads.busy:
+                    await threads.wait_idle(self.cancel_grace_seconds)
+            finally:
+                threads.shutdown()
         for gen, _ in self._generators.values():
             _close_generator(gen)
         self._generators.clear()

@@ -138,8 +138,13 @@ class ThreadWorkers:
                     self._busy += 1
                 try:
                     value, ok = job.fn(job.arg), True
-                except BaseException as exc:  # handed to the awaiting coroutine
+                except Exception as exc:  # handed to the awaiting coroutine
                     value, ok = exc, False
+                except BaseException as exc:
+                    # SystemExit or KeyboardInterrupt raised by a task body: the task
+                    # fails; re-raised on the loop they would stop it (and a kernel).
+                    value, ok = RuntimeError(f"the task body raised {exc!r}"), False
+                    value.__cause__ = exc
             with lock:
                 if not skip:
                     self._busy -= 1

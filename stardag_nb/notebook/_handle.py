@@ -154,7 +154,13 @@ class BuildHandle:
         except asyncio.CancelledError:
             if not self._task.done():  # this cell was interrupted: stop the build too
                 self.interrupt()
-                await asyncio.wait([self._task], timeout=30)
+                while not self._task.done():  # the build ends itself (shielded)
+                    try:
+                        await asyncio.wait([self._task], timeout=_WAKE_SECONDS)
+                    except asyncio.CancelledError:  # interrupted again: keep waiting
+                        pass
+            if not self._task.cancelled():  # it had finished anyway
+                return self._task.result()
             raise self._cancelled_error() from None
         finally:
             # Sent again from the awaiting cell: headless runners (nbclient, papermill)

@@ -13,6 +13,8 @@ from stardag_nb.utils.testing import target_roots_override
 
 CONFIG = GlobalLockConfig(enabled=True, lock_wait_initial_interval_seconds=0.02)
 
+sd.namespace("stale_completion", __name__)  # task names unique across the suite
+
 
 class Counted(sd.AutoTask[int]):
     log: str
