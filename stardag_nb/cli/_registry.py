@@ -154,6 +154,9 @@ def _cmd_builds(args: argparse.Namespace) -> int:
     columns += [Column("STATUS"), Column("STARTED"), Column("COMPLETED")]
     if with_counts:
         columns.append(Column("TASKS", max_width=40, shrink=True))
+    with_errors = any(getattr(b, "error_message", None) for b in builds)
+    if with_errors:  # why a build failed or was abandoned
+        columns.append(Column("ERROR", max_width=60, shrink=True))
     rows = []
     for b in builds:
         row: list[Any] = [b.id, b.name]
@@ -163,6 +166,8 @@ def _cmd_builds(args: argparse.Namespace) -> int:
         if with_counts:
             counts = _task_counts(b)
             row.append(None if counts is None else _format_counts(counts))
+        if with_errors:
+            row.append(getattr(b, "error_message", None))
         rows.append(row)
     print(render_table(columns, rows, width=terminal_width()))
     return EXIT_OK
@@ -232,7 +237,8 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
             ]
         )
         return EXIT_OK
-    print(f"Build {build.id}  {build.name}  {build.status}")
+    error = getattr(build, "error_message", None)
+    print(f"Build {build.id}  {build.name}  {build.status}" + (f": {error}" if error else ""))
     if not tasks:
         print("No tasks recorded for this build.")
         return EXIT_OK

@@ -321,8 +321,9 @@ def test_registry_builds_lists_the_builds_newest_first(built: Built) -> None:
     text, data = built.project.run_many([["registry", "builds"], ["registry", "builds", "--json"]])
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert lines[0].split() == ["ID", "NAME", "STATUS", "STARTED", "COMPLETED"]
+    assert lines[0].split() == ["ID", "NAME", "STATUS", "STARTED", "COMPLETED", "ERROR"]
     assert lines[1].startswith(ok_id) and "failed" in lines[1]
+    assert "Error" in lines[1]  # why it failed
     assert "completed" in lines[2]
     assert len(lines) == 3
     builds = data.json()
