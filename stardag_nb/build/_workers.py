@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,13 +60,16 @@ class _Job:
 
 
 _STOP = None
+_BATCH = 32  # results held before the loop is woken anyway
+_HOLD_SECONDS = 0.001  # ... or after this long
+_GROW_AFTER_SECONDS = 0.002  # a worker busy this long with one job counts as blocked
 
 
 class ThreadWorkers:
     """Up to ``max_workers`` daemon threads running ``fn(arg)`` jobs for one loop.
 
-    Threads start on demand (a worker that sees a backlog starts the next one).
-    :meth:`submit` returns an asyncio future resolved on the
+    The first thread starts with the first job; more start while jobs wait and every
+    worker has been busy with one job for a while. :meth:`submit` returns an asyncio future resolved on the
     loop; cancelling it skips the job if no worker has taken it yet.
     """
 
@@ -84,6 +88,10 @@ class ThreadWorkers:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._all_idle: asyncio.Event | None = None
         self._closed = False
+        self._reporting = False  # a _deliver is scheduled on the loop
+        self._growth_armed = False
+        self._running_since: dict[int, float] = {}
+        self._held_since = 0.0
 
     @property
     def busy(self) -> int:
@@ -97,15 +105,30 @@ class ThreadWorkers:
             loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._jobs.put(_Job(fn, arg, future))
-        if self._idle == 0 and len(self._threads) < self.max_workers:
-            self._maybe_start_worker()  # every worker is busy (a racy read: a hint)
+        if not self._threads:
+            self._maybe_start_worker()
+        elif not self._growth_armed and len(self._threads) < self.max_workers:
+            self._growth_armed = True
+            loop.call_later(_GROW_AFTER_SECONDS, self._grow)
         return future
 
-    def _maybe_start_worker(self) -> None:
-        """Start one more worker if every worker is busy and the pool is not full.
+    def _grow(self) -> None:
+        """Add a worker while jobs wait and every worker has been busy with its job for a
+        while (bodies that block: sleeping, waiting on I/O). Short bodies keep one or a
+        few workers: more threads would only take turns at the GIL."""
+        self._growth_armed = False
+        if self._jobs.empty() or self._closed or len(self._threads) >= self.max_workers:
+            return
+        with self._lock:
+            running = list(self._running_since.values())
+            stuck = self._idle == 0 and bool(running)
+        if stuck and time.monotonic() - max(running) >= _GROW_AFTER_SECONDS:
+            self._maybe_start_worker()
+        self._growth_armed = True
+        self._loop.call_later(_GROW_AFTER_SECONDS, self._grow)  # type: ignore[union-attr]
 
-        Called by the loop when every worker is busy, and by workers that see a backlog
-        (so a burst of jobs does not make the loop wait for threads to start)."""
+    def _maybe_start_worker(self) -> None:
+        """Start one more worker if every worker is busy and the pool is not full."""
         with self._lock:
             start = not self._closed and self._idle == 0 and len(self._threads) < self.max_workers
             if start:
@@ -119,15 +142,18 @@ class ThreadWorkers:
 
     def _work(self) -> None:
         jobs, lock, finished = self._jobs, self._lock, self._finished
+        me = threading.get_ident()
         _local.flag = self.flag
         while True:
-            job = jobs.get()
+            try:
+                job = jobs.get_nowait()
+            except queue.Empty:
+                self._report()  # nothing more to run now: hand back what is held
+                job = jobs.get()
             with lock:
                 self._idle -= 1
             if job is _STOP:
                 return
-            if not jobs.empty():  # a backlog: another worker may help
-                self._maybe_start_worker()
             # A cancelled future is final, so reading its state here is safe: the job
             # was cancelled (its build stopped) before a worker took it.
             skip = job.future.cancelled()
@@ -136,6 +162,7 @@ class ThreadWorkers:
             else:
                 with lock:
                     self._busy += 1
+                    self._running_since[me] = time.monotonic()
                 try:
                     value, ok = job.fn(job.arg), True
                 except Exception as exc:  # handed to the awaiting coroutine
@@ -145,23 +172,37 @@ class ThreadWorkers:
                     # fails; re-raised on the loop they would stop it (and a kernel).
                     value, ok = RuntimeError(f"the task body raised {exc!r}"), False
                     value.__cause__ = exc
+            now = time.monotonic()
             with lock:
                 if not skip:
                     self._busy -= 1
-                first = not finished
+                    del self._running_since[me]
+                if not finished:
+                    self._held_since = now
                 finished.append((job, ok, value))
                 self._idle += 1
-            if first:
-                loop = self._loop
-                try:
-                    loop.call_soon_threadsafe(self._deliver)  # type: ignore[union-attr]
-                except RuntimeError:  # the loop is closed: nobody waits any more
-                    pass
+                # While more jobs wait, hold results briefly: one wake-up of the loop
+                # then hands back a batch (waking it per job costs more than the job).
+                due = len(finished) >= _BATCH or now - self._held_since >= _HOLD_SECONDS
+            if due:
+                self._report()
+
+    def _report(self) -> None:
+        """Wake the loop to deliver the results held, unless a wake-up is on its way."""
+        with self._lock:
+            if not self._finished or self._reporting:
+                return
+            self._reporting = True
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)  # type: ignore[union-attr]
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
     def _deliver(self) -> None:
         with self._lock:
             batch = self._finished.copy()
             self._finished.clear()  # the same list: workers hold a reference to it
+            self._reporting = False
             idle = self._busy == 0
         for job, ok, value in batch:
             future = job.future
