@@ -62,7 +62,29 @@ class _Job:
 _STOP = None
 _BATCH = 32  # results held before the loop is woken anyway
 _HOLD_SECONDS = 0.001  # ... or after this long
-_GROW_AFTER_SECONDS = 0.002  # a worker busy this long with one job counts as blocked
+_GROW_AFTER_SECONDS = 0.002  # a worker busy this long with one job may be blocked
+_BLOCKED_SHARE = 0.3  # ... if it used less CPU than this share of that time
+_SATURATED = 0.7  # cores of process CPU above which a waiting worker waits for the GIL
+
+
+def _thread_clock() -> Callable[[], float] | None:
+    """A reader of the calling thread's CPU time usable from other threads, if the
+    platform has one (Linux, most Unixes)."""
+    try:
+        clock_id = time.pthread_getcpuclockid(threading.get_ident())
+        time.clock_gettime(clock_id)
+    except (AttributeError, OSError):
+        return None
+    return lambda: time.clock_gettime(clock_id)
+
+
+def _computing(job: tuple[float, float, Callable[[], float] | None], now: float) -> bool:
+    """Whether a running job's thread has mostly been on a CPU since the job started
+    (computing, possibly outside the GIL) rather than waiting."""
+    since, cpu_at_start, clock = job
+    if clock is None:
+        return True  # no per-thread clock here: grow as if it were
+    return clock() - cpu_at_start >= _BLOCKED_SHARE * (now - since)
 
 
 class ThreadWorkers:
@@ -90,8 +112,9 @@ class ThreadWorkers:
         self._closed = False
         self._reporting = False  # a _deliver is scheduled on the loop
         self._growth_armed = False
-        self._running_since: dict[int, float] = {}
+        self._running_since: dict[int, tuple[float, float, Callable[[], float] | None]] = {}
         self._held_since = 0.0
+        self._sample = (0.0, 0.0)  # (monotonic, process CPU) when growth was last judged
 
     @property
     def busy(self) -> int:
@@ -113,17 +136,24 @@ class ThreadWorkers:
         return future
 
     def _grow(self) -> None:
-        """Add a worker while jobs wait and every worker has been busy with its job for a
-        while (bodies that block: sleeping, waiting on I/O). Short bodies keep one or a
-        few workers: more threads would only take turns at the GIL."""
+        """Add a worker while jobs wait and every worker is blocked in its job (sleeping,
+        waiting on I/O) or computing outside the GIL. Workers that only wait for the GIL
+        (short Python bodies, while the loop does its bookkeeping) are not blocked: more
+        threads would only take turns at it."""
         self._growth_armed = False
         if self._jobs.empty() or self._closed or len(self._threads) >= self.max_workers:
             return
+        now, cpu = time.monotonic(), time.process_time()
+        last_now, last_cpu = self._sample
+        self._sample = (now, cpu)
         with self._lock:
             running = list(self._running_since.values())
             stuck = self._idle == 0 and bool(running)
-        if stuck and time.monotonic() - max(running) >= _GROW_AFTER_SECONDS:
-            self._maybe_start_worker()
+        stuck = stuck and all(now - since >= _GROW_AFTER_SECONDS for since, _, _ in running)
+        if stuck and now - last_now < 4 * _GROW_AFTER_SECONDS:  # a fresh sample
+            utilisation = (cpu - last_cpu) / max(now - last_now, 1e-6)
+            if utilisation < _SATURATED or all(_computing(job, now) for job in running):
+                self._maybe_start_worker()
         self._growth_armed = True
         self._loop.call_later(_GROW_AFTER_SECONDS, self._grow)  # type: ignore[union-attr]
 
@@ -143,6 +173,7 @@ class ThreadWorkers:
     def _work(self) -> None:
         jobs, lock, finished = self._jobs, self._lock, self._finished
         me = threading.get_ident()
+        clock = _thread_clock()
         _local.flag = self.flag
         while True:
             try:
@@ -162,7 +193,7 @@ class ThreadWorkers:
             else:
                 with lock:
                     self._busy += 1
-                    self._running_since[me] = time.monotonic()
+                    self._running_since[me] = (time.monotonic(), clock() if clock else 0.0, clock)
                 try:
                     value, ok = job.fn(job.arg), True
                 except Exception as exc:  # handed to the awaiting coroutine

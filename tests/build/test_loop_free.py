@@ -344,3 +344,42 @@ def test_discovery_checks_remote_targets_concurrently_within_the_limit() -> None
         assert summary.task_count.previously_completed == 2 * limit
         assert _most_checking == limit, (limit, _most_checking)
         assert took < 2 * limit * 0.1 / 2, f"{took:.2f} s: the checks did not overlap"
+
+
+_hashing: list[tuple[float, float]] = []
+
+
+class Hasher(sd.AutoTask[str]):
+    """Computes outside the GIL (hashlib releases it for large buffers)."""
+
+    i: int
+
+    def run(self) -> None:
+        import hashlib
+
+        data = bytes(64 * 1024 * 1024)
+        start = time.monotonic()
+        digest = hashlib.sha256(data).hexdigest()
+        _hashing.append((start, time.monotonic()))
+        self.output().save(digest)
+
+
+class Hashers(sd.AutoTask[int]):
+    n: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Hasher(i=i) for i in range(self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+def test_bodies_that_compute_outside_the_gil_still_run_side_by_side() -> None:
+    """The pool does not grow for short Python bodies (they would only take turns at the
+    GIL), but bodies that compute in C without it (hashing, numpy) get more threads."""
+    _hashing.clear()
+    summary = sd.build(Hashers(n=4), registry=sd.registry.NoOpRegistry())
+    assert summary.status is BuildExitStatus.SUCCESS
+    spans = sorted(_hashing)
+    overlapping = any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert overlapping, f"hashing bodies ran one after another: {spans}"
