@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import multiprocessing
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -119,6 +119,31 @@ def _step_sync(gen: Any) -> Any:
         return next(gen)
     except StopIteration:
         return _FINISHED
+
+
+class _ChainResult:
+    """Awaits a chained task's result and gives it as ``submit`` does (a plain awaitable,
+    not a coroutine: one never awaited, as when its build is cancelled, is no error)."""
+
+    __slots__ = ("future", "generators", "task")
+
+    def __init__(self, generators: dict[UUID, tuple[Any, ExecutionMode]], task: BaseTask, future: Any) -> None:
+        self.generators, self.task, self.future = generators, task, future
+
+    def __await__(self) -> Any:
+        try:
+            gen, value = yield from self.future.__await__()
+        except Exception as exc:
+            return exc
+        if value is _FINISHED:
+            return None
+        self.generators[self.task.id] = (gen, ExecutionMode.SYNC_THREAD)  # suspended
+        return value
+
+
+def _finished_step(result: Any) -> bool:
+    """Whether a ``_start_sync`` result says the task finished (not suspended)."""
+    return result[1] is _FINISHED
 
 
 def _start_sync(task: BaseTask) -> Any:
@@ -247,6 +272,27 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
         except Exception as exc:
             return exc
 
+    def chains(self, task: BaseTask) -> bool:
+        """True if ``task`` can be part of :meth:`submit_chain`: it runs on a worker thread
+        and has not started (no generator of it is suspended)."""
+        return (
+            task.id not in self._generators
+            and self.execution_mode_selector(task) is ExecutionMode.SYNC_THREAD
+        )
+
+    def submit_chain(
+        self, tasks: list[BaseTask]
+    ) -> list[tuple[Awaitable[bool] | None, Awaitable[None | TaskStruct | Exception]]]:
+        """Run ``tasks`` (each of which :meth:`chains`) one after another on one worker
+        thread, each only if the one before finished successfully: a chain of tasks each
+        waiting only for the one before runs without a trip through the event loop
+        between them. For each task: an awaitable that tells whether it started (None
+        for the first, which always does; cancel it to stop the chain there) and one of
+        its result, as :meth:`submit` gives it (for a prefix of ``tasks`` in general: here
+        all of them)."""
+        steps = self._workers().submit_chain(_start_sync, tasks, _finished_step)
+        return [(started, _ChainResult(self._generators, task, result)) for task, (started, result) in zip(tasks, steps)]
+
     async def _start(self, task: BaseTask, mode: ExecutionMode) -> tuple[Any, Any]:
         if mode is ExecutionMode.SYNC_BLOCKING:
             return _start_sync(task)
@@ -329,6 +375,24 @@ class RoutedTaskExecutor(TaskExecutorABC):
             return False
         check = getattr(executor, "runs_inline", None)
         return bool(check(task)) if check is not None else False
+
+    def chains(self, task: BaseTask) -> bool:
+        try:
+            executor = self._executor_for(task)
+        except KeyError:
+            return False
+        check = getattr(executor, "chains", None)
+        return bool(check(task)) if check is not None else False
+
+    def submit_chain(
+        self, tasks: list[BaseTask]
+    ) -> list[tuple[Awaitable[bool] | None, Awaitable[None | TaskStruct | Exception]]]:
+        """Chains the leading tasks that go to the same executor as the first."""
+        executor = self._executor_for(tasks[0])
+        same = 1
+        while same < len(tasks) and self._executor_for(tasks[same]) is executor:
+            same += 1
+        return executor.submit_chain(tasks[:same])  # type: ignore[attr-defined,no-any-return]
 
     async def submit(self, task: BaseTask) -> None | TaskStruct | Exception:
         try:

@@ -51,17 +51,28 @@ def cancelled() -> bool:
 
 
 class _Job:
-    __slots__ = ("fn", "arg", "future")
+    """``fn(arg)`` for each of ``args``, one after another on one worker: each later one
+    only if ``proceed`` accepts the result of the one before and nobody cancelled it.
+    ``futures`` get the results; ``started`` (None for the first) whether each later
+    one started."""
 
-    def __init__(self, fn: Callable[[Any], Any], arg: Any, future: asyncio.Future[Any]) -> None:
-        self.fn = fn
-        self.arg = arg
-        self.future = future
+    __slots__ = ("args", "fn", "futures", "proceed", "started")
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        args: list[Any],
+        futures: list[asyncio.Future[Any]],
+        started: list[asyncio.Future[bool] | None],
+        proceed: Callable[[Any], bool] | None = None,
+    ) -> None:
+        self.fn, self.args, self.futures, self.started, self.proceed = fn, args, futures, started, proceed
 
 
 _STOP = None
 _BATCH = 32  # results held before the loop is woken anyway
 _HOLD_SECONDS = 0.001  # ... or after this long
+_TICK_SECONDS = 0.003  # the loop takes held results at least this often
 _GROW_AFTER_SECONDS = 0.002  # a worker busy this long with one job may be blocked
 _BLOCKED_SHARE = 0.3  # ... if it used less CPU than this share of that time
 _SATURATED = 0.7  # cores of process CPU above which a waiting worker waits for the GIL
@@ -104,7 +115,7 @@ class ThreadWorkers:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._finished: list[tuple[_Job, bool, Any]] = []
+        self._finished: list[tuple[asyncio.Future[Any], bool, Any]] = []
         self._idle = 0
         self._busy = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,6 +123,7 @@ class ThreadWorkers:
         self._closed = False
         self._reporting = False  # a _deliver is scheduled on the loop
         self._growth_armed = False
+        self._tick_armed = False
         self._running_since: dict[int, tuple[float, float, Callable[[], float] | None]] = {}
         self._held_since = 0.0
         self._sample = (0.0, 0.0)  # (monotonic, process CPU) when growth was last judged
@@ -123,17 +135,52 @@ class ThreadWorkers:
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
         """Queue ``fn(arg)``; the future gives its result or raises its exception."""
+        future = self._loop_now().create_future()
+        self._put(_Job(fn, [arg], [future], [None]))
+        return future
+
+    def submit_chain(
+        self, fn: Callable[[Any], Any], args: list[Any], proceed: Callable[[Any], bool]
+    ) -> list[tuple[asyncio.Future[bool] | None, asyncio.Future[Any]]]:
+        """Queue ``fn(arg)`` for each of ``args`` in turn on one worker, each after the one
+        before returned a result that ``proceed`` accepts (a chain of tasks each waiting
+        only for the one before: no hand-back to the loop between them).
+
+        For each arg: a future that tells whether it started (True) or never will
+        (False; None for the first, which always starts), and the future of its result.
+        Cancelling a started-future stops the chain before that arg."""
+        loop = self._loop_now()
+        futures = [loop.create_future() for _ in args]
+        started: list[asyncio.Future[bool] | None] = [None] + [loop.create_future() for _ in args[1:]]
+        self._put(_Job(fn, list(args), futures, started, proceed))
+        return list(zip(started, futures))
+
+    def _loop_now(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._jobs.put(_Job(fn, arg, future))
+        return loop
+
+    def _put(self, job: _Job) -> None:
+        self._jobs.put(job)
+        if not self._tick_armed:
+            self._tick_armed = True
+            self._loop.call_later(_TICK_SECONDS, self._tick)  # type: ignore[union-attr]
         if not self._threads:
             self._maybe_start_worker()
         elif not self._growth_armed and len(self._threads) < self.max_workers:
             self._growth_armed = True
-            loop.call_later(_GROW_AFTER_SECONDS, self._grow)
-        return future
+            self._loop.call_later(_GROW_AFTER_SECONDS, self._grow)  # type: ignore[union-attr]
+
+    def _tick(self) -> None:
+        """(On the loop, every few ms while workers are busy) take the results held: a
+        worker that moved on to a long job must not keep the short ones before it."""
+        self._tick_armed = False
+        if self._finished and not self._reporting:
+            self._deliver()
+        if self._busy or not self._jobs.empty():
+            self._tick_armed = True
+            self._loop.call_later(_TICK_SECONDS, self._tick)  # type: ignore[union-attr]
 
     def _grow(self) -> None:
         """Add a worker while jobs wait and every worker is blocked in its job (sleeping,
@@ -171,7 +218,7 @@ class ThreadWorkers:
             thread.start()
 
     def _work(self) -> None:
-        jobs, lock, finished = self._jobs, self._lock, self._finished
+        jobs, lock = self._jobs, self._lock
         me = threading.get_ident()
         clock = _thread_clock()
         _local.flag = self.flag
@@ -185,38 +232,72 @@ class ThreadWorkers:
                 self._idle -= 1
             if job is _STOP:
                 return
-            # A cancelled future is final, so reading its state here is safe: the job
-            # was cancelled (its build stopped) before a worker took it.
-            skip = job.future.cancelled()
-            if skip:
-                ok, value = False, None
-            else:
-                with lock:
-                    self._busy += 1
-                    self._running_since[me] = (time.monotonic(), clock() if clock else 0.0, clock)
-                try:
-                    value, ok = job.fn(job.arg), True
-                except Exception as exc:  # handed to the awaiting coroutine
-                    value, ok = exc, False
-                except BaseException as exc:
-                    # SystemExit or KeyboardInterrupt raised by a task body: the task
-                    # fails; re-raised on the loop they would stop it (and a kernel).
-                    value, ok = RuntimeError(f"the task body raised {exc!r}"), False
-                    value.__cause__ = exc
-            now = time.monotonic()
             with lock:
-                if not skip:
+                self._busy += 1
+            try:
+                self._run(job, me, clock)
+            finally:
+                with lock:
                     self._busy -= 1
-                    del self._running_since[me]
-                if not finished:
-                    self._held_since = now
-                finished.append((job, ok, value))
-                self._idle += 1
-                # While more jobs wait, hold results briefly: one wake-up of the loop
-                # then hands back a batch (waking it per job costs more than the job).
-                due = len(finished) >= _BATCH or now - self._held_since >= _HOLD_SECONDS
-            if due:
-                self._report()
+                    self._idle += 1
+                    due = self._due()
+                if due:
+                    self._report()
+
+    def _run(self, job: _Job, me: int, clock: Callable[[], float] | None) -> None:
+        """Run a job's calls in turn, handing back each result (and each start)."""
+        for i, arg in enumerate(job.args):
+            started = job.started[i]
+            # A cancelled future is final, so reading its state here is safe: the job
+            # (its build) was cancelled before this call started.
+            if job.futures[i].cancelled() or (started is not None and started.cancelled()):
+                self._stop_chain(job, i)
+                return
+            if started is not None:
+                self._hand_back(started, True, True)
+            with self._lock:
+                self._running_since[me] = (time.monotonic(), clock() if clock else 0.0, clock)
+            try:
+                value, ok = job.fn(arg), True
+            except Exception as exc:  # handed to the awaiting coroutine
+                value, ok = exc, False
+            except BaseException as exc:
+                # SystemExit or KeyboardInterrupt raised by a task body: the task
+                # fails; re-raised on the loop they would stop it (and a kernel).
+                value, ok = RuntimeError(f"the task body raised {exc!r}"), False
+                value.__cause__ = exc
+            with self._lock:
+                del self._running_since[me]
+            self._hand_back(job.futures[i], ok, value)
+            last = i + 1 == len(job.args)
+            if not last and not (ok and job.proceed is not None and job.proceed(value) and not self.flag.is_set()):
+                self._stop_chain(job, i + 1)
+                return
+
+    def _stop_chain(self, job: _Job, start: int) -> None:
+        """The calls from ``start`` on will not run: say so to whoever waits for them."""
+        for started in job.started[start:]:
+            if started is not None:
+                self._hand_back(started, True, False)
+
+    def _hand_back(self, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        """Hold a result for the loop; wake it when a batch is due."""
+        with self._lock:
+            if not self._finished:
+                self._held_since = time.monotonic()
+            self._finished.append((future, ok, value))
+            due = self._due()
+        if due:
+            self._report()
+
+    def _due(self) -> bool:
+        """(self._lock held) Whether the results held should go to the loop now: while
+        more jobs wait, they are held briefly, so that one wake-up of the loop hands back
+        a batch (waking it per job costs more than a trivial job)."""
+        finished = self._finished
+        return len(finished) >= _BATCH or (
+            bool(finished) and time.monotonic() - self._held_since >= _HOLD_SECONDS
+        )
 
     def _report(self) -> None:
         """Wake the loop to deliver the results held, unless a wake-up is on its way."""
@@ -235,8 +316,7 @@ class ThreadWorkers:
             self._finished.clear()  # the same list: workers hold a reference to it
             self._reporting = False
             idle = self._busy == 0
-        for job, ok, value in batch:
-            future = job.future
+        for future, ok, value in batch:
             if future.done():
                 continue
             if ok:
