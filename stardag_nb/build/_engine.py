@@ -381,8 +381,8 @@ class BuildEngine:
                     continue
                 stack.append((task, static))
                 fresh = []
-                for dep in static:  # computing ids costs: in slices too
-                    if time.perf_counter() >= self._slice_end:
+                for n, dep in enumerate(static):  # ids were computed by requires()
+                    if n & 63 == 63 and time.perf_counter() >= self._slice_end:
                         await self._yield_slice()
                     if dep.id.int not in nodes:
                         fresh.append(dep)
@@ -392,24 +392,20 @@ class BuildEngine:
                 continue
             # second visit: every dependency has a node now
             node = nodes[task.id.int]
-            wired: set[int] = set()
-            unique_deps = []
+            wired: dict[int, BaseTask] = {}
             for dep in deps:
-                key = dep.id.int
-                if key in wired:
-                    continue
-                wired.add(key)
-                unique_deps.append(dep)
+                wired.setdefault(dep.id.int, dep)
+            waiting = 0
+            for key in wired:
                 dep_node = nodes[key]
                 state = dep_node.state
-                if state in _DONE:
-                    continue
-                if state in _DEAD:
+                if state is _State.PENDING or state is _State.RUNNING or state is _State.SUSPENDED:
+                    waiting += 1
+                    dep_node.dependents.append(node)
+                elif state in _DEAD:
                     node.state = _State.BLOCKED
-                    continue
-                node.waiting += 1
-                dep_node.dependents.append(node)
-            await self._register(node, unique_deps, dynamic)
+            node.waiting += waiting
+            await self._register(node, list(wired.values()), dynamic)
             if node.waiting == 0 and node.state is _State.PENDING:
                 self.ready.append(node)
                 self._progress.set()

@@ -381,7 +381,8 @@ class _Batch:
             if tid.int not in seen:
                 seen.add(tid.int)
                 tasks.append(_task_row(env, s(tid), task, now))
-        edges = [_edge_row(env, s(d), dyn, ups, now) for d, dyn, ups, now in self.edges]
+        # (a layer's tasks share their upstream ids: each converted once per batch)
+        edges = [_edge_row(env, s(d), dyn, [s(u) for u in ups], now) for d, dyn, ups, now in self.edges]
         # (every task event comes with its build task, so its id is known)
         events = [
             (e[0], None if e[1] is None else ids.get(e[1].int) or s(e[1]), e[2], e[3], e[4], e[5])
@@ -417,9 +418,9 @@ class _Statement:
 
 
 def _edge_row(
-    env: int, downstream: str, dynamic: int, upstream: tuple[UUID, ...], now: float
+    env: int, downstream: str, dynamic: int, upstream: list[str], now: float
 ) -> tuple[Any, ...]:
-    ids = '["' + '","'.join([str(u) for u in upstream]) + '"]'  # compact JSON
+    ids = '["' + '","'.join(upstream) + '"]'  # compact JSON
     digest = hashlib.sha1(ids.encode()).hexdigest()
     return (env, downstream, dynamic, digest, ids, now)
 
