@@ -2,8 +2,10 @@
 environments, and change their target roots.
 
 An environment's lifecycle: created → provisioning → running | failed; → deleted.
-Provisioning creates each target root (when missing) and checks it is writable. Commands
-that end with the environment ``failed`` print it, then exit 1 with the reason.
+Provisioning creates each target root (when missing) and checks it is writable: local
+roots here, where the CLI runs (the registry service never touches its own file system
+for them), object-store roots by the service. Commands that end with the environment
+``failed`` print it, then exit 1 with the reason.
 """
 
 from __future__ import annotations
@@ -211,7 +213,8 @@ def _confirm_delete(env: EnvironmentInfo, purge: bool) -> None:
             "locks and API keys")  # fmt: skip
     if purge:
         roots = ", ".join(f"{n}={u}" for n, u in roots_of(env).items()) or "none"
-        answer = _ask(f"{what}, AND all data under its target roots ({roots})?\n"
+        answer = _ask(f"{what}, AND the outputs its builds recorded under its target roots "
+                      f"({roots})?\n"
                       f"Type the environment name ({env.slug}) to confirm: ")  # fmt: skip
         if answer != env.slug:
             raise CLIError(f"Not deleted: {answer!r} is not {env.slug!r}.",
@@ -232,8 +235,11 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     if args.json:
         print_json(deleted)
         return EXIT_OK
-    purged = " and the data under its target roots" if args.purge_data else ""
+    purged = " and the outputs its builds recorded" if args.purge_data else ""
     print(f"Deleted environment {deleted.workspace_slug}/{deleted.slug}{purged}.")
+    for report in deleted.purged:
+        where = f"{report.name} ({report.uri})" if report.name != "-" else "elsewhere"
+        print(f"  {where}: {report.message}")
     if active is not None and matches(active[0], env.workspace_slug, env.workspace_id) and (
         matches(active[1], env.slug, env.id)
     ):
@@ -333,8 +339,10 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     create = _command(
         commands, common, "create", "create and provision an environment",
         "Create environment NAME in the active workspace and provision it: each target root "
-        "is created when missing and checked writable. Waits until it is running or failed "
-        "(exit 1 with the reason) unless --no-wait.",
+        "is created when missing and checked writable (local roots here, where the CLI runs). "
+        "A root in a system directory, holding your home directory, or overlapping a root of "
+        "another environment is refused. Waits until it is running or failed (exit 1 with the "
+        "reason) unless --no-wait.",
         _cmd_create, "the environment",
     )  # fmt: skip
     _name_arg(create, optional=False)
@@ -348,13 +356,17 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
         commands, common, "delete", "delete an environment permanently",
         "Delete environment NAME permanently: its builds, tasks, events, assets, locks and API "
         "keys (the keys then get a clear 'deleted' error). The data under its target roots is "
-        "kept unless --purge-data. Asks for confirmation on a terminal (--purge-data: type the "
-        "environment's name); without a terminal --yes is required.",
+        "kept unless --purge-data, which deletes exactly the outputs its tasks recorded (never "
+        "a whole root): those under local roots here, where the CLI runs (run it where the "
+        "builds wrote), those in object stores by the service. Asks for confirmation on a "
+        "terminal (--purge-data: type the environment's name); without a terminal --yes is "
+        "required.",
         _cmd_delete, "the deleted environment",
     )  # fmt: skip
     _name_arg(delete, optional=False)
     delete.add_argument("--purge-data", action="store_true",
-                        help="also delete the data under its target roots")  # fmt: skip
+                        help="also delete the outputs its tasks recorded under its target "
+                        "roots")  # fmt: skip
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
     provision = _command(
@@ -369,7 +381,8 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sync = _command(
         commands, common, "sync", "re-apply an environment's configuration",
         "Re-apply environment NAME's configuration (check its target roots again) without "
-        "recreating it; the local target-root cache is updated.",
+        "recreating it; the local target-root cache is updated. Local roots are created and "
+        "checked here: run it on each machine that builds in the environment.",
         _cmd_sync, "the environment",
     )  # fmt: skip
     _name_arg(sync, optional=True)

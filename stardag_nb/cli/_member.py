@@ -60,11 +60,19 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _cmd_remove(args: argparse.Namespace) -> int:
     scope = _scope(args)
-    scope.admin.remove_member(scope.workspace, args.user)
+    removed = scope.admin.remove_member(scope.workspace, args.user)
     if args.json:
-        print_json({"workspace": scope.workspace, "removed": args.user})
+        print_json(removed)
         return EXIT_OK
     print(f"Removed {args.user!r} from workspace {scope.workspace!r}.")
+    keys = removed.revoked_api_keys
+    if not keys:
+        print("They had created no live API keys in it.")
+        return EXIT_OK
+    print(f"Revoked the {len(keys)} API key(s) they had created in it:")
+    rows = [[k.name, k.key_prefix, k.id, k.environment_id] for k in keys]
+    columns = [Column("NAME"), Column("PREFIX"), Column("KEY ID"), Column("ENVIRONMENT ID")]
+    print_table(columns, rows, "", indent="  ")
     return EXIT_OK
 
 
@@ -110,9 +118,10 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     add_json_arg(add, "the new member (with the token, when one was created)")
     remove = command("remove", "remove a member",
                      "Remove USER from the workspace (you may remove yourself; the last owner "
-                     "cannot be removed).", _cmd_remove)  # fmt: skip
+                     "cannot be removed). The API keys USER created for the workspace's "
+                     "environments are revoked, and listed.", _cmd_remove)  # fmt: skip
     remove.add_argument("user", metavar="USER", help="the username")
-    add_json_arg(remove, "what was removed")
+    add_json_arg(remove, "what was removed, with the revoked API keys")
     role = command("role", "change a member's role",
                    "Give USER the role ROLE. Only owners make or unmake owners; the last owner "
                    "cannot be demoted.", _cmd_role)  # fmt: skip

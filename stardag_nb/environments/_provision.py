@@ -1,9 +1,13 @@
 """Provisioning a target root (create it when asked, check it is writable) and purging
-the data under it.
+exactly the outputs an environment's builds recorded.
 
-Pure engine code: the registry service runs it in a worker thread, the embedded admin
-inline. Nothing raises for a bad root: the returned :class:`RootCheck` says what went
-wrong, naming the root, its URI and the underlying error.
+Pure engine code, run where the data is: the registry service runs it in a worker thread
+for the object-store roots it provisions itself (``s3://``, ``gs://``, ...), the client
+(CLI, notebook) for local paths, the embedded admin inline. Nothing raises for a bad
+root: the returned :class:`RootCheck` says what went wrong, naming the root, its URI and
+the underlying error. Roots that :func:`~stardag_nb.environments.root_refusal` refuses (a
+file system root, ``/etc``, one holding the home directory or stardag's own state) are
+never written to or deleted from.
 """
 
 from __future__ import annotations
@@ -12,16 +16,17 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..registry._wire import TargetRootIn
+from ._roots import ParsedRoot, RootRefused, is_under, parse_root, root_refusal
 
-__all__ = ["RootCheck", "provision_target_root", "purge_target_root"]
+__all__ = ["RootCheck", "default_protected", "provision_target_root", "purge_outputs"]
 
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-_IN_MEMORY = "in-memory://"
 _PROBE_PREFIX = ".stardag-probe-"
 # Object stores whose first path component is a bucket (made with ``fs.mkdir(bucket)``).
 _BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"})
@@ -41,37 +46,176 @@ class RootCheck:
     message: str
 
 
-def provision_target_root(root: TargetRootIn) -> RootCheck:
+def default_protected() -> list[Path]:
+    """What no root may hold on this machine: the stardag directory (``~/.stardag`` or
+    ``$STARDAG_HOME``: config, credentials, the embedded registry)."""
+    from .._config_files import get_stardag_dir
+
+    return [get_stardag_dir()]
+
+
+def _parsed(root: TargetRootIn, protected: Iterable[str | Path] | None) -> ParsedRoot:
+    """The parsed root, or :class:`RootRefused` with the reason."""
+    parsed = parse_root(root.uri)
+    refusal = root_refusal(parsed, default_protected() if protected is None else protected)
+    if refusal:
+        raise RootRefused(f"refused: {refusal}")
+    return parsed
+
+
+def provision_target_root(
+    root: TargetRootIn, protected: Iterable[str | Path] | None = None
+) -> RootCheck:
     """Make ``root`` ready for builds: create it when missing and ``root.create`` (a local
     directory with its parents, or a bucket), then write and delete a probe file.
 
-    Local roots are absolute paths, ``~/...`` (expanded here, on the machine running this)
-    or ``file://`` URIs; any other ``<protocol>://`` URI goes through fsspec.
+    Local roots are absolute paths, ``~/...`` (expanded here, on the machine running this),
+    ``file://`` or ``local://`` URIs; any other ``<protocol>://`` URI goes through fsspec.
+    A refused root (see the module docstring; ``protected``: paths no root may hold,
+    default :func:`default_protected`) is not touched.
     """
     try:
-        kind, location = _classify(root.uri)
-    except ValueError as exc:
+        parsed = _parsed(root, protected)
+    except RootRefused as exc:
         return _fail(root, str(exc))
-    if kind == "memory":
+    if parsed.kind == "memory":
         return RootCheck(root.name, root.uri, True, "in-memory root (this process only): ready")
-    if kind == "local":
-        return _provision_local(root, Path(location))
-    return _provision_remote(root, location)
+    if parsed.kind == "local":
+        return _provision_local(root, Path(parsed.path))
+    return _provision_remote(root, root.uri.strip())
 
 
-def purge_target_root(root: TargetRootIn) -> RootCheck:
-    """Delete the data under ``root`` (the directory tree, or every object under the
-    prefix). A root that does not exist is fine (nothing to purge). Refuses to purge a
-    file system root or the home directory (or an ancestor of it)."""
-    try:
-        kind, location = _classify(root.uri)
-    except ValueError as exc:
-        return _fail(root, str(exc))
-    if kind == "memory":
-        return _purge_memory(root)
-    if kind == "local":
-        return _purge_local(root, Path(location))
-    return _purge_remote(root, location)
+def purge_outputs(
+    roots: Sequence[TargetRootIn],
+    outputs: Iterable[str],
+    protected: Iterable[str | Path] | None = None,
+) -> list[RootCheck]:
+    """Delete exactly the recorded ``outputs`` (URIs) that lie under one of ``roots``.
+
+    Never a recursive delete of a root or prefix: each output is one file (or the
+    directory of one directory output), strictly below a root also after resolving
+    symlinks. Outputs under no root are kept and named in a last check (named ``-``).
+    Refused roots (see the module docstring) are not touched. One check per root (``ok``
+    False: some output could not be deleted; the message says which and why).
+    """
+    protected = list(default_protected() if protected is None else protected)
+    parsed: list[tuple[TargetRootIn, ParsedRoot | None, str | None]] = []
+    for root in roots:
+        try:
+            parsed.append((root, _parsed(root, protected), None))
+        except RootRefused as exc:
+            parsed.append((root, None, str(exc)))
+    mine: dict[str, list[ParsedRoot]] = {root.name: [] for root in roots}
+    outside: list[str] = []
+    for uri in dict.fromkeys(outputs):
+        try:
+            out = parse_root(uri)
+        except RootRefused:
+            outside.append(uri)
+            continue
+        owner = next(
+            (
+                r.name
+                for r, p, _ in parsed
+                if p is not None
+                and (p.kind, p.protocol) == (out.kind, out.protocol)
+                and out.path != p.path
+                and is_under(out.path, p.path)
+            ),
+            None,
+        )
+        if owner is None:
+            outside.append(uri)
+        else:
+            mine[owner].append(out)
+    checks = [
+        _fail(root, refusal) if p is None else _purge_root(root, p, mine[root.name])
+        for root, p, refusal in parsed
+    ]
+    if outside:
+        more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+        shown = ", ".join(outside[:5]) + more
+        checks.append(
+            RootCheck(
+                "-", "", True,
+                f"kept {len(outside)} recorded output(s) under none of the environment's "
+                f"target roots: {shown}",
+            )  # fmt: skip
+        )
+    return checks
+
+
+def _purge_root(root: TargetRootIn, parsed: ParsedRoot, outputs: list[ParsedRoot]) -> RootCheck:
+    deleted = missing = 0
+    errors: list[str] = []
+    delete = {"local": _delete_local, "memory": _delete_memory}.get(parsed.kind, _delete_remote)
+    for out in outputs:
+        try:
+            if delete(parsed, out):
+                deleted += 1
+            else:
+                missing += 1
+        except Exception as exc:  # noqa: BLE001 - reported per output
+            reason = str(exc) if isinstance(exc, RootRefused) else _os_reason(exc)
+            errors.append(f"{out.uri}: {reason}")
+    if errors:
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        return _fail(
+            root,
+            f"deleted {deleted} recorded output(s); could not delete {len(errors)}: "
+            + "; ".join(errors[:3]) + more,
+        )  # fmt: skip
+    gone = f"; {missing} were not there" if missing else ""
+    return RootCheck(
+        root.name, root.uri, True, f"deleted {deleted} recorded output(s) under {root.uri}{gone}"
+    )
+
+
+def _delete_local(root: ParsedRoot, out: ParsedRoot) -> bool:
+    """Delete one local output (a file, a symlink, or the directory of a directory
+    output), strictly below ``root`` after resolving symlinks; False if absent."""
+    root_real = os.path.realpath(root.path)
+    parent = os.path.realpath(os.path.dirname(out.path))
+    target = os.path.join(parent, os.path.basename(out.path))
+    if not is_under(target, root_real) or target == root_real:
+        raise RootRefused(f"refused: it resolves to {target}, outside the root {root_real}")
+    if not os.path.lexists(target):
+        return False
+    if os.path.isdir(target) and not os.path.islink(target):
+        shutil.rmtree(target)
+    else:
+        os.unlink(target)
+    # tidy: the output's now empty parent directories, up to (not including) the root
+    here = parent
+    while here != root_real and is_under(here, root_real):
+        try:
+            os.rmdir(here)
+        except OSError:
+            break
+        here = os.path.dirname(here)
+    return True
+
+
+def _delete_memory(root: ParsedRoot, out: ParsedRoot) -> bool:
+    from ..target._memory import InMemoryFileSystemTarget
+
+    store = InMemoryFileSystemTarget.uri_to_bytes
+    key = out.canonical
+    doomed = [k for k in list(store) if k == key or k.startswith(key + "/")]
+    for k in doomed:
+        store.pop(k, None)
+    return bool(doomed)
+
+
+def _delete_remote(root: ParsedRoot, out: ParsedRoot) -> bool:
+    fs, _protocol, path = _remote_fs(out.uri.strip())
+    if not fs.exists(path):
+        return False
+    if fs.isdir(path):
+        fs.rm(path, recursive=True)
+    else:
+        fs.rm_file(path)
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,32 +234,6 @@ def _os_reason(exc: BaseException) -> str:
         return f"[Errno {exc.errno}] {exc.strerror}"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _classify(uri: str) -> tuple[str, str]:
-    """``("local", path)``, ``("memory", uri)`` or ``("remote", uri)``.
-
-    Raises:
-        ValueError: an empty or relative URI.
-    """
-    text = uri.strip()
-    if not text:
-        raise ValueError("the URI is empty; give an absolute path, '~/...' or '<protocol>://...'")
-    if text.startswith(_IN_MEMORY):
-        return "memory", text
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-        return "local", os.path.expanduser(text) if text.startswith("~") else text
-    if _URI_SCHEME.match(text):
-        return "remote", text
-    if text.startswith("~"):
-        text = os.path.expanduser(text)
-    if not os.path.isabs(text):
-        raise ValueError(
-            "a relative path is not a valid target root; use an absolute path, '~/...', "
-            "'file:///...' or '<protocol>://...'"
-        )
-    return "local", text
 
 
 def _probe_name() -> str:
@@ -152,47 +270,6 @@ def _provision_local(root: TargetRootIn, path: Path) -> RootCheck:
         return _fail(root, f"cannot delete the probe file {probe.name}: {_os_reason(exc)}")
     what = "created" if created else "exists"
     return RootCheck(root.name, root.uri, True, f"directory {path} {what}; writable")
-
-
-def _refuse_local_purge(path: Path) -> str | None:
-    resolved = path.resolve()
-    home = Path.home().resolve()
-    if resolved == Path(resolved.anchor) or resolved == home or resolved in home.parents:
-        return f"refusing to purge {resolved}: it is a file system root or holds the home directory"
-    return None
-
-
-def _purge_local(root: TargetRootIn, path: Path) -> RootCheck:
-    if not path.exists():
-        return RootCheck(
-            root.name, root.uri, True, f"directory {path} does not exist; nothing to purge"
-        )
-    refusal = _refuse_local_purge(path)
-    if refusal:
-        return _fail(root, refusal)
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except OSError as exc:
-        return _fail(root, f"cannot delete the data: {_os_reason(exc)}")
-    return RootCheck(root.name, root.uri, True, f"deleted {path}")
-
-
-# --------------------------------------------------------------------------------------------
-# in-memory roots (tests and notebooks; one process)
-
-
-def _purge_memory(root: TargetRootIn) -> RootCheck:
-    from ..target._memory import InMemoryFileSystemTarget
-
-    prefix = root.uri if root.uri.endswith("/") else root.uri + "/"
-    store = InMemoryFileSystemTarget.uri_to_bytes
-    doomed = [key for key in list(store) if key.startswith(prefix)]
-    for key in doomed:
-        store.pop(key, None)
-    return RootCheck(root.name, root.uri, True, f"deleted {len(doomed)} in-memory object(s)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,32 +335,3 @@ def _provision_remote(root: TargetRootIn, uri: str) -> RootCheck:
     except Exception as exc:
         return _fail(root, f"cannot delete the probe object {probe}: {_os_reason(exc)}")
     return RootCheck(root.name, root.uri, True, f"{uri} {done}; writable")
-
-
-def _purge_remote(root: TargetRootIn, uri: str) -> RootCheck:
-    try:
-        fs, protocol, path = _remote_fs(uri)
-    except Exception as exc:
-        return _fail(root, str(exc))
-    bucket = _bucket_of(protocol, path)
-    try:
-        if not path.strip("/"):
-            return _fail(root, "refusing to purge the whole file system")
-        if bucket is not None and path.strip("/") == bucket:
-            # a bucket root: delete its objects, keep the bucket
-            if not fs.exists(bucket):
-                return RootCheck(
-                    root.name, root.uri, True, f"bucket {bucket!r} does not exist; nothing to purge"
-                )
-            entries = fs.ls(bucket, detail=False)
-            if entries:
-                fs.rm(entries, recursive=True)
-            return RootCheck(
-                root.name, root.uri, True, f"deleted {len(entries)} entrie(s) in bucket {bucket!r}"
-            )
-        if not fs.exists(path):
-            return RootCheck(root.name, root.uri, True, f"{uri} does not exist; nothing to purge")
-        fs.rm(path, recursive=True)
-    except Exception as exc:
-        return _fail(root, f"cannot delete the data: {_os_reason(exc)}")
-    return RootCheck(root.name, root.uri, True, f"deleted {uri}")

@@ -15,10 +15,12 @@ from collections.abc import Mapping, Sequence
 from ._wire import (
     ApiKeyCreated,
     ApiKeyInfo,
+    EnvironmentDeleted,
     EnvironmentEvent,
     EnvironmentInfo,
     MemberAdded,
     MemberInfo,
+    MemberRemoved,
     MeResponse,
     Role,
     TargetRootIn,
@@ -76,7 +78,9 @@ class RegistryAdmin(ABC):
     def set_member_role(self, workspace: str, username: str, role: Role) -> MemberInfo: ...
 
     @abstractmethod
-    def remove_member(self, workspace: str, username: str) -> None: ...
+    def remove_member(self, workspace: str, username: str) -> MemberRemoved:
+        """Remove a member; the API keys they created in the workspace are revoked (and
+        listed in the answer)."""
 
     # -- environments -------------------------------------------------------------------------
     @abstractmethod
@@ -95,7 +99,10 @@ class RegistryAdmin(ABC):
         wait: bool = True,
     ) -> EnvironmentInfo:
         """Create an environment and provision it (created → provisioning → running | failed);
-        with ``wait`` return once provisioning has ended."""
+        with ``wait`` return once provisioning has ended. Roots are refused when invalid, in
+        a system directory, holding the home directory or the registry's own state, or
+        overlapping a root of another environment (any workspace). Local roots are
+        provisioned where this runs."""
 
     @abstractmethod
     def provision_environment(
@@ -112,9 +119,11 @@ class RegistryAdmin(ABC):
     @abstractmethod
     def delete_environment(
         self, workspace: str, environment: str, purge_data: bool = False
-    ) -> EnvironmentInfo:
-        """Delete permanently: its builds, tasks, events, assets, locks and API keys; the data
-        under its target roots too only with ``purge_data``."""
+    ) -> EnvironmentDeleted:
+        """Delete permanently: its builds, tasks, events, assets, locks and API keys. With
+        ``purge_data`` first the outputs its tasks recorded, exactly those (never a root or
+        a prefix; each strictly under one of its roots): ``purged`` says what was done per
+        root. Local outputs are deleted where this runs."""
 
     @abstractmethod
     def environment_events(self, workspace: str, environment: str) -> list[EnvironmentEvent]:

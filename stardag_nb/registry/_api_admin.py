@@ -1,5 +1,12 @@
 """``APIAdmin``: the :class:`RegistryAdmin` of a registry service, over its
-``/api/v1/ui`` routes (a user token: ``Authorization: Bearer st_...``)."""
+``/api/v1/ui`` routes (a user token: ``Authorization: Bearer st_...``).
+
+The service never touches its own file system for a tenant: target roots it does not
+handle itself (``provisioned_by == "client"``: local paths) are provisioned here, where
+this client runs, and the outcome reported (``provisioning-report``); a purge deletes
+here exactly the outputs the environment recorded under those roots, then tells the
+service with the ``DELETE``.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +23,18 @@ from ._http import HTTPSettings, RegistryHTTP
 from ._wire import (
     ApiKeyCreated,
     ApiKeyInfo,
+    EnvironmentDeleted,
     EnvironmentEvent,
     EnvironmentInfo,
+    EnvironmentOutputs,
     EnvironmentState,
     MemberAdded,
     MemberInfo,
+    MemberRemoved,
     MeResponse,
     Role,
+    RootReport,
+    TargetRootIn,
     TargetRootOut,
     WorkspaceInfo,
 )
@@ -96,8 +108,36 @@ class APIAdmin(RegistryAdmin):
     def _env(self, workspace: str, environment: str) -> str:
         return f"{self._ws(workspace)}/environments/{_seg(environment)}"
 
+    @staticmethod
+    def _client_roots(roots: list[TargetRootOut]) -> list[TargetRootIn]:
+        return [
+            TargetRootIn(name=r.name, uri=r.uri_prefix, create=r.create)
+            for r in roots
+            if r.provisioned_by == "client"
+        ]
+
+    def _provision_here(self, info: EnvironmentInfo) -> EnvironmentInfo:
+        """Provision the roots the service leaves to the client (local paths), here, and
+        report the outcome; the environment as the service then has it."""
+        roots = self._client_roots(info.target_roots)
+        if info.state != EnvironmentState.PROVISIONING or not roots:
+            return info
+        from ..environments import provision_target_root
+
+        checks = [provision_target_root(root) for root in roots]
+        body = {
+            "checks": [
+                RootReport(name=c.name, uri=c.uri, ok=c.ok, message=c.message[:4000]).model_dump()
+                for c in checks
+            ]
+        }
+        path = f"{self._env(str(info.workspace_id), str(info.id))}/provisioning-report"
+        return EnvironmentInfo.model_validate(self._call("POST", path, body))
+
     def _settled(self, info: EnvironmentInfo, wait: bool) -> EnvironmentInfo:
-        """With ``wait``, poll until provisioning (or a sync) has ended."""
+        """Provision the client's roots here; with ``wait``, poll until provisioning (or a
+        sync) has ended."""
+        info = self._provision_here(info)
         if not wait:
             return info
         deadline = time.monotonic() + self.provisioning_timeout
@@ -146,8 +186,11 @@ class APIAdmin(RegistryAdmin):
         )
         return MemberInfo.model_validate(data)
 
-    def remove_member(self, workspace: str, username: str) -> None:
-        self._call("DELETE", f"{self._ws(workspace)}/members/{_seg(username)}")
+    def remove_member(self, workspace: str, username: str) -> MemberRemoved:
+        data = self._call("DELETE", f"{self._ws(workspace)}/members/{_seg(username)}")
+        if data is None:  # a service from before key revocation answered 204
+            return MemberRemoved(username=username, workspace_slug=workspace)
+        return MemberRemoved.model_validate(data)
 
     # -- environments --------------------------------------------------------------------------
 
@@ -188,12 +231,31 @@ class APIAdmin(RegistryAdmin):
 
     def delete_environment(
         self, workspace: str, environment: str, purge_data: bool = False
-    ) -> EnvironmentInfo:
+    ) -> EnvironmentDeleted:
+        """Delete; with ``purge_data`` first delete here the outputs recorded under the
+        roots the client handles (local paths), then let the service delete those under
+        its object-store roots and record both."""
+        body = None
+        if purge_data:
+            from ..environments import purge_outputs
+
+            recorded = EnvironmentOutputs.model_validate(
+                self._call("GET", f"{self._env(workspace, environment)}/outputs")
+            )
+            roots = self._client_roots(recorded.target_roots)
+            checks = [c for c in purge_outputs(roots, recorded.output_uris) if c.name != "-"]
+            body = {
+                "client_checks": [
+                    RootReport(name=c.name, uri=c.uri, ok=c.ok, message=c.message[:4000])
+                    .model_dump()
+                    for c in checks
+                ]
+            }
         data = self._call(
             "DELETE", self._env(workspace, environment),
-            params={"purge_data": "true" if purge_data else "false"},
+            body, params={"purge_data": "true" if purge_data else "false"},
         )  # fmt: skip
-        return EnvironmentInfo.model_validate(data)
+        return EnvironmentDeleted.model_validate(data)
 
     def environment_events(self, workspace: str, environment: str) -> list[EnvironmentEvent]:
         data = self._call("GET", f"{self._env(workspace, environment)}/events")

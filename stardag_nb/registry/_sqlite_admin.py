@@ -2,6 +2,9 @@
 
 Workspaces, environments (with their lifecycle, target roots and lifecycle events) live in
 the same file as the builds. Provisioning runs inline (:func:`provision_target_root`).
+Roots are refused when invalid, in a system directory, holding the home directory or the
+registry file, or overlapping a root of another environment of the file; a purge deletes
+exactly the outputs the environment's tasks recorded (:func:`purge_outputs`).
 The embedded registry has one local user, who owns every workspace: members and API keys
 need the registry service and raise :class:`~stardag_nb.exceptions.APIError` saying so.
 """
@@ -26,14 +29,17 @@ from ._sqlite import default_registry_path
 from ._wire import (
     ApiKeyCreated,
     ApiKeyInfo,
+    EnvironmentDeleted,
     EnvironmentEvent,
     EnvironmentEventType,
     EnvironmentInfo,
     EnvironmentState,
     MemberAdded,
     MemberInfo,
+    MemberRemoved,
     MeResponse,
     Role,
+    RootReport,
     TargetRootIn,
     TargetRootOut,
     WorkspaceInfo,
@@ -206,6 +212,52 @@ class EmbeddedAdmin(RegistryAdmin):
         ).fetchall()
         return [TargetRootIn(name=n, uri=u, create=bool(c)) for n, u, c in rows]
 
+    def _protected(self) -> list[Path]:
+        from ..environments import default_protected
+
+        return [self.path, *default_protected()]
+
+    def _check_root_policy(
+        self, conn: sqlite3.Connection, env_id: int | None, roots: Sequence[TargetRootIn]
+    ) -> None:
+        """Refuse an invalid or dangerous root, or one overlapping a root of another live
+        environment of this file (equal, parent or child)."""
+        from ..environments import RootRefused, parse_root, root_refusal, roots_overlap
+
+        parsed = []
+        for root in roots:
+            try:
+                mine = parse_root(root.uri)
+            except RootRefused as exc:
+                raise _refused(f"Target root {root.name!r} is refused: {exc}.") from None
+            refusal = root_refusal(mine, self._protected())
+            if refusal:
+                raise _refused(
+                    f"Target root {root.name!r} is refused: {refusal}. Give a directory of "
+                    "its own, e.g. ~/stardag/outputs/NAME or s3://bucket/prefix."
+                )
+            parsed.append((root, mine))
+        others = conn.execute(
+            "SELECT r.name, r.uri, e.name, w.name FROM environment_target_roots r"
+            " JOIN environments e ON e.id = r.environment_id"
+            " JOIN workspaces w ON w.id = e.workspace_id"
+            " WHERE e.deleted_at IS NULL AND e.id IS NOT ?",
+            (env_id,),
+        ).fetchall()
+        for other_name, other_uri, env_name, ws_name in others:
+            try:
+                other = parse_root(other_uri)
+            except RootRefused:
+                continue
+            for root, mine in parsed:
+                if roots_overlap(mine, other):
+                    raise _refused(
+                        f"Target root {root.name!r} ({root.uri}) overlaps target root "
+                        f"{other_name!r} ({other_uri}) of environment '{ws_name}/{env_name}': "
+                        "the roots of two environments must not share data (equal, parent or "
+                        "child). Choose a directory or prefix of its own."
+                    )
+
     def _workspace_info(self, row: Sequence[Any]) -> WorkspaceInfo:
         return WorkspaceInfo(
             id=uuid.UUID(row[1]),
@@ -325,7 +377,7 @@ class EmbeddedAdmin(RegistryAdmin):
     def set_member_role(self, workspace: str, username: str, role: Role) -> MemberInfo:
         self._service_only("Members")
 
-    def remove_member(self, workspace: str, username: str) -> None:
+    def remove_member(self, workspace: str, username: str) -> MemberRemoved:
         self._service_only("Members")
 
     def list_api_keys(self, workspace: str, environment: str) -> list[ApiKeyInfo]:
@@ -385,6 +437,7 @@ class EmbeddedAdmin(RegistryAdmin):
                 (ws[0], name, now, str(uuid.uuid4()), description, now),
             ).lastrowid
             assert env_id is not None
+            self._check_root_policy(conn, None, roots)
             _insert_roots(conn, env_id, roots)
             self._event(
                 conn, env_id, _E.CREATED, _S.CREATED, now, f"environment {ws[2]}/{name} created"
@@ -434,7 +487,8 @@ class EmbeddedAdmin(RegistryAdmin):
             return self._roots(conn, env_id)
 
         roots = self._write(begin)
-        checks = [provision_target_root(root) for root in roots]
+        protected = self._protected()
+        checks = [provision_target_root(root, protected) for root in roots]
 
         def finish(conn: sqlite3.Connection, now: float) -> None:
             (deleted,) = conn.execute(
@@ -459,16 +513,26 @@ class EmbeddedAdmin(RegistryAdmin):
 
     def delete_environment(
         self, workspace: str, environment: str, purge_data: bool = False
-    ) -> EnvironmentInfo:
-        from ..environments import purge_target_root
+    ) -> EnvironmentDeleted:
+        """Delete; with ``purge_data`` first delete exactly the outputs its tasks recorded
+        under its target roots (never a root or prefix; others are kept and named)."""
+        from ..environments import purge_outputs
 
         with self._lock:
             conn = self._connection()
             row = self._environment_row(conn, workspace, environment)
             roots = self._roots(conn, row[0])
+            outputs = [
+                uri
+                for (uri,) in conn.execute(
+                    "SELECT output_uri FROM tasks WHERE environment_id = ?"
+                    " AND output_uri IS NOT NULL ORDER BY output_uri",
+                    (row[0],),
+                )
+            ]
         env_id, label = row[0], f"'{row[11]}/{row[2]}'"
+        checks = purge_outputs(roots, outputs, self._protected()) if purge_data else []
         if purge_data:
-            checks = [purge_target_root(root) for root in roots]
 
             def record(conn: sqlite3.Connection, now: float) -> None:
                 for check in checks:
@@ -490,11 +554,15 @@ class EmbeddedAdmin(RegistryAdmin):
             conn.execute("UPDATE environments SET deleted_at = ? WHERE id = ?", (now, env_id))
             self._event(conn, env_id, _E.DELETED, _S.DELETED, now,
                         f"environment {label[1:-1]} deleted"
-                        + (" (target root data purged)" if purge_data else ""),
+                        + (" (recorded outputs purged)" if purge_data else ""),
                         reason=None)  # fmt: skip
 
         self._write(delete)
-        return self._env_info_by_id(env_id)
+        info = self._env_info_by_id(env_id)
+        purged = [
+            RootReport(name=c.name, uri=c.uri, ok=c.ok, message=c.message[:4000]) for c in checks
+        ]
+        return EnvironmentDeleted(**info.model_dump(), purged=purged)
 
     def environment_events(self, workspace: str, environment: str) -> list[EnvironmentEvent]:
         with self._lock:
@@ -545,6 +613,7 @@ class EmbeddedAdmin(RegistryAdmin):
         root = TargetRootIn(name=_check_name(name, "target root"), uri=uri)
 
         def add(conn: sqlite3.Connection, env_id: int) -> str:
+            self._check_root_policy(conn, env_id, [root])
             (position,) = conn.execute(
                 "SELECT coalesce(max(position) + 1, 0) FROM environment_target_roots"
                 " WHERE environment_id = ?",
@@ -583,6 +652,7 @@ class EmbeddedAdmin(RegistryAdmin):
         new = _unique_roots(normalize_target_roots(roots))
 
         def replace(conn: sqlite3.Connection, env_id: int) -> str:
+            self._check_root_policy(conn, env_id, new)
             conn.execute("DELETE FROM environment_target_roots WHERE environment_id = ?", (env_id,))
             _insert_roots(conn, env_id, new)
             shown = ", ".join(f"{r.name}={r.uri}" for r in new) or "none"

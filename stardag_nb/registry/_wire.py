@@ -31,9 +31,12 @@ __all__ = [
     "CompletionStatus",
     "DependenciesAdd",
     "EnvironmentCreate",
+    "EnvironmentDeleted",
     "EnvironmentEvent",
     "EnvironmentEventType",
     "EnvironmentInfo",
+    "EnvironmentOutputs",
+    "EnvironmentPurge",
     "EnvironmentState",
     "EventResponse",
     "GraphEdge",
@@ -49,10 +52,13 @@ __all__ = [
     "MemberAdd",
     "MemberAdded",
     "MemberInfo",
+    "MemberRemoved",
     "MemberUpdate",
+    "ProvisioningReport",
     "ReleaseResponse",
     "RenewResponse",
     "Role",
+    "RootReport",
     "TargetRootIn",
     "TargetRootOut",
     "TargetRootsReplace",
@@ -283,6 +289,9 @@ class TargetRootOut(BaseModel):
     uri_prefix: str
     # stardag_nb extension: provisioning creates the root when it is missing
     create: bool = True
+    # stardag_nb extension: who provisions and purges it: "service" (an object store the
+    # service reaches with its own credentials) or "client" (a local path: where builds run)
+    provisioned_by: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,6 +396,15 @@ class EnvironmentCreate(_In):
     max_concurrent_locks: int | None = None
 
 
+class RootReport(_In):
+    """What a client found provisioning (or purging) one target root where it runs."""
+
+    name: str
+    uri: str
+    ok: bool
+    message: str = Field(default="", max_length=4000)
+
+
 class EnvironmentInfo(BaseModel):
     id: UUID
     workspace_id: UUID
@@ -403,6 +421,13 @@ class EnvironmentInfo(BaseModel):
     updated_at: datetime | None = None
 
 
+class EnvironmentDeleted(EnvironmentInfo):
+    """A deleted environment, with what its purge did per target root (empty without
+    ``purge_data``; ``name`` ``-``: recorded outputs under none of its roots, kept)."""
+
+    purged: list[RootReport] = Field(default_factory=list)
+
+
 class EnvironmentEvent(BaseModel):
     id: UUID
     environment_id: UUID
@@ -411,6 +436,27 @@ class EnvironmentEvent(BaseModel):
     message: str | None = None
     created_at: datetime
     metadata: dict[str, Any] | None = None
+
+
+class ProvisioningReport(_In):
+    """``POST .../environments/{env}/provisioning-report``: the client's checks of the
+    roots it provisions (``provisioned_by == "client"``)."""
+
+    checks: list[RootReport]
+
+
+class EnvironmentPurge(_In):
+    """The body of ``DELETE .../environments/{env}?purge_data=true``: what the client
+    purged of the client-provisioned roots (their recorded outputs, where it runs)."""
+
+    client_checks: list[RootReport] = Field(default_factory=list)
+
+
+class EnvironmentOutputs(BaseModel):
+    """``GET .../environments/{env}/outputs``: the output URIs its builds recorded."""
+
+    target_roots: list[TargetRootOut]
+    output_uris: list[str]
 
 
 class ApiKeyCreate(_In):
@@ -430,3 +476,12 @@ class ApiKeyInfo(BaseModel):
 
 class ApiKeyCreated(ApiKeyInfo):
     key: str  # shown once
+
+
+class MemberRemoved(BaseModel):
+    """``DELETE .../members/{username}``: who left, and the API keys they had created in
+    the workspace, now revoked."""
+
+    username: str
+    workspace_slug: str
+    revoked_api_keys: list[ApiKeyInfo] = Field(default_factory=list)

@@ -2,7 +2,8 @@
 
 At start-up (the lifespan) the database is migrated to the latest schema (Alembic
 ``upgrade head``, in-process) and environments left ``provisioning`` by a previous run
-are marked ``failed``; at shutdown background provisioning is cancelled and the
+are marked ``failed``; request bodies are limited in size and JSON depth
+(:class:`~stardag_nb.service.limits.RequestLimits`); at shutdown background provisioning is cancelled and the
 connections closed.
 """
 
@@ -20,8 +21,10 @@ from sqlalchemy.exc import OperationalError
 from .._version import __version__
 from .db.migrate import upgrade_head
 from .db.models import User
+from . import roots
 from .db.session import Database
 from .lifecycle import Lifecycle, fail_interrupted
+from .limits import RequestLimits
 from .routers import (
     builds,
     environment,
@@ -71,6 +74,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     Nothing connects to the database until the app starts (its lifespan).
     """
     settings = settings or ServiceSettings()
+    roots.configure(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,6 +102,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_middleware(
+        RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
+    )
     for module in (
         health,
         builds,

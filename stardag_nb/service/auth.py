@@ -197,10 +197,18 @@ class SdkScope:
 
 # built once: every SDK call with an API key runs it (the key, its environment and
 # workspace in one query; nothing is cached between requests)
+# (the creator's membership too: a key stops working when its creator leaves the workspace)
 _API_KEY_SCOPE = (
-    select(ApiKey, Environment, Workspace.slug)
+    select(ApiKey, Environment, Workspace.slug, WorkspaceMember.role)
     .join(Environment, Environment.id == ApiKey.environment_id)
     .join(Workspace, Workspace.id == Environment.workspace_id)
+    .outerjoin(
+        WorkspaceMember,
+        and_(
+            WorkspaceMember.workspace_id == Environment.workspace_id,
+            WorkspaceMember.user_id == ApiKey.created_by_id,
+        ),
+    )
     .where(ApiKey.key_hash == bindparam("key_hash"))
 )
 
@@ -220,10 +228,10 @@ async def sdk_scope(
         row = (await session.execute(_API_KEY_SCOPE, {"key_hash": digest(api_key)})).first()
         if row is None:
             raise HTTPException(401, INVALID_API_KEY)
-        key, env, ws_slug = row
+        key, env, ws_slug, creator_role = row
         if env.deleted_at is not None:
             raise HTTPException(410, deleted_environment_message(ws_slug, env, via_key=True))
-        if key.revoked_at is not None:
+        if key.revoked_at is not None or (key.created_by_id is not None and creator_role is None):
             raise HTTPException(401, INVALID_API_KEY)
         if _stale(key.last_used_at, request):
             await session.execute(

@@ -3,10 +3,15 @@
 Every transition is an :class:`~stardag_nb.service.db.models.EnvironmentEventRow`.
 A route moves the environment to ``provisioning`` in its own transaction (see
 :func:`begin_provisioning`), commits, then hands the target roots to
-:meth:`Lifecycle.start`: each root is provisioned in a worker thread
-(:func:`stardag_nb.environments.provision_target_root`) by a background asyncio task,
-which records ``target_root_ready`` / ``target_root_failed`` per root and ends in
-``environment_running`` or ``environment_failed`` (``state_reason`` = the first failure).
+:meth:`Lifecycle.start`. Roots the service handles itself (object stores, see
+:func:`~stardag_nb.service.roots.handled_by_service`) are provisioned in a worker thread
+(:func:`stardag_nb.environments.provision_target_root`) by a background asyncio task; the
+others (local paths) are provisioned by the client where it runs, which reports the
+outcome (``POST .../provisioning-report``): the service never touches its own file system
+for a tenant. Each outcome is a ``target_root_ready`` / ``target_root_failed`` event; once
+every root of the current run (since its start event) has one, the environment ends
+``environment_running`` or ``environment_failed`` (``state_reason`` = the first failure):
+:func:`finish_if_complete`.
 """
 
 from __future__ import annotations
@@ -36,16 +41,21 @@ from .db.models import (
     TaskDependency,
 )
 from .db.session import Database
+from .roots import handled_by_service, protected_paths
 
 __all__ = [
     "INTERRUPTED_REASON",
     "Lifecycle",
     "RootOutcome",
+    "awaits_client_only",
     "begin_provisioning",
     "fail_interrupted",
-    "purge_roots",
+    "finish_if_complete",
+    "purge_outputs_here",
     "record_event",
+    "record_root_outcome",
     "roots_of",
+    "run_outcomes",
     "tombstone",
 ]
 
@@ -56,6 +66,9 @@ INTERRUPTED_REASON = "interrupted by a restart of the service; run provision"
 _Ev = EnvironmentEventType
 _St = EnvironmentState
 _KEEP: Any = object()
+_STARTS = frozenset({_Ev.PROVISIONING_STARTED.value, _Ev.SYNC_STARTED.value,
+                     _Ev.CONFIG_CHANGED.value})  # fmt: skip
+_OUTCOMES = frozenset({_Ev.TARGET_ROOT_READY.value, _Ev.TARGET_ROOT_FAILED.value})
 
 
 class RootOutcome:
@@ -126,10 +139,8 @@ async def roots_of(session: AsyncSession, env_id: UUID) -> list[TargetRootIn]:
     return [TargetRootIn(name=r.name, uri=r.uri_prefix, create=r.create_missing) for r in rows]
 
 
-def _daemon_thread_call(
-    func: Callable[[TargetRootIn], Any], root: TargetRootIn
-) -> asyncio.Future[Any]:
-    """``func(root)`` in a daemon thread: a root that hangs (an unreachable remote store)
+def _daemon_thread_call(func: Callable[[Any], Any], arg: Any, name: str) -> asyncio.Future[Any]:
+    """``func(arg)`` in a daemon thread: a root that hangs (an unreachable remote store)
     never keeps the service from shutting down, unlike the default executor."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
@@ -140,7 +151,7 @@ def _daemon_thread_call(
 
     def run() -> None:
         try:
-            outcome: tuple[bool, Any] = (True, func(root))
+            outcome: tuple[bool, Any] = (True, func(arg))
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             outcome = (False, exc)
         try:
@@ -148,7 +159,7 @@ def _daemon_thread_call(
         except RuntimeError:  # the loop is closed: the service has stopped
             pass
 
-    threading.Thread(target=run, name=f"stardag-root-{root.name}", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return future
 
 
@@ -156,7 +167,9 @@ async def _in_thread(
     func: Callable[[TargetRootIn], Any], root: TargetRootIn, timeout: float, action: str
 ) -> RootOutcome:
     try:
-        check = await asyncio.wait_for(_daemon_thread_call(func, root), timeout)
+        check = await asyncio.wait_for(
+            _daemon_thread_call(func, root, f"stardag-root-{root.name}"), timeout
+        )
     except TimeoutError:
         return RootOutcome(
             root.name, root.uri, False,
@@ -170,11 +183,85 @@ async def _in_thread(
     return RootOutcome(check.name, check.uri, bool(check.ok), str(check.message))
 
 
-async def purge_roots(roots: Sequence[TargetRootIn], timeout: float) -> list[RootOutcome]:
-    """Delete the data under each root (worker threads)."""
-    from ..environments import purge_target_root
+async def run_outcomes(session: AsyncSession, env_id: UUID) -> dict[str, tuple[bool, str]]:
+    """``{root name: (ok, message)}`` of the current provisioning run (the events since
+    the last start: provisioning_started, sync_started or configuration_changed)."""
+    rows = await session.execute(
+        select(
+            EnvironmentEventRow.event_type,
+            EnvironmentEventRow.event_metadata,
+            EnvironmentEventRow.message,
+        )
+        .where(EnvironmentEventRow.environment_id == env_id)
+        .order_by(EnvironmentEventRow.created_at, EnvironmentEventRow.id)
+    )
+    outcomes: dict[str, tuple[bool, str]] = {}
+    for event_type, meta, message in rows.tuples():
+        if event_type in _STARTS:
+            outcomes = {}
+        elif event_type in _OUTCOMES and isinstance(meta, dict) and "name" in meta:
+            outcomes[str(meta["name"])] = (event_type == _Ev.TARGET_ROOT_READY, message or "")
+    return outcomes
 
-    return [await _in_thread(purge_target_root, root, timeout, "purging") for root in roots]
+
+def record_root_outcome(
+    session: AsyncSession, env: Environment, name: str, uri: str, ok: bool, message: str,
+    by: str,
+) -> None:
+    """Record a root's outcome (``by``: ``service`` or ``client``)."""
+    event = _Ev.TARGET_ROOT_READY if ok else _Ev.TARGET_ROOT_FAILED
+    meta = {"name": name, "uri": uri, "by": by}
+    record_event(session, env, event, _St.PROVISIONING, message, meta)
+
+
+async def finish_if_complete(session: AsyncSession, env: Environment) -> bool:
+    """End the current run of a ``provisioning`` environment once every root has an
+    outcome: running, or failed with the first failure; True if it ended."""
+    if env.state != _St.PROVISIONING or env.deleted_at is not None:
+        return False
+    roots = await roots_of(session, env.id)
+    outcomes = await run_outcomes(session, env.id)
+    if any(root.name not in outcomes for root in roots):
+        return False
+    failures = [outcomes[r.name][1] for r in roots if not outcomes[r.name][0]]
+    if failures:
+        record_event(session, env, _Ev.FAILED, _St.FAILED, failures[0], reason=failures[0])
+    else:
+        record_event(session, env, _Ev.RUNNING, _St.RUNNING, f"{len(roots)} target root(s) ready")
+    return True
+
+
+async def awaits_client_only(session: AsyncSession, env: Environment) -> bool:
+    """Whether a ``provisioning`` environment waits only for a client's report (no root
+    the service provisions is pending): a new run may then start."""
+    roots = await roots_of(session, env.id)
+    outcomes = await run_outcomes(session, env.id)
+    return all(not handled_by_service(r.uri) for r in roots if r.name not in outcomes)
+
+
+def _purge_here(job: tuple[Sequence[TargetRootIn], Sequence[str]]) -> list[Any]:
+    from ..environments import purge_outputs
+
+    roots, outputs = job
+    return purge_outputs(roots, outputs, protected_paths())
+
+
+async def purge_outputs_here(
+    roots: Sequence[TargetRootIn], outputs: Sequence[str], timeout: float
+) -> list[RootOutcome]:
+    """Delete exactly the recorded ``outputs`` under the service-handled ``roots`` (a
+    worker thread); outputs under no root are kept and reported (a check named ``-``)."""
+    job = (list(roots), list(outputs))
+    uris = ", ".join(r.uri for r in roots) or "-"
+    try:
+        checks = await asyncio.wait_for(
+            _daemon_thread_call(_purge_here, job, "stardag-purge"), timeout
+        )
+    except TimeoutError:
+        return [RootOutcome("-", uris, False, f"purging {uris} timed out after {timeout:g} s")]
+    except Exception as exc:  # noqa: BLE001 - reported as a failed purge
+        return [RootOutcome("-", uris, False, f"purging {uris}: {type(exc).__name__}: {exc}")]
+    return [RootOutcome(c.name, c.uri, bool(c.ok), str(c.message)) for c in checks]
 
 
 async def tombstone(session: AsyncSession, env: Environment) -> None:
@@ -193,8 +280,9 @@ async def tombstone(session: AsyncSession, env: Environment) -> None:
 
 
 async def fail_interrupted(db: Database) -> int:
-    """Mark environments left ``provisioning`` by a previous run of the service as
-    ``failed``; return how many there were."""
+    """Mark environments left ``provisioning`` by a previous run of the service, with
+    roots the service was provisioning, as ``failed``; return how many there were (those
+    waiting only for a client's report stay ``provisioning``)."""
     async with db.session(write=True) as session:
         envs = (
             await session.execute(
@@ -204,7 +292,9 @@ async def fail_interrupted(db: Database) -> int:
             )
         ).scalars()
         count = 0
-        for env in envs:
+        for env in list(envs):
+            if await awaits_client_only(session, env):
+                continue  # a client may still report; nothing of the service was cut
             record_event(
                 session, env, _Ev.FAILED, _St.FAILED, INTERRUPTED_REASON, reason=INTERRUPTED_REASON
             )
@@ -226,9 +316,12 @@ class Lifecycle:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, env_id: UUID, roots: Sequence[TargetRootIn]) -> None:
-        """Provision ``roots`` of an environment already moved to ``provisioning`` (and
-        committed)."""
-        task = asyncio.create_task(self._run(env_id, list(roots)), name=f"provision-{env_id}")
+        """Provision the service-handled ``roots`` of an environment already moved to
+        ``provisioning`` (and committed); the client provisions and reports the others."""
+        mine = [root for root in roots if handled_by_service(root.uri)]
+        if not mine:
+            return
+        task = asyncio.create_task(self._run(env_id, mine), name=f"provision-{env_id}")
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -237,51 +330,30 @@ class Lifecycle:
         if not task.cancelled() and task.exception() is not None:
             logger.error("provisioning failed unexpectedly", exc_info=task.exception())
 
-    async def _record(
-        self, env_id: UUID, write: Callable[[AsyncSession, Environment], None]
-    ) -> bool:
-        """Run ``write`` in a transaction if the environment is still provisioning."""
-        async with self.db.session(write=True) as session:
-            env = await session.get(Environment, env_id)
-            if env is None or env.deleted_at is not None or env.state != _St.PROVISIONING:
-                return False
-            write(session, env)
-            await session.commit()
-        return True
-
     async def _run(self, env_id: UUID, roots: list[TargetRootIn]) -> None:
         from ..environments import provision_target_root
 
-        first_failure: str | None = None
+        def provision(root: TargetRootIn) -> Any:
+            return provision_target_root(root, protected_paths())
+
         for root in roots:
-            outcome = await _in_thread(provision_target_root, root, self.timeout, "provisioning")
-            event = _Ev.TARGET_ROOT_READY if outcome.ok else _Ev.TARGET_ROOT_FAILED
-            meta = {"name": root.name, "uri": root.uri}
-
-            def root_event(
-                s: AsyncSession,
-                env: Environment,
-                e: EnvironmentEventType = event,
-                o: RootOutcome = outcome,
-                m: dict[str, Any] = meta,
-            ) -> None:
-                record_event(s, env, e, _St.PROVISIONING, o.message, m)
-
-            still = await self._record(env_id, root_event)
-            if not still:
-                return
-            if not outcome.ok and first_failure is None:
-                first_failure = outcome.message
-        if first_failure is None:
-            await self._record(
-                env_id, lambda s, env: record_event(s, env, _Ev.RUNNING, _St.RUNNING)
-            )
-        else:
-            reason = first_failure
-            await self._record(
-                env_id,
-                lambda s, env: record_event(s, env, _Ev.FAILED, _St.FAILED, reason, reason=reason),
-            )
+            outcome = await _in_thread(provision, root, self.timeout, "provisioning")
+            async with self.db.session(write=True) as session:
+                env = (
+                    await session.execute(
+                        select(Environment).where(Environment.id == env_id).with_for_update()
+                    )
+                ).scalar_one_or_none()
+                if env is None or env.deleted_at is not None or env.state != _St.PROVISIONING:
+                    return
+                current = await session.get(TargetRoot, (env_id, root.name))
+                if current is None or current.uri_prefix != root.uri:
+                    return  # the configuration changed meanwhile: a newer run took over
+                record_root_outcome(
+                    session, env, root.name, root.uri, outcome.ok, outcome.message, "service"
+                )
+                await finish_if_complete(session, env)
+                await session.commit()
 
     async def wait(self) -> None:
         """Wait for every running provisioning task."""

@@ -21,7 +21,6 @@ from .views import environment_info
 
 __all__ = [
     "BUILD_NOT_FOUND",
-    "BUILD_OTHER_ENV",
     "TASK_NOT_FOUND",
     "add_event",
     "asset_counts",
@@ -39,7 +38,6 @@ __all__ = [
 
 BUILD_NOT_FOUND = "Build not found"
 CHUNK = 5000  # ids per IN (...) list: well below SQLite's and asyncpg's parameter limits
-BUILD_OTHER_ENV = "Build does not belong to this environment"
 TASK_NOT_FOUND = "Task not found"
 
 
@@ -63,14 +61,13 @@ def chunks(ids: Sequence[UUID]) -> list[Sequence[UUID]]:
 
 
 def _check_build_env(build_env: UUID | None, scope: SdkScope) -> None:
-    if build_env is None:
+    """404 for a missing build and for another environment's (the same answer)."""
+    if build_env is None or build_env != scope.env_id:
         raise HTTPException(404, BUILD_NOT_FOUND)
-    if build_env != scope.env_id:
-        raise HTTPException(403, BUILD_OTHER_ENV)
 
 
 async def build_in_scope(session: AsyncSession, scope: SdkScope, build_id: UUID) -> Build:
-    """The build, which must be in the caller's environment (404 / 403 otherwise)."""
+    """The build, which must be in the caller's environment (404 otherwise)."""
     build = await session.get(Build, build_id)
     _check_build_env(build.environment_id if build else None, scope)
     assert build is not None
@@ -95,7 +92,7 @@ _INSERT_EVENT = insert(Event.__table__)  # Core: no unit of work for an append-o
 
 
 async def check_build_in_scope(session: AsyncSession, scope: SdkScope, build_id: UUID) -> None:
-    """:func:`build_in_scope` without loading the build (404 / 403)."""
+    """:func:`build_in_scope` without loading the build (404)."""
     build_env = (await session.execute(_BUILD_ENV, {"build_id": build_id})).scalar_one_or_none()
     _check_build_env(build_env, scope)
 
@@ -104,7 +101,7 @@ async def build_and_task(
     session: AsyncSession, scope: SdkScope, build_id: UUID, task_id: str
 ) -> tuple[UUID, UUID]:
     """(build id, task primary key) in one query: the build must be in the caller's
-    environment (404 / 403) and the task registered there (404 ``"Task not found"``)."""
+    environment (404) and the task registered there (404 ``"Task not found"``)."""
     row = (
         await session.execute(
             _BUILD_AND_TASK, {"env_id": scope.env_id, "task_id": task_id, "build_id": build_id}

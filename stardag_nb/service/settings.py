@@ -15,6 +15,12 @@ _ASYNC_DRIVERS = {
 }
 
 
+def _default_root_protocols() -> tuple[str, ...]:
+    from ..environments import SERVICE_ROOT_PROTOCOLS
+
+    return SERVICE_ROOT_PROTOCOLS
+
+
 def default_database_url() -> str:
     """``sqlite+aiosqlite:///<stardag dir>/service.sqlite3`` (``~/.stardag`` or ``$STARDAG_HOME``)."""
     from .._config_files import get_stardag_dir
@@ -70,7 +76,57 @@ class ServiceSettings(BaseSettings):
         description="provisioning (or purging) one target root fails after this long",
     )
 
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="a request body larger than this many bytes is refused with 413",
+    )
+    max_json_depth: int = Field(
+        default=200,
+        ge=8,
+        le=240,
+        description="a JSON body nested deeper than this is refused with 400 (at most 240: "
+        "deeper values cannot be stored and answered)",
+    )
+    service_root_protocols: str = Field(
+        default_factory=lambda: ",".join(_default_root_protocols()),
+        description="target-root protocols the service provisions and purges itself, with "
+        "its own credentials (object stores); every other root (local paths above all) is "
+        "provisioned and purged by the client where the builds run",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("service_root_protocols", mode="before")
+    @classmethod
+    def _protocol_list(cls, value: object) -> object:
+        """``"s3, gs"`` or ``["s3", "gs"]`` as ``"s3,gs"``; never local ones."""
+        from ..environments import LOCAL_PROTOCOLS
+
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            return value
+        protocols = [str(p).strip().lower() for p in items if str(p).strip()]
+        local = sorted(set(protocols) & LOCAL_PROTOCOLS)
+        if local:
+            raise ValueError(
+                f"service_root_protocols may not include {', '.join(local)}: the service never "
+                "touches its own file system for a tenant"
+            )
+        return ",".join(protocols)
+
+    @property
+    def root_protocols(self) -> frozenset[str]:
+        """:attr:`service_root_protocols` as a set."""
+        return frozenset(p for p in self.service_root_protocols.split(",") if p)
+
+    def database_file(self) -> str | None:
+        """The SQLite database file, or None for PostgreSQL."""
+        scheme, _, rest = self.database_url.partition("://")
+        if not scheme.startswith("sqlite"):
+            return None
+        path = rest[1:] if rest.startswith("/") else rest
+        return path.split("?", 1)[0] or None

@@ -33,6 +33,7 @@ from .db.models import (
     Task,
     Workspace,
 )
+from .roots import handled_by_service
 from .status import BuildState, TaskState
 
 __all__ = [
@@ -137,8 +138,14 @@ def lock_info(lock: Lock) -> LockInfo:
 
 
 def target_root_out(root: TargetRoot) -> TargetRootOut:
-    """A target root (``create``: made when missing at provisioning)."""
-    return TargetRootOut(name=root.name, uri_prefix=root.uri_prefix, create=root.create_missing)
+    """A target root (``create``: made when missing at provisioning; ``provisioned_by``:
+    ``service`` or ``client``, see :func:`~stardag_nb.service.roots.handled_by_service`)."""
+    return TargetRootOut(
+        name=root.name,
+        uri_prefix=root.uri_prefix,
+        create=root.create_missing,
+        provisioned_by="service" if handled_by_service(root.uri_prefix) else "client",
+    )
 
 
 def environment_info(

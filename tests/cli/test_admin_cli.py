@@ -275,6 +275,15 @@ def test_delete_asks_for_confirmation(
     name = unique("gone")
     data = backend.root / "data" / name
     backend.ok("environment", "create", name, "--target-root", f"default={data}")
+    # A real build records its outputs under the root; output.json was never recorded.
+    backend.ok("config", "use", "environment", name)
+    project = backend.root / "project"
+    project.mkdir()
+    (project / "dag.py").write_text(textwrap.dedent(DAG))
+    built = backend.subprocess("build", "dag:result", cwd=project)
+    assert built.code == 0, built.err
+    outputs = [p for p in data.rglob("*") if p.is_file()]
+    assert len(outputs) == 2, outputs  # numbers and total
     (data / "output.json").write_text("1")
 
     refused = backend.run("environment", "delete", name)
@@ -297,8 +306,10 @@ def test_delete_asks_for_confirmation(
 
     monkeypatch.setattr(sys, "stdin", Terminal(f"{name}\n"))
     deleted = backend.ok("environment", "delete", name, "--purge-data")
-    assert "Deleted environment" in deleted.out
-    assert not (data / "output.json").exists()
+    assert "Deleted environment" in deleted.out and "outputs its builds recorded" in deleted.out
+    assert f"deleted 2 recorded output(s) under {data}" in deleted.out
+    assert not any(p.exists() for p in outputs), "the recorded outputs are purged"
+    assert (data / "output.json").read_text() == "1", "an unrecorded file stays"
     gone = backend.run("environment", "show", name)
     assert gone.code == 2 and name in gone.err
     assert name not in [e["slug"] for e in backend.ok("environment", "list", "--json").json()]

@@ -1,4 +1,5 @@
-"""Provisioning and purging target roots on real directories and fsspec file systems."""
+"""Provisioning target roots on real directories and fsspec file systems (purging recorded
+outputs is covered by tests/test_security_embedded.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from stardag_nb.environments import RootCheck, provision_target_root, purge_target_root
+from stardag_nb.environments import RootCheck, provision_target_root
 from stardag_nb.registry._wire import TargetRootIn
 
 
@@ -89,17 +90,15 @@ def test_missing_fsspec_backend_names_the_package() -> None:
         pytest.skip("s3fs is installed")
 
 
-def test_fsspec_memory_root_is_probed_and_purged() -> None:
+def test_fsspec_memory_root_is_created_and_probed() -> None:
     uri = f"memory://stardag-test-{uuid.uuid4().hex}/roots/main"
     fs = fsspec.filesystem("memory")
+    assert not fs.exists(uri)
     check = provision_target_root(_root(uri))
     assert check.ok, check.message
+    assert "created" in check.message
     assert fs.exists(uri)
     assert not [p for p in fs.ls(uri, detail=False) if ".stardag-probe-" in p]
-    fs.pipe_file(f"{uri}/Task/ab/out.json", b"{}")
-    purged = purge_target_root(_root(uri))
-    assert purged.ok, purged.message
-    assert not fs.exists(f"{uri}/Task/ab/out.json")
 
 
 class _BucketFS(MemoryFileSystem):
@@ -151,27 +150,18 @@ def test_bucket_is_created_with_mkdir_when_missing(bucket_protocol: str) -> None
     assert "team-bucket" in _BucketFS.buckets
 
 
-def test_purge_local_root_and_refusals(tmp_path: Path, isolated_env: Path) -> None:
-    root = tmp_path / "data"
-    (root / "Task").mkdir(parents=True)
-    (root / "Task" / "out.json").write_text("{}")
-    check = purge_target_root(_root(str(root)))
-    assert check.ok, check.message
-    assert not root.exists()
-    again = purge_target_root(_root(str(root)))
-    assert again.ok and "nothing to purge" in again.message
-    for dangerous in ("/", "~", str(isolated_env.parent)):
-        refused = purge_target_root(_root(dangerous))
-        assert not refused.ok and "refusing to purge" in refused.message
-    assert isolated_env.exists()
+def test_dangerous_roots_are_refused_and_untouched(tmp_path: Path, isolated_env: Path) -> None:
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for dangerous in ("/", "~", str(isolated_env.parent), "/etc"):
+        refused = provision_target_root(_root(dangerous))
+        assert not refused.ok and "refused" in refused.message, dangerous
+        assert refused.message.startswith("target root 'default'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert _no_probe_left(isolated_env) and _no_probe_left(tmp_path)
+    assert not any(p.name.startswith(".stardag-probe-") for p in Path("/etc").iterdir())
 
 
 def test_in_memory_roots() -> None:
-    from stardag_nb.target import InMemoryFileSystemTarget
-
-    assert provision_target_root(_root("in-memory://roots/x")).ok
-    InMemoryFileSystemTarget.uri_to_bytes["in-memory://roots/x/a.json"] = b"{}"
-    InMemoryFileSystemTarget.uri_to_bytes["in-memory://roots/y/a.json"] = b"{}"
-    assert purge_target_root(_root("in-memory://roots/x")).ok
-    assert "in-memory://roots/x/a.json" not in InMemoryFileSystemTarget.uri_to_bytes
-    assert InMemoryFileSystemTarget.uri_to_bytes.pop("in-memory://roots/y/a.json") == b"{}"
+    check = provision_target_root(_root("in-memory://roots/x"))
+    assert check.ok, check.message
+    assert "in-memory" in check.message

@@ -115,9 +115,14 @@ def test_target_root_changes_sync(admin: EmbeddedAdmin, tmp_path: Path) -> None:
     admin.create_environment("default", "dev")
     env = admin.add_target_root("default", "dev", "data", str(tmp_path / "data"))
     assert env.state is S.RUNNING and (tmp_path / "data").is_dir()
-    env = admin.add_target_root("default", "dev", "bad", "relative/path")
-    assert env.state is S.FAILED and "relative path" in (env.state_reason or "")
-    env = admin.remove_target_root("default", "dev", "bad")
+    with pytest.raises(APIError, match="is refused") as refused:
+        admin.add_target_root("default", "dev", "bad", "relative/path")
+    assert "'bad'" in str(refused.value) and "relative path" in str(refused.value)
+    assert admin.get_environment("default", "dev").state is S.RUNNING
+    assert admin.list_target_roots("default", "dev") == {"data": str(tmp_path / "data")}
+    env = admin.add_target_root("default", "dev", "extra", str(tmp_path / "extra"))
+    assert env.state is S.RUNNING and (tmp_path / "extra").is_dir()
+    env = admin.remove_target_root("default", "dev", "extra")
     assert env.state is S.RUNNING
     assert admin.list_target_roots("default", "dev") == {"data": str(tmp_path / "data")}
     env = admin.set_target_roots(
@@ -183,12 +188,28 @@ def test_delete_removes_recorded_data_keeps_files(
     fresh.close()
 
 
-def test_delete_with_purge_removes_the_data(admin: EmbeddedAdmin, tmp_path: Path) -> None:
+def test_delete_with_purge_removes_the_recorded_outputs(
+    admin: EmbeddedAdmin, db: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "out"
     admin.create_environment("default", "tmp", {"default": str(root)})
-    (root / "x.json").write_text("{}")
-    admin.delete_environment("default", "tmp", purge_data=True)
-    assert not root.exists()
+    registry = SQLiteRegistry(db, environment="tmp")
+    with target_factory_provider.override(TargetFactory(target_roots={"default": str(root)})):
+        sd.build_sequential(AdmLeaf(n=4), registry=registry)
+    registry.close()
+    outputs = [p for p in root.rglob("*") if p.is_file()]
+    assert outputs, "the build wrote its output under the root"
+    unrecorded = root / "x.json"
+    unrecorded.write_text("{}")
+
+    deleted = admin.delete_environment("default", "tmp", purge_data=True)
+    assert deleted.state is S.DELETED
+    assert not any(p.exists() for p in outputs), "the recorded outputs are purged"
+    assert unrecorded.read_text() == "{}", "a file nobody recorded stays"
+    assert root.is_dir(), "the root itself stays"
+    [report] = deleted.purged
+    assert (report.name, report.uri, report.ok) == ("default", str(root), True)
+    assert report.message == f"deleted {len(outputs)} recorded output(s) under {root}"
 
 
 def test_workspaces_members_and_api_keys(admin: EmbeddedAdmin) -> None:

@@ -125,7 +125,59 @@ class ServiceServer(ServiceProcess):
             **extra,
         }
         info = self.ui("POST", f"/workspaces/{workspace}/environments", json=body, expect=201)
-        return self.wait_settled(workspace, name) if wait else dict(info)
+        if not wait:
+            return dict(info)
+        self.provision_here(workspace, name)
+        return self.wait_settled(workspace, name)
+
+    def provision_here(
+        self, workspace: str, env: str, token: str | None = None
+    ) -> dict[str, Any]:
+        """Play the client (as ``APIAdmin`` does): provision the roots the service leaves
+        to the client (local paths) in this process, and report the outcome."""
+        from stardag_nb.environments import provision_target_root
+        from stardag_nb.registry._wire import TargetRootIn
+
+        info = self.environment(workspace, env, token=token)
+        mine = [r for r in info["target_roots"] if r.get("provisioned_by") == "client"]
+        if info["state"] != "provisioning" or not mine:
+            return info
+        checks = [
+            provision_target_root(
+                TargetRootIn(name=r["name"], uri=r["uri_prefix"], create=r["create"])
+            )
+            for r in mine
+        ]
+        body = {"checks": [{"name": c.name, "uri": c.uri, "ok": c.ok, "message": c.message}
+                           for c in checks]}  # fmt: skip
+        path = f"/workspaces/{workspace}/environments/{env}/provisioning-report"
+        return dict(self.ui("POST", path, json=body, token=token))
+
+    def delete_purging_here(
+        self,
+        workspace: str,
+        env: str,
+        expect: int | tuple[int, ...] = 200,
+        token: str | None = None,
+    ) -> Any:
+        """Play the client: delete here the recorded outputs under client roots, then
+        ``DELETE ...?purge_data=true`` with the report."""
+        from stardag_nb.environments import purge_outputs
+        from stardag_nb.registry._wire import TargetRootIn
+
+        base = f"/workspaces/{workspace}/environments/{env}"
+        recorded = self.ui("GET", f"{base}/outputs", token=token)
+        mine = [
+            TargetRootIn(name=r["name"], uri=r["uri_prefix"])
+            for r in recorded["target_roots"]
+            if r.get("provisioned_by") == "client"
+        ]
+        checks = [c for c in purge_outputs(mine, recorded["output_uris"]) if c.name != "-"]
+        body = {"client_checks": [{"name": c.name, "uri": c.uri, "ok": c.ok,
+                                   "message": c.message} for c in checks]}  # fmt: skip
+        return self.ui(
+            "DELETE", base, json=body, params={"purge_data": True}, expect=expect, token=token
+        )
 
     def wait_settled(self, workspace: str, env: str, timeout: float = 30.0) -> dict[str, Any]:
         """Poll until the environment is no longer provisioning; its info."""

@@ -138,7 +138,8 @@ def test_members_and_roles(server: ServiceServer) -> None:
     server.ui("PATCH", f"/workspaces/{ws}/members/admin", json={"role": "owner"}, token=alice_token)
 
     # anyone may leave; afterwards the workspace is invisible to them
-    server.ui("DELETE", f"/workspaces/{ws}/members/{bob}", token=bob_token, expect=204)
+    left = server.ui("DELETE", f"/workspaces/{ws}/members/{bob}", token=bob_token, expect=200)
+    assert left == {"username": bob, "workspace_slug": ws, "revoked_api_keys": []}
     assert server.ui("GET", f"/workspaces/{ws}", token=bob_token, expect=404) == {
         "detail": "Workspace not found"
     }

@@ -162,6 +162,7 @@ def world(server: ServiceServer, tmp_path_factory: pytest.TempPathFactory) -> It
         "POST", f"/workspaces/{ws_b}/environments", token=stranger_token, expect=201,
         json={"name": env_b_name, "target_roots": [{"name": "default", "uri": str(roots / "b")}]},
     )  # fmt: skip
+    server.provision_here(ws_b, env_b_name, token=stranger_token)
     env_b = _settle(server, ws_b, env_b_name, stranger_token)
     key_b = server.ui(
         "POST", f"/workspaces/{ws_b}/environments/{env_b_name}/api-keys",
@@ -332,35 +333,35 @@ MATRIX: dict[tuple[str, str], Row] = {
         post(lambda w: "/api/v1/builds", lambda w: {"root_task_ids": []}), sdk(201, 201)
     ),
     ("GET", "/api/v1/builds"): Row(get(lambda w: "/api/v1/builds"), sdk(200, 200)),
-    ("GET", "/api/v1/builds/{build_id}"): Row(get(_build), sdk(200, 403)),
+    ("GET", "/api/v1/builds/{build_id}"): Row(get(_build), sdk(200, 404)),
     ("POST", "/api/v1/builds/{build_id}/complete"): Row(
-        post(lambda w: f"{_build(w)}/complete"), sdk(200, 403)
+        post(lambda w: f"{_build(w)}/complete"), sdk(200, 404)
     ),
     ("POST", "/api/v1/builds/{build_id}/fail"): Row(
-        post(lambda w: f"{_build(w)}/fail", error_message="x"), sdk(200, 403)
+        post(lambda w: f"{_build(w)}/fail", error_message="x"), sdk(200, 404)
     ),
     ("POST", "/api/v1/builds/{build_id}/cancel"): Row(
-        post(lambda w: f"{_build(w)}/cancel"), sdk(200, 403)
+        post(lambda w: f"{_build(w)}/cancel"), sdk(200, 404)
     ),
     ("POST", "/api/v1/builds/{build_id}/exit-early"): Row(
-        post(lambda w: f"{_build(w)}/exit-early"), sdk(200, 403)
+        post(lambda w: f"{_build(w)}/exit-early"), sdk(200, 404)
     ),
     ("GET", "/api/v1/builds/{build_id}/tasks"): Row(
-        get(lambda w: f"{_build(w)}/tasks"), sdk(200, 403)
+        get(lambda w: f"{_build(w)}/tasks"), sdk(200, 404)
     ),
     ("GET", "/api/v1/builds/{build_id}/events"): Row(
-        get(lambda w: f"{_build(w)}/events"), sdk(200, 403)
+        get(lambda w: f"{_build(w)}/events"), sdk(200, 404)
     ),
     ("GET", "/api/v1/builds/{build_id}/graph"): Row(
-        get(lambda w: f"{_build(w)}/graph"), sdk(200, 403)
+        get(lambda w: f"{_build(w)}/graph"), sdk(200, 404)
     ),
     # -- SDK: tasks in a build -----------------------------------------------------------
     ("POST", "/api/v1/builds/{build_id}/tasks"): Row(
-        post(lambda w: f"{_build(w)}/tasks", _new_task), sdk(201, 403)
+        post(lambda w: f"{_build(w)}/tasks", _new_task), sdk(201, 404)
     ),
     **{
         ("POST", f"/api/v1/builds/{{build_id}}/tasks/{{task_id}}/{event}"): Row(
-            post(lambda w, e=event: f"{_task(w)}/{e}"), sdk(200, 403)
+            post(lambda w, e=event: f"{_task(w)}/{e}"), sdk(200, 404)
         )
         for event in (
             "start",
@@ -378,14 +379,14 @@ MATRIX: dict[tuple[str, str], Row] = {
             lambda w: f"{_task(w)}/assets",
             lambda w: [{"type": "json", "name": "m", "body": {"v": 1}}],
         ),
-        sdk(201, 403),
+        sdk(201, 404),
     ),
     ("POST", "/api/v1/builds/{build_id}/tasks/{task_id}/dependencies"): Row(
         post(
             lambda w: f"{_build(w)}/tasks/{w.a.shared_task_id}/dependencies",
             lambda w: {"dependency_task_ids": [w.a.task_id], "dynamic": True},
         ),
-        sdk(201, 403),
+        sdk(201, 404),
     ),
     # -- SDK: the environment's tasks ----------------------------------------------------
     ("GET", "/api/v1/tasks"): Row(get(lambda w: "/api/v1/tasks"), sdk(200, 200)),
@@ -467,7 +468,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("DELETE", "/api/v1/ui/workspaces/{ws}/members/{username}"): Row(
         lambda w, c: Req("DELETE", _ui(f"/workspaces/{WS}/members/{w.fresh_user()}")),
-        ui(403, 204, 204),
+        ui(403, 200, 200),
     ),
     # -- UI: environments ----------------------------------------------------------------
     ("GET", "/api/v1/ui/workspaces/{ws}/environments"): Row(
@@ -499,12 +500,18 @@ MATRIX: dict[tuple[str, str], Row] = {
         _fresh_env_call("PUT", "/target-roots", {"target_roots": []}), ui(403, 200, 200)
     ),
     ("POST", "/api/v1/ui/workspaces/{ws}/environments/{env}/target-roots"): Row(
-        _fresh_env_call(
+        lambda w, c: Req(
             "POST",
-            "/target-roots",
-            {"name": "n", "uri": "/tmp/stardag-nb-matrix-unused", "create": False},
+            _ui(f"/workspaces/{WS}/environments/{w.fresh_env()}/target-roots"),
+            json={"name": "n", "uri": str(w.roots / unique("unused")), "create": False},
         ),
         ui(403, 201, 201),
+    ),
+    ("GET", "/api/v1/ui/workspaces/{ws}/environments/{env}/outputs"): Row(
+        get(lambda w: _ui(f"{_env(w)}/outputs")), ui(403, 200, 200)
+    ),
+    ("POST", "/api/v1/ui/workspaces/{ws}/environments/{env}/provisioning-report"): Row(
+        _fresh_env_call("POST", "/provisioning-report", {"checks": []}), ui(403, 409, 409)
     ),
     ("DELETE", "/api/v1/ui/workspaces/{ws}/environments/{env}/target-roots/{name}"): Row(
         _fresh_env_call("DELETE", "/target-roots/extra", roots=True), ui(403, 200, 200)
@@ -587,8 +594,11 @@ def test_error_details(world: World) -> None:
         "detail": "Authentication required. Provide X-API-Key header or Bearer token."
     }
     assert world.clients["bad_key"].get("/api/v1/builds").json() == {"detail": "Invalid API key"}
+    # another environment's build answers exactly as a build that does not exist
     foreign = world.clients["other_env_key"].get(f"/api/v1/builds/{world.a.build_id}")
-    assert foreign.json() == {"detail": "Build does not belong to this environment"}
+    missing = world.clients["other_env_key"].get(f"/api/v1/builds/{uuid.uuid4()}")
+    assert (foreign.status_code, foreign.json()) == (404, {"detail": "Build not found"})
+    assert (missing.status_code, missing.json()) == (foreign.status_code, foreign.json())
     assert world.clients["other_env_key"].get("/api/v1/ui/me").json() == {
         "detail": "API keys can only be used on SDK routes"
     }

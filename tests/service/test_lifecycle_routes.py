@@ -1,6 +1,7 @@
-"""The environment lifecycle on the real service: provisioning of local target roots
-(created → provisioning → running | failed), provision again, sync, target-root changes,
-delete (tombstones, 410 for old keys, purge), and provisioning cut by a restart."""
+"""The environment lifecycle on the real service: provisioning of local target roots by
+the client, which reports to the service (created → provisioning → running | failed),
+provision again, sync, target-root changes, delete (tombstones, 410 for old keys, purge
+of the recorded outputs), and provisioning cut by a restart."""
 
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def test_create_provisions_local_roots(server: ServiceServer, roots: Path) -> No
     created = server.ui("POST", f"/workspaces/{WS}/environments", json=body, expect=201)
     assert created["state"] == "provisioning" and created["description"] == "data team"
     assert [r["name"] for r in created["target_roots"]] == ["default", "large"]
+    assert {r["provisioned_by"] for r in created["target_roots"]} == {"client"}
+    time.sleep(0.3)
+    # the service neither creates nor probes local paths: it waits for the client
+    assert not roots.exists()
+    assert server.environment(WS, name)["state"] == "provisioning"
+    server.provision_here(WS, name)
     info = server.wait_settled(WS, name)
     assert (info["state"], info["state_reason"]) == ("running", None)
     assert (roots / "default").is_dir() and (roots / "large").is_dir()
@@ -56,15 +63,17 @@ def test_create_provisions_local_roots(server: ServiceServer, roots: Path) -> No
     ]
     listed = server.ui("GET", f"/workspaces/{WS}/environments/{name}/target-roots")
     assert listed == [
-        {"name": "default", "uri_prefix": str(roots / "default"), "create": True},
-        {"name": "large", "uri_prefix": f"file://{roots / 'large'}", "create": True},
-    ]
+        {"name": "default", "uri_prefix": str(roots / "default"), "create": True,
+         "provisioned_by": "client"},
+        {"name": "large", "uri_prefix": f"file://{roots / 'large'}", "create": True,
+         "provisioned_by": "client"},
+    ]  # fmt: skip
     assert name in [e["slug"] for e in server.ui("GET", f"/workspaces/{WS}/environments")]
     dup = server.ui("POST", f"/workspaces/{WS}/environments", json={"name": name}, expect=409)
     assert dup == {"detail": f"Environment '{name}' already exists in workspace '{WS}'"}
     twice = {
         "name": unique("x"),
-        "target_roots": [{"name": "a", "uri": "/a"}, {"name": "a", "uri": "/b"}],
+        "target_roots": [{"name": "a", "uri": "/data/a"}, {"name": "a", "uri": "/data/b"}],
     }
     assert server.ui("POST", f"/workspaces/{WS}/environments", json=twice, expect=422)
 
@@ -87,6 +96,7 @@ def test_failed_then_provisioned_again(server: ServiceServer, roots: Path) -> No
     blocker.unlink()
     started = server.ui("POST", f"/workspaces/{WS}/environments/{name}/provision", expect=202)
     assert started["state"] == "provisioning" and started["state_reason"] is None
+    server.provision_here(WS, name)
     assert server.wait_settled(WS, name)["state"] == "running"
     assert events(server, name)[-3:] == [
         ("provisioning_started", "provisioning"),
@@ -105,6 +115,7 @@ def test_sync_and_target_root_changes(server: ServiceServer, roots: Path) -> Non
 
     synced = server.ui("POST", f"{base}/sync", expect=202)
     assert synced["state"] == "provisioning"
+    server.provision_here(WS, name)
     assert server.wait_settled(WS, name)["state"] == "running"
     assert events(server, name)[-3:] == [
         ("sync_started", "provisioning"),
@@ -116,6 +127,7 @@ def test_sync_and_target_root_changes(server: ServiceServer, roots: Path) -> Non
         "POST", f"{base}/target-roots", json={"name": "extra", "uri": str(roots / "b")}, expect=201
     )
     assert {r["name"] for r in added["target_roots"]} == {"default", "extra"}
+    server.provision_here(WS, name)
     assert server.wait_settled(WS, name)["state"] == "running" and (roots / "b").is_dir()
     changed = server.ui("GET", f"{base}/events")[-4]
     assert changed["event_type"] == "configuration_changed"
@@ -123,6 +135,7 @@ def test_sync_and_target_root_changes(server: ServiceServer, roots: Path) -> Non
 
     no_create = {"name": "extra", "uri": str(roots / "missing"), "create": False}
     server.ui("POST", f"{base}/target-roots", json=no_create, expect=201)
+    server.provision_here(WS, name)
     info = server.wait_settled(WS, name)
     assert info["state"] == "failed"
     assert info["state_reason"].startswith(f"target root 'extra' ({roots / 'missing'}): directory")
@@ -133,6 +146,7 @@ def test_sync_and_target_root_changes(server: ServiceServer, roots: Path) -> Non
         json={"target_roots": [{"name": "default", "uri": str(roots / "c")}]},
     )
     assert [r["uri_prefix"] for r in replaced["target_roots"]] == [str(roots / "c")]
+    server.provision_here(WS, name)
     assert server.wait_settled(WS, name)["state"] == "running"
 
     removed = server.ui("DELETE", f"{base}/target-roots/default")
@@ -182,13 +196,25 @@ def test_delete_environment(server: ServiceServer, roots: Path) -> None:
 def test_delete_with_purge_data(server: ServiceServer, roots: Path) -> None:
     name = unique("purge")
     server.create_environment(WS, name, {"default": str(roots / "p")})
-    (roots / "p" / "Task").mkdir()
-    (roots / "p" / "Task" / "out.json").write_text("{}")
-    deleted = server.ui(
-        "DELETE", f"/workspaces/{WS}/environments/{name}", params={"purge_data": True}
-    )
+    recorded = roots / "p" / "Task" / "out.json"
+    recorded.parent.mkdir()
+    recorded.write_text("{}")
+    other = roots / "p" / "Task" / "not-recorded.json"
+    other.write_text("{}")
+    with server.client(api_key=server.api_key(WS, name)) as client:
+        build = client.post("/api/v1/builds", json={}).json()
+        task = {"task_id": "t1", "task_name": "T", "task_data": {}, "output_uri": str(recorded)}
+        assert client.post(f"/api/v1/builds/{build['id']}/tasks", json=task).status_code == 201
+    base = f"/workspaces/{WS}/environments/{name}"
+    # the service does not delete local outputs: the client must, where they are
+    refused = server.ui("DELETE", base, params={"purge_data": True}, expect=409)
+    assert "local target roots" in refused["detail"] and recorded.exists()
+
+    deleted = server.delete_purging_here(WS, name)
     assert deleted["state"] == "deleted"
-    assert not (roots / "p").exists()
+    assert not recorded.exists() and other.exists()
+    assert [(p["name"], p["ok"]) for p in deleted["purged"]] == [("default", True)]
+    assert "deleted 1 recorded output(s)" in deleted["purged"][0]["message"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +251,7 @@ def test_interrupted_provisioning_fails_on_restart(backend: str, tmp_path: Path)
     proc = ServiceServer(
         make_database_url(backend, tmp_path, "interrupted"),
         tmp_path / "server",
-        extra_env={"PYTHONPATH": str(site)},
+        extra_env={"PYTHONPATH": str(site), "STARDAG_SERVICE_SERVICE_ROOT_PROTOCOLS": "slowtest"},
     )
     try:
         proc.start()
@@ -240,7 +266,7 @@ def test_interrupted_provisioning_fails_on_restart(backend: str, tmp_path: Path)
         busy: dict[str, Any] = proc.ui("POST", f"{base}/sync", expect=409)
         assert busy["detail"].startswith(f"Environment '{WS}/{name}' is provisioning")
         proc.ui("POST", f"{base}/provision", expect=409)
-        proc.ui("POST", f"{base}/target-roots", json={"name": "x", "uri": "/x"}, expect=409)
+        proc.ui("POST", f"{base}/target-roots", json={"name": "x", "uri": "/data/x"}, expect=409)
 
         # SIGTERM: the service stops at once although a provisioning thread hangs
         stopped_at = time.monotonic()

@@ -383,7 +383,9 @@ def test_environment_and_target_roots(
     assert (
         info["slug"] == name and info["state"] == "running" and info["workspace_slug"] == "default"
     )
-    assert roots == [{"name": "default", "uri_prefix": str(root), "create": True}]
+    assert roots == [
+        {"name": "default", "uri_prefix": str(root), "create": True, "provisioned_by": "client"}
+    ]
     assert info["target_roots"] == roots
 
 

@@ -1,9 +1,16 @@
 """UI routes of environments: list, create, get, delete; the lifecycle (provision, sync,
-events) and the target roots (every change is followed by a sync).
+events, the client's provisioning report) and the target roots (every change is
+followed by a sync).
 
-Provisioning runs in the background (:class:`~stardag_nb.service.lifecycle.Lifecycle`):
-routes that start it commit first, then hand over the roots, and answer the environment
-as it is then (``provisioning``).
+Target roots are data, not paths of the service's file system: roots are checked
+(:func:`~stardag_nb.service.roots.check_roots`: no system directories, no overlap with
+another environment) before they are stored. Object-store roots are provisioned in the
+background (:class:`~stardag_nb.service.lifecycle.Lifecycle`): routes that start it
+commit first, then hand over the roots, and answer the environment as it is then
+(``provisioning``). Local roots are provisioned by the client where it runs, which
+posts the outcome to ``provisioning-report``. A purge deletes exactly the outputs the
+environment's tasks recorded: the service those under its object-store roots, the
+client those under local roots (it sends what it did with the ``DELETE``).
 """
 
 from __future__ import annotations
@@ -11,16 +18,21 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Body, HTTPException, Request
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...registry._wire import (
     EnvironmentCreate,
+    EnvironmentDeleted,
     EnvironmentEvent,
     EnvironmentEventType,
     EnvironmentInfo,
+    EnvironmentOutputs,
+    EnvironmentPurge,
     EnvironmentState,
+    ProvisioningReport,
+    RootReport,
     TargetRootIn,
     TargetRootOut,
     TargetRootsReplace,
@@ -28,15 +40,19 @@ from ...registry._wire import (
 from ..accounts import check_target_roots, create_environment
 from ..auth import AdminAccess, MemberAccess, SessionDep, WorkspaceAccess, get_db
 from ..db.ids import utcnow
-from ..db.models import Environment, EnvironmentEventRow, TargetRoot
+from ..db.models import Environment, EnvironmentEventRow, TargetRoot, Task
 from ..lifecycle import (
     Lifecycle,
+    awaits_client_only,
     begin_provisioning,
-    purge_roots,
+    finish_if_complete,
+    purge_outputs_here,
     record_event,
+    record_root_outcome,
     roots_of,
     tombstone,
 )
+from ..roots import check_roots, handled_by_service, outputs_by_root
 from ..queries import environment_info_for, get_live_environment
 from ..views import environment_event, environment_info, target_root_out
 
@@ -57,8 +73,12 @@ def _label(access: WorkspaceAccess, env: Environment) -> str:
     return f"{access.workspace.slug}/{env.slug}"
 
 
-def _not_while_provisioning(access: WorkspaceAccess, env: Environment) -> None:
-    if env.state == _St.PROVISIONING:
+async def _not_while_provisioning(
+    session: AsyncSession, access: WorkspaceAccess, env: Environment
+) -> None:
+    """409 while the service provisions a root of ``env`` (waiting only for a client's
+    report does not block: a new run may start)."""
+    if env.state == _St.PROVISIONING and not await awaits_client_only(session, env):
         raise HTTPException(
             409,
             f"Environment '{_label(access, env)}' is provisioning; wait until it has finished: "
@@ -75,10 +95,13 @@ async def _start(
     message: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> EnvironmentInfo:
-    """Record ``trigger`` (None: already recorded), commit, provision in the background."""
+    """Record ``trigger`` (None: already recorded), commit, provision the service's roots
+    in the background (an environment without roots is running at once)."""
     if trigger is not None:
         begin_provisioning(session, env, trigger, message, metadata)
     roots = await roots_of(session, env.id)
+    if not any(handled_by_service(root.uri) for root in roots):
+        await finish_if_complete(session, env)
     info = await environment_info_for(session, env, access.workspace.slug)
     await session.commit()
     _lifecycle(request).start(env.id, roots)
@@ -116,6 +139,7 @@ async def create(
 ) -> EnvironmentInfo:
     """Create an environment and provision its target roots in the background (the answer
     is ``provisioning``; follow it with ``GET .../events``)."""
+    await check_roots(session, access.workspace, None, body.target_roots)
     env = await create_environment(
         session,
         access.workspace,
@@ -134,20 +158,75 @@ async def get_environment(env: str, access: MemberAccess, session: SessionDep) -
     return await environment_info_for(session, row, access.workspace.slug)
 
 
+async def _recorded_outputs(session: AsyncSession, env_id: Any) -> list[str]:
+    rows = await session.execute(
+        select(Task.output_uri)
+        .where(Task.environment_id == env_id, Task.output_uri.is_not(None))
+        .order_by(Task.output_uri)
+    )
+    return [uri for uri in rows.scalars() if uri]
+
+
+@router.get("/{env}/outputs")
+async def list_outputs(env: str, access: AdminAccess, session: SessionDep) -> EnvironmentOutputs:
+    """The target roots and the output URIs the environment's tasks recorded (what a
+    purge deletes; the client deletes those under roots it provisions)."""
+    row = await get_live_environment(session, access.workspace, env)
+    info = await environment_info_for(session, row, access.workspace.slug)
+    return EnvironmentOutputs(
+        target_roots=info.target_roots, output_uris=await _recorded_outputs(session, row.id)
+    )
+
+
 @router.delete("/{env}")
 async def delete_environment(
-    env: str, access: AdminAccess, session: SessionDep, request: Request, purge_data: bool = False
-) -> EnvironmentInfo:
+    env: str,
+    access: AdminAccess,
+    session: SessionDep,
+    request: Request,
+    purge_data: bool = False,
+    body: EnvironmentPurge | None = Body(default=None),
+) -> EnvironmentDeleted:
     """Delete an environment: builds, tasks, events, assets and locks go, API keys are
-    revoked; with ``purge_data`` the data under its target roots is removed first."""
+    revoked. With ``purge_data`` the outputs its tasks recorded are deleted first, exactly
+    those (never a root or prefix): the service deletes those under its object-store
+    roots; those under local roots must have been deleted by the client where the builds
+    wrote them, which says so in ``client_checks`` (else 409)."""
     row = await get_live_environment(session, access.workspace, env)
+    purged: list[RootReport] = []
     if purge_data:
         roots = await roots_of(session, row.id)
-        db = get_db(request)
-        await db.pause_writes(session)  # the purge may take long: let other writers in
-        outcomes = await purge_roots(roots, _lifecycle(request).timeout)
-        await db.resume_writes(session)
-        failed = [o.message for o in outcomes if not o.ok]
+        outputs = await _recorded_outputs(session, row.id)
+        by_root = outputs_by_root(roots, outputs)
+        reported = {c.name: c for c in (body.client_checks if body else [])}
+        client_roots = [r for r in roots if not handled_by_service(r.uri)]
+        unreported = [
+            r for r in client_roots
+            if by_root[r.name] and (r.name not in reported or reported[r.name].uri != r.uri)
+        ]  # fmt: skip
+        if unreported:
+            shown = ", ".join(f"{r.name}={r.uri}" for r in unreported)
+            raise HTTPException(
+                409,
+                f"Environment '{_label(access, row)}' was not deleted: the outputs recorded "
+                f"under its local target roots ({shown}) are deleted where the builds wrote "
+                "them, not by the service. Run there: stardag-nb environment delete "
+                f"{row.slug} --purge-data (or delete without purge_data to keep them)",
+            )
+        service_roots = [r for r in roots if handled_by_service(r.uri)]
+        doomed = [uri for r in service_roots for uri in by_root[r.name]] + by_root["-"]
+        if doomed:
+            db = get_db(request)
+            await db.pause_writes(session)  # the purge may take long: let other writers in
+            outcomes = await purge_outputs_here(service_roots, doomed, _lifecycle(request).timeout)
+            await db.resume_writes(session)
+            for outcome in outcomes:
+                purged.append(
+                    RootReport(name=outcome.name, uri=outcome.uri, ok=outcome.ok,
+                               message=outcome.message[:4000])
+                )  # fmt: skip
+        purged += [c for c in reported.values() if any(r.name == c.name for r in client_roots)]
+        failed = [p.message for p in purged if not p.ok]
         if failed:
             raise HTTPException(
                 409,
@@ -155,13 +234,15 @@ async def delete_environment(
                 f"{'; '.join(failed)}. Fix it, or delete without purge_data",
             )
         row = await get_live_environment(session, access.workspace, env)
-        for outcome in outcomes:
+        for report in purged:
+            by = "service" if report.name == "-" or handled_by_service(report.uri) else "client"
             record_event(
-                session, row, _Ev.DATA_PURGED, EnvironmentState(row.state), outcome.message,
-                {"name": outcome.name, "uri": outcome.uri},
+                session, row, _Ev.DATA_PURGED, EnvironmentState(row.state), report.message,
+                {"name": report.name, "uri": report.uri, "by": by},
             )  # fmt: skip
     await tombstone(session, row)
-    return await environment_info_for(session, row, access.workspace.slug)
+    info = await environment_info_for(session, row, access.workspace.slug)
+    return EnvironmentDeleted(**info.model_dump(), purged=purged)
 
 
 @router.post("/{env}/provision", status_code=202)
@@ -170,8 +251,8 @@ async def provision(
 ) -> EnvironmentInfo:
     """Provision again a failed (or never provisioned) environment."""
     row = await get_live_environment(session, access.workspace, env)
-    _not_while_provisioning(access, row)
-    if row.state not in (_St.FAILED, _St.CREATED):
+    await _not_while_provisioning(session, access, row)
+    if row.state not in (_St.FAILED, _St.CREATED, _St.PROVISIONING):
         raise HTTPException(
             409,
             f"Environment '{_label(access, row)}' is {row.state}; only a failed or new "
@@ -187,8 +268,46 @@ async def sync(
 ) -> EnvironmentInfo:
     """Re-apply the environment's configuration: check (and create) its target roots."""
     row = await get_live_environment(session, access.workspace, env)
-    _not_while_provisioning(access, row)
+    await _not_while_provisioning(session, access, row)
     return await _start(request, session, access, row, _Ev.SYNC_STARTED)
+
+
+@router.post("/{env}/provisioning-report")
+async def provisioning_report(
+    env: str, body: ProvisioningReport, access: AdminAccess, session: SessionDep
+) -> EnvironmentInfo:
+    """The client's outcome for the roots it provisions where it runs (local paths): each
+    becomes ``target_root_ready`` / ``target_root_failed``; once every root has one, the
+    environment is running or failed."""
+    row = await get_live_environment(session, access.workspace, env)
+    if row.state != _St.PROVISIONING:
+        raise HTTPException(
+            409,
+            f"Environment '{_label(access, row)}' is {row.state}, not provisioning: nothing "
+            f"waits for a report. To check its target roots again: stardag-nb environment "
+            f"sync {row.slug}",
+        )
+    roots = {r.name: r for r in await roots_of(session, row.id)}
+    for check in body.checks:
+        root = roots.get(check.name)
+        if root is None or root.uri != check.uri:
+            raise HTTPException(
+                409,
+                f"Target root {check.name!r} ({check.uri}) is not a root of environment "
+                f"'{_label(access, row)}' (any more); its roots: "
+                f"{', '.join(f'{r.name}={r.uri}' for r in roots.values()) or 'none'}. Run: "
+                f"stardag-nb environment sync {row.slug}",
+            )
+        if handled_by_service(root.uri):
+            raise HTTPException(
+                422, f"Target root {check.name!r} ({check.uri}) is provisioned by the service"
+            )
+    for check in body.checks:
+        record_root_outcome(
+            session, row, check.name, check.uri, check.ok, check.message[:4000], "client"
+        )
+    await finish_if_complete(session, row)
+    return await environment_info_for(session, row, access.workspace.slug)
 
 
 @router.get("/{env}/events")
@@ -241,8 +360,9 @@ async def replace_target_roots(
 ) -> EnvironmentInfo:
     """Replace all target roots, then sync."""
     row = await get_live_environment(session, access.workspace, env)
-    _not_while_provisioning(access, row)
+    await _not_while_provisioning(session, access, row)
     check_target_roots(body.target_roots)
+    await check_roots(session, access.workspace, row.id, body.target_roots)
     await session.execute(delete(TargetRoot).where(TargetRoot.environment_id == row.id))
     for root in body.target_roots:
         session.add(_root_row(row, root))
@@ -260,8 +380,9 @@ async def add_target_root(
 ) -> EnvironmentInfo:
     """Add a target root (or change the one of that name), then sync."""
     row = await get_live_environment(session, access.workspace, env)
-    _not_while_provisioning(access, row)
+    await _not_while_provisioning(session, access, row)
     check_target_roots([body])
+    await check_roots(session, access.workspace, row.id, [body])
     existing = await session.get(TargetRoot, (row.id, body.name))
     if existing is None:
         session.add(_root_row(row, body))
@@ -282,7 +403,7 @@ async def remove_target_root(
 ) -> EnvironmentInfo:
     """Remove a target root (its data stays), then sync."""
     row = await get_live_environment(session, access.workspace, env)
-    _not_while_provisioning(access, row)
+    await _not_while_provisioning(session, access, row)
     existing = await session.get(TargetRoot, (row.id, name))
     if existing is None:
         raise HTTPException(

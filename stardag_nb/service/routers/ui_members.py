@@ -1,20 +1,30 @@
 """UI routes of a workspace's members: list, add, change role, remove.
 
 Admins manage members and the member/admin roles; making or unmaking owners needs an
-owner. The last owner can be neither removed nor demoted (409). Anyone may leave.
+owner. The last owner can be neither removed nor demoted (409). Anyone may leave. A
+removed member's credentials stop working in the workspace: the API keys they created
+for its environments are revoked (the answer lists them).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...registry._wire import MemberAdd, MemberAdded, MemberInfo, MemberUpdate, Role
+from ...registry._wire import (
+    MemberAdd,
+    MemberAdded,
+    MemberInfo,
+    MemberRemoved,
+    MemberUpdate,
+    Role,
+)
 from ..accounts import add_member, create_user, ensure_personal_environment, validate_username
 from ..auth import AdminAccess, MemberAccess, SessionDep, WorkspaceAccess
-from ..db.models import User, WorkspaceMember
-from ..views import member_info
+from ..db.ids import utcnow
+from ..db.models import ApiKey, Environment, User, WorkspaceMember
+from ..views import api_key_info, member_info
 
 __all__ = ["router"]
 
@@ -119,12 +129,32 @@ async def set_role(
     return member_info(user.id, user.username, member.role, member.created_at)
 
 
-@router.delete("/{username}", status_code=204)
-async def remove(username: str, access: MemberAccess, session: SessionDep) -> Response:
-    """Remove a member (admins; owners to remove an owner; anyone themself)."""
-    member, _user = await _membership(session, access, username)
+@router.delete("/{username}")
+async def remove(username: str, access: MemberAccess, session: SessionDep) -> MemberRemoved:
+    """Remove a member (admins; owners to remove an owner; anyone themself) and revoke
+    the live API keys they created for the workspace's environments."""
+    member, user = await _membership(session, access, username)
     if member.user_id != access.user.id:
         access.require(Role.OWNER if member.role == Role.OWNER else Role.ADMIN)
     await _check_not_last_owner(session, access, member, username)
+    keys = (
+        await session.execute(
+            select(ApiKey)
+            .join(Environment, Environment.id == ApiKey.environment_id)
+            .where(
+                Environment.workspace_id == access.workspace.id,
+                ApiKey.created_by_id == user.id,
+                ApiKey.revoked_at.is_(None),
+            )
+            .order_by(ApiKey.created_at, ApiKey.id)
+        )
+    ).scalars().all()
+    now = utcnow()
+    for key in keys:
+        key.revoked_at = now
     await session.delete(member)
-    return Response(status_code=204)
+    return MemberRemoved(
+        username=user.username,
+        workspace_slug=access.workspace.slug,
+        revoked_api_keys=[api_key_info(key, user.username) for key in keys],
+    )
