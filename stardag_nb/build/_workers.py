@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +75,13 @@ _BATCH = 32  # results held before the loop is woken anyway
 _HOLD_SECONDS = 0.001  # ... or after this long
 _TICK_SECONDS = 0.003  # the loop takes held results at least this often
 _GROW_AFTER_SECONDS = 0.002  # a worker busy this long with one job may be blocked
+# ... unless the jobs before it were short (their running mean below _SHORT_JOB_SECONDS):
+# then a job busy for a few milliseconds is more likely waiting for the GIL than blocked
+# (another thread's long Python stretch: a lock switch takes up to 5 ms), and a second
+# worker would only fight the first for it. Such a job must be busy this long.
+_SHORT_JOB_SECONDS = 0.0005
+_GROW_AFTER_SHORT_JOBS_SECONDS = 0.025
+_MEAN_WEIGHT = 0.2  # of the latest job in the running mean of job durations
 _BLOCKED_SHARE = 0.3  # ... if it used less CPU than this share of that time
 _SATURATED = 0.7  # cores of process CPU above which a waiting worker waits for the GIL
 
@@ -89,13 +97,24 @@ def _thread_clock() -> Callable[[], float] | None:
     return lambda: time.clock_gettime(clock_id)
 
 
-def _computing(job: tuple[float, float, Callable[[], float] | None], now: float) -> bool:
-    """Whether a running job's thread has mostly been on a CPU since the job started
-    (computing, possibly outside the GIL) rather than waiting."""
-    since, cpu_at_start, clock = job
+_Running = tuple[float, Callable[[], float] | None]  # (job start, the thread's CPU clock)
+
+
+def _computing(
+    key: tuple[int, float], clock: Callable[[], float] | None, now: float,
+    seen: dict[tuple[int, float], tuple[float, float]],
+) -> bool | None:
+    """Whether a running job's thread has mostly been on a CPU since it was last looked
+    at (computing, possibly outside the GIL) rather than waiting; None the first time a
+    job is looked at. Its clock is read only here (a system call), not once per job."""
     if clock is None:
         return True  # no per-thread clock here: grow as if it were
-    return clock() - cpu_at_start >= _BLOCKED_SHARE * (now - since)
+    cpu = clock()
+    last = seen.get(key)
+    seen[key] = (now, cpu)
+    if last is None:
+        return None
+    return cpu - last[1] >= _BLOCKED_SHARE * (now - last[0])
 
 
 class ThreadWorkers:
@@ -114,6 +133,7 @@ class ThreadWorkers:
         self.name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._started = 0  # threads started so far (names them)
         self._lock = threading.Lock()
         self._finished: list[tuple[asyncio.Future[Any], bool, Any]] = []
         self._idle = 0
@@ -124,9 +144,11 @@ class ThreadWorkers:
         self._reporting = False  # a _deliver is scheduled on the loop
         self._growth_armed = False
         self._tick_armed = False
-        self._running_since: dict[int, tuple[float, float, Callable[[], float] | None]] = {}
+        self._running_since: dict[int, _Running] = {}
+        self._cpu_seen: dict[tuple[int, float], tuple[float, float]] = {}
         self._held_since = 0.0
         self._sample = (0.0, 0.0)  # (monotonic, process CPU) when growth was last judged
+        self._mean_job = _GROW_AFTER_SECONDS  # running mean of job durations (seconds)
 
     @property
     def busy(self) -> int:
@@ -194,15 +216,29 @@ class ThreadWorkers:
         last_now, last_cpu = self._sample
         self._sample = (now, cpu)
         with self._lock:
-            running = list(self._running_since.values())
+            running = list(self._running_since.items())
             stuck = self._idle == 0 and bool(running)
-        stuck = stuck and all(now - since >= _GROW_AFTER_SECONDS for since, _, _ in running)
+        after = (
+            _GROW_AFTER_SHORT_JOBS_SECONDS if self._mean_job < _SHORT_JOB_SECONDS else _GROW_AFTER_SECONDS
+        )
+        stuck = stuck and all(now - since >= after for _, (since, _) in running)
         if stuck and now - last_now < 4 * _GROW_AFTER_SECONDS:  # a fresh sample
             utilisation = (cpu - last_cpu) / max(now - last_now, 1e-6)
-            if utilisation < _SATURATED or all(_computing(job, now) for job in running):
+            if utilisation < _SATURATED or self._all_computing(running, now):
                 self._maybe_start_worker()
+        elif not stuck:
+            self._cpu_seen.clear()
         self._growth_armed = True
         self._loop.call_later(_GROW_AFTER_SECONDS, self._grow)  # type: ignore[union-attr]
+
+    def _all_computing(self, running: list[tuple[int, _Running]], now: float) -> bool:
+        """Whether every running job is computing (judged from the second look on)."""
+        seen = self._cpu_seen
+        verdicts = [_computing((me, since), clock, now, seen) for me, (since, clock) in running]
+        current = {(me, since) for me, (since, _) in running}
+        for key in [key for key in seen if key not in current]:
+            del seen[key]
+        return all(verdict is True for verdict in verdicts)
 
     def _maybe_start_worker(self) -> None:
         """Start one more worker if every worker is busy and the pool is not full."""
@@ -210,8 +246,9 @@ class ThreadWorkers:
             start = not self._closed and self._idle == 0 and len(self._threads) < self.max_workers
             if start:
                 self._idle += 1  # counted idle until it takes its first job
+                self._started += 1
                 thread = threading.Thread(
-                    target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
+                    target=self._work, name=f"{self.name}-{self._started - 1}", daemon=True
                 )
                 self._threads.append(thread)
         if start:
@@ -234,29 +271,54 @@ class ThreadWorkers:
                 return
             with lock:
                 self._busy += 1
+            short = False
             try:
-                self._run(job, me, clock)
+                short = self._run(job, me, clock)
             finally:
                 with lock:
                     self._busy -= 1
                     self._idle += 1
                     due = self._due()
-                if due:
+                    retire = self._surplus(short)
+                if due or retire:
                     self._report()
+            if retire:
+                return
 
-    def _run(self, job: _Job, me: int, clock: Callable[[], float] | None) -> None:
-        """Run a job's calls in turn, handing back each result (and each start)."""
+    def _surplus(self, short: bool) -> bool:
+        """(self._lock held, by a worker between jobs) Whether this worker should leave
+        the pool: its last job was ``short`` (little CPU, done within a GIL switch
+        interval), so it was at most waiting for the GIL, and more workers would only
+        take turns at it. Not while another worker's job looks blocked (this one is then
+        needed). It is no longer counted; growth may start another later."""
+        if not short or self._closed or len(self._threads) < 2:
+            return False
+        now = time.monotonic()
+        if any(now - since >= _GROW_AFTER_SECONDS for since, _ in self._running_since.values()):
+            return False
+        me = threading.current_thread()
+        if me not in self._threads:
+            return False
+        self._threads.remove(me)
+        self._idle -= 1
+        return True
+
+    def _run(self, job: _Job, me: int, clock: Callable[[], float] | None) -> bool:
+        """Run a job's calls in turn, handing back each result (and each start).
+        True if the last call was short: little CPU, done within a GIL switch interval."""
+        short = False
         for i, arg in enumerate(job.args):
             started = job.started[i]
             # A cancelled future is final, so reading its state here is safe: the job
             # (its build) was cancelled before this call started.
             if job.futures[i].cancelled() or (started is not None and started.cancelled()):
                 self._stop_chain(job, i)
-                return
+                return short
             if started is not None:
                 self._hand_back(started, True, True)
             with self._lock:
-                self._running_since[me] = (time.monotonic(), clock() if clock else 0.0, clock)
+                self._running_since[me] = (time.monotonic(), clock)
+            cpu = time.thread_time()
             try:
                 value, ok = job.fn(arg), True
             except Exception as exc:  # handed to the awaiting coroutine
@@ -266,13 +328,18 @@ class ThreadWorkers:
                 # fails; re-raised on the loop they would stop it (and a kernel).
                 value, ok = RuntimeError(f"the task body raised {exc!r}"), False
                 value.__cause__ = exc
+            cpu = time.thread_time() - cpu
             with self._lock:
-                del self._running_since[me]
+                since, _ = self._running_since.pop(me)
+                wall = time.monotonic() - since
+                self._mean_job += _MEAN_WEIGHT * (wall - self._mean_job)
+            short = cpu < _SHORT_JOB_SECONDS and wall < sys.getswitchinterval()
             self._hand_back(job.futures[i], ok, value)
             last = i + 1 == len(job.args)
             if not last and not (ok and job.proceed is not None and job.proceed(value) and not self.flag.is_set()):
                 self._stop_chain(job, i + 1)
-                return
+                return short
+        return short
 
     def _stop_chain(self, job: _Job, start: int) -> None:
         """The calls from ``start`` on will not run: say so to whoever waits for them."""

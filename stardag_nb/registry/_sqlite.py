@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
@@ -208,7 +209,7 @@ class _Bulk:
         while start < total:
             while chunk > total - start:
                 chunk //= 2
-            params = [value for row in rows[start : start + chunk] for value in row]
+            params = list(chain.from_iterable(rows[start : start + chunk]))
             conn.execute(self.sql(chunk), params)
             start += chunk
 
@@ -293,7 +294,7 @@ _CACHE_KIB = 64 * 1024  # the writer connection's page cache (filled only as nee
 
 # Indices into a pending build-task entry (a list, updated in place).
 _STATUS, _REGISTERED, _STARTED, _FINISHED, _ERROR, _STARTED_SET, _FINISHED_SET, _UPDATED = range(8)
-_UUID, _CODE_HASH, _OWN = 8, 9, 10  # the task's UUID; its code hash; True: a full row
+_UUID, _CODE_HASH, _OWN = 8, 9, 10  # the task's id (text); its code hash; True: a full row
 
 _ADJECTIVES = (
     "amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hasty", "icy", "jolly",
@@ -345,15 +346,17 @@ class _Batch:
     def __init__(self) -> None:
         self.tasks: list[tuple[BaseTask, float]] = []
         # (build key, task UUID as int) -> [status, registered, started, finished, error,
-        # started set, finished set, updated, task UUID, code hash, own]: the task's row
+        # started set, finished set, updated, task id (text), code hash, own]: the task's row
         # (own) or its changes since the last write, merged. Never changed once the
         # batch is being written. (A UUID's hash is computed in Python; its int's is not.)
         self.build_tasks: dict[tuple[str, int], list[Any]] = {}
         # (downstream task, dynamic flag, upstream ids, time): one row per call
         self.edges: list[tuple[UUID, int, tuple[UUID, ...], float]] = []
-        self.events: list[tuple[str, UUID | None, str, float, str | None, str | None]] = []
+        # task UUIDs as ints here: tuples of atomic values, which the garbage collector
+        # stops tracking (a large build's pending rows would slow its full collections)
+        self.events: list[tuple[str, int | None, str, float, str | None, str | None]] = []
         self.assets: list[tuple[Any, ...]] = []
-        self.completions: list[tuple[UUID, str, float]] = []
+        self.completions: list[tuple[int, str, float]] = []
         self.build_updates: list[tuple[str, float, str | None, str]] = []
         self.rows = 0
         self.since: float | None = None  # time.monotonic() of the oldest row
@@ -363,7 +366,7 @@ class _Batch:
         ids: dict[int, str] = {}  # task UUIDs as text, each converted once
         rows, merges = [], []
         for (b, i), e in self.build_tasks.items():
-            tid = ids[i] = str(e[_UUID])
+            tid = ids[i] = e[_UUID]
             if e[_OWN]:
                 rows.append((b, tid, *e[:_STARTED_SET], e[_UPDATED], e[_CODE_HASH]))
             else:
@@ -384,11 +387,17 @@ class _Batch:
         # (a layer's tasks share their upstream ids: each converted once per batch)
         edges = [_edge_row(env, s(d), dyn, [s(u) for u in ups], now) for d, dyn, ups, now in self.edges]
         # (every task event comes with its build task, so its id is known)
+        def si(i: int) -> str:
+            r = ids.get(i)
+            if r is None:
+                r = ids[i] = str(UUID(int=i))
+            return r
+
         events = [
-            (e[0], None if e[1] is None else ids.get(e[1].int) or s(e[1]), e[2], e[3], e[4], e[5])
+            (e[0], None if e[1] is None else ids.get(e[1]) or si(e[1]), e[2], e[3], e[4], e[5])
             for e in self.events
         ]
-        completions = [(env, ids.get(t.int) or s(t), b, now) for t, b, now in self.completions]
+        completions = [(env, ids.get(t) or si(t), b, now) for t, b, now in self.completions]
         out = [
             _Statement(_UPSERT_TASKS, tasks),
             _Statement(_UPSERT_BUILD_TASK_ROWS, rows),
@@ -488,7 +497,7 @@ class _Writer:
         self.urgent = False  # max_rows reached: the flusher writes without waiting
         self.live: dict[str, None] = {}  # the builds this registry runs (ordered set)
         # Their tasks' rows as last changed, by task UUID as int: changes need no read.
-        self.build_rows: dict[str, dict[int, list[Any]]] = {}
+        self.build_rows: dict[str, dict[int, list[Any] | tuple[Any, ...]]] = {}
         self.beat_at: float | None = None  # time.monotonic() of the next heartbeat
         self.backlog_warned = False
 
@@ -559,13 +568,13 @@ class _Writer:
             return entry
         rows = self.build_rows.get(build)
         if rows is None:
-            entry = [None, now, None, None, None, 0, 0, now, task_id, None, False]
+            entry = [None, now, None, None, None, 0, 0, now, str(task_id), None, False]
         else:
-            entry = rows.get(task_id.int)
-            if entry is None:  # a new row: it starts pending
-                entry = ["pending", now, None, None, None, 0, 0, now, task_id, None, True]
+            old = rows.get(task_id.int)
+            if old is None:  # a new row: it starts pending
+                entry = ["pending", now, None, None, None, 0, 0, now, str(task_id), None, True]
             else:
-                entry = entry.copy()
+                entry = list(old)
             rows[task_id.int] = entry
         pending[key] = entry
         self.batch.rows += 1
@@ -587,6 +596,15 @@ class _Writer:
             if not self.live:
                 self.beat_at = None
 
+    def _freeze_rows(self, batch: _Batch) -> None:
+        """(self.lock held) Keep the rows of a batch taken for writing as tuples: they
+        change only by copy from now on, and tuples of plain values are not tracked by the
+        garbage collector (a large build keeps one row per task)."""
+        for (build, i), entry in batch.build_tasks.items():
+            rows = self.build_rows.get(build)
+            if rows is not None and rows.get(i) is entry:
+                rows[i] = tuple(entry)
+
     # -- writing -----------------------------------------------------------------------
 
     def flush(self, raise_errors: bool = True, final: bool = False) -> None:
@@ -600,6 +618,7 @@ class _Writer:
                 if batch.rows:
                     self.batch = _Batch()
                     self.room.notify_all()
+                    self._freeze_rows(batch)
             batches = [*self.failed, batch] if batch.rows else self.failed
             if not batches:
                 return
@@ -1042,7 +1061,7 @@ class SQLiteRegistry(RegistryABC):
             batch = w.batch
             batch.tasks.append((task, now))
             w.bt_entry(key, tid, now)
-            batch.events.append((key, tid, _K.TASK_REGISTERED, now, None, None))
+            batch.events.append((key, tid.int, _K.TASK_REGISTERED, now, None, None))
             w.added(2)
 
     def task_add_dependencies(
@@ -1092,11 +1111,11 @@ class SQLiteRegistry(RegistryABC):
                 entry[_ERROR] = error
                 entry[_FINISHED_SET] = 1
             batch = w.batch
-            batch.events.append((key, tid, kind, now, error, metadata))
+            batch.events.append((key, tid.int, kind, now, error, metadata))
             if hashed is not None:
                 entry[_CODE_HASH] = hashed
             if status == "completed" or status == "already_complete":
-                batch.completions.append((tid, key, now))
+                batch.completions.append((tid.int, key, now))
                 w.added(2)
             else:
                 w.added(1)

@@ -383,3 +383,72 @@ def test_bodies_that_compute_outside_the_gil_still_run_side_by_side() -> None:
     spans = sorted(_hashing)
     overlapping = any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
     assert overlapping, f"hashing bodies ran one after another: {spans}"
+
+
+_trivial_threads: list[str] = []
+
+
+class Noted(sd.AutoTask[int]):
+    """A trivial body that notes the worker thread it ran on."""
+
+    i: int
+    after: sd.BaseTask | None = None
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return self.after
+
+    def run(self) -> None:
+        _trivial_threads.append(threading.current_thread().name)
+        self.output().save(self.i)
+
+
+class NotedMany(sd.AutoTask[int]):
+    n: int
+    after: sd.BaseTask | None = None
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Noted(i=i, after=self.after) for i in range(self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+def test_the_pool_shrinks_when_bodies_are_short_again() -> None:
+    """Sleeping bodies grow the pool; the short bodies after them run on one or two
+    threads again (more would only take turns at the GIL and slow the build)."""
+    _trivial_threads.clear()
+    root = NotedMany(n=600, after=Fan(n=8, seconds=0.05))
+    summary = sd.build(root, registry=sd.registry.NoOpRegistry())
+    assert summary.status is BuildExitStatus.SUCCESS
+    assert len(_trivial_threads) == 600
+    late = set(_trivial_threads[-300:])
+    assert len(late) <= 2, f"short bodies still spread over {len(late)} threads: {sorted(late)}"
+
+
+def test_a_blocked_body_does_not_hold_back_short_ones() -> None:
+    """While one body sleeps, the short ones keep running on another worker, which does
+    not leave the pool while the sleeper holds the first."""
+    _trivial_threads.clear()
+
+    start = time.monotonic()
+    summary = sd.build(
+        SleeperBeside(seconds=1.0, n=300), registry=sd.registry.NoOpRegistry()
+    )
+    elapsed = time.monotonic() - start
+    assert summary.status is BuildExitStatus.SUCCESS
+    assert len(_trivial_threads) == 300
+    assert elapsed < 3.0, f"300 short bodies beside a 1 s sleeper took {elapsed:.2f} s"
+    # ... on one worker that stays, not a new thread every few bodies
+    used = set(_trivial_threads)
+    assert len(used) <= 2, f"short bodies ran on {len(used)} threads"
+
+
+class SleeperBeside(sd.AutoTask[int]):
+    seconds: float
+    n: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Sleeper(i=10_000, seconds=self.seconds), NotedMany(n=self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
