@@ -20,7 +20,8 @@ Every error the library raises on purpose derives from :class:`StardagError`::
         │   └── NotAuthenticatedError
         ├── AuthorizationError
         │   └── EnvironmentAccessError
-        └── NotFoundError
+        ├── NotFoundError
+        └── RegistryUnreachableError  the service did not answer (shown as one line)
 
 The API error classes keep the names and constructor signatures of stardag's.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "NotAuthenticatedError",
     "NotFoundError",
     "ParameterError",
+    "RegistryUnreachableError",
     "SerializationError",
     "StardagError",
     "TargetError",
@@ -178,3 +180,15 @@ class NotFoundError(APIError):
 
     def __init__(self, message: str = "Resource not found", detail: str | None = None):
         super().__init__(message, 404, detail)
+
+
+class RegistryUnreachableError(APIError):
+    """The registry service could not be reached, or did not answer, within the retry
+    window. Shown in a notebook as one line, not a traceback."""
+
+    def __init__(self, message: str, url: str | None = None):
+        self.url = url
+        super().__init__(message)
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for how to show it
+        return [f"{type(self).__name__}: {self}"]

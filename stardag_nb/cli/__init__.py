@@ -19,6 +19,10 @@ for one invocation; ``--workspace/-w`` and ``--environment/-e`` override the act
 Tables by default, ``--json`` for scripts. Exit status: 0 success, 1 a failed build or a
 refusal of the registry (or an unexpected error), 2 usage errors (nothing was run). Also
 runnable as ``python -m stardag_nb.cli``.
+
+Read-only commands (``READ_ONLY``) give up after a few seconds when the registry service
+is unreachable, with one ``error:`` line; the others (a build, changes) retry for
+``$STARDAG_API_RETRY_SECONDS`` and say so on stderr within about 2 s.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ from ._output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CLIError, api_error
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 PROG = "stardag-nb"
+READ_ONLY = frozenset({
+    ("registry", "builds"), ("registry", "tasks"), ("config", "show"), ("config", "list"),
+    ("auth", "status"), ("environment", "events"), ("environment", "show"),
+    ("environment", "list"), ("environment", "target-roots", "list"), ("member", "list"),
+    ("api-key", "list"),
+})  # fmt: skip
+"""Commands that only read: they give up quickly when the registry service is down."""
 REGISTRY_HELP = (
     "the registry for this invocation (overrides $STARDAG_REGISTRY): a SQLite file path, "
     "sqlite:///PATH, an http(s):// URL of a registry service, or 'none'"
@@ -104,6 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_path(args: argparse.Namespace) -> tuple[str, ...]:
+    """The (sub)command names of ``args``, e.g. ``("environment", "target-roots", "list")``."""
+    path = [args.command]
+    for dest in (f"{args.command.replace('-', '_')}_command", "roots_command", "list_what"):
+        value = getattr(args, dest, None)
+        if value:
+            path.append(value)
+    return tuple(path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if command_path(args)[:3] in READ_ONLY or command_path(args)[:2] in READ_ONLY:
+        from ..registry._http import give_up_quickly
+
+        with give_up_quickly():
+            return int(args.handler(args))
+    return int(args.handler(args))
+
+
 def _is_transport_error(exc: BaseException) -> bool:
     """A network failure talking to the service (httpx's errors, without importing httpx)."""
     return type(exc).__module__.split(".")[0] in ("httpx", "httpcore")
@@ -114,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args))
+        return _run(args)
     except CLIError as exc:
         exc.report()
         return exc.exit_code

@@ -11,7 +11,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from ._output import EXIT_FAILURE, EXIT_OK, CLIError, print_json
-from ._registry import open_registry
+from ._registry import build_ref, open_registry
 
 if TYPE_CHECKING:
     from ..build import BuildSummary
@@ -314,6 +314,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
         handlers.append(TerminalProgress(sys.stderr))
     fail_mode = FailMode(args.fail_mode)
+    ref = None
     try:
         if args.sequential:
             summary = build_sequential(
@@ -324,6 +325,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
                 tasks, registry=registry, fail_mode=fail_mode, event_handlers=handlers,
                 progress=False,
             )  # fmt: skip
+        if summary.build_id is not None and not args.json and not isinstance(
+            registry, NoOpRegistry
+        ):
+            ref = build_ref(registry, summary.build_id)  # unique among the latest builds
     finally:
         close = getattr(registry, "close", None)
         if callable(close):
@@ -339,8 +344,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         for tid, err in summary.errors.items():
             label = f"{names[tid]} {tid}" if tid in names else str(tid)
             print(f"  {label}: {_error_text(err)}")
-    if summary.build_id is not None and not isinstance(registry, NoOpRegistry):
-        print(f"Tasks of this build: stardag-nb registry tasks {str(summary.build_id)[:8]}")
+    if ref is not None:
+        print(f"Tasks of this build: stardag-nb registry tasks {ref}")
     return EXIT_OK if ok else EXIT_FAILURE
 
 

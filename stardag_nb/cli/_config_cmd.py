@@ -153,15 +153,54 @@ def _auth_kind(config: Any, admin: RegistryAdmin) -> str:
     return "none: run stardag-nb auth login --url URL --token TOKEN"
 
 
+def _service_environment(config: Any, url: str) -> tuple[EnvironmentInfo | None, str | None]:
+    """The environment the credentials build in, as the service says (``GET
+    /environment``, what a build start asks): (info, None), or (None, why not)."""
+    from ..exceptions import APIError
+    from ..registry import APIRegistry
+
+    if not (config.api_key or (config.access_token and config.context.environment_id)):
+        return None, None  # nobody to ask as
+    registry = APIRegistry(api_url=url)
+    try:
+        info = registry.fetch_environment()
+    except APIError as exc:
+        return None, str(getattr(exc, "detail", None) or exc)
+    finally:
+        registry.close()
+    if info is None:
+        return None, "the service has no GET /environment route (a v1 server)"
+    return info, None
+
+
+def _effective_roots(
+    config: Any, env: EnvironmentInfo | None
+) -> tuple[dict[str, str], str]:
+    """The roots builds will write under and where they come from: the environment's
+    (a build start adopts them) unless STARDAG_TARGET_ROOTS* variables set them."""
+    from ..registry._target_roots import roots_from_variables
+
+    if roots_from_variables():
+        return dict(config.target.roots), "STARDAG_TARGET_ROOTS* variables"
+    if env is not None and env.target_roots:
+        return roots_of(env), f"environment {env.workspace_slug}/{env.slug}"
+    return dict(config.target.roots), "configuration"
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from ..config import load_config
 
     config = load_config()
     admin = open_admin(args)
     profile = active_profile(admin.location) if admin.kind == "service" else None
+    env_info: EnvironmentInfo | None = None
+    unreachable: str | None = None
     if admin.kind == "service":
         workspace = profile.workspace if profile else config.context.workspace_id
         environment = profile.environment if profile else config.context.environment_id
+        env_info, unreachable = _service_environment(config, admin.location)
+        if env_info is not None:
+            workspace, environment = env_info.workspace_slug, env_info.slug
     else:
         choice = recorded_choice(admin.location)
         workspace, environment = choice if choice else (None, None)
@@ -186,6 +225,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
         "target_roots": dict(config.target.roots),
         "auth": _auth_kind(config, admin),
     }
+    roots_source = "configuration"
+    if admin.kind == "service":
+        if env_info is not None:
+            data["workspace_id"] = str(env_info.workspace_id)
+            data["environment_id"] = str(env_info.id)
+            data["environment_target_roots"] = roots_of(env_info)
+        data["target_roots"], roots_source = _effective_roots(config, env_info)
+        data["target_roots_source"] = roots_source
+        if unreachable:
+            data["registry_error"] = unreachable
     if admin.kind != "service" and workspace and environment:
         try:
             data["environment_target_roots"] = admin.list_target_roots(workspace, environment)
@@ -212,8 +261,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
             ("Auth", data["auth"]),
         ]
     )
-    print("Target roots:")
-    print_roots(config.target.roots)
+    if unreachable:
+        print(f"Note: could not ask the service for the environment: {unreachable}")
+    print("Target roots:" if roots_source == "configuration"
+          else f"Target roots (builds write here; from the {roots_source}):")  # fmt: skip
+    print_roots(data["target_roots"])
     env_roots = data.get("environment_target_roots")
     if env_roots and env_roots != data["target_roots"]:
         print(f"Target roots of environment {environment!r} in the registry:")

@@ -26,10 +26,15 @@ from ._output import (
 if TYPE_CHECKING:
     from ..registry import RegistryABC
 
-__all__ = ["add_parser", "open_registry", "registry_label"]
+__all__ = ["add_parser", "build_ref", "open_registry", "registry_label", "resolve_build"]
 
 REGISTRY_ENV = "STARDAG_REGISTRY"
 _ALL_BUILDS = 1_000_000_000  # "no limit" for list_builds when resolving an id prefix
+_MIN_PREFIX = 8
+# A UUIDv7 (the service's build ids) starts with 48 bits of milliseconds: builds of the same
+# minute share 8 characters. 18 ("0190a1b2-c3d4-7e5f") take the whole time and 12 random bits.
+_MIN_PREFIX_V7 = 18
+_NEIGHBOURS = 100  # builds compared with when shortening an id: the latest ones
 # Names a record may carry its per-build task counts under (none do yet).
 _COUNT_FIELDS = ("task_count", "task_counts", "counts")
 
@@ -176,9 +181,38 @@ def _cmd_builds(args: argparse.Namespace) -> int:
 # -- registry tasks --------------------------------------------------------------------
 
 
+def _hex(value: object) -> str:
+    return str(value).replace("-", "").lower()
+
+
+def shortest_unique_prefix(build_id: UUID, others: Any) -> str:
+    """The shortest prefix of ``build_id`` (as printed, with dashes) that no id in
+    ``others`` starts with: at least 8 characters, 18 for a UUIDv7 (time-ordered ids
+    share their first characters for a minute); the whole id when nothing shorter is."""
+    text = str(build_id)
+    others_hex = [_hex(o) for o in others if str(o) != text]
+    length = _MIN_PREFIX_V7 if build_id.version == 7 else _MIN_PREFIX
+    while length < len(text):
+        prefix = text[:length]
+        if not prefix.endswith("-") and not any(o.startswith(_hex(prefix)) for o in others_hex):
+            return prefix
+        length += 1
+    return text
+
+
+def build_ref(registry: Any, build_id: UUID) -> str:
+    """How to name ``build_id`` to ``stardag-nb registry tasks``: its shortest prefix
+    unique among the registry's latest builds (the whole id if they cannot be listed)."""
+    try:
+        others = [b.id for b in registry.list_builds(limit=_NEIGHBOURS)]
+    except Exception:  # the registry cannot list: the whole id is unambiguous anyway
+        return str(build_id)
+    return shortest_unique_prefix(build_id, others)
+
+
 def resolve_build(registry: Any, ref: str) -> Any:
     """The build ``ref`` names: a full id, a unique id prefix (as git does with
-    commits), or a build name."""
+    commits; dashes optional), or a build name."""
     from ..exceptions import NotFoundError
     from ..registry import BuildNotFoundError
 
@@ -197,9 +231,9 @@ def resolve_build(registry: Any, ref: str) -> Any:
             ) from None
     if not ref:
         raise CLIError("The build id is empty.")
-    prefix = ref.lower()
+    prefix = _hex(ref)
     builds = registry.list_builds(limit=_ALL_BUILDS)
-    matches = [b for b in builds if str(b.id).startswith(prefix)]
+    matches = [b for b in builds if prefix and _hex(b.id).startswith(prefix)]
     if not matches:
         matches = [b for b in builds if b.name == ref]
     if len(matches) == 1:
@@ -210,12 +244,20 @@ def resolve_build(registry: Any, ref: str) -> Any:
             f"{registry_label(registry)}.",
             hint="List the builds with: stardag-nb registry builds",
         )
-    shown = "\n".join(f"  {b.id}  {b.name}" for b in matches[:10])
+    shown = "\n".join(
+        f"  {b.id}  {b.name}  {b.status}  {_started(b)}" for b in matches[:10]
+    )
     more = f"\n  ... and {len(matches) - 10} more" if len(matches) > 10 else ""
     raise CLIError(
         f"{ref!r} is ambiguous: {len(matches)} builds match:\n{shown}{more}",
-        hint="Give more characters of the id.",
+        hint="Give more characters of the id (or the whole id).",
     )
+
+
+def _started(build: Any) -> str:
+    from ._output import format_datetime
+
+    return format_datetime(getattr(build, "started_at", None) or getattr(build, "created_at", None))
 
 
 def _qualified_name(task: Any) -> str:

@@ -6,8 +6,13 @@ httpx is imported when a client is first used, never by ``import stardag_nb``.
 - Base URL: ``{api_url}/api/v1`` (``api_url`` without its trailing ``/``).
 - Auth: ``X-API-Key`` (an API key scopes the caller to one environment), else
   ``Authorization: Bearer <token>``; SDK calls with a token add ``?environment_id=``.
-- Retries: connection errors and HTTP 502/503/504 are retried with exponential backoff
-  (0.2 s, doubling, at most 5 s apart) for up to ``$STARDAG_API_RETRY_SECONDS`` (60 s).
+- Retries: connection errors, HTTP 502/503/504 and (for GET) read timeouts are retried
+  with exponential backoff (0.2 s, doubling, at most 5 s apart) for up to
+  ``$STARDAG_API_RETRY_SECONDS`` (60 s); then :class:`RegistryUnreachableError`, as for a
+  timeout that is not retried. Within about 2 s of an outage one warning says so and that
+  the client is retrying, and one more when the service answers again (see ``_outage``).
+- :func:`give_up_quickly`: for read-only commands, which fail after a few seconds
+  (``QUICK_RETRY_SECONDS``, ``QUICK_TIMEOUT``) unless the variables say otherwise.
 - Errors: 401 by the text of ``detail`` (expired → :class:`TokenExpiredError`, "api key"
   → :class:`InvalidAPIKeyError`, not authenticated / authentication required →
   :class:`NotAuthenticatedError`, else :class:`InvalidTokenError`); 403 with
@@ -19,13 +24,14 @@ httpx is imported when a client is first used, never by ``import stardag_nb``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +43,10 @@ from ..exceptions import (
     InvalidTokenError,
     NotAuthenticatedError,
     NotFoundError,
+    RegistryUnreachableError,
     TokenExpiredError,
 )
+from ._outage import health_of, watchdog
 
 if TYPE_CHECKING:
     import httpx
@@ -48,13 +56,19 @@ __all__ = [
     "HTTPSettings",
     "RegistryHTTP",
     "error_for_response",
+    "give_up_quickly",
     "is_missing_route",
 ]
 
 logger = logging.getLogger("stardag_nb.registry")
 
 RETRY_SECONDS_ENV = "STARDAG_API_RETRY_SECONDS"
+TIMEOUT_ENV = "STARDAG_API_TIMEOUT"
 DEFAULT_RETRY_SECONDS = 60.0
+QUICK_RETRY_SECONDS = 3.0
+"""How long read-only CLI commands retry (unless ``$STARDAG_API_RETRY_SECONDS`` is set)."""
+QUICK_TIMEOUT = 5.0
+"""Their seconds per request (unless ``$STARDAG_API_TIMEOUT`` is set)."""
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -67,10 +81,27 @@ class EnvironmentDeletedError(APIError):
         super().__init__(message, 410, detail)
 
 
+_quick = False
+
+
+@contextlib.contextmanager
+def give_up_quickly() -> Iterator[None]:
+    """Clients created inside give up after a few seconds, silently (their caller reports
+    the error): ``QUICK_RETRY_SECONDS`` of retries and ``QUICK_TIMEOUT`` per request, unless
+    ``$STARDAG_API_RETRY_SECONDS`` / ``$STARDAG_API_TIMEOUT`` are set. For read-only
+    commands, where waiting a minute for a service that is down helps nobody."""
+    global _quick
+    was, _quick = _quick, True
+    try:
+        yield
+    finally:
+        _quick = was
+
+
 def _retry_seconds() -> float:
     raw = os.environ.get(RETRY_SECONDS_ENV, "").strip()
     if not raw:
-        return DEFAULT_RETRY_SECONDS
+        return QUICK_RETRY_SECONDS if _quick else DEFAULT_RETRY_SECONDS
     try:
         return max(0.0, float(raw))
     except ValueError:
@@ -93,6 +124,8 @@ class HTTPSettings:
     environment_id: str | None = None
     workspace_id: str | None = None
     retry_seconds: float = DEFAULT_RETRY_SECONDS
+    notices: bool = True
+    """Warn (once per outage) that the service is unreachable and being retried."""
 
     @classmethod
     def resolve(
@@ -109,14 +142,19 @@ class HTTPSettings:
 
         config = config_provider.get()
         url = (api_url or config.api.url).rstrip("/")
+        if timeout is None:
+            timeout = config.api.timeout
+            if _quick and not os.environ.get(TIMEOUT_ENV, "").strip():
+                timeout = min(timeout, QUICK_TIMEOUT)
         return cls(
             api_url=url,
-            timeout=float(timeout if timeout is not None else config.api.timeout),
+            timeout=float(timeout),
             api_key=api_key if api_key is not None else config.api_key,
             access_token=access_token if access_token is not None else config.access_token,
             environment_id=str(environment_id) if environment_id else config.context.environment_id,
             workspace_id=config.context.workspace_id,
             retry_seconds=_retry_seconds(),
+            notices=not _quick,
         )
 
     @property
@@ -208,19 +246,33 @@ def error_for_response(
 # --------------------------------------------------------------------------------------------
 # the client
 
+_IDEMPOTENT = frozenset({"GET", "HEAD"})
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
+
+def _transient_errors(method: str) -> tuple[type[BaseException], ...]:
     import httpx
 
     # The request did not reach the application (or its connection broke before an answer):
-    # safe to send again. Read timeouts are not retried (the server may have acted on it).
-    return (
+    # safe to send again. Read timeouts only for reads (a write may have been acted on).
+    errors: tuple[type[BaseException], ...] = (
         httpx.ConnectError,
         httpx.ConnectTimeout,
         httpx.RemoteProtocolError,
         httpx.ReadError,
         httpx.WriteError,
     )
+    return errors + (httpx.ReadTimeout,) if method in _IDEMPOTENT else errors
+
+
+def _transport_error() -> type[BaseException]:
+    import httpx
+
+    return httpx.TransportError
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class RegistryHTTP:
@@ -238,6 +290,7 @@ class RegistryHTTP:
             asyncio.AbstractEventLoop, httpx.AsyncClient
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self._health = health_of(settings.api_url)
 
     def __repr__(self) -> str:
         return f"RegistryHTTP({self.settings.base_url!r})"
@@ -310,22 +363,27 @@ class RegistryHTTP:
         ok: Iterable[int] = (),
     ) -> httpx.Response:
         """Send a request (retrying transient failures); raise the mapped error for an
-        error status not in ``ok``."""
+        error status not in ``ok``, :class:`RegistryUnreachableError` when there was no
+        answer."""
         url, query, headers = self._prepare(path, params, sdk)
         client = self._sync_client()
-        transient = _transient_errors()
         backoff = self._backoff(method, path)
         while True:
+            watched = backoff.watch()
             try:
                 response = client.request(
                     method, url, params=query, json=json_body, headers=headers
                 )
-            except transient as exc:
+            except backoff.transient as exc:
                 wait = backoff.after_error(exc)
+            except backoff.fatal as exc:
+                raise backoff.no_answer(exc) from exc
             else:
                 wait = backoff.after_response(response, ok)
                 if wait is None:
                     return self._checked(response, method, path, ok)
+            finally:
+                backoff.unwatch(watched)
             time.sleep(wait)
 
     async def arequest(
@@ -341,41 +399,78 @@ class RegistryHTTP:
         """:meth:`request` on the running loop's async client."""
         url, query, headers = self._prepare(path, params, sdk)
         client = self._async_client()
-        transient = _transient_errors()
         backoff = self._backoff(method, path)
         while True:
+            watched = backoff.watch()
             try:
                 response = await client.request(
                     method, url, params=query, json=json_body, headers=headers
                 )
-            except transient as exc:
+            except backoff.transient as exc:
                 wait = backoff.after_error(exc)
+            except backoff.fatal as exc:
+                raise backoff.no_answer(exc) from exc
             else:
                 wait = backoff.after_response(response, ok)
                 if wait is None:
                     return self._checked(response, method, path, ok)
+            finally:
+                backoff.unwatch(watched)
             await asyncio.sleep(wait)
 
     def _checked(
         self, response: httpx.Response, method: str, path: str, ok: Iterable[int]
     ) -> httpx.Response:
+        if response.status_code in RETRY_STATUSES and response.status_code not in ok:
+            self._health.gave_up()  # still unavailable after the retry window
+        else:
+            self._health.answered()
         if response.status_code < 400 or response.status_code in ok:
             return response
         raise error_for_response(
             response, f"{method} {self.settings.base_url}{path}", self.settings.environment_id
         )
 
-    def _unreachable(self, method: str, path: str, exc: BaseException) -> APIError:
-        waited = self.settings.retry_seconds
-        return APIError(
-            f"The registry service at {self.settings.api_url} is unreachable ({method} {path}: "
-            f"{type(exc).__name__}: {exc}); gave up after retrying for {waited:g} s "
-            f"(${RETRY_SECONDS_ENV}). Is it running? Check the URL (STARDAG_REGISTRY_URL, "
-            "the profile's registry, or STARDAG_REGISTRY)."
+    def _why(self, exc: BaseException) -> str:
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return f"no answer within {self.settings.timeout:g} s (${TIMEOUT_ENV})"
+        return _reason(exc)
+
+    def _unreachable(
+        self, method: str, path: str, exc: BaseException, waited: float
+    ) -> APIError:
+        """The error after retrying ``exc`` for the whole retry window."""
+        self._health.gave_up()
+        return RegistryUnreachableError(
+            f"The registry service at {self.settings.api_url} is unreachable ({method} "
+            f"{path}: {self._why(exc)}); gave up after {waited:.0f} s of retries "
+            f"(${RETRY_SECONDS_ENV}={self.settings.retry_seconds:g}). {_FIX}",
+            self.settings.api_url,
+        )
+
+    def _no_answer(self, method: str, path: str, exc: BaseException) -> APIError:
+        """The error for a transport failure that is not retried (a timeout of a write)."""
+        import httpx
+
+        self._health.gave_up()
+        url = self.settings.api_url
+        if isinstance(exc, httpx.TimeoutException):
+            return RegistryUnreachableError(
+                f"The registry service at {url} did not answer {method} {path} within "
+                f"{self.settings.timeout:g} s (${TIMEOUT_ENV}); not retried, it may have "
+                f"acted on it. Is it overloaded or hung? {_FIX}",
+                url,
+            )
+        return RegistryUnreachableError(
+            f"Cannot talk to the registry service at {url} ({method} {path}: "
+            f"{_reason(exc)}). {_FIX}",
+            url,
         )
 
     def _log_retry(self, method: str, path: str, why: str, wait: float) -> None:
-        logger.info(
+        logger.debug(
             "registry %s %s: %s; retrying in %.1f s",
             method,
             self.settings.api_url + path,
@@ -384,17 +479,42 @@ class RegistryHTTP:
         )
 
 
+_FIX = (
+    "Is it running (stardag-nb serve)? Check the URL (STARDAG_REGISTRY_URL, the profile's "
+    "registry, or STARDAG_REGISTRY)."
+)
+
+
 class _Backoff:
     """The retry decisions of one request, shared by the sync and async loops: exponential
     backoff (``FIRST_BACKOFF_SECONDS`` doubling up to ``MAX_BACKOFF_SECONDS``) until
-    ``settings.retry_seconds`` have passed."""
+    ``settings.retry_seconds`` have passed. Tells the service's :class:`ServiceHealth`
+    (the outage notices) what happens."""
 
     def __init__(self, http: RegistryHTTP, method: str, path: str) -> None:
         self.http = http
         self.method = method
         self.path = path
-        self.deadline = time.monotonic() + http.settings.retry_seconds
+        self.started = time.monotonic()
+        self.deadline = self.started + http.settings.retry_seconds
         self.delay = FIRST_BACKOFF_SECONDS
+        self.transient = _transient_errors(method)
+        self.fatal = _transport_error()
+
+    def watch(self) -> int | None:
+        """Start watching one attempt for a missing answer (see ``_outage``)."""
+        settings = self.http.settings
+        if not settings.notices:
+            return None
+        return watchdog.begin(
+            self.http._health, f"{self.method} {self.path}", settings.timeout,
+            settings.retry_seconds,
+        )  # fmt: skip
+
+    @staticmethod
+    def unwatch(token: int | None) -> None:
+        if token is not None:
+            watchdog.end(token)
 
     def _next(self) -> float | None:
         left = self.deadline - time.monotonic()
@@ -404,13 +524,25 @@ class _Backoff:
         self.delay = min(self.delay * 2, MAX_BACKOFF_SECONDS)
         return wait
 
+    def _notice(self, why: str) -> None:
+        settings = self.http.settings
+        if settings.notices:
+            left = max(0.0, self.deadline - time.monotonic())
+            self.http._health.failed(why, settings.retry_seconds, left)
+
     def after_error(self, exc: BaseException) -> float:
         """Seconds to wait after a connection error; raises when out of time."""
         wait = self._next()
         if wait is None:
-            raise self.http._unreachable(self.method, self.path, exc) from exc
+            waited = time.monotonic() - self.started
+            raise self.http._unreachable(self.method, self.path, exc, waited) from exc
+        self._notice(self.http._why(exc))
         self.http._log_retry(self.method, self.path, repr(exc), wait)
         return wait
+
+    def no_answer(self, exc: BaseException) -> APIError:
+        """The error for a transport failure that is not retried."""
+        return self.http._no_answer(self.method, self.path, exc)
 
     def after_response(self, response: httpx.Response, ok: Iterable[int]) -> float | None:
         """Seconds to wait before retrying ``response``'s status, or None to use it."""
@@ -418,5 +550,6 @@ class _Backoff:
             return None
         wait = self._next()
         if wait is not None:
+            self._notice(f"HTTP {response.status_code}")
             self.http._log_retry(self.method, self.path, f"HTTP {response.status_code}", wait)
         return wait

@@ -4,14 +4,18 @@ An environment of the registry service (or of the embedded registry) names its t
 roots centrally; a build in that environment writes under them. The roots are cached in
 the target-root cache (``~/.stardag/target-root-cache.json``) for offline use and for
 stardag's own client, which reads the same file.
+
+A change is logged once, when it happens: a build whose roots are already in use (in the
+configuration or the target factory) logs nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 
-__all__ = ["apply_target_roots", "roots_differ"]
+__all__ = ["apply_target_roots", "roots_differ", "roots_from_variables"]
 
 logger = logging.getLogger("stardag_nb.registry")
 
@@ -34,8 +38,30 @@ def _describe_change(wanted: dict[str, str], have: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
-def _roots_from_environment_variables() -> bool:
+def roots_from_variables() -> bool:
+    """Whether ``STARDAG_TARGET_ROOTS*`` variables set the target roots (they win)."""
     return any(key.upper().startswith("STARDAG_TARGET_ROOT") for key in os.environ)
+
+
+def _factory_roots() -> dict[str, str]:
+    """The roots the process-wide target factory writes under now."""
+    from ..target import target_factory_provider
+
+    return dict(getattr(target_factory_provider.get(), "target_roots", None) or {})
+
+
+# (label, wanted roots) pairs whose conflict with STARDAG_TARGET_ROOTS* was reported
+_reported_conflicts: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+_reported_lock = threading.Lock()
+
+
+def _first_report(label: str, wanted: dict[str, str]) -> bool:
+    key = (label, tuple(sorted((k, _norm(v)) for k, v in wanted.items())))
+    with _reported_lock:
+        if key in _reported_conflicts:
+            return False
+        _reported_conflicts.add(key)
+        return True
 
 
 def apply_target_roots(
@@ -57,12 +83,16 @@ def apply_target_roots(
     if not wanted or not roots_differ(wanted, have):
         return False
     change = _describe_change(wanted, have)
-    if _roots_from_environment_variables():
-        logger.warning(
-            "The target roots of environment %s differ from those set by STARDAG_TARGET_ROOTS* "
-            "variables (%s); the variables win for this process.", label, change,
-        )  # fmt: skip
+    if roots_from_variables():
+        if _first_report(label, wanted):
+            logger.warning(
+                "The target roots of environment %s differ from those set by "
+                "STARDAG_TARGET_ROOTS* variables (%s); the variables win for this process.",
+                label, change,
+            )  # fmt: skip
         return False
+    if not roots_differ(wanted, _factory_roots()):
+        return False  # applied already (by an earlier build of this process)
     for registry_url, workspace_id, environment_id in sorted(cache_keys):
         cfg.update_cached_target_roots(registry_url, workspace_id, environment_id, wanted)
     cfg.clear_config_cache()
