@@ -12,11 +12,11 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
@@ -203,15 +203,16 @@ class _Bulk:
             text = self._sql[rows] = f"{self.prefix}{','.join([self.row] * rows)}{self.suffix}"
         return text
 
-    def run(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], max_chunk: int) -> None:
-        chunk = max_chunk
-        start, total = 0, len(rows)
-        while start < total:
-            while chunk > total - start:
-                chunk //= 2
-            params = list(chain.from_iterable(rows[start : start + chunk]))
-            conn.execute(self.sql(chunk), params)
-            start += chunk
+    def run(self, conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], max_chunk: int) -> None:
+        source = iter(rows)
+        while chunk := list(islice(source, max_chunk)):
+            start, total, size = 0, len(chunk), max_chunk
+            while start < total:
+                while size > total - start:
+                    size //= 2
+                params = list(chain.from_iterable(chunk[start : start + size]))
+                conn.execute(self.sql(size), params)
+                start += size
 
 
 _MAX_CHUNK_ROWS = 256
@@ -340,16 +341,18 @@ class _Batch:
 
     __slots__ = (
         "assets", "build_tasks", "build_updates", "completions", "edges", "events", "rows",
-        "since", "tasks",
+        "since", "task_times", "tasks",
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.tasks: list[tuple[BaseTask, float]] = []
+        self.tasks: list[BaseTask] = []
+        self.task_times: list[float] = []  # when each was registered
         # (build key, task UUID as int) -> [status, registered, started, finished, error,
         # started set, finished set, updated, task id (text), code hash, own]: the task's row
         # (own) or its changes since the last write, merged. Never changed once the
         # batch is being written. (A UUID's hash is computed in Python; its int's is not.)
-        self.build_tasks: dict[tuple[str, int], list[Any]] = {}
+        # Rows are tuples of plain values: the garbage collector stops tracking them.
+        self.build_tasks: dict[tuple[str, int], tuple[Any, ...]] = {}
         # (downstream task, dynamic flag, upstream ids, time): one row per call
         self.edges: list[tuple[UUID, int, tuple[UUID, ...], float]] = []
         # task UUIDs as ints here: tuples of atomic values, which the garbage collector
@@ -362,15 +365,12 @@ class _Batch:
         self.since: float | None = None  # time.monotonic() of the oldest row
 
     def statements(self, env: int) -> list[_Statement]:
-        """The batch as statements, in the order they must run."""
+        """The batch as statements, in the order they must run. Rows are made as they
+        are written (few temporary objects alive at once: a large batch would otherwise
+        wake the garbage collector's full collections)."""
         ids: dict[int, str] = {}  # task UUIDs as text, each converted once
-        rows, merges = [], []
-        for (b, i), e in self.build_tasks.items():
-            tid = ids[i] = e[_UUID]
-            if e[_OWN]:
-                rows.append((b, tid, *e[:_STARTED_SET], e[_UPDATED], e[_CODE_HASH]))
-            else:
-                merges.append((b, tid, *e[:_UUID], e[_CODE_HASH]))
+        for (_, i), e in self.build_tasks.items():
+            ids[i] = e[_UUID]
 
         def s(u: UUID) -> str:
             r = ids.get(u.int)
@@ -378,45 +378,60 @@ class _Batch:
                 r = ids[u.int] = str(u)
             return r
 
-        tasks, seen = [], set()
-        for task, now in self.tasks:
-            tid = task.id
-            if tid.int not in seen:
-                seen.add(tid.int)
-                tasks.append(_task_row(env, s(tid), task, now))
-        # (a layer's tasks share their upstream ids: each converted once per batch)
-        edges = [_edge_row(env, s(d), dyn, [s(u) for u in ups], now) for d, dyn, ups, now in self.edges]
-        # (every task event comes with its build task, so its id is known)
         def si(i: int) -> str:
             r = ids.get(i)
             if r is None:
                 r = ids[i] = str(UUID(int=i))
             return r
 
-        events = [
-            (e[0], None if e[1] is None else ids.get(e[1]) or si(e[1]), e[2], e[3], e[4], e[5])
-            for e in self.events
-        ]
-        completions = [(env, ids.get(t) or si(t), b, now) for t, b, now in self.completions]
+        def tasks() -> Iterator[tuple[Any, ...]]:
+            seen: set[int] = set()
+            for task, now in zip(self.tasks, self.task_times):
+                tid = task.id
+                if tid.int not in seen:
+                    seen.add(tid.int)
+                    yield _task_row(env, s(tid), task, now)
+
+        own = [(b, e) for (b, _), e in self.build_tasks.items() if e[_OWN]]
+        others = [(b, e) for (b, _), e in self.build_tasks.items() if not e[_OWN]]
         out = [
-            _Statement(_UPSERT_TASKS, tasks),
-            _Statement(_UPSERT_BUILD_TASK_ROWS, rows),
-            _Statement(_MERGE_BUILD_TASKS, merges),
-            _Statement(_INSERT_EDGES, edges),
-            _Statement(_INSERT_EVENTS, events),
-            _Statement(_UPSERT_ASSET, self.assets),
-            _Statement(_INSERT_COMPLETIONS, completions),
-            _Statement(_FINISH_BUILD, self.build_updates),
-        ]
-        return [st for st in out if st.rows]
+            _Statement(_UPSERT_TASKS, tasks()) if self.tasks else None,
+            _Statement(
+                _UPSERT_BUILD_TASK_ROWS,
+                ((b, e[_UUID], *e[:_STARTED_SET], e[_UPDATED], e[_CODE_HASH]) for b, e in own),
+            ) if own else None,
+            _Statement(
+                _MERGE_BUILD_TASKS, ((b, e[_UUID], *e[:_UUID], e[_CODE_HASH]) for b, e in others)
+            ) if others else None,
+            # (a layer's tasks share their upstream ids: each converted once per batch)
+            _Statement(
+                _INSERT_EDGES,
+                (_edge_row(env, s(d), dyn, [s(u) for u in ups], now) for d, dyn, ups, now in self.edges),
+            ) if self.edges else None,
+            _Statement(
+                _INSERT_EVENTS,
+                (
+                    (e[0], None if e[1] is None else ids.get(e[1]) or si(e[1]), e[2], e[3], e[4], e[5])
+                    for e in self.events
+                ),
+            ) if self.events else None,
+            _Statement(_UPSERT_ASSET, self.assets) if self.assets else None,
+            _Statement(
+                _INSERT_COMPLETIONS,
+                ((env, ids.get(t) or si(t), b, now) for t, b, now in self.completions),
+            ) if self.completions else None,
+            _Statement(_FINISH_BUILD, self.build_updates) if self.build_updates else None,
+        ]  # fmt: skip
+        return [st for st in out if st is not None]
 
 
 class _Statement:
-    """SQL (a :class:`_Bulk` or one statement for ``executemany``) and its rows."""
+    """SQL (a :class:`_Bulk` or one statement for ``executemany``) and its rows (made as
+    they are written: a statement runs once)."""
 
     __slots__ = ("rows", "sql")
 
-    def __init__(self, sql: _Bulk | str, rows: list[tuple[Any, ...]]) -> None:
+    def __init__(self, sql: _Bulk | str, rows: Iterable[tuple[Any, ...]]) -> None:
         self.sql, self.rows = sql, rows
 
     def run(self, conn: sqlite3.Connection, max_chunk: int) -> None:
@@ -497,7 +512,7 @@ class _Writer:
         self.urgent = False  # max_rows reached: the flusher writes without waiting
         self.live: dict[str, None] = {}  # the builds this registry runs (ordered set)
         # Their tasks' rows as last changed, by task UUID as int: changes need no read.
-        self.build_rows: dict[str, dict[int, list[Any] | tuple[Any, ...]]] = {}
+        self.build_rows: dict[str, dict[int, tuple[Any, ...]]] = {}
         self.beat_at: float | None = None  # time.monotonic() of the next heartbeat
         self.backlog_warned = False
 
@@ -558,27 +573,33 @@ class _Writer:
             self.room.wait(min(left, 0.5))
 
     def bt_entry(self, build: str, task_id: UUID, now: float) -> list[Any]:
-        """The pending row of ``(build, task)`` to change (self.lock held): of the builds
-        this registry started, the whole row (copied from the last batch's, so that a
-        batch being written never changes); of others, the changes since the last write."""
-        key = (build, task_id.int)
-        pending = self.batch.build_tasks
-        entry = pending.get(key)
+        """The pending row of ``(build, task)`` to change, as a list (self.lock held; store
+        it back with :meth:`bt_put`): of the builds this registry started, the whole row
+        (from the last write's on); of others, the changes since the last write."""
+        entry = self.batch.build_tasks.get((build, task_id.int))
         if entry is not None:
-            return entry
+            return list(entry)
         rows = self.build_rows.get(build)
         if rows is None:
-            entry = [None, now, None, None, None, 0, 0, now, str(task_id), None, False]
-        else:
-            old = rows.get(task_id.int)
-            if old is None:  # a new row: it starts pending
-                entry = ["pending", now, None, None, None, 0, 0, now, str(task_id), None, True]
-            else:
-                entry = list(old)
-            rows[task_id.int] = entry
-        pending[key] = entry
-        self.batch.rows += 1
-        return entry
+            return [None, now, None, None, None, 0, 0, now, str(task_id), None, False]
+        old = rows.get(task_id.int)
+        if old is None:  # a new row: it starts pending
+            return ["pending", now, None, None, None, 0, 0, now, str(task_id), None, True]
+        return list(old)
+
+    def bt_put(self, build: str, task_id: UUID, entry: list[Any]) -> None:
+        """Store a row changed after :meth:`bt_entry` (self.lock held). Rows are kept as
+        tuples: a batch being written never changes, and tuples of plain values are not
+        tracked by the garbage collector (a large build keeps one row per task)."""
+        row = tuple(entry)
+        key = (build, task_id.int)
+        pending = self.batch.build_tasks
+        if key not in pending:
+            self.batch.rows += 1
+        pending[key] = row
+        rows = self.build_rows.get(build)
+        if rows is not None:
+            rows[key[1]] = row
 
     def build_started(self, key: str) -> None:
         """Keep the heartbeat of build ``key`` until :meth:`build_finished`."""
@@ -596,15 +617,6 @@ class _Writer:
             if not self.live:
                 self.beat_at = None
 
-    def _freeze_rows(self, batch: _Batch) -> None:
-        """(self.lock held) Keep the rows of a batch taken for writing as tuples: they
-        change only by copy from now on, and tuples of plain values are not tracked by the
-        garbage collector (a large build keeps one row per task)."""
-        for (build, i), entry in batch.build_tasks.items():
-            rows = self.build_rows.get(build)
-            if rows is not None and rows.get(i) is entry:
-                rows[i] = tuple(entry)
-
     # -- writing -----------------------------------------------------------------------
 
     def flush(self, raise_errors: bool = True, final: bool = False) -> None:
@@ -618,7 +630,6 @@ class _Writer:
                 if batch.rows:
                     self.batch = _Batch()
                     self.room.notify_all()
-                    self._freeze_rows(batch)
             batches = [*self.failed, batch] if batch.rows else self.failed
             if not batches:
                 return
@@ -1059,8 +1070,9 @@ class SQLiteRegistry(RegistryABC):
         with w.lock:
             w.check_open()
             batch = w.batch
-            batch.tasks.append((task, now))
-            w.bt_entry(key, tid, now)
+            batch.tasks.append(task)
+            batch.task_times.append(now)
+            w.bt_put(key, tid, w.bt_entry(key, tid, now))
             batch.events.append((key, tid.int, _K.TASK_REGISTERED, now, None, None))
             w.added(2)
 
@@ -1114,6 +1126,7 @@ class SQLiteRegistry(RegistryABC):
             batch.events.append((key, tid.int, kind, now, error, metadata))
             if hashed is not None:
                 entry[_CODE_HASH] = hashed
+            w.bt_put(key, tid, entry)
             if status == "completed" or status == "already_complete":
                 batch.completions.append((tid.int, key, now))
                 w.added(2)
