@@ -439,14 +439,25 @@ class RegistryHTTP:
         return _reason(exc)
 
     def _unreachable(
-        self, method: str, path: str, exc: BaseException, waited: float
+        self, method: str, path: str, exc: BaseException, waited: float, once: bool = False
     ) -> APIError:
-        """The error after retrying ``exc`` for the whole retry window."""
+        """The error after retrying ``exc`` for the whole retry window (``once``: not
+        retried, because an earlier request already gave up and none answered since)."""
         self._health.gave_up()
+        if once:
+            tried = (
+                "not retried: an earlier request gave up after the retry window "
+                f"(${RETRY_SECONDS_ENV}={self.settings.retry_seconds:g}), and until the "
+                "service answers, each request is tried once"
+            )
+        else:
+            tried = (
+                f"gave up after {waited:.0f} s of retries "
+                f"(${RETRY_SECONDS_ENV}={self.settings.retry_seconds:g})"
+            )
         return RegistryUnreachableError(
             f"The registry service at {self.settings.api_url} is unreachable ({method} "
-            f"{path}: {self._why(exc)}); gave up after {waited:.0f} s of retries "
-            f"(${RETRY_SECONDS_ENV}={self.settings.retry_seconds:g}). {_FIX}",
+            f"{path}: {self._why(exc)}); {tried}. {_FIX}",
             self.settings.api_url,
         )
 
@@ -496,7 +507,9 @@ class _Backoff:
         self.method = method
         self.path = path
         self.started = time.monotonic()
-        self.deadline = self.started + http.settings.retry_seconds
+        # once a request gave up, later ones try once until the service answers
+        self.once = http._health.down
+        self.deadline = self.started + (0.0 if self.once else http.settings.retry_seconds)
         self.delay = FIRST_BACKOFF_SECONDS
         self.transient = _transient_errors(method)
         self.fatal = _transport_error()
@@ -535,7 +548,7 @@ class _Backoff:
         wait = self._next()
         if wait is None:
             waited = time.monotonic() - self.started
-            raise self.http._unreachable(self.method, self.path, exc, waited) from exc
+            raise self.http._unreachable(self.method, self.path, exc, waited, self.once) from exc
         self._notice(self.http._why(exc))
         self.http._log_retry(self.method, self.path, repr(exc), wait)
         return wait

@@ -37,6 +37,11 @@ class ServiceHealth:
         self.url = url
         self._lock = threading.Lock()
         self._reported_at: float | None = None
+        # A request gave up after its whole retry window: later requests try once (each
+        # would wait the window again, and a build makes many) until one gets an answer.
+        self.down = False
+        self._logged_loss = False  # the build engine logged a record lost to the outage
+        self._lost = 0  # ... and more since, not logged
 
     def _report(self, message: str, window: float) -> None:
         now = time.monotonic()
@@ -67,17 +72,32 @@ class ServiceHealth:
 
     def answered(self) -> None:
         """A request got an answer: end a reported outage."""
-        if self._reported_at is None:  # the common case: no lock
+        if self._reported_at is None and not self.down:  # the common case: no lock
             return
         with self._lock:
             was, self._reported_at = self._reported_at, None
-        if was is not None:
-            logger.warning("The registry service at %s answers again.", self.url)
+            down, self.down = self.down, False
+            lost, self._lost, self._logged_loss = self._lost, 0, False
+        if was is not None or down:
+            more = f" ({lost} more registry records could not be written meanwhile)" if lost else ""
+            logger.warning("The registry service at %s answers again%s.", self.url, more)
 
     def gave_up(self) -> None:
-        """A request gave up: the next one reports the outage again."""
+        """A request gave up: the next one reports the outage again, and until one gets
+        an answer, requests are tried once, without retries."""
         with self._lock:
             self._reported_at = None
+            self.down = True
+
+    def lost_record(self) -> bool:
+        """A record was lost to the outage: True the first time (log it), False after
+        (counted, and told when the service answers again)."""
+        with self._lock:
+            if not self._logged_loss:
+                self._logged_loss = True
+                return True
+            self._lost += 1
+            return False
 
 
 _health: dict[str, ServiceHealth] = {}
@@ -157,13 +177,16 @@ watchdog = Watchdog()
 
 class _OneLineOutages(logging.Filter):
     """A record carrying a :class:`RegistryUnreachableError` loses the traceback (the
-    error's message names the service and the fix)."""
+    error's message names the service and the fix); of an outage, only the first is
+    logged (the others are counted, see :meth:`ServiceHealth.lost_record`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from ..exceptions import RegistryUnreachableError
 
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, RegistryUnreachableError):
+            if error.url is not None and not health_of(error.url).lost_record():
+                return False
             record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
             record.args = ()
             record.exc_info = None

@@ -317,6 +317,64 @@ def test_an_outage_mid_build_is_logged_as_one_line(
     assert "Traceback" not in caplog.text
 
 
+class AfterKiller(sd.AutoTask[int]):
+    i: int
+    first: Killer
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return self.first
+
+    def run(self) -> None:
+        self.output().save(self.i)
+
+
+class ManyAfterKiller(sd.AutoTask[int]):
+    n: int
+    first: Killer
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [AfterKiller(i=i, first=self.first) for i in range(self.n)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+def test_after_one_request_gave_up_the_build_does_not_wait_per_record(
+    server: ServiceServer, env: Env, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The service dies early in a build of 32 tasks: the first record waits the retry
+    window; the later ones are tried once (not a window each), only the first lost record
+    is logged, and the client says when the service answers again."""
+    monkeypatch.setenv("STARDAG_API_RETRY_SECONDS", "2")
+    from stardag_nb.target import TargetFactory, target_factory_provider
+
+    registry = APIRegistry(api_url=server.url, api_key=env.key)
+    root = ManyAfterKiller(n=30, first=Killer(n=int(time.time())))
+    _servers.append(server)
+    try:
+        with caplog.at_level(logging.WARNING), target_factory_provider.override(
+            TargetFactory(target_roots=env.roots)
+        ):
+            start = time.monotonic()
+            summary = sd.build(root, registry=registry)
+            elapsed = time.monotonic() - start
+    finally:
+        server.start(init=False)
+    print(f"build of 32 tasks with the service gone: {elapsed:.1f} s")
+    # (retrying each record: 2 s for the first, 2 s for the starts, 2 s for the end)
+    assert elapsed < 5, f"the build waited {elapsed:.0f} s: a retry window per record"
+    # the policy: a task whose start cannot be recorded fails, and the build stops
+    assert summary.status.value == "failure", summary
+    assert "each request is tried once" in str(summary.error), summary.error
+    lost = [r for r in caplog.records if "could not record" in r.getMessage()]
+    assert len(lost) == 1, [r.getMessage() for r in lost]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        registry.list_builds()  # the service answers again
+    assert "answers again" in caplog.text, caplog.text
+
+
 def test_a_notebook_cell_shows_one_line(dead_url: str, tmp_path: Path) -> None:
     pytest.importorskip("ipykernel")
     from tests.kernel_utils import kernel_client, run_cell
