@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ._task import Task
-from .exceptions import TaskDefinitionError
+from .exceptions import TargetError, TaskDefinitionError
 from .target import LoadableSaveableFileSystemTarget, Serializable, target_factory_provider
+from .target._factory import escapes_root
 from .target.serialize import Serializer, get_serializer
 
 __all__ = ["AutoTask"]
@@ -120,8 +121,16 @@ class AutoTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT]
         cached = self.__dict__.get("_stardag_output")
         if cached is not None and cached[0] is factory:  # same roots: same target
             return cached[1]  # type: ignore[no-any-return]
+        relpath = self._relpath
+        if escapes_root(relpath):
+            raise TargetError(
+                f"{self!r} would write outside its target root {self._target_root_key!r}: "
+                f"its output path {relpath!r} must be relative to the root, without '..' "
+                "segments (check _relpath, _relpath_extra, name_override and "
+                "namespace_override). To point at an existing output elsewhere, use AliasTask."
+            )
         target = Serializable(
-            wrapped=factory.get_target(self._relpath, target_root_key=self._target_root_key),
+            wrapped=factory.get_target(relpath, target_root_key=self._target_root_key),
             serializer=self._serializer,
         )
         self.__dict__["_stardag_output"] = (factory, target)

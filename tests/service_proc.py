@@ -40,8 +40,15 @@ def sqlite_url(path: Path) -> str:
 class ServiceProcess:
     """One ``stardag-nb serve`` subprocess; see the module docstring."""
 
-    def __init__(self, database_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.database_url = database_url
+        self.args = tuple(args)  # more `serve` arguments, e.g. ("--workers", "2")
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token_file = workdir / "owner-token"
@@ -90,6 +97,7 @@ class ServiceProcess:
             "--host", self.host, "--port", str(self.port),
             "--database-url", self.database_url,
         ]  # fmt: skip
+        cmd += self.args
         if log_level:
             cmd += ["--log-level", log_level]
         if init:
@@ -207,3 +215,23 @@ class ServiceProcess:
     def environment(self, environment: str = "main", workspace: str = "default") -> Any:
         """``EnvironmentInfo`` JSON of ``workspace/environment``."""
         return self.admin("GET", f"/workspaces/{workspace}/environments/{environment}")
+
+    def provision_here(self, environment: str = "main", workspace: str = "default") -> Any:
+        """Play the client, as ``APIAdmin`` does: provision in this process the target
+        roots the service leaves to the client (local paths), and report the outcome;
+        the environment as the service then has it."""
+        from stardag_nb.environments import provision_target_root
+        from stardag_nb.registry._wire import TargetRootIn
+
+        info = self.environment(environment, workspace)
+        mine = [r for r in info["target_roots"] if r.get("provisioned_by") == "client"]
+        if info["state"] != "provisioning" or not mine:
+            return info
+        checks = [
+            provision_target_root(TargetRootIn(name=r["name"], uri=r["uri_prefix"], create=r["create"]))
+            for r in mine
+        ]
+        body = {"checks": [{"name": c.name, "uri": c.uri, "ok": c.ok, "message": c.message}
+                           for c in checks]}  # fmt: skip
+        path = f"/workspaces/{workspace}/environments/{environment}/provisioning-report"
+        return self.admin("POST", path, json=body)

@@ -83,8 +83,19 @@ def _configured_roots() -> dict[str, str]:
 
 
 def _normalise_root(root: str) -> str:
+    """``~`` expanded and a trailing "/" (an empty root stays empty: it is refused)."""
+    if not root.strip():
+        return ""
     root = os.path.expanduser(root) if root.startswith("~") else root
     return root if root.endswith("/") else root + "/"
+
+
+def escapes_root(relpath: str) -> bool:
+    """Whether a path meant to be relative to a target root would leave it: absolute
+    (``/...``, ``<protocol>://...``) or with a ``..`` segment."""
+    if relpath.startswith(("/", "\\")) or _URI_SCHEME.match(relpath) or "\x00" in relpath:
+        return True
+    return ".." in relpath.replace("\\", "/").split("/")
 
 
 def _is_absolute_root(root: str) -> bool:
@@ -153,16 +164,27 @@ class TargetFactory:
                 f"TargetFactory(target_roots={{{target_root_key!r}: ...}})."
             ) from None
         if not _is_absolute_root(root):
+            what = "empty" if not root else f"{root!r}, a relative path"
             raise TargetError(
-                f"Target root {target_root_key!r} is {root!r}: target roots must be absolute "
-                "paths (/..., ~/...) or URIs (s3://..., memory://...), not relative paths."
+                f"Target root {target_root_key!r} is {what}: target roots must be absolute "
+                "paths (/..., ~/...) or URIs (s3://..., memory://...). Set it with "
+                f"STARDAG_TARGET_ROOTS__{re.sub(r'[^A-Za-z0-9]', '_', target_root_key).upper()}"
+                "=/absolute/path or in config.toml."
             )
         return root
 
     def get_path(self, relpath: str, target_root_key: str = "default") -> str:
-        """The full path or URI for ``relpath`` (returned unchanged if already full)."""
+        """The full path or URI for ``relpath`` (returned unchanged if already full: an
+        explicit location, such as an alias's). A relative path stays under its root: one
+        with a ``..`` segment is refused."""
         if self._is_full_path(relpath):
             return relpath
+        if escapes_root(relpath):
+            raise TargetError(
+                f"The path {relpath!r} would leave the target root {target_root_key!r} "
+                f"({self.target_roots.get(target_root_key, '?')}): paths relative to a root "
+                "may not contain '..' segments."
+            )
         return self._root(target_root_key) + relpath
 
     def get_target(self, relpath: str, target_root_key: str = "default") -> FileSystemTarget:

@@ -82,12 +82,14 @@ def our_registry(service: ServiceProcess, environment: str = "main") -> Iterator
 
 
 def set_target_roots(service: ServiceProcess, roots: dict[str, str]) -> None:
-    """Point ``default/main``'s target roots at ``roots`` and wait until it is running."""
+    """Point ``default/main``'s target roots at ``roots``, provision them here (as the
+    CLI does for local paths) and wait until it is running."""
     service.admin(
         "PUT",
         "/workspaces/default/environments/main/target-roots",
         json={"target_roots": [{"name": n, "uri": u, "create": True} for n, u in roots.items()]},
     )
+    service.provision_here("main")  # local roots: provisioned where the builds run
     wait_running(service, "main")
 
 
