@@ -1,6 +1,7 @@
 """Benchmark: ``sd.build`` against the registry service, per task and per request.
 
     python -m benchmarks.service [--runs 5] [--wide 200] [--chain 100] [--postgres]
+                                 [--load-clients 50] [--load-tasks 20] [--no-builds]
 
 Starts the real service (``python -m stardag_nb.cli serve --init``) as a subprocess on a
 fresh SQLite database (and, with ``--postgres``, a second one on the throwaway PostgreSQL
@@ -20,6 +21,14 @@ interleaved within each run so that machine noise hits them alike. Columns:
 - ``srv ms/req``: the server process's CPU time (user + system, psutil) per request;
 - ``cli ms/req``: this process's CPU time per request, over and above the no-registry build.
 
+With ``--postgres`` a load run follows: ``--load-clients`` (50) concurrent clients, each
+on its own keep-alive connection, each making the v1 calls of a build (start it; register,
+start and complete ``--load-tasks`` tasks, each depending on the one before; complete it)
+against ``stardag-nb serve --workers 1`` and ``--workers 2`` on PostgreSQL. It prints
+requests/s, p50 and p99 latency per request (as the clients see it) and errors (any
+answer other than the expected status, or no answer). Targets (issue 11): 0 errors, p99
+under 100 ms.
+
 Figures only: nothing is asserted. The server logs to ``<workdir>/serve-1.log``.
 """
 
@@ -33,7 +42,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +108,12 @@ class Service:
 
 
 @contextmanager
-def service(label: str, database_url: str, workdir: Path) -> Iterator[Service]:
+def service(
+    label: str, database_url: str, workdir: Path, args: tuple[str, ...] = ()
+) -> Iterator[Service]:
     from tests.service_proc import ServiceProcess
 
-    proc = ServiceProcess(database_url, workdir)
+    proc = ServiceProcess(database_url, workdir, args=args)
     try:
         proc.start()
         assert proc.pid is not None
@@ -230,6 +241,106 @@ def measure(base: str, runs: int, services: list[Service], wide: int, chain: int
         registry.close()
 
 
+# -- load: many clients at once -------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: list[str]
+
+
+async def _load_client(
+    client: Any, no: int, tasks: int, latencies: list[float], errors: list[str]
+) -> None:
+    async def call(method: str, path: str, expect: int, json: Any = None) -> Any:
+        t0 = time.perf_counter()
+        try:
+            response = await client.request(method, path, json=json)
+        except Exception as exc:  # noqa: BLE001 - counted and shown, not raised
+            errors.append(f"{method} {path}: {type(exc).__name__}: {exc}")
+            return None
+        latencies.append(time.perf_counter() - t0)
+        if response.status_code != expect:
+            errors.append(f"{method} {path}: {response.status_code} {response.text[:200]}")
+            return None
+        return response.json()
+
+    ids = [f"load-{no}-{i}-{time.time_ns()}" for i in range(tasks)]
+    build = await call("POST", "/api/v1/builds", 201, {"root_task_ids": ids[-1:]})
+    if build is None:
+        return
+    base = f"/api/v1/builds/{build['id']}"
+    for i, task_id in enumerate(ids):
+        body = {
+            "task_id": task_id,
+            "task_name": "LoadTask",
+            "task_data": {"client": no, "i": i},
+            "version": "1",
+            "dependency_task_ids": ids[i - 1 : i],
+        }
+        await call("POST", f"{base}/tasks", 201, body)
+        await call("POST", f"{base}/tasks/{task_id}/start", 200)
+        await call("POST", f"{base}/tasks/{task_id}/complete", 200)
+    await call("POST", f"{base}/complete", 200)
+
+
+async def _load(url: str, key: str, clients: int, tasks: int) -> LoadResult:
+    import asyncio
+
+    import httpx
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    async with AsyncExitStack() as stack:
+        sessions = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=url,
+                    headers={"X-API-Key": key},
+                    timeout=60.0,
+                    limits=httpx.Limits(max_connections=1),
+                )
+            )
+            for _ in range(clients)
+        ]
+        for session in sessions:  # connect first: the run measures requests, not handshakes
+            await session.get("/health")
+        t0 = time.perf_counter()
+        await asyncio.gather(
+            *(_load_client(s, n, tasks, latencies, errors) for n, s in enumerate(sessions))
+        )
+        seconds = time.perf_counter() - t0
+    return LoadResult(len(latencies) + len(errors), seconds, latencies, errors)
+
+
+def load_run(url_for: Callable[[str], str], work: Path, clients: int, tasks: int) -> None:
+    import asyncio
+
+    print(
+        f"\nload: {clients} clients at once, each a build of {tasks} tasks over the v1 routes "
+        f"({3 * tasks + 2} requests per client; targets: 0 errors, p99 < 100 ms)"
+    )
+    print(f"{'server':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for workers in (1, 2):
+        label = f"postgres, {workers} worker{'s' if workers > 1 else ''}"
+        args = ("--workers", str(workers)) if workers > 1 else ()
+        with service(label, url_for(f"load{workers}"), work / f"load{workers}", args) as svc:
+            asyncio.run(_load(svc.proc.url, svc.key, clients, 2))  # warm up connections
+            result = asyncio.run(_load(svc.proc.url, svc.key, clients, tasks))
+        latencies = sorted(result.latencies) or [float("nan")]
+        p50 = latencies[len(latencies) // 2]
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        print(
+            f"{label:<26}{result.requests / result.seconds:>8.0f}{p50 * 1e3:>9.1f}"
+            f"{p99 * 1e3:>9.1f}{len(result.errors):>8}"
+        )
+        for error in result.errors[:3]:
+            print(f"    {error}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -239,6 +350,11 @@ def main() -> None:
     parser.add_argument(
         "--postgres", action="store_true", help="also a server on PostgreSQL (tests/pg_server.py)"
     )
+    parser.add_argument("--load-clients", type=int, default=50, help="clients of the load run")
+    parser.add_argument("--load-tasks", type=int, default=20, help="tasks per load client")
+    parser.add_argument(
+        "--no-builds", action="store_true", help="skip the sd.build figures (load run only)"
+    )
     args = parser.parse_args()
     logging.getLogger("stardag_nb").setLevel(logging.ERROR)
     base = args.root or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir())
@@ -247,18 +363,29 @@ def main() -> None:
     try:
         from tests.service_proc import sqlite_url
 
-        with ExitStack() as stack:
-            services = [
-                stack.enter_context(
-                    service("api sqlite", sqlite_url(work / "service.sqlite3"), work / "sqlite")
-                )
-            ]
-            if args.postgres:
-                from tests.pg_server import postgres_server
+        if not args.no_builds:
+            with ExitStack() as stack:
+                services = [
+                    stack.enter_context(
+                        service(
+                            "api sqlite", sqlite_url(work / "service.sqlite3"), work / "sqlite"
+                        )
+                    )
+                ]
+                if args.postgres:
+                    from tests.pg_server import postgres_server
 
-                url = postgres_server().new_database_url("bench")
-                services.append(stack.enter_context(service("api postgres", url, work / "pg")))
-            measure(base, args.runs, services, args.wide, args.chain)
+                    url = postgres_server().new_database_url("bench")
+                    services.append(
+                        stack.enter_context(service("api postgres", url, work / "pg"))
+                    )
+                measure(base, args.runs, services, args.wide, args.chain)
+        if args.postgres and args.load_clients > 0:
+            from tests.pg_server import postgres_server
+
+            load_run(
+                postgres_server().new_database_url, work, args.load_clients, args.load_tasks
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(_HOME, ignore_errors=True)

@@ -1,6 +1,6 @@
 """``stardag-nb serve``: run the registry service (needs the ``service`` extra).
 
-    stardag-nb serve [--host 127.0.0.1] [--port 8000] [--database-url URL]
+    stardag-nb serve [--host 127.0.0.1] [--port 8000] [--database-url URL] [--workers N]
                      [--init [--username admin] [--token-file F]] [--log-level info]
 
 With ``--init`` an empty database gets a first user (an owner), a workspace ``default``
@@ -8,6 +8,11 @@ and the environments ``main`` and ``personal-{username}``; the user's token is p
 ``Owner token: st_...`` (and written to ``--token-file``). Once listening the command
 prints ``Serving registry on http://HOST:PORT``. FastAPI, SQLAlchemy and uvicorn are
 imported only when the command runs.
+
+``--workers N`` (N > 1) runs N uvicorn worker processes on one listening socket, for
+PostgreSQL above all (SQLite allows one writer at a time whatever the workers). The
+database is migrated once, before the workers start; the workers share the API-key cache
+epoch through a file, so a revoked key stops working at once in all of them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +59,14 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST:PORT/DB "
         "(default: $STARDAG_SERVICE_DATABASE_URL, else <stardag dir>/service.sqlite3)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes (default: %(default)s); more than one uses several cores, "
+        "best with PostgreSQL",
     )
     parser.add_argument(
         "--init",
@@ -161,15 +175,28 @@ async def _init(args: argparse.Namespace, settings: ServiceSettings) -> None:
     print(f"Owner token: {result.token}", flush=True)
 
 
+async def _prepare(args: argparse.Namespace, settings: ServiceSettings) -> None:
+    if args.init:
+        await _init(args, settings)
+    else:
+        await _migrate(settings)
+    if args.workers > 1:  # once for all workers (a single server does it at its start)
+        from ..service.db.session import Database
+        from ..service.lifecycle import fail_interrupted
+
+        db = Database(settings.database_url, echo=settings.echo_sql)
+        try:
+            await fail_interrupted(db)
+        finally:
+            await db.dispose()
+
+
 async def _serve(args: argparse.Namespace, settings: ServiceSettings) -> int:
     import uvicorn
 
     from ..service.app import create_app
 
-    if args.init:
-        await _init(args, settings)
-    else:
-        await _migrate(settings)
+    await _prepare(args, settings)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings),
@@ -197,6 +224,61 @@ async def _serve(args: argparse.Namespace, settings: ServiceSettings) -> int:
     return EXIT_OK if server.started else EXIT_FAILURE
 
 
+def _serve_workers(args: argparse.Namespace, settings: ServiceSettings) -> int:
+    """Run ``args.workers`` uvicorn worker processes (each builds the app from the
+    ``STARDAG_SERVICE_*`` environment) on one socket bound here."""
+    import inspect
+    import tempfile
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from ..service.app import WORKER_ENV
+    from ..service.keycache import EPOCH_FILE_ENV
+
+    with tempfile.TemporaryDirectory(prefix="stardag-nb-serve-") as shared:
+        os.environ.update(
+            {
+                "STARDAG_SERVICE_DATABASE_URL": settings.database_url,
+                EPOCH_FILE_ENV: os.path.join(shared, "auth-epoch"),
+                WORKER_ENV: "1",
+            }
+        )
+        config = uvicorn.Config(
+            "stardag_nb.service.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            lifespan="on",
+            workers=args.workers,
+        )
+        sock = config.bind_socket()
+        sock.listen(config.backlog)  # connections wait in the backlog until a worker runs
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(
+            f"Serving registry on http://{host}:{sock.getsockname()[1]} "
+            f"({args.workers} workers)",
+            flush=True,
+        )
+        if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.50
+            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+        else:
+            supervisor = Multiprocess(config, sockets=[sock])
+        supervisor.run()
+    return EXIT_OK
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the ``service`` extra has it on Linux and
+    macOS): it costs the server less CPU per request than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
@@ -204,8 +286,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise CLIError(f"The registry service needs {exc.name}.", hint=_INSTALL_HINT) from None
+    if args.workers < 1:
+        raise CLIError(f"--workers {args.workers}: give 1 or more", hint="e.g. --workers 2")
     settings = _settings(args)
-    code = asyncio.run(_serve(args, settings))
+    if args.workers > 1:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_prepare(args, settings))
+        code = _serve_workers(args, settings)
+    else:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            code = runner.run(_serve(args, settings))
     if code != EXIT_OK:
         sys.stderr.write("error: the registry service did not start (see the log above)\n")
     return code

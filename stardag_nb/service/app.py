@@ -10,6 +10,7 @@ connections closed.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from .db.models import User
 from . import roots
 from .db.session import Database
 from .lifecycle import Lifecycle, fail_interrupted
+from .keycache import ApiKeyCache, AuthEpoch, watch_auth_changes
 from .limits import RequestLimits
 from .routers import (
     builds,
@@ -41,7 +43,10 @@ from .routers import (
 )
 from .settings import ServiceSettings
 
-__all__ = ["create_app"]
+__all__ = ["WORKER_ENV", "create_app"]
+
+# set by `stardag-nb serve --workers N` for its worker processes
+WORKER_ENV = "STARDAG_SERVICE_WORKER"
 
 logger = logging.getLogger("stardag_nb.service")
 
@@ -81,9 +86,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         db = Database(settings.database_url, echo=settings.echo_sql)
         try:
             await upgrade_head(db)
-            await fail_interrupted(db)
+            if not os.environ.get(WORKER_ENV):  # workers: `serve` did it before starting them
+                await fail_interrupted(db)
             await _warn_if_no_users(db)
             lifecycle = Lifecycle(db, timeout=settings.provision_timeout_seconds)
+            epoch = AuthEpoch.from_environment()
+            watch_auth_changes(db.engine, epoch)
+            app.state.key_cache = ApiKeyCache(settings.api_key_cache_seconds, epoch)
             app.state.db = db
             app.state.lifecycle = lifecycle
             try:

@@ -28,6 +28,7 @@ from ..registry._wire import Role
 from .db.ids import utcnow
 from .db.models import ApiKey, Environment, User, UserToken, Workspace, WorkspaceMember
 from .db.session import Database
+from .keycache import ApiKeyCache
 from .names import slugify
 from .security import digest
 
@@ -47,6 +48,7 @@ __all__ = [
     "SdkScopeDep",
     "SessionDep",
     "WorkspaceAccess",
+    "autocommit",
     "deleted_environment_message",
     "get_db",
     "get_session",
@@ -80,10 +82,23 @@ def get_db(request: Request) -> Database:
     return db
 
 
+_AUTOCOMMIT_ATTR = "__stardag_autocommit__"
+
+
+def autocommit(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a write route whose database work is one write statement (plus reads that need
+    no isolation from it): its session autocommits, which spares ``BEGIN``/``COMMIT``."""
+    setattr(endpoint, _AUTOCOMMIT_ATTR, True)
+    return endpoint
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request: write requests (POST, PUT, PATCH, DELETE) get a write
-    transaction; the work is committed when the route returns, before the response."""
-    async with get_db(request).session(write=request.method in _WRITE_METHODS) as session:
+    transaction (or autocommit, for routes marked :func:`autocommit`); the work is
+    committed when the route returns, before the response."""
+    write = request.method in _WRITE_METHODS
+    single = write and getattr(request.scope.get("endpoint"), _AUTOCOMMIT_ATTR, False)
+    async with get_db(request).session(write=write, autocommit=single) as session:
         yield session
         await session.commit()
 
@@ -196,7 +211,7 @@ class SdkScope:
 
 
 # built once: every SDK call with an API key runs it (the key, its environment and
-# workspace in one query; nothing is cached between requests)
+# workspace in one query; a verified key is then cached briefly, see keycache.py)
 # (the creator's membership too: a key stops working when its creator leaves the workspace)
 _API_KEY_SCOPE = (
     select(ApiKey, Environment, Workspace.slug, WorkspaceMember.role)
@@ -211,6 +226,43 @@ _API_KEY_SCOPE = (
     )
     .where(ApiKey.key_hash == bindparam("key_hash"))
 )
+# Core: the ORM's bulk-update machinery costs more than the statement
+_TOUCH_KEY = (
+    update(ApiKey.__table__)
+    .where(ApiKey.__table__.c.id == bindparam("key_id"))
+    .values(last_used_at=bindparam("now"))
+)
+
+
+async def _key_scope(request: Request, session: AsyncSession, api_key: str) -> SdkScope:
+    """The scope of an API key: from the key cache when it verified the key moments ago
+    (see :mod:`~stardag_nb.service.keycache`), else from the database."""
+    key_hash = digest(api_key)
+    cache: ApiKeyCache | None = getattr(request.app.state, "key_cache", None)
+    cached = cache.get(key_hash) if cache is not None else None
+    if cached is not None:
+        if _stale(cached.last_used_at, request):
+            cached.last_used_at = now = utcnow()
+            await session.execute(_TOUCH_KEY, {"key_id": cached.key_id, "now": now})
+        return SdkScope(
+            environment=cached.environment,
+            workspace_slug=cached.workspace_slug,
+            api_key=cached.api_key,
+        )
+    stamp = cache.epoch.current() if cache is not None else 0
+    row = (await session.execute(_API_KEY_SCOPE, {"key_hash": key_hash})).first()
+    if row is None:
+        raise HTTPException(401, INVALID_API_KEY)
+    key, env, ws_slug, creator_role = row
+    if env.deleted_at is not None:
+        raise HTTPException(410, deleted_environment_message(ws_slug, env, via_key=True))
+    if key.revoked_at is not None or (key.created_by_id is not None and creator_role is None):
+        raise HTTPException(401, INVALID_API_KEY)
+    if _stale(key.last_used_at, request):
+        await session.execute(_TOUCH_KEY, {"key_id": key.id, "now": utcnow()})
+    if cache is not None:
+        cache.put(key_hash, stamp=stamp, environment=env, workspace_slug=ws_slug, api_key=key)
+    return SdkScope(environment=env, workspace_slug=ws_slug, api_key=key)
 
 
 async def sdk_scope(
@@ -225,19 +277,7 @@ async def sdk_scope(
 ) -> SdkScope:
     """The environment of an SDK call; the API key takes priority over a user token."""
     if api_key:
-        row = (await session.execute(_API_KEY_SCOPE, {"key_hash": digest(api_key)})).first()
-        if row is None:
-            raise HTTPException(401, INVALID_API_KEY)
-        key, env, ws_slug, creator_role = row
-        if env.deleted_at is not None:
-            raise HTTPException(410, deleted_environment_message(ws_slug, env, via_key=True))
-        if key.revoked_at is not None or (key.created_by_id is not None and creator_role is None):
-            raise HTTPException(401, INVALID_API_KEY)
-        if _stale(key.last_used_at, request):
-            await session.execute(
-                update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=utcnow())
-            )
-        return SdkScope(environment=env, workspace_slug=ws_slug, api_key=key)
+        return await _key_scope(request, session, api_key)
     if bearer is None or not bearer.credentials:
         raise HTTPException(401, NOT_AUTHENTICATED)
     user = await _user_for_token(session, bearer.credentials, request)

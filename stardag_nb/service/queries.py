@@ -23,6 +23,7 @@ __all__ = [
     "BUILD_NOT_FOUND",
     "TASK_NOT_FOUND",
     "add_event",
+    "add_task_event",
     "asset_counts",
     "build_and_task",
     "build_in_scope",
@@ -138,6 +139,78 @@ async def add_event(
             "event_metadata": event_metadata,
         },
     )
+
+
+_EVENTS = Event.__table__
+_BUILDS = Build.__table__
+_TASKS = Task.__table__
+# A task event in one statement: the build must be the caller environment's and the task
+# registered there, else nothing is inserted (and build_and_task tells which is missing).
+_INSERT_TASK_EVENT = (
+    insert(_EVENTS)
+    .from_select(
+        ["environment_id", "build_id", "task_pk", "event_type", "created_at", "error_message",
+         "event_metadata"],
+        select(
+            _BUILDS.c.environment_id,
+            _BUILDS.c.id,
+            _TASKS.c.id,
+            bindparam("event_type", type_=_EVENTS.c.event_type.type),
+            bindparam("created_at", type_=_EVENTS.c.created_at.type),
+            bindparam("error_message", type_=_EVENTS.c.error_message.type),
+            bindparam("event_metadata", type_=_EVENTS.c.event_metadata.type),
+        )
+        .select_from(_BUILDS)
+        .join(
+            _TASKS,
+            and_(
+                _TASKS.c.environment_id == _BUILDS.c.environment_id,
+                _TASKS.c.task_id == bindparam("task_id"),
+            ),
+        )
+        .where(_BUILDS.c.id == bindparam("build_id"), _BUILDS.c.environment_id == bindparam("env_id")),
+    )
+    .returning(_EVENTS.c.task_pk)
+)  # fmt: skip
+
+
+async def add_task_event(
+    session: AsyncSession,
+    scope: SdkScope,
+    build_id: UUID,
+    task_id: str,
+    event_type: str,
+    created_at: Any,
+    error_message: str | None = None,
+    event_metadata: dict[str, Any] | None = None,
+) -> UUID:
+    """Append a task's event to a build (one statement); answer the task's primary key.
+    404 as :func:`build_and_task` when the build is not the caller's or the task is not
+    registered in its environment."""
+    values = {
+        "env_id": scope.env_id,
+        "build_id": build_id,
+        "task_id": task_id,
+        "event_type": event_type,
+        "created_at": created_at,
+        "error_message": error_message,
+        "event_metadata": event_metadata,
+    }
+    task_pk = (await session.execute(_INSERT_TASK_EVENT, values)).scalar_one_or_none()
+    if task_pk is not None:
+        return task_pk  # type: ignore[no-any-return]
+    _, task_pk = await build_and_task(session, scope, build_id, task_id)  # raises the 404
+    await add_event(
+        session,
+        environment_id=scope.env_id,
+        build_id=build_id,
+        task_pk=task_pk,
+        event_type=event_type,
+        created_at=created_at,
+        error_message=error_message,
+        event_metadata=event_metadata,
+    )
+    return task_pk
 
 
 async def task_in_scope(session: AsyncSession, scope: SdkScope, task_id: str) -> Task:

@@ -70,6 +70,14 @@ class ServiceSettings(BaseSettings):
         default=60.0,
         description="an API key's or token's last_used_at is written at most this often",
     )
+    api_key_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="a verified API key is trusted without a database lookup for this long "
+        "(0: never); a revoke, a member's removal or an environment's deletion takes effect "
+        "at once in every worker of this server, after at most this long in other servers on "
+        "the same database",
+    )
 
     provision_timeout_seconds: float = Field(
         default=300.0,

@@ -9,16 +9,21 @@ SQLite (aiosqlite) is set up for many concurrent clients:
   with "database is locked" when it then writes;
 - write sessions of this process are serialized by an :class:`asyncio.Lock` (SQLite
   allows one writer anyway): waiting there is fair and costs no busy-retry sleeps;
+- an *autocommit* write session (``session(write=True, autocommit=True)``, for a route
+  whose writes are one statement) takes the lock but emits no ``BEGIN``: each statement
+  commits by itself, and ``COMMIT``/``ROLLBACK`` outside a transaction cost no trip;
 - each statement is one trip to aiosqlite's worker thread (create a cursor, execute,
   fetch every row, close it), not four: see :class:`_PrefetchingCursor`.
 
-PostgreSQL (asyncpg) needs none of that.
+PostgreSQL (asyncpg) needs none of that; its autocommit sessions run in the driver's
+autocommit mode (no ``BEGIN``/``COMMIT`` round trips).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import cache, partial
@@ -27,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -37,6 +43,7 @@ from sqlalchemy.ext.asyncio import (
 __all__ = ["Database"]
 
 _IMMEDIATE = "stardag_sqlite_immediate"
+_AUTOCOMMIT = "stardag_sqlite_autocommit"
 _HELD = "stardag_write_lock_held"
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -53,7 +60,9 @@ class Database:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
-        kwargs: dict[str, Any] = {"echo": echo}
+        # no reset (a ROLLBACK, one more trip) when a connection returns to the pool: every
+        # session and connection ends its own transaction (commit, or rollback on close)
+        kwargs: dict[str, Any] = {"echo": echo, "pool_reset_on_return": None}
         if self.is_sqlite:
             _ensure_sqlite_dir(self.url.database)
             kwargs["pool_size"] = 8
@@ -62,26 +71,36 @@ class Database:
             if creator is not None:
                 kwargs["async_creator"] = creator
         else:
-            kwargs["pool_size"] = 10
-            kwargs["max_overflow"] = 20
-            kwargs["pool_pre_ping"] = True
+            # enough connections that bursts of concurrent requests do not open (and close)
+            # overflow connections, each a TCP handshake and start-up on the server
+            # (more requests than that wait for a connection: cheaper than a new one)
+            kwargs["pool_size"] = 30
+            kwargs["max_overflow"] = 10
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _ping_when_idle(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     @asynccontextmanager
-    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+    async def session(
+        self, *, write: bool = False, autocommit: bool = False
+    ) -> AsyncIterator[AsyncSession]:
         """A session; uncommitted work is rolled back when the block ends.
 
         ``write=True`` for a transaction that writes: on SQLite it takes this process's
         write lock and begins with ``BEGIN IMMEDIATE`` (see :meth:`pause_writes`).
+        ``autocommit=True`` (with ``write``): every statement commits by itself, for work
+        that is one write statement (plus reads that need no isolation from it).
         """
         session = self._sessions()
         try:
             async with session:
-                if write:
+                if write and autocommit:
+                    await self._begin_autocommit(session)
+                elif write:
                     await self.resume_writes(session)
                 yield session
         finally:
@@ -107,6 +126,14 @@ class Database:
         session.info[_HELD] = True
         await session.connection(execution_options={_IMMEDIATE: True})
 
+    async def _begin_autocommit(self, session: AsyncSession) -> None:
+        if self._write_lock is None:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            return
+        await self._write_lock.acquire()
+        session.info[_HELD] = True
+        await session.connection(execution_options={_AUTOCOMMIT: True})
+
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
@@ -115,6 +142,35 @@ class Database:
 def _ensure_sqlite_dir(database: str | None) -> None:
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+IDLE_PING_SECONDS = 5.0
+_CHECKED_IN = "stardag_checked_in"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a pooled connection at checkout when it was idle for ``IDLE_PING_SECONDS``
+    (a dead one is replaced, e.g. after the database server restarted). SQLAlchemy's
+    ``pool_pre_ping`` pings at every checkout: a round trip on every request. A connection
+    that died while in steady use fails one request with 503 (and the pool is renewed)."""
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get(_CHECKED_IN)
+        if checked_in is None or time.monotonic() - checked_in < IDLE_PING_SECONDS:
+            return  # new, or in steady use
+        try:
+            alive = sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the driver's error for a dead connection
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("pooled connection is dead")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -133,8 +189,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(_AUTOCOMMIT, False):
+            return  # each statement is its own transaction
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_IMMEDIATE, False) else "BEGIN")
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,5 +307,16 @@ def _prefetching_connection_class() -> type:
     class _PrefetchingConnection(aiosqlite.Connection):
         def cursor(self) -> _PrefetchingCursor:  # type: ignore[override]
             return _PrefetchingCursor(self)
+
+        # outside a transaction (autocommit sessions, or after an error ended it) both are
+        # no-ops for sqlite3: skip the trip to the worker thread. (in_transaction is read
+        # between statements, never while the worker runs one on this connection.)
+        async def commit(self) -> None:
+            if self._connection is not None and self._conn.in_transaction:
+                await super().commit()
+
+        async def rollback(self) -> None:
+            if self._connection is not None and self._conn.in_transaction:
+                await super().rollback()
 
     return _PrefetchingConnection

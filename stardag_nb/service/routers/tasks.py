@@ -23,11 +23,12 @@ from ...registry._wire import (
     TaskResponse,
     TaskStatusResponse,
 )
-from ..auth import SdkScope, SdkScopeDep, SessionDep
+from ..auth import SdkScope, SdkScopeDep, SessionDep, autocommit
 from ..db.ids import new_id, utcnow
 from ..db.models import Asset, Event, Task, TaskDependency
 from ..queries import (
     add_event,
+    add_task_event,
     asset_counts,
     build_and_task,
     check_build_in_scope,
@@ -158,16 +159,8 @@ async def _task_event(
     metadata: dict[str, Any] | None = None,
 ) -> TaskStatusResponse:
     """Append a task event; answer the task's status within the build."""
-    _, task_pk = await build_and_task(session, scope, build_id, task_id)
-    await add_event(
-        session,
-        environment_id=scope.env_id,
-        build_id=build_id,
-        task_pk=task_pk,
-        event_type=event_type,
-        created_at=utcnow(),
-        error_message=error_message,
-        event_metadata=metadata,
+    task_pk = await add_task_event(
+        session, scope, build_id, task_id, event_type, utcnow(), error_message, metadata
     )
     status = in_build_status(event_type)
     if status is None:
@@ -183,6 +176,7 @@ async def _task_event(
 
 
 @router.post(_TASK + "/start")
+@autocommit  # one INSERT (add_task_event)
 async def start_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
@@ -191,6 +185,7 @@ async def start_task(
 
 
 @router.post(_TASK + "/complete")
+@autocommit  # one INSERT (add_task_event)
 async def complete_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
@@ -199,6 +194,7 @@ async def complete_task(
 
 
 @router.post(_TASK + "/fail")
+@autocommit  # one INSERT (add_task_event)
 async def fail_task(
     build_id: UUID,
     task_id: str,
@@ -213,6 +209,7 @@ async def fail_task(
 
 
 @router.post(_TASK + "/suspend")
+@autocommit  # one INSERT (add_task_event)
 async def suspend_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
@@ -221,6 +218,7 @@ async def suspend_task(
 
 
 @router.post(_TASK + "/resume")
+@autocommit  # one INSERT (add_task_event)
 async def resume_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
@@ -229,6 +227,7 @@ async def resume_task(
 
 
 @router.post(_TASK + "/cancel")
+@autocommit  # one INSERT (add_task_event)
 async def cancel_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
@@ -237,6 +236,7 @@ async def cancel_task(
 
 
 @router.post(_TASK + "/waiting-for-lock")
+@autocommit  # one INSERT (add_task_event)
 async def task_waiting_for_lock(
     build_id: UUID,
     task_id: str,
@@ -252,6 +252,7 @@ async def task_waiting_for_lock(
 
 
 @router.post(_TASK + "/already-complete")
+@autocommit  # one INSERT (add_task_event)
 async def task_already_complete(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
