@@ -5,6 +5,7 @@
 // is recomputed only when nodes or edges change; statuses arrive as a small dict updated
 // in throttled batches.
 import { graphlib, layout as dagreLayout } from "@dagrejs/dagre";
+import { persist } from "./_persist.js";
 
 const DAGRE_MAX_NODES = 400;
 const COLORS = {
@@ -53,6 +54,7 @@ function render({ model, el: root }) {
   cancel.addEventListener("click", () => model.send({ type: "cancel" }));
   const scroller = el("div", { class: "stardag-scroll" }, root);
   const details = el("pre", { class: "stardag-details" }, root);
+  let kernelGone = false;  // the kernel restarted or died: this view is no longer live
 
   function draw() {
     const nodes = model.get("nodes") || [];
@@ -62,7 +64,7 @@ function render({ model, el: root }) {
     const state = model.get("build_status");
     const parts = Object.entries(counts).filter(([, v]) => v).map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`);
     summary.textContent = `${state} · ${nodes.length} tasks · ${parts.join(", ")} · ${(model.get("elapsed") || 0).toFixed(1)}s`;
-    cancel.disabled = !(state === "running" || state === "pending");
+    cancel.disabled = kernelGone || !(state === "running" || state === "pending");
     const pos = positions(nodes, edges, cached);
     let maxX = 0, maxY = 0;
     for (const [x, y] of pos.values()) { maxX = Math.max(maxX, x); maxY = Math.max(maxY, y); }
@@ -106,6 +108,17 @@ function render({ model, el: root }) {
     model.on(`change:${name}`, draw);
   }
   draw();
+  return persist({
+    model, root,
+    onKernelGone: () => {
+      kernelGone = true;
+      root.classList.add("stardag-kernel-gone");
+      const note = el("div", { class: "stardag-gone" });
+      note.textContent = "The kernel restarted or stopped: this build is no longer running; the statuses shown are the last ones received.";
+      root.insertBefore(note, bar.nextSibling);
+      draw();
+    },
+  });
 }
 
 export default { render };

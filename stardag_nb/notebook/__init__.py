@@ -13,7 +13,7 @@ from ._assets import AssetsView, show_assets
 from ._handle import BuildHandle, start_build
 from ._picker import EnvironmentPicker
 from ._state import DagState, collapse_families
-from ._static import to_html, to_markdown, to_svg
+from ._static import static_bundle, to_html, to_markdown, to_svg
 from ._widget import DagWidget
 
 __all__ = [
@@ -50,5 +50,6 @@ def load_ipython_extension(ipython: Any) -> None:
 def _task_mimebundle(task: Any, include: Any = None, exclude: Any = None) -> dict[str, str]:
     """A task displays as its DAG (static SVG) with a markdown table."""
     state = DagState.from_tasks([task])
-    view = collapse_families(state)
-    return {"text/html": to_html(view), "image/svg+xml": to_svg(view), "text/markdown": to_markdown(state)}
+    bundle = static_bundle(state, collapse_families(state))
+    del bundle["text/plain"]  # IPython adds the task's own repr
+    return bundle

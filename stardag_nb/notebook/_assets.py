@@ -19,8 +19,9 @@ _MAX_JSON_ITEMS = 200
 class AssetsView:
     """Assets of some tasks, displayable in a notebook."""
 
-    def __init__(self, entries: Sequence[tuple[BaseTask, Any]] = ()) -> None:
+    def __init__(self, entries: Sequence[tuple[BaseTask, Any]] = (), empty: str = "no registry assets") -> None:
         self.entries = list(entries)
+        self.empty = empty  # what an empty view says (never a blank output)
 
     def markdown(self) -> str:
         """All assets as one markdown document."""
@@ -32,8 +33,10 @@ class AssetsView:
         return "\n\n".join(parts)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        if not self.entries:
+            return {"text/markdown": f"*{self.empty}*", "text/plain": f"<assets: {self.empty}>"}
         names = ", ".join(f"{type(t).__type_id__.name}:{a.name}" for t, a in self.entries)
-        return {"text/markdown": self.markdown(), "text/plain": f"<assets: {names or 'none'}>"}
+        return {"text/markdown": self.markdown(), "text/plain": f"<assets: {names}>"}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -90,6 +93,31 @@ def show_assets(tasks: BaseTask | Sequence[BaseTask], registry: Any = None) -> A
     """The registry assets of a task (or tasks), for display: ``sd.show_assets(task)``."""
     roots = [tasks] if isinstance(tasks, BaseTask) else list(tasks)
     return AssetsView(assets_of(roots, registry))
+
+
+def may_have_assets(roots: Iterable[BaseTask], limit: int = 5000) -> bool:
+    """True if a task reachable from ``roots`` through ``requires()`` defines assets (or
+    the graph is too large to look through, or cannot be walked): whether a build shows
+    an assets area. Stops at the first such task."""
+    from .._task import flatten_task_struct
+
+    stack, seen, classes = list(roots), set(), set()
+    try:
+        while stack:
+            task = stack.pop()
+            if id(task) in seen:
+                continue
+            seen.add(id(task))
+            if len(seen) > limit:
+                return True
+            if type(task) not in classes:
+                classes.add(type(task))
+                if defines_assets(task):
+                    return True
+            stack.extend(flatten_task_struct(task.requires()))
+    except Exception:  # a graph we cannot walk here: keep the area
+        return True
+    return False
 
 
 def defines_assets(task: BaseTask) -> bool:

@@ -18,9 +18,10 @@ from ..build import (
 )
 from ..exceptions import BuildCancelled
 from ..registry import RegistryABC
-from ._assets import AssetsView, assets_of, defines_assets
+from ._assets import AssetsView, assets_of, defines_assets, may_have_assets
 from ._interrupt import watch
-from ._state import DagState
+from ._state import DagState, collapse_families
+from ._static import static_bundle
 from ._widget import DagWidget
 
 __all__ = ["BuildHandle", "start_build"]
@@ -35,7 +36,9 @@ class BuildHandle:
 
     Sync ``run()`` bodies run in worker threads so the kernel's loop stays free to
     update the widget and answer other cells. The widget is refreshed in throttled
-    batches from build events.
+    batches from build events. When the build ends, its output is replaced (by
+    ``display_id``) with the static rendering of the final DAG, so a saved notebook shows
+    it without a kernel; ``handle.widget`` shows the interactive view again.
     """
 
     def __init__(
@@ -60,7 +63,9 @@ class BuildHandle:
         self._display: Any = None
         self._assets_display: Any = None
         self.registry = registry
-        self.assets = AssetsView()
+        self.assets = AssetsView(empty="no registry assets were recorded by this build")
+        self._finished = False  # set when the build ended, before the last display update
+        self._final: dict[str, str] | None = None  # the final static bundle
         self._assets_due: list[BaseTask] = []  # completed tasks whose assets to fetch
         self._code_due: list[str] = []  # already-complete nodes to compare code for
         self._cancel_reason: str | None = None
@@ -84,8 +89,12 @@ class BuildHandle:
             self.state.build_status = "cancelled"
             raise
         finally:
+            self._finished = True
             self._refresh()
             self._update_display()
+            # also to the front end, which swaps the output itself where the display
+            # update cannot reach it (a page reloaded during the build)
+            self.widget.final_output = self._bundle()[0]
 
     def _on_event(self, event: BuildEvent) -> None:
         if self._build_id is None:
@@ -95,6 +104,8 @@ class BuildHandle:
             self._assets_due.append(event.task)
         if event.kind is BuildEventKind.TASK_REGISTERED and event.node is not None and event.node.already_complete:
             self._code_due.append(str(event.node.id))
+            if event.task is not None and defines_assets(event.task):  # its assets exist already
+                self._assets_due.append(event.task)
         if not self._refresh_pending:
             self._refresh_pending = True
             self._loop.call_later(_REFRESH_SECONDS, self._refresh)
@@ -183,10 +194,16 @@ class BuildHandle:
     # -- display ------------------------------------------------------------------------
 
     def _bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The live widget while the build runs; the static final DAG once it ended."""
+        mark = {"stardag_nb": {"build_output": True}}  # the front end swaps only these
+        if self._finished:
+            if self._final is None:  # the state no longer changes: render it once
+                self._final = static_bundle(self.state, collapse_families(self.state))
+            return dict(self._final), mark
         bundle = self.widget._repr_mimebundle_()
         if isinstance(bundle, tuple):
-            return dict(bundle[0]), dict(bundle[1] or {})
-        return dict(bundle), {}
+            return dict(bundle[0]), {**(bundle[1] or {}), **mark}
+        return dict(bundle), mark
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -194,13 +211,21 @@ class BuildHandle:
         data, metadata = self._bundle()
         if self._display is None:
             self._display = display(data, metadata=metadata, raw=True, display_id=True)
-            # an area below the DAG where assets appear as tasks complete
-            self._assets_display = display(self.assets, display_id=True)
-        else:  # another view of the same live widget
+            # an area below the DAG where assets appear as tasks complete (only if some
+            # task of the DAG can have assets: no blank outputs)
+            if len(self.assets) or may_have_assets(self.tasks):
+                self._assets_display = display(self.assets, display_id=True)
+        else:  # another view of the same DAG
             display(data, metadata=metadata, raw=True)
 
     def _update_display(self) -> None:
-        # The saved output's static SVG/markdown then show the final statuses.
+        # Once the build ended the output becomes the static final DAG (no widget), which
+        # a saved notebook shows without a kernel.
+        self._send_update()
+        if self._finished:  # and once more as part of the cell running now, if another
+            _as_running_cell(self._send_update)
+
+    def _send_update(self) -> None:
         if self._display is not None:
             try:
                 data, metadata = self._bundle()
@@ -210,11 +235,36 @@ class BuildHandle:
         self._update_assets_display()
 
     def _update_assets_display(self) -> None:
-        if self._assets_display is not None and len(self.assets):
+        if self._assets_display is not None and (len(self.assets) or self._finished):
             try:
                 self._assets_display.update(self.assets)
             except Exception:  # pragma: no cover
                 pass
+
+
+def _as_running_cell(send: Any) -> None:
+    """Call ``send`` with display messages parented to the cell the kernel runs now,
+    when that is another cell than the one that started the build: headless runners
+    (nbclient, papermill) only take display updates parented to the running cell, so an
+    unawaited build's final output would otherwise stay the widget. JupyterLab routes
+    the update by ``display_id`` either way. Does nothing outside ipykernel."""
+    import contextvars
+
+    try:
+        from IPython import get_ipython
+
+        publisher = get_ipython().display_pub
+        var, running = publisher._parent_header, publisher._parent_header_global
+    except Exception:
+        return
+    if not running or running == publisher.parent_header:
+        return
+
+    def under_running() -> None:
+        var.set(running)
+        send()
+
+    contextvars.copy_context().run(under_running)
 
 
 def start_build(

@@ -61,7 +61,7 @@ class StardagMagics(Magics):
             )
             return None
         if args.no_run:
-            return DagWidget(DagState.from_tasks(roots))
+            return DagWidget(DagState.from_tasks(roots), live=False)  # static: survives saving
         registry = _registry_for(args.env)
         handle = start_build(
             roots, fail_mode=args.fail_mode, sequential=args.sequential, registry=registry

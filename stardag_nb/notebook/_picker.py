@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from html import escape as esc
 from typing import Any
 
 import anywidget
@@ -97,6 +98,45 @@ class EnvironmentPicker(anywidget.AnyWidget):
             self.target_roots = dict(get_config().target.roots)
         finally:
             self._refreshing = False
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The live picker, with a static description (text and HTML) of the registry,
+        its environments and the active one for front ends without the widget."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data = {**(data or {}), "text/plain": self.describe(), "text/html": self._html()}
+        return (data, bundle[1]) if isinstance(bundle, tuple) else data
+
+    def describe(self) -> str:
+        """The picker as text: the registry, the active environment and the others."""
+        lines = [f"stardag environment: {self.active or '(none)'} · registry: {self.registry}"]
+        for name in self.environments:
+            state = self.states.get(name, {}).get("state", "")
+            mark = "*" if name == self.active else "-"
+            lines.append(f"  {mark} {name}{f' ({state})' if state else ''}")
+        roots = ", ".join(f"{k} → {v}" for k, v in self.target_roots.items())
+        if roots:
+            lines.append(f"  target roots: {roots}")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        lines.append("  switch with %stardag_env [WORKSPACE/]NAME")
+        return "\n".join(lines)
+
+    def _html(self) -> str:
+        rows = "".join(
+            f"<tr><td>{'<b>' + esc(n) + '</b> (active)' if n == self.active else esc(n)}</td>"
+            f"<td>{esc(self.states.get(n, {}).get('state', ''))}</td></tr>"
+            for n in self.environments
+        )
+        roots = "".join(f"<li><code>{esc(k)}</code> → <code>{esc(v)}</code></li>" for k, v in self.target_roots.items())
+        error = f"<p><b>error:</b> {esc(self.error)}</p>" if self.error else ""
+        return (
+            f'<div class="stardag-env-static"><p><b>stardag environment</b> '
+            f"<code>{esc(self.active or '(none)')}</code> · registry <code>{esc(self.registry)}</code></p>"
+            f"<table><thead><tr><th>environment</th><th>state</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<p>target roots:</p><ul>{roots}</ul>{error}"
+            f"<p>Switch with <code>%stardag_env [WORKSPACE/]NAME</code>.</p></div>"
+        )
 
     def _switch(self, change: dict[str, Any]) -> None:
         from ..registry import use_environment

@@ -16,7 +16,7 @@ from typing import Any
 from ._layout import layered_layout
 from ._state import DagState
 
-__all__ = ["STATUS_COLORS", "to_html", "to_markdown", "to_svg"]
+__all__ = ["STATUS_COLORS", "static_bundle", "to_html", "to_markdown", "to_svg"]
 
 STATUS_COLORS = {
     "pending": "#d0d7de",
@@ -156,7 +156,7 @@ def to_markdown(state: DagState, max_rows: int = 200) -> str:
     return "\n".join(lines)
 
 
-def to_html(state: DagState, max_rows: int = 200) -> str:
+def to_html(state: DagState, max_rows: int = 200, svg: str | None = None) -> str:
     """The SVG picture followed by the task table, as one HTML fragment (what nbconvert,
     nbviewer and a frontend without the widget show)."""
     rows = "".join(
@@ -167,12 +167,34 @@ def to_html(state: DagState, max_rows: int = 200) -> str:
     if more > 0:
         rows += f"<tr><td>… {more} more</td><td></td><td></td></tr>"
     return (
-        f'<div class="stardag-static">{to_svg(state)}'
+        f'<div class="stardag-static">{svg if svg is not None else to_svg(state)}'
         f"<p><b>stardag_nb build</b> {html.escape(state.build_id or '')} — "
         f"{html.escape(state.build_status)}, {len(state.nodes)} tasks</p>"
         f"<table><thead><tr><th>task</th><th>status</th><th>id</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
     )
+
+
+def to_text(state: DagState) -> str:
+    """One line for plain-text front ends: the build, its status and its counts."""
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in state.counts().items() if v)
+    build = f"stardag_nb build {state.build_id}" if state.build_id else "stardag_nb DAG"
+    return f"<{build}: {state.build_status}, {len(state.nodes)} tasks{': ' + counts if counts else ''}>"
+
+
+def static_bundle(state: DagState, view: DagState | None = None) -> dict[str, str]:
+    """The mimebundle a finished build's output keeps: the DAG picture as HTML and SVG,
+    the task table as markdown and a text line; no widget, so it renders without a kernel
+    in every front end. ``view`` (default ``state``) is what the picture draws, e.g. the
+    family-collapsed graph of a large build; the table always lists ``state``'s tasks."""
+    view = view or state
+    svg = to_svg(view)
+    return {
+        "text/html": to_html(view, svg=svg),
+        "image/svg+xml": svg,
+        "text/markdown": to_markdown(state),
+        "text/plain": to_text(state),
+    }
 
 
 def _shorten(text: str, limit: int) -> str:

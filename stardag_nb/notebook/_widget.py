@@ -11,7 +11,7 @@ import traitlets
 
 from ._layout import layered_layout
 from ._state import DagState, collapse_families
-from ._static import to_html, to_markdown, to_svg
+from ._static import static_bundle
 
 __all__ = ["DagWidget"]
 
@@ -39,9 +39,19 @@ class DagWidget(anywidget.AnyWidget):
     elapsed = traitlets.Float(0.0).tag(sync=True)
     selected = traitlets.Unicode("").tag(sync=True)
     details = traitlets.Dict({}).tag(sync=True)
+    #: this model's id, so the front end can find its own outputs in the notebook
+    model_ref = traitlets.Unicode("").tag(sync=True)
+    #: the static bundle a finished build's output is replaced by (set when it ends)
+    final_output = traitlets.Dict({}).tag(sync=True)
 
-    def __init__(self, state: DagState | None = None, on_cancel: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, state: DagState | None = None, on_cancel: Callable[[], Any] | None = None, *, live: bool = True
+    ) -> None:
+        """``live=False``: a DAG no build will change (``%%stardag --no-run``) displays as
+        its static rendering only, which a saved notebook keeps without a kernel."""
         super().__init__()
+        self.live = live
+        self.model_ref = self.model_id
         self.state = state or DagState()
         self._on_cancel = on_cancel
         self._shape = (-1, -1)
@@ -81,13 +91,12 @@ class DagWidget(anywidget.AnyWidget):
         self.details = node_details(node) if node is not None else {}
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        static = static_bundle(self.state, collapse_families(self.state))  # the table lists every task
+        if not self.live:
+            return static
         bundle = super()._repr_mimebundle_(**kwargs)
-        view = collapse_families(self.state)
         data = bundle[0] if isinstance(bundle, tuple) else bundle
-        data = dict(data or {})
-        data["text/html"] = to_html(view)
-        data["image/svg+xml"] = to_svg(view)
-        data["text/markdown"] = to_markdown(self.state)  # the table lists every task
+        data = {**(data or {}), **static}
         return (data, bundle[1]) if isinstance(bundle, tuple) else data
 
 

@@ -57,11 +57,16 @@ _run_keys = itertools.count()
 class Notebook:
     """A notebook opened in JupyterLab in ``page``, with its kernel ready."""
 
-    def __init__(self, page: Any, lab: LabServer, path: str, workspace: str) -> None:
+    def __init__(self, page: Any, lab: LabServer, path: str, workspace: str, url: str | None = None) -> None:
         self.page = page
         self.path = path
         page.notebooks.append(path)
-        page.goto(lab.url(path, workspace))
+        page.goto(url or lab.url(path, workspace))
+        self.attach()
+
+    def attach(self) -> None:
+        """Wait for the notebook panel and its kernel (after opening or reloading)."""
+        page, path = self.page, self.path
         page.wait_for_function(_JS_PANEL_READY, arg=path)
         self.panel_id = page.evaluate(_JS_KERNEL_READY)
         page.wait_for_function(f"() => ({_JS_KERNEL_STATUS})() === 'idle'")
@@ -145,16 +150,16 @@ def demo(demo_run: Notebook, request: pytest.FixtureRequest) -> Iterator[Noteboo
 
 def test_demo_draws_the_dag_widget(demo: Notebook) -> None:
     build = demo.cell(demo.index_of("%%stardag --as build"))
-    nodes = build.locator(".stardag-dag .stardag-node")
+    # the build ended (run-all finished): its output is now the static final DAG
+    nodes = build.locator(".stardag-static svg g.node")
     expect(nodes).to_have_count(DEMO_TASKS)
-    # the await cell ran (run-all finished), so every node is completed
-    expect(build.locator('.stardag-node[data-status="completed"]')).to_have_count(DEMO_TASKS)
-    widget = build.locator(".stardag-dag").first
-    widget.scroll_into_view_if_needed()
+    expect(build.locator('.stardag-static g.node[data-status="completed"]')).to_have_count(DEMO_TASKS)
+    picture = build.locator(".stardag-static").first
+    picture.scroll_into_view_if_needed()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    widget.screenshot(path=str(SCREENSHOTS / "test_demo_draws_the_dag_widget-widget.png"))
+    picture.screenshot(path=str(SCREENSHOTS / "test_demo_draws_the_dag_widget-widget.png"))
     outputs = [o for c in demo.cells() for o in c.get("outputs", [])]
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)  # the picker
     demo.assert_clean()
 
 
@@ -200,7 +205,8 @@ def test_cancel_button_stops_a_build(page: Any, lab: LabServer) -> None:
     cancel = build.locator("button.stardag-cancel")
     expect(cancel).to_be_enabled()
     cancel.click()
-    expect(build.locator('.stardag-node[data-status="cancelled"]')).to_have_count(2, timeout=20_000)
+    # cancelled: the build ended, so its output is the static DAG with the final statuses
+    expect(build.locator('.stardag-static g.node[data-status="cancelled"]')).to_have_count(2, timeout=20_000)
     nb.run(3)
     assert "STATUS=cancelled" in nb.output_text(3)
     nb.assert_clean()
