@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# scripts/test.sh (and so .ci/run) sets this: there, a skipped test fails the run, since every
+# test is required and the command installs whatever the tests need. Read at import, because
+# the fixture below drops STARDAG_* variables while each test runs.
+_FORBID_SKIPS = os.environ.get("STARDAG_NB_TEST_FORBID_SKIPS") == "1"
+
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
@@ -34,3 +39,17 @@ def _reset_caches() -> None:
     config.clear_config_cache()
     target_factory_provider.reset()
     registry_provider.reset()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under scripts/test.sh, turn any skipped test into a failed run, naming the skips."""
+    if not _FORBID_SKIPS:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if not skipped:
+        return
+    lines = [f"  {report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr}" for report in skipped]
+    print(f"\n{len(skipped)} test(s) skipped, but every test is required here "
+          "(STARDAG_NB_TEST_FORBID_SKIPS=1, set by scripts/test.sh):\n" + "\n".join(lines))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

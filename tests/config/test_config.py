@@ -55,8 +55,7 @@ from stardag_nb.config import (
     update_cached_target_roots,
 )
 from stardag_nb.exceptions import ConfigError
-
-REFERENCE_PYTHON = Path("/tmp/sdref/bin/python")
+from tests.stardag_venv import stardag_python
 
 USER_TOML = """
 [registry.central]
@@ -912,12 +911,7 @@ def test_id_cache_helpers(home: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Agreement with the reference stardag 0.1.0 (only where it is installed)
-
-needs_reference = pytest.mark.skipif(
-    not REFERENCE_PYTHON.exists(), reason="reference stardag install not available"
-)
-
+# Agreement with the reference stardag 0.1.0 (its own venv, built by tests/stardag_venv.py)
 
 def _reference(code: str) -> str:
     env = {
@@ -926,7 +920,7 @@ def _reference(code: str) -> str:
         **{k: v for k, v in os.environ.items() if k.startswith("STARDAG_")},
     }
     result = subprocess.run(
-        [str(REFERENCE_PYTHON), "-c", code],
+        [str(stardag_python()), "-c", code],
         check=False,
         capture_output=True,
         text=True,
@@ -997,7 +991,6 @@ def _setup_env_roots(home: Path, project: Path, mp: pytest.MonkeyPatch) -> None:
     mp.setenv("STARDAG_TARGET_ROOTS__KEEP", "/overridden")
 
 
-@needs_reference
 @pytest.mark.parametrize(
     "setup",
     [
@@ -1021,7 +1014,6 @@ def test_matches_reference_stardag(
         assert ours != json.loads(StardagConfig().model_dump_json())
 
 
-@needs_reference
 def test_reads_caches_written_by_reference(home: Path) -> None:
     _reference(
         "import stardag.config as c\n"
