@@ -437,6 +437,7 @@ def load_config(use_project_config: bool = True) -> StardagConfig:
         resolved = _profile_context(settings, sources)
         if resolved is not None:
             api_url, context, cache_keys = resolved
+            _refuse_ignored_direct_ids(settings, context, sources)
 
     roots = {**_singular_target_roots(), **(settings.target_roots or {})}
     if not roots:
@@ -456,6 +457,28 @@ def load_config(use_project_config: bool = True) -> StardagConfig:
         access_token=_cached_access_token(context),
         api_key=settings.api_key,
     )
+
+
+def _refuse_ignored_direct_ids(
+    settings: StardagSettings, context: ContextConfig, sources: _TomlSources
+) -> None:
+    """Raise ConfigError when STARDAG_WORKSPACE_ID / STARDAG_ENVIRONMENT_ID ask for something
+    the active profile overrides: those variables apply only with STARDAG_REGISTRY_URL."""
+    profile = sources.config.profile[context.profile] if context.profile else None
+    for variable, wanted, chosen, slug in (
+        ("STARDAG_WORKSPACE_ID", settings.workspace_id, context.workspace_id,
+         profile.workspace if profile else None),
+        ("STARDAG_ENVIRONMENT_ID", settings.environment_id, context.environment_id,
+         profile.environment if profile else None),
+    ):  # fmt: skip
+        if wanted and wanted not in (chosen, slug):
+            raise ConfigError(
+                f"{variable}={wanted!r} is set, but it applies only together with "
+                f"STARDAG_REGISTRY_URL (direct mode); the active profile {context.profile!r} "
+                f"chooses {slug or chosen!r}. Set STARDAG_REGISTRY_URL as well, or pick the "
+                "environment with STARDAG_PROFILE or `stardag-nb config use environment NAME`, "
+                f"or unset {variable}."
+            )
 
 
 @lru_cache(maxsize=1)

@@ -245,12 +245,16 @@ def _sqlite_path(value: str) -> Path | None:
 registry_provider = resource_provider(RegistryABC, init_registry, "The active task registry.")
 
 
-def environment_registry(environment: str, workspace: str | None = None) -> RegistryABC:
+def environment_registry(
+    environment: str, workspace: str | None = None, *, create: bool = False
+) -> RegistryABC:
     """The active registry scoped to ``environment`` (of ``workspace``, by default the
     active one): the same embedded file, or the same registry service. Nothing is switched.
+    An embedded environment that does not exist yet is created only with ``create=True``
+    (a typo must not start a new, empty environment); the service never creates one here.
 
     Raises:
-        NotFoundError: the service has no such environment visible to you.
+        NotFoundError: no such environment (visible to you), naming the known ones.
         AuthorizationError: the active registry authenticates with an API key, which is
             scoped to its one environment.
         TypeError: the active registry records nothing (``NoOpRegistry``).
@@ -266,9 +270,27 @@ def environment_registry(environment: str, workspace: str | None = None) -> Regi
         )
     if current.environment == environment and (workspace is None or workspace == current.workspace):
         return current
+    if not create:
+        _require_embedded_environment(current, workspace or current.workspace, environment)
     return SQLiteRegistry(
         current.path, workspace=workspace or current.workspace, environment=environment
     )
+
+
+def _require_embedded_environment(
+    current: SQLiteRegistry, workspace: str, environment: str
+) -> None:
+    """Raise NotFoundError naming the known environments unless ``environment`` exists."""
+    from ..exceptions import NotFoundError
+    from ._sqlite_admin import EmbeddedAdmin, _not_found
+
+    with EmbeddedAdmin(current.path) as admin:
+        try:
+            admin.get_environment(workspace, environment)
+        except NotFoundError as error:
+            raise _not_found(
+                f"{error}; or, in Python: sd.use_environment({environment!r}, create=True)."
+            ) from None
 
 
 def _service_environment(
@@ -305,16 +327,20 @@ def _service_environment(
     return registry
 
 
-def use_environment(environment: str, workspace: str | None = None) -> RegistryABC:
+def use_environment(
+    environment: str, workspace: str | None = None, *, create: bool = False
+) -> RegistryABC:
     """Record this process's builds in ``environment`` (of ``workspace``, by default the
     current one) of the active registry (embedded file or service); returns the registry
-    now active. Its target roots, when it has any, apply from now on.
+    now active. Its target roots, when it has any, apply from now on. An environment that
+    does not exist raises :class:`NotFoundError` naming the known ones; ``create=True``
+    creates it in the embedded registry.
 
     The code twin of the notebook's environment picker and ``%stardag_env``: "Run all"
     reproduces the choice.
     """
     previous = registry_provider.get()
-    registry = environment_registry(environment, workspace)
+    registry = environment_registry(environment, workspace, create=create)
     registry_provider.set(registry)
     if (
         isinstance(registry, SQLiteRegistry)

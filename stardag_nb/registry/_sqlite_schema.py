@@ -251,13 +251,24 @@ def connect(path: Path) -> sqlite3.Connection:
         StardagError: the file is not an SQLite database, or its schema is newer than
             this version of stardag_nb understands.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(
-        str(path),
-        timeout=BUSY_TIMEOUT_SECONDS,
-        isolation_level=None,
-        check_same_thread=False,
-    )
+    if path.is_dir():
+        raise StardagError(
+            f"The registry path {path} is a directory; it must name an SQLite file. Set "
+            f"STARDAG_REGISTRY to a file path, for example {path / 'registry.sqlite3'}."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(path),
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise StardagError(
+            f"Cannot open or create the registry file {path}: {exc}. Check that its folder "
+            "is writable, or set STARDAG_REGISTRY to another SQLite file path."
+        ) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")

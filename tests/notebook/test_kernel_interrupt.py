@@ -176,7 +176,7 @@ probing = asyncio.ensure_future(probe())
 
 def test_kernel_answers_while_a_2000_task_build_runs(kernel: Any) -> None:
     assert run_cell(kernel, LOOP_PROBE)["error"] is None
-    out = run_cell(kernel, "gaps.clear()\n%stardag_env default\n", timeout=60)
+    out = run_cell(kernel, "gaps.clear()\nsd.use_environment('default', create=True)\n", timeout=60)
     out = run_cell(kernel, "%%stardag --as big\nBig(n=2000)")
     assert out["error"] is None, out["error"]
     start = time.monotonic()
