@@ -100,3 +100,13 @@ def test_a_dynamic_cycle_of_two_tasks_names_both(tmp_path: Path) -> None:
     error = str(summary.error)
     assert "cycle" in error and "Ping()" in error and "Pong()" in error
     assert not Ping().complete() and not Pong().complete()
+
+
+def test_the_picker_creates_an_extra_environment_the_notebook_offers(tmp_path: Path) -> None:
+    from stardag_nb.notebook import EnvironmentPicker
+
+    registry_provider.set(SQLiteRegistry(tmp_path / "reg.sqlite3"))
+    picker = EnvironmentPicker(extra_environments=["default/scratch"])
+    picker.active = "default/scratch"  # what choosing it in the list does
+    assert picker.error == ""
+    assert registry_provider.get().environment == "scratch"

@@ -146,7 +146,8 @@ class EnvironmentPicker(anywidget.AnyWidget):
             return
         workspace, _, environment = value.rpartition("/")
         try:
-            use_environment(environment, workspace or None)
+            # an extra environment offered by the notebook is created when chosen
+            use_environment(environment, workspace or None, create=value in self._extra)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             return
