@@ -4,4 +4,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 ensure_venv "demo"
 cd "$ROOT"
-exec "$VENV/bin/python" -m tools.run_notebooks notebooks/demo.ipynb --out "$ROOT/out/notebooks"
+# --embedded-defaults: a login profile or STARDAG_* variables of the user do not redirect it.
+exec "$VENV/bin/python" -m tools.run_notebooks notebooks/demo.ipynb --out "$ROOT/out/notebooks" \
+    --embedded-defaults

@@ -60,8 +60,17 @@ if [[ " ${missing[*]} " == *" postgresql "* ]]; then
 fi
 
 echo "==> installing ${missing[*]} (apt)"
-$sudo apt-get update -qq
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+# Another apt/dpkg (unattended upgrades, a parallel setup) may hold the locks: wait for it.
+APT_WAIT=(-o DPkg::Lock::Timeout=900)
+for attempt in $(seq 1 60); do
+    if $sudo apt-get "${APT_WAIT[@]}" update -qq; then
+        break
+    fi
+    [ "$attempt" = 60 ] && { echo "==> ERROR: apt-get update kept failing" >&2; exit 1; }
+    echo "==> apt-get update failed (a lock held by another apt?); retrying in 10 s" >&2
+    sleep 10
+done
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get "${APT_WAIT[@]}" install -y -qq "${missing[@]}" >/dev/null
 
 if [[ " ${missing[*]} " == *" postgresql "* ]]; then
     # Should a cluster have been created and started anyway, stop it (it only costs RAM/CPU).

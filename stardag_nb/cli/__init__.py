@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=REGISTRY_HELP,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _build.add_parser(commands, common)
     _registry.add_parser(commands, common)
     _auth.add_parser(commands, common)
@@ -143,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``stardag-nb`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # no command: show what there is
+        parser.print_help()
+        return 0
     try:
         return _run(args)
     except CLIError as exc:

@@ -38,8 +38,7 @@ _INSTALL_HINT = "Install the service extra: pip install 'stardag_nb[service]'"
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     """Register ``serve`` on the ``stardag-nb`` subcommands."""
     parser = commands.add_parser(
-        "serve",
-        parents=[common],
+        "serve",  # no --registry: the service's store is --database-url
         help="run the registry service",
         description="Run the registry service (FastAPI + SQLAlchemy; SQLite or PostgreSQL). "
         "The database schema is migrated at start.",

@@ -418,3 +418,23 @@ def test_version_as_module_and_script(project: Project) -> None:
     assert result.stdout.strip() == f"stardag-nb {stardag_nb.__version__}"
     assert SCRIPT is not None, "the stardag-nb script is not installed (pip install -e .)"
     assert project.run("--version").stdout.strip() == result.stdout.strip()
+
+
+def test_no_arguments_lists_the_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stardag_nb.cli"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("build", "registry", "auth", "config", "environment", "serve", "version"):
+        assert f"    {command} " in result.stdout
+    assert "required" not in result.stderr
+
+
+def test_serve_help_does_not_offer_the_clients_registry_option() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stardag_nb.cli", "serve", "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "--database-url" in result.stdout
+    assert "--registry" not in result.stdout
