@@ -12,7 +12,7 @@ __all__ = ["TerminalProgress"]
 
 
 class TerminalProgress:
-    """Build event handler drawing ``[####....] done/total  running  failed  elapsed``.
+    """Build event handler drawing ``[####....] done/total  running  failed  up to date  elapsed``.
 
     Redraws at most ``max_fps`` times a second (plus once at the end), on ``stream``
     (stderr by default). Use it where the stream is a terminal; ``sd.build`` adds one
@@ -54,11 +54,16 @@ class TerminalProgress:
             self._draw()
 
     def line(self) -> str:
-        """The current progress line."""
-        total = max(self.total, 1)
-        filled = int(self.width * min(self.done, total) / total)
-        bar = "#" * filled + "." * (self.width - filled)
-        parts = [f"[{bar}] {self.done}/{self.total}"]
+        """The current progress line: tasks done (up-to-date ones included) of all tasks,
+        so an up-to-date build is a full bar, never ``0/0``."""
+        total = self.total + self.cached
+        done = self.done + self.cached
+        if total == 0:
+            parts = ["discovering tasks..."]
+        else:
+            filled = int(self.width * min(done, total) / total)
+            bar = "#" * filled + "." * (self.width - filled)
+            parts = [f"[{bar}] {done}/{total}"]
         if self.running:
             parts.append(f"running {self.running}")
         if self.failed:

@@ -205,15 +205,15 @@ def test_build_targets_tuple_function_and_class(project: Project) -> None:
     assert (project.root / "other.db").exists()
 
 
-@pytest.mark.parametrize("tty", [True, False], ids=["tty", "no-progress"])
-def test_progress_bar_on_a_terminal_only(project: Project, tty: bool) -> None:
-    pty = pytest.importorskip("pty")
+def _build_on_a_terminal(project: Project, *extra: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``stardag-nb build dag:total EXTRA`` with stderr on a pseudo-terminal: (run, stderr)."""
+    import pty
+
     primary, secondary = pty.openpty()
     try:
-        args = ["build", "dag:total"] + ([] if tty else ["--no-progress"])
         proc = subprocess.run(
-            project.command(args), cwd=project.root, env=project.env(),
-            stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=60,
+            project.command(["build", "dag:total", *extra]), cwd=project.root,
+            env=project.env(), stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=60,
         )  # fmt: skip
         os.close(secondary)
         secondary = -1
@@ -226,17 +226,30 @@ def test_progress_bar_on_a_terminal_only(project: Project, tty: bool) -> None:
             if not chunk:
                 break
             chunks.append(chunk)
-        stderr = b"".join(chunks).decode(errors="replace")
     finally:
         os.close(primary)
         if secondary != -1:
             os.close(secondary)
+    return proc, b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize("tty", [True, False], ids=["tty", "no-progress"])
+def test_progress_bar_on_a_terminal_only(project: Project, tty: bool) -> None:
+    proc, stderr = _build_on_a_terminal(project, *([] if tty else ["--no-progress"]))
     assert proc.returncode == 0
     assert "Build SUCCESS" in proc.stdout
     if tty:
         assert "[##############################] 2/2" in stderr
     else:
         assert "[" not in stderr
+
+
+def test_an_up_to_date_build_draws_a_full_bar(project: Project) -> None:
+    assert _build_on_a_terminal(project)[0].returncode == 0
+    proc, stderr = _build_on_a_terminal(project)  # everything is complete now
+    assert proc.returncode == 0
+    assert "0/0" not in stderr
+    assert "[##############################] 1/1  up to date 1" in stderr  # the complete root
 
 
 def test_bad_targets_exit_2_with_helpful_messages(project: Project) -> None:
