@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..exceptions import BuildCancelled
 from ..registry import RegistryABC
 from ._assets import AssetsView, assets_of, defines_assets, may_have_assets
 from ._interrupt import watch
+from ._quiet_failures import widget_build_context
 from ._state import DagState, collapse_families
 from ._static import static_bundle
 from ._widget import DagWidget
@@ -70,10 +72,14 @@ class BuildHandle:
         self._code_due: list[str] = []  # already-complete nodes to compare code for
         self._cancel_reason: str | None = None
         self._build_id: Any = None
-        self._task = self._loop.create_task(self._run(fail_mode, sequential, registry))
+        self._task = self._loop.create_task(
+            self._run(fail_mode, sequential, registry), context=widget_build_context()
+        )
         watch(self)  # a kernel interrupt cancels this build
 
-    async def _run(self, fail_mode: str, sequential: bool, registry: RegistryABC | None) -> BuildSummary:
+    async def _run(
+        self, fail_mode: str, sequential: bool, registry: RegistryABC | None
+    ) -> BuildSummary:
         try:
             if sequential:
                 return await build_sequential_aio(
@@ -100,9 +106,17 @@ class BuildHandle:
         if self._build_id is None:
             self._build_id = event.build_id
         self.state.apply(event)
-        if event.kind is BuildEventKind.TASK_COMPLETED and event.task is not None and defines_assets(event.task):
+        if (
+            event.kind is BuildEventKind.TASK_COMPLETED
+            and event.task is not None
+            and defines_assets(event.task)
+        ):
             self._assets_due.append(event.task)
-        if event.kind is BuildEventKind.TASK_REGISTERED and event.node is not None and event.node.already_complete:
+        if (
+            event.kind is BuildEventKind.TASK_REGISTERED
+            and event.node is not None
+            and event.node.already_complete
+        ):
             self._code_due.append(str(event.node.id))
             if event.task is not None and defines_assets(event.task):  # its assets exist already
                 self._assets_due.append(event.task)
@@ -119,9 +133,9 @@ class BuildHandle:
             self.state.check_code(due, self.registry or registry_provider.get())
         self.widget.sync_from_state()
         if self._assets_due:
-            due, self._assets_due = self._assets_due, []
+            finished, self._assets_due = self._assets_due, []
             try:
-                self.assets.entries.extend(assets_of(due, self.registry))
+                self.assets.entries.extend(assets_of(finished, self.registry))
             except Exception:  # a registry without assets: nothing to show
                 return
             self._update_assets_display()
@@ -166,10 +180,9 @@ class BuildHandle:
             if not self._task.done():  # this cell was interrupted: stop the build too
                 self.interrupt()
                 while not self._task.done():  # the build ends itself (shielded)
-                    try:
+                    # interrupted again: keep waiting
+                    with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait([self._task], timeout=_WAKE_SECONDS)
-                    except asyncio.CancelledError:  # interrupted again: keep waiting
-                        pass
             if not self._task.cancelled():  # it had finished anyway
                 return self._task.result()
             raise self._cancelled_error() from None
@@ -236,10 +249,8 @@ class BuildHandle:
 
     def _update_assets_display(self) -> None:
         if self._assets_display is not None and (len(self.assets) or self._finished):
-            try:
+            with contextlib.suppress(Exception):  # pragma: no cover
                 self._assets_display.update(self.assets)
-            except Exception:  # pragma: no cover
-                pass
 
 
 def _as_running_cell(send: Any) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import anywidget
 import traitlets
@@ -29,11 +32,15 @@ class DagWidget(anywidget.AnyWidget):
     _esm = _STATIC / "dist" / "dag_widget.js"  # built from js/ at install time
     _css = _STATIC / "dag_widget.css"
 
-    nodes = traitlets.List([]).tag(sync=True)
-    edges = traitlets.List([]).tag(sync=True)
+    nodes: traitlets.List[dict[str, Any]] = traitlets.List([]).tag(sync=True)
+    edges: traitlets.List[list[Any]] = traitlets.List([]).tag(sync=True)
     statuses = traitlets.Dict({}).tag(sync=True)
-    code_changed = traitlets.List([]).tag(sync=True)
+    code_changed: traitlets.List[str] = traitlets.List([]).tag(sync=True)
     counts = traitlets.Dict({}).tag(sync=True)
+    #: per task family (collapsed views): how many of its members are in each status
+    member_counts = traitlets.Dict({}).tag(sync=True)
+    #: per node: [start, end or None] in seconds since the build started (the timeline)
+    timings = traitlets.Dict({}).tag(sync=True)
     build_status = traitlets.Unicode("pending").tag(sync=True)
     build_id = traitlets.Unicode("").tag(sync=True)
     elapsed = traitlets.Float(0.0).tag(sync=True)
@@ -45,7 +52,11 @@ class DagWidget(anywidget.AnyWidget):
     final_output = traitlets.Dict({}).tag(sync=True)
 
     def __init__(
-        self, state: DagState | None = None, on_cancel: Callable[[], Any] | None = None, *, live: bool = True
+        self,
+        state: DagState | None = None,
+        on_cancel: Callable[[], Any] | None = None,
+        *,
+        live: bool = True,
     ) -> None:
         """``live=False``: a DAG no build will change (``%%stardag --no-run``) displays as
         its static rendering only, which a saved notebook keeps without a kernel."""
@@ -69,13 +80,26 @@ class DagWidget(anywidget.AnyWidget):
                 self._shape = shape
                 layout = layered_layout(state.nodes, [(s, d) for s, d, _ in state.edges])
                 self.nodes = [
-                    {"id": n.id, "label": n.label, "layer": layout[n.id][0], "pos": layout[n.id][1], "dynamic": n.dynamic}
+                    {
+                        "id": n.id,
+                        "label": n.label,
+                        "layer": layout[n.id][0],
+                        "pos": layout[n.id][1],
+                        "dynamic": n.dynamic,
+                        "params": param_summary(n.task),
+                    }
                     for n in state.nodes.values()
                 ]
                 self.edges = [[s, d, dyn] for s, d, dyn in state.edges]
             self.statuses = {n.id: n.status for n in state.nodes.values()}
             self.code_changed = [n.id for n in state.nodes.values() if n.code_changed]
-            self.counts = state.counts()
+            self.counts = self.state.counts()  # tasks, not families
+            self.member_counts = {
+                n.id: _status_counts(n.members)  # type: ignore[attr-defined]
+                for n in state.nodes.values()
+                if getattr(n, "members", None) is not None
+            }
+            self.timings = _timings(self.state, state)
             self.build_status = state.build_status
             self.build_id = state.build_id or ""
             self.elapsed = round(state.elapsed(), 2)
@@ -87,11 +111,15 @@ class DagWidget(anywidget.AnyWidget):
             self._on_cancel()
 
     def _show_details(self, change: dict[str, Any]) -> None:
-        node = getattr(self, "_view", self.state).nodes.get(change["new"]) or self.state.nodes.get(change["new"])
+        node = getattr(self, "_view", self.state).nodes.get(change["new"]) or self.state.nodes.get(
+            change["new"]
+        )
         self.details = node_details(node) if node is not None else {}
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        static = static_bundle(self.state, collapse_families(self.state))  # the table lists every task
+        static = static_bundle(
+            self.state, collapse_families(self.state)
+        )  # the table lists every task
         if not self.live:
             return static
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -100,20 +128,78 @@ class DagWidget(anywidget.AnyWidget):
         return (data, bundle[1]) if isinstance(bundle, tuple) else data
 
 
+def param_summary(task: Any, limit: int = 60) -> str:
+    """``a=1, source=Numbers(…)``: a task's parameters in a line, for node labels and
+    search (a task parameter shows as its class name)."""
+    if task is None:
+        return ""
+    try:
+        params = task.model_dump(mode="json", exclude={"version"})
+    except Exception:
+        return ""
+    parts = []
+    for key, value in params.items():
+        if key.startswith("__"):
+            continue
+        if isinstance(value, dict) and "__name" in value:
+            shown = f"{value['__name']}(…)"
+        else:
+            shown = json.dumps(value, default=str)
+            shown = shown if len(shown) <= 24 else shown[:23] + "…"
+        parts.append(f"{key}={shown}")
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+
+
+def _status_counts(nodes: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in nodes:
+        counts[node.status] = counts.get(node.status, 0) + 1
+    return counts
+
+
+def _timings(state: DagState, view: DagState) -> dict[str, list[float | None]]:
+    """[start, end] since the build started, per node of ``view`` that has run (a family:
+    its first member's start to its last member's end, open while any still runs)."""
+    if state.started_at is None:
+        return {}
+    t0 = state.started_at
+    out: dict[str, list[float | None]] = {}
+    for node in view.nodes.values():
+        members = getattr(node, "members", None) or [node]
+        starts = [m.started_at for m in members if m.started_at is not None]
+        if not starts:
+            continue
+        ends = [m.finished_at for m in members if m.started_at is not None]
+        end = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
+        out[node.id] = [round(min(starts) - t0, 3), None if end is None else round(end - t0, 3)]
+    return out
+
+
 def node_details(node: Any) -> dict[str, Any]:
     """What the widget shows for a clicked node (or task family)."""
     members = getattr(node, "members", None)
     if members is not None:
-        counts: dict[str, int] = {}
-        for member in members:
-            counts[member.status] = counts.get(member.status, 0) + 1
         return {
             "family": node.label,
             "tasks": len(members),
-            "statuses": counts,
-            "members": [{"id": m.id, "status": m.status} for m in members[:50]],
+            "statuses": _status_counts(members),
+            "members": [
+                {"id": m.id, "status": m.status, "label": param_summary(m.task, 40) or m.id[:8]}
+                for m in members[:50]
+            ],
         }
     out: dict[str, Any] = {"task": node.label, "id": node.id, "status": node.status}
+    if node.started_at is not None:
+        out["started_at"] = _iso(node.started_at)
+    if node.finished_at is not None:
+        out["finished_at"] = _iso(node.finished_at)
+        if node.started_at is not None:
+            out["duration_seconds"] = round(node.finished_at - node.started_at, 3)
     if node.code_changed:
         out["code_changed"] = (
             "the task's code changed since this output was built; its id did not, so the "
@@ -125,10 +211,8 @@ def node_details(node: Any) -> dict[str, Any]:
             out["parameters"] = json.loads(task.model_dump_json(exclude={"version"}))
         except Exception:
             out["parameters"] = repr(task)
-        try:
+        with contextlib.suppress(Exception):  # an output that cannot be named is left out
             out["output"] = task.output().uri
-        except Exception:
-            pass
     if node.error:
         out["error"] = node.error
         out["traceback"] = node.traceback

@@ -325,3 +325,31 @@ def test_static_svg_by_graphviz_and_by_the_python_fallback(monkeypatch: pytest.M
         assert svg.count('class="node"') == 2
         assert 'data-id="a"' in svg and 'data-status="completed"' in svg
         assert 'data-status="failed" data-code-changed="true"' in svg
+
+
+def test_a_failed_task_logs_one_line_and_keeps_its_traceback_for_the_panel(
+    shell: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    shell.run_cell(
+        "class Refuses(sd.AutoTask[int]):\n"
+        "    def run(self):\n"
+        "        raise ValueError('no thanks')\n"
+    )
+
+    async def main() -> Any:
+        handle = run_magic(shell, "--fail-mode continue", "Refuses()")
+        assert (await handle).status.value == "failure"
+        return handle
+
+    with caplog.at_level("ERROR", logger="stardag_nb.build"):
+        handle = asyncio.run(main())
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert failures, caplog.text
+    assert all(r.exc_info is None for r in failures)  # no stderr traceback block in the cell
+    assert "click the task in the DAG" in failures[0].getMessage()
+    (node,) = handle.state.nodes.values()
+    assert "ValueError: no thanks" in node.traceback  # the details panel has it
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="stardag_nb.build"):
+        sd.build(shell.user_ns["Refuses"]())  # a build without a widget keeps it
+    assert any(r.exc_info for r in caplog.records if "failed" in r.getMessage())
