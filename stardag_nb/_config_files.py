@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_API_URL",
     "IdCache",
     "ProfileConfig",
+    "TargetRootConfig",
     "RegistryConfig",
     "TomlConfig",
     "cache_environment_id",
@@ -46,6 +47,7 @@ __all__ = [
     "get_access_token_cache_dir",
     "get_access_token_cache_path",
     "get_cached_environment_id",
+    "get_cached_storage_options",
     "get_cached_target_roots",
     "get_cached_workspace_id",
     "get_credentials_dir",
@@ -340,12 +342,27 @@ class ProfileConfig(BaseModel):
         return data
 
 
+class TargetRootConfig(BaseModel):
+    """A ``[target_roots]`` entry: ``name = "uri"``, or a table ``[target_roots.<name>]`` with
+    ``uri`` and/or ``storage_options`` (fsspec options; without ``uri`` they apply to the
+    root of that name wherever its URI comes from)."""
+
+    uri: str | None = None
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_uri(cls, data: Any) -> Any:
+        return {"uri": data} if isinstance(data, str) else data
+
+
 class TomlConfig(BaseModel):
     """The content of a config file (or of the project and user files merged)."""
 
     registry: dict[str, RegistryConfig] = Field(default_factory=dict)
     profile: dict[str, ProfileConfig] = Field(default_factory=dict)
     default: dict[str, str] = Field(default_factory=dict)
+    target_roots: dict[str, TargetRootConfig] = Field(default_factory=dict)
 
     @classmethod
     def from_toml_dict(cls, data: dict[str, Any]) -> TomlConfig:
@@ -362,7 +379,7 @@ def _parse_toml_config(data: dict[str, Any], origins: dict[tuple[str, str], Path
         return f"{label} in {origin}" if origin else label
 
     tables: dict[str, Any] = {}
-    for table in ("registry", "profile", "default"):
+    for table in ("registry", "profile", "default", "target_roots"):
         value = data.get(table, {})
         if not isinstance(value, dict):
             raise ConfigError(f"{where(table)} must be a table, got {value!r}")
@@ -370,9 +387,13 @@ def _parse_toml_config(data: dict[str, Any], origins: dict[tuple[str, str], Path
     bad_default = {k: v for k, v in tables["default"].items() if not isinstance(v, str)}
     if bad_default:
         raise ConfigError(f"{where('default')} values must be strings, got {bad_default!r}")
-    parsed: dict[str, dict[str, Any]] = {"registry": {}, "profile": {}}
-    for table, model in (("registry", RegistryConfig), ("profile", ProfileConfig)):
+    parsed: dict[str, dict[str, Any]] = {"registry": {}, "profile": {}, "target_roots": {}}
+    for table, model in (
+        ("registry", RegistryConfig), ("profile", ProfileConfig), ("target_roots", TargetRootConfig)
+    ):
         for name, entry in tables[table].items():
+            if table == "target_roots" and isinstance(entry, str):
+                entry = {"uri": entry}
             if not isinstance(entry, dict):
                 raise ConfigError(f"{where(table, name)} must be a table, got {entry!r}")
             try:
@@ -384,7 +405,10 @@ def _parse_toml_config(data: dict[str, Any], origins: dict[tuple[str, str], Path
                 )
                 raise ConfigError(f"{where(table, name)} is invalid: {problems}") from exc
     return TomlConfig(
-        registry=parsed["registry"], profile=parsed["profile"], default=tables["default"]
+        registry=parsed["registry"],
+        profile=parsed["profile"],
+        default=tables["default"],
+        target_roots=parsed["target_roots"],
     )
 
 
@@ -534,10 +558,27 @@ def get_cached_target_roots(
     return None
 
 
+def get_cached_storage_options(
+    registry_url: str, workspace_id: str, environment_id: str
+) -> dict[str, dict[str, Any]]:
+    """The cached storage options (by root name) of one environment's roots, or ``{}``."""
+    for entry in load_target_root_cache():
+        if _same_entry(entry, registry_url, workspace_id, environment_id):
+            options = entry.get("storage_options")
+            if isinstance(options, dict):
+                return {str(k): v for k, v in options.items() if isinstance(v, dict) and v}
+    return {}
+
+
 def update_cached_target_roots(
-    registry_url: str, workspace_id: str, environment_id: str, target_roots: dict[str, str]
+    registry_url: str,
+    workspace_id: str,
+    environment_id: str,
+    target_roots: dict[str, str],
+    storage_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Store (replacing any previous entry) the target roots of one environment."""
+    """Store (replacing any previous entry) the target roots of one environment, and the
+    storage options of those that have some (the file is readable by its owner only)."""
     cache = [
         entry
         for entry in load_target_root_cache()
@@ -551,6 +592,9 @@ def update_cached_target_roots(
             "target_roots": dict(target_roots),
         }
     )
+    options = {k: dict(v) for k, v in (storage_options or {}).items() if v}
+    if options:
+        cache[-1]["storage_options"] = options
     save_target_root_cache(cache)
 
 

@@ -45,7 +45,22 @@ Environment variables:
 
 Target roots come from the variables above if any is set, else from the target-root cache
 entry for the active registry URL, workspace and environment (written by ``target-roots
-sync``), else the default local root. ``~`` at the start of a root is expanded.
+sync``), else from the ``[target_roots]`` table of the config files, else the default local
+root. ``~`` at the start of a root is expanded. A root in ``[target_roots]`` is a URI, or a
+table with fsspec ``storage_options`` (so two roots can reach two S3 endpoints)::
+
+    [target_roots]
+    default = "~/stardag-outputs"
+
+    [target_roots.data]
+    uri = "s3://bucket/prefix"
+    storage_options = {endpoint_url = "http://127.0.0.1:9000", key = "AK...", secret = "..."}
+
+A ``[target_roots.<key>]`` table without ``uri`` only adds storage options to the root of that
+key, wherever its URI comes from (for example credentials for an environment's root); one
+with a ``uri`` adds them only while that URI is the root in use. They are merged over the
+environment's own options (from the registry). Credentials in them are masked in ``config
+show`` and reprs.
 
 Workspace and environment slugs in a profile are turned into ids through
 ``~/.stardag/id-cache.json``; a slug that is not cached is used as it is. A cached access token
@@ -68,7 +83,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from stardag_nb._config_files import (
@@ -82,7 +97,9 @@ from stardag_nb._config_files import (
     find_project_config,
     get_access_token_cache_dir,
     get_access_token_cache_path,
+    TargetRootConfig,
     get_cached_environment_id,
+    get_cached_storage_options,
     get_cached_target_roots,
     get_cached_workspace_id,
     get_credentials_dir,
@@ -208,9 +225,29 @@ def _default_roots() -> dict[str, str]:
 
 
 class TargetConfig(BaseModel):
-    """Where task outputs are stored: target root URI/path by key (``"default"`` by default)."""
+    """Where task outputs are stored: target root URI/path by key (``"default"`` by default),
+    and the fsspec ``storage_options`` of the roots that have some (masked in ``repr()``)."""
 
     roots: TargetRoots = Field(default_factory=_default_roots)
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+
+    # no return annotation: the JSON schema stays the model's
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any):  # type: ignore[no-untyped-def]
+        # Dumped as stardag's TargetConfig (roots only) unless some root has options.
+        data = handler(self)
+        if isinstance(data, dict) and not self.storage_options:
+            data.pop("storage_options", None)
+        return data
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        from stardag_nb.target._storage_options import mask_storage_options
+
+        yield from super().__repr_args__()
+        if self.storage_options:
+            yield "storage_options", {
+                k: mask_storage_options(v) for k, v in self.storage_options.items()
+            }
 
 
 class APIConfig(BaseModel):
@@ -440,18 +477,23 @@ def load_config(use_project_config: bool = True) -> StardagConfig:
             _refuse_ignored_direct_ids(settings, context, sources)
 
     roots = {**_singular_target_roots(), **(settings.target_roots or {})}
+    options: dict[str, dict[str, Any]] = {}
     if not roots:
         for workspace_id, environment_id in cache_keys:
             cached = get_cached_target_roots(api_url, workspace_id, environment_id)
             if cached:
                 roots = cached
+                options = get_cached_storage_options(api_url, workspace_id, environment_id)
                 break
     if not roots:
+        roots = {k: v.uri for k, v in sources.config.target_roots.items() if v.uri}
+    if not roots:
         roots = _default_roots()
+    options = _root_storage_options(roots, options, sources.config.target_roots)
 
     timeout = settings.api_timeout if settings.api_timeout is not None else DEFAULT_API_TIMEOUT
     return StardagConfig(
-        target=TargetConfig(roots=roots),
+        target=TargetConfig(roots=roots, storage_options=options),
         api=APIConfig(url=api_url, timeout=timeout),
         context=context,
         access_token=_cached_access_token(context),
@@ -479,6 +521,30 @@ def _refuse_ignored_direct_ids(
                 "environment with STARDAG_PROFILE or `stardag-nb config use environment NAME`, "
                 f"or unset {variable}."
             )
+
+
+def _root_storage_options(
+    roots: dict[str, str],
+    cached: dict[str, dict[str, Any]],
+    toml_roots: dict[str, TargetRootConfig],
+) -> dict[str, dict[str, Any]]:
+    """Storage options by root key: the environment's (from the target-root cache), then
+    ``[target_roots.<key>] storage_options`` of the config files on top, when that entry has
+    no ``uri`` or names the root in use (so options never follow a root to another URI)."""
+    result = {k: dict(v) for k, v in cached.items() if k in roots}
+    for key, entry in toml_roots.items():
+        if key not in roots or not entry.storage_options:
+            continue
+        if entry.uri is None or _same_root(entry.uri, roots[key]):
+            result[key] = {**result.get(key, {}), **entry.storage_options}
+    return result
+
+
+def _same_root(a: str, b: str) -> bool:
+    def norm(uri: str) -> str:
+        return (os.path.expanduser(uri) if uri.startswith("~") else uri).rstrip("/")
+
+    return norm(a) == norm(b)
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The S3 test server fixtures (rclone serve s3 on loopback), usable by every test.
+from tests.s3_server import s3_root, s3_server  # noqa: F401
+
 # scripts/test.sh (and so .ci/run) sets this: there, a skipped test fails the run, since every
 # test is required and the command installs whatever the tests need. Read at import, because
 # the fixture below drops STARDAG_* variables while each test runs.

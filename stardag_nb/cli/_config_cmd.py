@@ -107,6 +107,25 @@ def roots_of(env: EnvironmentInfo) -> dict[str, str]:
     return {root.name: root.uri_prefix for root in env.target_roots}
 
 
+def options_of(env: EnvironmentInfo) -> dict[str, dict[str, Any]]:
+    """The storage options of ``env``'s roots that have some, by root name."""
+    return {root.name: root.storage_options for root in env.target_roots if root.storage_options}
+
+
+def masked_environment(env: Any) -> Any:
+    """``env`` (an :class:`EnvironmentInfo`, or a list of them) with the credentials in
+    its roots' storage options masked, for printing."""
+    from ..target._storage_options import mask_storage_options
+
+    if isinstance(env, list):
+        return [masked_environment(e) for e in env]
+    roots = [
+        r.model_copy(update={"storage_options": mask_storage_options(r.storage_options)})
+        for r in env.target_roots
+    ]
+    return env.model_copy(update={"target_roots": roots})
+
+
 def print_roots(roots: dict[str, str]) -> None:
     """Target roots as indented ``NAME  URI`` lines, aligned."""
     width = max((len(name) for name in roots), default=0)
@@ -133,10 +152,14 @@ def sync_local(scope: Scope, env: EnvironmentInfo) -> None:
         url = (scope.registry_url or scope.admin.location).rstrip("/")
         if scope.registry_name:
             cache_environment(scope.registry_name, env)
-        update_cached_target_roots(url, str(env.workspace_id), str(env.id), roots_of(env))
+        update_cached_target_roots(
+            url, str(env.workspace_id), str(env.id), roots_of(env), options_of(env)
+        )
     else:
         url = embedded_cache_url(scope.admin.location)
-        update_cached_target_roots(url, env.workspace_slug, env.slug, roots_of(env))
+        update_cached_target_roots(
+            url, env.workspace_slug, env.slug, roots_of(env), options_of(env)
+        )
     config_changed()
 
 
@@ -225,6 +248,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
         "target_roots": dict(config.target.roots),
         "auth": _auth_kind(config, admin),
     }
+    if config.target.storage_options:
+        from ..target._storage_options import mask_storage_options
+
+        data["target_storage_options"] = {  # credentials masked
+            k: mask_storage_options(v) for k, v in config.target.storage_options.items()
+        }
     roots_source = "configuration"
     if admin.kind == "service":
         if env_info is not None:
@@ -266,6 +295,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print("Target roots:" if roots_source == "configuration"
           else f"Target roots (builds write here; from the {roots_source}):")  # fmt: skip
     print_roots(data["target_roots"])
+    for name, options in sorted(data.get("target_storage_options", {}).items()):
+        shown = ", ".join(f"{k}={v}" for k, v in options.items())
+        print(f"  storage options of {name!r}: {shown}")
     env_roots = data.get("environment_target_roots")
     if env_roots and env_roots != data["target_roots"]:
         print(f"Target roots of environment {environment!r} in the registry:")

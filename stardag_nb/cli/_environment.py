@@ -14,7 +14,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._config_cmd import ENVIRONMENT_COLUMNS, environment_rows, roots_of, sync_local
+from ._config_cmd import (
+    ENVIRONMENT_COLUMNS,
+    environment_rows,
+    masked_environment,
+    roots_of,
+    sync_local,
+)
 from ._context import (
     Scope,
     active_choice,
@@ -65,6 +71,27 @@ def _parse_roots(items: list[str] | None, flag: str) -> dict[str, str]:
     return roots
 
 
+def parse_options(items: list[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as storage options; a VALUE that is JSON (``true``, ``3``,
+    ``{"a": 1}``) is decoded, anything else stays a string."""
+    import json
+
+    options: dict[str, Any] = {}
+    for text in items or []:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CLIError(
+                f"{flag} {text!r} is not of the form KEY=VALUE.",
+                hint="e.g. --option endpoint_url=http://127.0.0.1:9000 --option profile=dev",
+            )
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
 def _scope_and_name(args: argparse.Namespace) -> tuple[Scope, str]:
     """The scope and the environment NAME names (default: the active environment)."""
     name = getattr(args, "name", None)
@@ -94,19 +121,27 @@ def print_environment(env: EnvironmentInfo) -> None:
 
 
 def _print_roots(env: EnvironmentInfo) -> None:
-    rows = [[r.name, r.uri_prefix, "yes" if r.create else "no"] for r in env.target_roots]
+    from ..target._storage_options import mask_storage_options
+
+    def shown(options: dict[str, Any]) -> str | None:
+        masked = mask_storage_options(options)
+        return ", ".join(f"{k}={v}" for k, v in masked.items()) or None
+
+    rows = [[r.name, r.uri_prefix, "yes" if r.create else "no", shown(r.storage_options)]
+            for r in env.target_roots]  # fmt: skip
     if not rows:
         print("Target roots: none")
         return
     print("Target roots:")
-    print_table([Column("NAME"), Column("URI"), Column("CREATE")], rows, "", indent="  ")
+    columns = [Column("NAME"), Column("URI"), Column("CREATE"), Column("STORAGE OPTIONS", 80, True)]
+    print_table(columns, rows, "", indent="  ")
 
 
 def _finish(scope: Scope, env: EnvironmentInfo, args: argparse.Namespace, headline: str) -> int:
     """Sync the local caches, print ``env``; a failed environment exits 1 with its reason."""
     sync_local(scope, env)
     if args.json:
-        print_json(env)
+        print_json(masked_environment(env))
     else:
         print(headline)
         print_environment(env)
@@ -140,7 +175,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     scope, name = _scope_and_name(args)
     env = scope.admin.get_environment(scope.workspace, name)
     if args.json:
-        print_json(env)
+        print_json(masked_environment(env))
     else:
         print_environment(env)
     return EXIT_OK
@@ -150,7 +185,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     scope = resolve_scope(args)
     envs = scope.admin.list_environments(scope.workspace)
     if args.json:
-        print_json(envs)
+        print_json(masked_environment(envs))
         return EXIT_OK
     print_table(ENVIRONMENT_COLUMNS, environment_rows(envs, scope.environment),
                 f"Workspace {scope.workspace!r} has no environments.")  # fmt: skip
@@ -270,7 +305,10 @@ def _roots_changed(scope: Scope, env: EnvironmentInfo, args: argparse.Namespace,
 def _cmd_roots_add(args: argparse.Namespace) -> int:
     scope = resolve_scope(args)
     assert scope.environment is not None
-    env = scope.admin.add_target_root(scope.workspace, scope.environment, args.root, args.uri)
+    options = parse_options(args.option)
+    env = scope.admin.add_target_root(
+        scope.workspace, scope.environment, args.root, args.uri, storage_options=options or None
+    )
     return _roots_changed(scope, env, args, f"Target root {args.root!r} set to {args.uri}.")
 
 
@@ -425,6 +463,13 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
                      "environment.", _cmd_roots_add, "the environment")  # fmt: skip
     r_add.add_argument("root", metavar="NAME", help="the root's name, e.g. default")
     r_add.add_argument("uri", metavar="URI", help="a local path (~/... too) or URL (s3://...)")
+    r_add.add_argument(
+        "--option", action="append", metavar="KEY=VALUE",
+        help="an fsspec storage option of the root (repeatable), e.g. "
+        "endpoint_url=http://127.0.0.1:9000; stored in the registry and sent to every build "
+        "of the environment: keep credentials in config.toml ([target_roots.NAME] "
+        "storage_options)",
+    )  # fmt: skip
     r_remove = _command(actions, common, "remove", "remove one target root",
                         "Remove target root NAME, then sync the environment.",
                         _cmd_roots_remove, "the environment")  # fmt: skip

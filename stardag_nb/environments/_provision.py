@@ -82,7 +82,7 @@ def provision_target_root(
         return RootCheck(root.name, root.uri, True, "in-memory root (this process only): ready")
     if parsed.kind == "local":
         return _provision_local(root, Path(parsed.path))
-    return _provision_remote(root, root.uri.strip())
+    return _provision_remote(root, root.uri.strip(), root.storage_options)
 
 
 def purge_outputs(
@@ -148,10 +148,14 @@ def purge_outputs(
 def _purge_root(root: TargetRootIn, parsed: ParsedRoot, outputs: list[ParsedRoot]) -> RootCheck:
     deleted = missing = 0
     errors: list[str] = []
-    delete = {"local": _delete_local, "memory": _delete_memory}.get(parsed.kind, _delete_remote)
+    delete = {"local": _delete_local, "memory": _delete_memory}.get(parsed.kind)
     for out in outputs:
         try:
-            if delete(parsed, out):
+            if delete is None:
+                done = _delete_remote(out, root.storage_options)
+            else:
+                done = delete(parsed, out)
+            if done:
                 deleted += 1
             else:
                 missing += 1
@@ -207,8 +211,8 @@ def _delete_memory(root: ParsedRoot, out: ParsedRoot) -> bool:
     return bool(doomed)
 
 
-def _delete_remote(root: ParsedRoot, out: ParsedRoot) -> bool:
-    fs, _protocol, path = _remote_fs(out.uri.strip())
+def _delete_remote(out: ParsedRoot, storage_options: dict[str, Any]) -> bool:
+    fs, _protocol, path = _remote_fs(out.uri.strip(), storage_options)
     if not fs.exists(path):
         return False
     if fs.isdir(path):
@@ -276,15 +280,16 @@ def _provision_local(root: TargetRootIn, path: Path) -> RootCheck:
 # fsspec (s3://, gs://, memory://, ...)
 
 
-def _remote_fs(uri: str) -> tuple[Any, str, str]:
-    """``(fs, protocol, path)`` for an fsspec URI; raises what the target layer raises
-    (``MissingDependencyError`` naming the package to install, ``TargetError``)."""
+def _remote_fs(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str, str]:
+    """``(fs, protocol, path)`` for an fsspec URI with the root's ``storage_options``;
+    raises what the target layer raises (``MissingDependencyError`` naming the package to
+    install, ``TargetError``)."""
     from ..target._remote import FsspecRemoteFileSystem
 
     match = _URI_SCHEME.match(uri)
     assert match is not None
     protocol = match.group(1)
-    fs = FsspecRemoteFileSystem(protocol).get_fs(uri)
+    fs = FsspecRemoteFileSystem(protocol, **(storage_options or {})).get_fs(uri)
     path = str(fs._strip_protocol(uri)).rstrip("/")
     return fs, protocol, path
 
@@ -296,9 +301,11 @@ def _bucket_of(protocol: str, path: str) -> str | None:
     return bucket or None
 
 
-def _provision_remote(root: TargetRootIn, uri: str) -> RootCheck:
+def _provision_remote(
+    root: TargetRootIn, uri: str, storage_options: dict[str, Any] | None = None
+) -> RootCheck:
     try:
-        fs, protocol, path = _remote_fs(uri)
+        fs, protocol, path = _remote_fs(uri, storage_options)
     except Exception as exc:  # MissingDependencyError, TargetError: their text says the fix
         return _fail(root, str(exc))
     bucket = _bucket_of(protocol, path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ._wire import (
     ApiKeyCreated,
@@ -29,15 +30,21 @@ from ._wire import (
 
 __all__ = ["RegistryAdmin", "TargetRootsArg", "normalize_target_roots"]
 
-TargetRootsArg = Mapping[str, str] | Sequence[TargetRootIn]
+TargetRootsArg = Mapping[str, str | Mapping[str, Any]] | Sequence[TargetRootIn]
 
 
 def normalize_target_roots(roots: TargetRootsArg | None) -> list[TargetRootIn]:
-    """``{"name": "uri"}`` or ``[TargetRootIn]`` as a list of :class:`TargetRootIn`."""
+    """``{"name": "uri"}``, ``{"name": {"uri": ..., "storage_options": {...}}}`` or
+    ``[TargetRootIn]`` as a list of :class:`TargetRootIn`."""
     if roots is None:
         return []
     if isinstance(roots, Mapping):
-        return [TargetRootIn(name=name, uri=uri) for name, uri in roots.items()]
+        return [
+            TargetRootIn(name=name, uri=value)
+            if isinstance(value, str)
+            else TargetRootIn.model_validate({**value, "name": name})
+            for name, value in roots.items()
+        ]
     return [TargetRootIn.model_validate(root) for root in roots]
 
 
@@ -135,9 +142,15 @@ class RegistryAdmin(ABC):
 
     @abstractmethod
     def add_target_root(
-        self, workspace: str, environment: str, name: str, uri: str
+        self,
+        workspace: str,
+        environment: str,
+        name: str,
+        uri: str,
+        storage_options: dict[str, Any] | None = None,
     ) -> EnvironmentInfo:
-        """Add (or change) one root; the environment is synced (the root provisioned)."""
+        """Add (or change) one root (with its fsspec ``storage_options``); the environment
+        is synced (the root provisioned)."""
 
     @abstractmethod
     def remove_target_root(self, workspace: str, environment: str, name: str) -> EnvironmentInfo: ...

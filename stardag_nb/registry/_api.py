@@ -752,4 +752,6 @@ def apply_environment_target_roots(api_url: str, info: EnvironmentInfo) -> bool:
     ctx = cfg.get_config().context
     if ctx.workspace_id and ctx.environment_id:
         keys.add((cfg.get_config().api.url, ctx.workspace_id, ctx.environment_id))
-    return apply_target_roots(f"'{info.workspace_slug}/{info.slug}' of {api_url}", wanted, keys)
+    options = {root.name: root.storage_options for root in info.target_roots}
+    label = f"'{info.workspace_slug}/{info.slug}' of {api_url}"
+    return apply_target_roots(label, wanted, keys, options)

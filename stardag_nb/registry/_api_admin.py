@@ -111,7 +111,9 @@ class APIAdmin(RegistryAdmin):
     @staticmethod
     def _client_roots(roots: list[TargetRootOut]) -> list[TargetRootIn]:
         return [
-            TargetRootIn(name=r.name, uri=r.uri_prefix, create=r.create)
+            TargetRootIn(
+                name=r.name, uri=r.uri_prefix, create=r.create, storage_options=r.storage_options
+            )
             for r in roots
             if r.provisioned_by == "client"
         ]
@@ -269,11 +271,17 @@ class APIAdmin(RegistryAdmin):
         return {root.name: root.uri_prefix for root in roots}
 
     def add_target_root(
-        self, workspace: str, environment: str, name: str, uri: str
+        self,
+        workspace: str,
+        environment: str,
+        name: str,
+        uri: str,
+        storage_options: dict[str, Any] | None = None,
     ) -> EnvironmentInfo:
-        data = self._call(
-            "POST", f"{self._env(workspace, environment)}/target-roots", {"name": name, "uri": uri}
-        )
+        body: dict[str, Any] = {"name": name, "uri": uri}
+        if storage_options:
+            body["storage_options"] = storage_options
+        data = self._call("POST", f"{self._env(workspace, environment)}/target-roots", body)
         return self._settled(EnvironmentInfo.model_validate(data), True)
 
     def remove_target_root(self, workspace: str, environment: str, name: str) -> EnvironmentInfo:

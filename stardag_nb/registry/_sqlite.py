@@ -954,6 +954,16 @@ class SQLiteRegistry(RegistryABC):
         )
         return {name: uri for name, uri in rows}
 
+    def environment_storage_options(self) -> dict[str, dict[str, Any]]:
+        """The fsspec storage options of this environment's target roots, by root name."""
+        rows = self._read(
+            "SELECT name, storage_options FROM environment_target_roots WHERE environment_id = ?"
+            " AND storage_options IS NOT NULL",
+            (self._env_id,),
+            flush=False,
+        )
+        return {name: json.loads(options) for name, options in rows}
+
     def apply_target_roots(self) -> bool:
         """Make this process write under the environment's target roots, when it has any
         (done at every build start). True if the roots in use changed."""
@@ -973,7 +983,7 @@ class SQLiteRegistry(RegistryABC):
             url = "sqlite:///" + str(Path(self.path).expanduser().resolve())
             keys.add((url, str(ids[0][0]), str(ids[0][1])))
         label = f"'{self.workspace}/{self.environment}' of {self.path}"
-        return apply_target_roots(label, roots, keys)
+        return apply_target_roots(label, roots, keys, self.environment_storage_options())
 
     def build_start(
         self, root_tasks: list[BaseTask] | None = None, description: str | None = None

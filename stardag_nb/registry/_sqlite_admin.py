@@ -206,11 +206,14 @@ class EmbeddedAdmin(RegistryAdmin):
 
     def _roots(self, conn: sqlite3.Connection, env_id: int) -> list[TargetRootIn]:
         rows = conn.execute(
-            "SELECT name, uri, create_missing FROM environment_target_roots"
+            "SELECT name, uri, create_missing, storage_options FROM environment_target_roots"
             " WHERE environment_id = ? ORDER BY position, name",
             (env_id,),
         ).fetchall()
-        return [TargetRootIn(name=n, uri=u, create=bool(c)) for n, u, c in rows]
+        return [
+            TargetRootIn(name=n, uri=u, create=bool(c), storage_options=json.loads(o or "{}"))
+            for n, u, c, o in rows
+        ]
 
     def _protected(self) -> list[Path]:
         from ..environments import default_protected
@@ -283,7 +286,11 @@ class EmbeddedAdmin(RegistryAdmin):
             state_reason=reason,
             is_personal=name == f"personal-{self.username}",
             target_roots=[
-                TargetRootOut(name=r.name, uri_prefix=r.uri, create=r.create) for r in roots
+                TargetRootOut(
+                    name=r.name, uri_prefix=r.uri, create=r.create,
+                    storage_options=r.storage_options,
+                )
+                for r in roots
             ],
             max_concurrent_locks=max_locks,
             created_at=_dt(created),
@@ -608,9 +615,16 @@ class EmbeddedAdmin(RegistryAdmin):
         return self._check_roots(row[0], _E.CONFIG_CHANGED, "", change)
 
     def add_target_root(
-        self, workspace: str, environment: str, name: str, uri: str
+        self,
+        workspace: str,
+        environment: str,
+        name: str,
+        uri: str,
+        storage_options: dict[str, Any] | None = None,
     ) -> EnvironmentInfo:
-        root = TargetRootIn(name=_check_name(name, "target root"), uri=uri)
+        root = TargetRootIn(
+            name=_check_name(name, "target root"), uri=uri, storage_options=storage_options or {}
+        )
 
         def add(conn: sqlite3.Connection, env_id: int) -> str:
             self._check_root_policy(conn, env_id, [root])
@@ -621,9 +635,11 @@ class EmbeddedAdmin(RegistryAdmin):
             ).fetchone()
             conn.execute(
                 "INSERT INTO environment_target_roots (environment_id, name, uri, create_missing,"
-                " position) VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment_id, name) DO UPDATE"
-                " SET uri = excluded.uri, create_missing = excluded.create_missing",
-                (env_id, root.name, root.uri, int(root.create), position),
+                " position, storage_options) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (environment_id, name) DO UPDATE SET uri = excluded.uri,"
+                " create_missing = excluded.create_missing,"
+                " storage_options = excluded.storage_options",
+                (env_id, root.name, root.uri, int(root.create), position, _options_json(root)),
             )
             return f"target root {root.name!r} set to {root.uri}"
 
@@ -678,9 +694,13 @@ def _unique_roots(roots: list[TargetRootIn]) -> list[TargetRootIn]:
     return roots
 
 
+def _options_json(root: TargetRootIn) -> str | None:
+    return json.dumps(root.storage_options, sort_keys=True) if root.storage_options else None
+
+
 def _insert_roots(conn: sqlite3.Connection, env_id: int, roots: list[TargetRootIn]) -> None:
     conn.executemany(
         "INSERT INTO environment_target_roots (environment_id, name, uri, create_missing,"
-        " position) VALUES (?, ?, ?, ?, ?)",
-        [(env_id, r.name, r.uri, int(r.create), i) for i, r in enumerate(roots)],
+        " position, storage_options) VALUES (?, ?, ?, ?, ?, ?)",
+        [(env_id, r.name, r.uri, int(r.create), i, _options_json(r)) for i, r in enumerate(roots)],
     )

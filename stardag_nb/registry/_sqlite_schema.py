@@ -26,6 +26,9 @@ partial index lists the running builds. Builds from version 2 have none of these
 their start time stands in for the heartbeat. The index of build tasks by task id no
 longer holds ``updated_at``: a status change then leaves the index alone (each moved an
 entry to a random place of a large index; a task has few builds to sort).
+
+Version 4 gives each environment target root its fsspec storage options (a JSON object, or
+NULL for none), e.g. the endpoint of an S3-compatible store.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ __all__ = [
     "retry_while_locked",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this code writes; bump it and add a step to ``_MIGRATIONS`` to change it."""
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -227,11 +230,17 @@ CREATE INDEX build_tasks_by_task ON build_tasks (task_id)
 """
 
 
+# Version 4: fsspec storage options per environment target root.
+_V4_ROOT_OPTIONS = "ALTER TABLE environment_target_roots ADD COLUMN storage_options TEXT"
+
+
 _Migration = Union[str, Callable[[sqlite3.Connection], None]]
 
 # _MIGRATIONS[v] upgrades a version-v file to v+1 (v = 0 is an empty file): an SQL script
 # or a function of the connection, run inside the upgrade's transaction.
-_MIGRATIONS: dict[int, _Migration] = {0: _SCHEMA_V1, 1: _v1_to_v2, 2: _V3_BUILD_PROCESS}
+_MIGRATIONS: dict[int, _Migration] = {
+    0: _SCHEMA_V1, 1: _v1_to_v2, 2: _V3_BUILD_PROCESS, 3: _V4_ROOT_OPTIONS
+}
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

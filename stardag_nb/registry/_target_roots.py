@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["apply_target_roots", "roots_differ", "roots_from_variables"]
 
@@ -64,11 +66,28 @@ def _first_report(label: str, wanted: dict[str, str]) -> bool:
         return True
 
 
-def apply_target_roots(
-    label: str, wanted: dict[str, str], cache_keys: set[tuple[str, str, str]]
+def _options_applied(
+    wanted: Mapping[str, Mapping[str, Any]], have: Mapping[str, Mapping[str, Any]]
 ) -> bool:
-    """Make this process write under ``wanted`` (the roots of environment ``label``).
-    True if the configuration changed.
+    """Whether every option of ``wanted`` is set in ``have`` (local config may override
+    a value: it counts as set)."""
+    return all(name in have.get(key, {}) for key, opts in wanted.items() for name in opts)
+
+
+def _factory_options() -> dict[str, dict[str, Any]]:
+    from ..target import target_factory_provider
+
+    return dict(getattr(target_factory_provider.get(), "storage_options", None) or {})
+
+
+def apply_target_roots(
+    label: str,
+    wanted: dict[str, str],
+    cache_keys: set[tuple[str, str, str]],
+    storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> bool:
+    """Make this process write under ``wanted`` (the roots of environment ``label``), with
+    the roots' fsspec ``storage_options`` (by root name). True if the configuration changed.
 
     When the roots differ from the configured ones, the target-root cache entries
     ``cache_keys`` (registry URL, workspace id, environment id) are rewritten, the config
@@ -79,26 +98,40 @@ def apply_target_roots(
     from .. import config as cfg
     from ..target import TargetFactory, target_factory_provider
 
-    have = dict(cfg.get_config().target.roots)
-    if not wanted or not roots_differ(wanted, have):
+    options = {k: dict(v) for k, v in (storage_options or {}).items() if v and k in wanted}
+    config = cfg.get_config()
+    have = dict(config.target.roots)
+    if not wanted or (
+        not roots_differ(wanted, have) and _options_applied(options, config.target.storage_options)
+    ):
         return False
-    change = _describe_change(wanted, have)
+    change = _describe_change(wanted, have) or "storage options"
     if roots_from_variables():
-        if _first_report(label, wanted):
+        if roots_differ(wanted, have) and _first_report(label, wanted):
             logger.warning(
                 "The target roots of environment %s differ from those set by "
                 "STARDAG_TARGET_ROOTS* variables (%s); the variables win for this process.",
                 label, change,
             )  # fmt: skip
         return False
-    if not roots_differ(wanted, _factory_roots()):
+    if not roots_differ(wanted, _factory_roots()) and _options_applied(options, _factory_options()):
         return False  # applied already (by an earlier build of this process)
     for registry_url, workspace_id, environment_id in sorted(cache_keys):
-        cfg.update_cached_target_roots(registry_url, workspace_id, environment_id, wanted)
+        cfg.update_cached_target_roots(
+            registry_url, workspace_id, environment_id, wanted, options
+        )
     cfg.clear_config_cache()
     target_factory_provider.reset()
-    if roots_differ(wanted, dict(cfg.get_config().target.roots)):
+    config = cfg.get_config()
+    if roots_differ(wanted, dict(config.target.roots)) or not _options_applied(
+        options, config.target.storage_options
+    ):
+        from .._config_files import load_toml_sources
+
         expanded = {k: os.path.expanduser(v) if v.startswith("~") else v for k, v in wanted.items()}
-        target_factory_provider.set(TargetFactory(target_roots=expanded))
+        merged = cfg._root_storage_options(
+            expanded, options, load_toml_sources(True).config.target_roots
+        )
+        target_factory_provider.set(TargetFactory(target_roots=expanded, storage_options=merged))
     logger.warning("Target roots of environment %s now in use (%s).", label, change)
     return True

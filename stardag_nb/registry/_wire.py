@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 __all__ = [
     "ApiKeyCreate",
@@ -292,6 +292,17 @@ class TargetRootOut(BaseModel):
     # stardag_nb extension: who provisions and purges it: "service" (an object store the
     # service reaches with its own credentials) or "client" (a local path: where builds run)
     provisioned_by: str | None = None
+    # stardag_nb extension: fsspec options for the root (an S3 endpoint, a profile, ...);
+    # left out of the JSON when empty, so a root without options looks as it did before
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    # no return annotation: the JSON schema stays the model's
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any):  # type: ignore[no-untyped-def]
+        data = handler(self)
+        if isinstance(data, dict) and not self.storage_options:
+            data.pop("storage_options", None)
+        return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,6 +394,8 @@ class TargetRootIn(_In):
     name: str
     uri: str
     create: bool = True  # create the directory / bucket when it is missing
+    # fsspec options for the root (an S3 endpoint, a profile, ...); masked when shown
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 
 class TargetRootsReplace(_In):

@@ -175,6 +175,7 @@ async def create_environment(
                 uri_prefix=root.uri,
                 create_missing=root.create,
                 created_at=now,
+                storage_options=root.storage_options or None,
             )
         )
     begin_provisioning(session, env, EnvironmentEventType.CREATED)

@@ -136,7 +136,13 @@ async def roots_of(session: AsyncSession, env_id: UUID) -> list[TargetRootIn]:
             select(TargetRoot).where(TargetRoot.environment_id == env_id).order_by(TargetRoot.name)
         )
     ).scalars()
-    return [TargetRootIn(name=r.name, uri=r.uri_prefix, create=r.create_missing) for r in rows]
+    return [
+        TargetRootIn(
+            name=r.name, uri=r.uri_prefix, create=r.create_missing,
+            storage_options=r.storage_options or {},
+        )
+        for r in rows
+    ]
 
 
 def _daemon_thread_call(func: Callable[[Any], Any], arg: Any, name: str) -> asyncio.Future[Any]:

@@ -145,6 +145,7 @@ def target_root_out(root: TargetRoot) -> TargetRootOut:
         uri_prefix=root.uri_prefix,
         create=root.create_missing,
         provisioned_by="service" if handled_by_service(root.uri_prefix) else "client",
+        storage_options=root.storage_options or {},
     )
 
 

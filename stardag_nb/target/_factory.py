@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import Union
+from typing import Any, Union
 
 from stardag_nb.config import get_config
 from stardag_nb.exceptions import TargetError, UnknownTargetRootError
@@ -15,6 +16,7 @@ from stardag_nb.target._directory import DirectoryTarget
 from stardag_nb.target._local import LocalTarget
 from stardag_nb.target._memory import InMemoryFileSystemTarget, InMemoryRemoteFileSystem
 from stardag_nb.target._remote import FsspecRemoteFileSystem, RemoteFileSystemTarget
+from stardag_nb.target._storage_options import options_key
 from stardag_nb.utils.resource_provider import resource_provider
 
 __all__ = [
@@ -30,7 +32,8 @@ TargetPrototype = Union[type[FileSystemTarget], Callable[[str], FileSystemTarget
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 _in_memory_rfs: InMemoryRemoteFileSystem | None = None
-_fsspec_rfs: dict[str, FsspecRemoteFileSystem] = {}
+# one file system per (protocol, root name, root URI, storage options)
+_fsspec_rfs: dict[tuple[str, str | None, str | None, str], FsspecRemoteFileSystem] = {}
 _module_lock = threading.Lock()
 
 
@@ -50,9 +53,16 @@ def _in_memory_target(uri: str) -> FileSystemTarget:
     return RemoteFileSystemTarget(uri, _in_memory_rfs)
 
 
-def _fsspec_target(uri: str) -> FileSystemTarget:
+def _fsspec_target(
+    uri: str,
+    root_name: str | None = None,
+    root_uri: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> FileSystemTarget:
     """A target for any fsspec URI (``s3://``, ``gs://``, ``memory://``, ...).
 
+    ``storage_options`` (those of the target root ``root_name`` at ``root_uri``, named in
+    errors) are passed to ``fsspec.filesystem``; targets of one root share a file system.
     The file system is created now, so a missing package (fsspec, s3fs, ...) is reported
     as soon as the target is asked for, naming the URI and the pip command.
     """
@@ -60,10 +70,15 @@ def _fsspec_target(uri: str) -> FileSystemTarget:
     if match is None:
         raise TargetError(f"{uri!r} is not a URI of the form <protocol>://...")
     protocol = match.group(1)
-    rfs = _fsspec_rfs.get(protocol)
+    key = (protocol, root_name, root_uri, options_key(storage_options))
+    rfs = _fsspec_rfs.get(key)
     if rfs is None:
         with _module_lock:
-            rfs = _fsspec_rfs.setdefault(protocol, FsspecRemoteFileSystem(protocol))
+            rfs = _fsspec_rfs.get(key)
+            if rfs is None:
+                rfs = _fsspec_rfs[key] = FsspecRemoteFileSystem(
+                    protocol, root_name, root_uri, **dict(storage_options or {})
+                )
     rfs.get_fs(uri)
     return RemoteFileSystemTarget(uri, rfs)
 
@@ -78,8 +93,9 @@ def default_target_prototypes() -> dict[str, TargetPrototype]:
     return {"/": LocalTarget, "in-memory://": _in_memory_target}
 
 
-def _configured_roots() -> dict[str, str]:
-    return dict(get_config().target.roots)
+def _configured_roots() -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    config = get_config()
+    return dict(config.target.roots), dict(config.target.storage_options)
 
 
 def _normalise_root(root: str) -> str:
@@ -108,18 +124,26 @@ class TargetFactory:
     ``target_roots`` maps keys to roots (absolute paths or URIs) and defaults to the
     configured ``config.target.roots``; each root is normalised to end with "/".
     ``prefix_to_target_prototype`` maps a path prefix to the target class (or callable)
-    serving it; other ``<protocol>://`` URIs are served through fsspec.
+    serving it; other ``<protocol>://`` URIs are served through fsspec, with the
+    ``storage_options`` of the root they lie under (by root key; defaults to the configured
+    ``config.target.storage_options`` when ``target_roots`` is not given either).
     """
 
     def __init__(
         self,
         target_roots: dict[str, str] | None = None,
         prefix_to_target_prototype: Mapping[str, TargetPrototype] | None = None,
+        storage_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if target_roots is None:
-            target_roots = _configured_roots()
+            target_roots, configured_options = _configured_roots()
+            if storage_options is None:
+                storage_options = configured_options
         self.target_roots: dict[str, str] = {
             key: _normalise_root(root) for key, root in target_roots.items()
+        }
+        self.storage_options: dict[str, dict[str, Any]] = {
+            key: dict(options) for key, options in (storage_options or {}).items() if options
         }
         self.prefix_to_target_prototype: dict[str, TargetPrototype] = dict(
             default_target_prototypes()
@@ -135,6 +159,15 @@ class TargetFactory:
             return True
         return "://" in path and bool(_URI_SCHEME.match(path))
 
+    def _root_of(self, path: str) -> str | None:
+        """The key of the root ``path`` lies under (the longest match), or None."""
+        best: str | None = None
+        for key, root in self.target_roots.items():
+            if root and (path == root.rstrip("/") or path.startswith(root)):
+                if best is None or len(root) > len(self.target_roots[best]):
+                    best = key
+        return best
+
     def _get_target_prototype(self, path: str) -> TargetPrototype:
         best: str | None = None
         for prefix in self.prefix_to_target_prototype:
@@ -143,7 +176,15 @@ class TargetFactory:
         if best is not None:
             return self.prefix_to_target_prototype[best]
         if _URI_SCHEME.match(path):
-            return _fsspec_target
+            key = self._root_of(path)
+            if key is None:
+                return _fsspec_target
+            return functools.partial(
+                _fsspec_target,
+                root_name=key,
+                root_uri=self.target_roots[key].rstrip("/"),
+                storage_options=self.storage_options.get(key),
+            )
         raise TargetError(
             f"URI {path!r} does not match any configured prefix "
             f"{sorted(self.prefix_to_target_prototype)} and is not a <protocol>:// URI."

@@ -4,6 +4,7 @@ and an fsspec-backed implementation for any fsspec protocol (s3://, gs://, memor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -482,17 +483,47 @@ class FsspecRemoteFileSystem(RemoteFileSystemABC):
 
     fsspec (and the protocol's implementation package, such as ``s3fs``) is imported on
     first use; if missing, :class:`~stardag_nb.exceptions.MissingDependencyError` says what
-    to install. ``storage_options`` are passed to ``fsspec.filesystem``.
+    to install. ``storage_options`` are passed to ``fsspec.filesystem`` (for object stores
+    the listings cache is off unless an option turns it on: another process may write an
+    output at any time). ``root_name`` and ``root_uri`` (the target root served) are named
+    in errors.
+
+    Writes: a whole object is uploaded in one request, or as a multipart upload that the
+    store shows only once completed, so no partial object is ever visible under the final
+    key; local (``file://``) URIs are written to a temporary sibling and renamed.
+    ``exists_aio`` runs on fsspec's own event loop for async file systems (s3fs, gcsfs,
+    ...), so many checks run concurrently without a thread each.
     """
 
-    def __init__(self, protocol: str, **storage_options: Any) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        root_name: str | None = None,
+        root_uri: str | None = None,
+        **storage_options: Any,
+    ) -> None:
         self.protocol = protocol
         self.URI_PREFIX = f"{protocol}://"
+        self.root_name = root_name
+        self.root_uri = root_uri
         self.storage_options = storage_options
         self._fs: Any = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.protocol!r})"
+        root = f", root={self.root_name!r}" if self.root_name else ""
+        return f"{type(self).__name__}({self.protocol!r}{root})"
+
+    def describe(self, uri: str | None = None) -> str:
+        """``target root 'data' (s3://bucket/prefix)``, or the URI when no root is known."""
+        if self.root_name is not None:
+            return f"target root {self.root_name!r} ({self.root_uri or uri or self.URI_PREFIX})"
+        return f"target {uri or self.URI_PREFIX!r}"
+
+    def _options(self) -> dict[str, Any]:
+        options = dict(self.storage_options)
+        if self.protocol in _LISTING_CACHE_PROTOCOLS:
+            options.setdefault("use_listings_cache", False)
+        return options
 
     def get_fs(self, uri: str | None = None) -> Any:
         """The fsspec file system, created on first use (``uri`` is named in errors)."""
@@ -510,7 +541,7 @@ class FsspecRemoteFileSystem(RemoteFileSystemABC):
                 f"Install with: {_PIP_EXTRA}{extra}"
             ) from exc
         try:
-            self._fs = fsspec.filesystem(self.protocol, **self.storage_options)
+            self._fs = fsspec.filesystem(self.protocol, **self._options())
         except ImportError as exc:
             package = _implementation_package(self.protocol) or _known_package(self.protocol)
             if package is None:
@@ -530,11 +561,34 @@ class FsspecRemoteFileSystem(RemoteFileSystemABC):
                 "gs://, memory://, ...), or register a target prototype with "
                 "TargetFactory(prefix_to_target_prototype=...)."
             ) from exc
+        except TypeError as exc:
+            raise TargetError(
+                f"{self.describe(uri)}: fsspec's {self.protocol!r} file system does not "
+                f"accept these storage_options: {exc}. Fix the root's storage_options."
+            ) from exc
         return self._fs
 
     def exists(self, uri: str) -> bool:
         """True if ``uri`` exists."""
-        return bool(self.get_fs(uri).exists(uri))
+        fs = self.get_fs(uri)
+        try:
+            return bool(fs.exists(uri))
+        except Exception as exc:
+            raise self._error("cannot check", uri, exc) from exc
+
+    async def exists_aio(self, uri: str) -> bool:
+        """Async :meth:`exists`, on fsspec's event loop when the file system is async."""
+        fs = self.get_fs(uri)
+        if not getattr(fs, "async_impl", False) or getattr(fs, "loop", None) is None:
+            return await super().exists_aio(uri)
+        future = asyncio.run_coroutine_threadsafe(fs._exists(uri), fs.loop)
+        try:
+            return bool(await asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            raise self._error("cannot check", uri, exc) from exc
 
     def download(self, uri: str, destination: Path) -> None:
         """Copy ``uri`` to the local ``destination``."""
@@ -542,14 +596,47 @@ class FsspecRemoteFileSystem(RemoteFileSystemABC):
         try:
             fs.get_file(uri, os.fspath(destination))
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"No such file: {uri!r}") from exc
+            raise FileNotFoundError(f"No such file: {uri!r} in {self.describe(uri)}") from exc
+        except Exception as exc:
+            raise self._error("cannot read", uri, exc) from exc
 
     def upload(self, source: Path, uri: str, ok_remove: bool = False) -> None:
-        """Copy the local ``source`` to ``uri``."""
+        """Copy the local ``source`` to ``uri`` (never visible half-written; see the class)."""
         fs = self.get_fs(uri)
-        if self.protocol in ("file", "local"):
-            fs.makedirs(fs._parent(uri), exist_ok=True)
-        fs.put_file(os.fspath(source), uri)
+        try:
+            if self.protocol in ("file", "local"):
+                fs.makedirs(fs._parent(uri), exist_ok=True)
+                tmp = f"{uri}.tmp-{os.urandom(6).hex()}"
+                try:
+                    fs.put_file(os.fspath(source), tmp)
+                    fs.mv(tmp, uri)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        fs.rm_file(tmp)
+                    raise
+            else:
+                fs.put_file(os.fspath(source), uri)
+        except Exception as exc:
+            raise self._error("cannot write", uri, exc) from exc
+
+    def _error(self, action: str, uri: str, exc: BaseException) -> TargetError:
+        """A :class:`TargetError` naming the root, its URI, the object and the fix."""
+        text = str(exc) or type(exc).__name__
+        lowered = text.lower()
+        hint = ""
+        if "bucket" in lowered and ("not exist" in lowered or "nosuchbucket" in lowered):
+            bucket = uri.split("://", 1)[-1].split("/", 1)[0]
+            hint = (
+                f": bucket {bucket!r} does not exist. Create it, or run `stardag-nb "
+                "environment provision` for an environment root"
+            )
+        elif isinstance(exc, PermissionError) or "denied" in lowered or "signature" in lowered:
+            hint = ": access denied; check the root's storage_options (key, secret, profile)"
+        return TargetError(f"{self.describe(uri)}: {action} {uri!r}{hint} ({text})")
+
+
+# Protocols whose fsspec implementation caches directory listings (turned off by default).
+_LISTING_CACHE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 
 
 # Packages for common protocols, used when fsspec itself is missing (so its registry is too).

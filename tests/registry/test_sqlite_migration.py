@@ -105,7 +105,7 @@ def _version(path: Path) -> int:
 def test_upgrade_keeps_builds_tasks_edges_assets(v1_file: Path) -> None:
     registry = SQLiteRegistry(v1_file)
     try:
-        assert _version(v1_file) == schema.SCHEMA_VERSION == 3
+        assert _version(v1_file) == schema.SCHEMA_VERSION == 4
         [build] = registry.list_builds()
         assert (str(build.id), build.name, build.status) == (BUILD, "calm-otter-07", "completed")
         assert {str(t.task_id) for t in registry.list_build_tasks(build.id)} == {TASK, UPSTREAM}

@@ -70,7 +70,7 @@ def v2_file(tmp_path: Path) -> Path:
 def test_upgrade_to_v3_keeps_rows_and_abandons_stale_running_builds(v2_file: Path) -> None:
     with SQLiteRegistry(v2_file) as registry:
         with sqlite3.connect(v2_file) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 4
             columns = {r[1] for r in conn.execute("PRAGMA table_info(builds)")}
             assert {"host", "pid", "process_started_at", "heartbeat_at"} <= columns
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -87,4 +87,4 @@ def test_upgrade_to_v3_keeps_rows_and_abandons_stale_running_builds(v2_file: Pat
     # re-opening an upgraded file changes nothing
     SQLiteRegistry(v2_file).close()
     with sqlite3.connect(v2_file) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4

@@ -198,6 +198,8 @@ class TargetRoot(Base):
     uri_prefix: Mapped[str] = mapped_column(Text)
     create_missing: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = _created()
+    # fsspec options (an S3 endpoint, a profile, ...); NULL: none
+    storage_options: Mapped[dict[str, Any] | None]
 
 
 class EnvironmentEventRow(Base):

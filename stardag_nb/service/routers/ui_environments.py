@@ -351,6 +351,7 @@ def _root_row(env: Environment, root: TargetRootIn) -> TargetRoot:
         uri_prefix=root.uri,
         create_missing=root.create,
         created_at=utcnow(),
+        storage_options=root.storage_options or None,
     )
 
 
@@ -389,6 +390,7 @@ async def add_target_root(
         verb = "added"
     else:
         existing.uri_prefix, existing.create_missing = body.uri, body.create
+        existing.storage_options = body.storage_options or None
         verb = "changed"
     await session.flush()
     return await _start(
