@@ -12,7 +12,7 @@ from typing import Any
 
 from ..build import BuildEvent, BuildEventKind
 
-__all__ = ["STATUSES", "DagState", "NodeInfo"]
+__all__ = ["STATUSES", "DagState", "NodeInfo", "shown_statuses"]
 
 STATUSES = (
     "pending", "running", "suspended", "waiting_for_lock", "completed", "failed",
@@ -109,7 +109,11 @@ class DagState:
             node.started_at = now
         if status in ("completed", "failed", "cancelled"):
             node.finished_at = now
-        if kind is BuildEventKind.TASK_COMPLETED and node.status in ("pending", "waiting_for_lock") and node.started_at is None:
+        if (
+            kind is BuildEventKind.TASK_COMPLETED
+            and node.status in ("pending", "waiting_for_lock")
+            and node.started_at is None
+        ):
             status = "already_complete"  # completed by another build while we waited
         node.status = status
         if event.error is not None:
@@ -177,6 +181,22 @@ class DagState:
         return state
 
 
+def shown_statuses(state: DagState) -> dict[str, str]:
+    """Each node's status as views show it: a ``pending`` task downstream of a failed one
+    is ``blocked`` (by failure)."""
+    shown = {node_id: node.status for node_id, node in state.nodes.items()}
+    downstream: dict[str, list[str]] = {}
+    for src, dst, _ in state.edges:
+        downstream.setdefault(src, []).append(dst)
+    stack = [node_id for node_id, status in shown.items() if status == "failed"]
+    while stack:
+        for nxt in downstream.get(stack.pop(), ()):
+            if shown.get(nxt) == "pending":
+                shown[nxt] = "blocked"
+                stack.append(nxt)
+    return shown
+
+
 def _safe_complete(task: Any) -> bool:
     try:
         return bool(task.complete())
@@ -187,6 +207,8 @@ def _safe_complete(task: Any) -> bool:
 COLLAPSE_THRESHOLD = 300
 """Above this many tasks, views show one node per task family (namespace.name)."""
 
+_TIMES = "\N{MULTIPLICATION SIGN}"  # a family's label: its name, the sign, its count
+
 # The status a family shows: the most pressing among its members'.
 _PRECEDENCE = (
     "failed", "running", "waiting_for_lock", "suspended", "cancelled", "pending",
@@ -195,8 +217,9 @@ _PRECEDENCE = (
 
 
 def collapse_families(state: DagState) -> DagState:
-    """One node per task family, labelled ``name ×count``, with the most pressing member
-    status and the edges between families; members are kept for the details view."""
+    """One node per task family, labelled with its name and member count, with the most
+    pressing member status and the edges between families; members are kept for the
+    details view."""
     if len(state.nodes) <= COLLAPSE_THRESHOLD:
         return state
     family_of: dict[str, str] = {}
@@ -214,15 +237,20 @@ def collapse_families(state: DagState) -> DagState:
         status = next(s for s in _PRECEDENCE if s in statuses)
         first = nodes[0]
         family = NodeInfo(
-            id=key, name=f"{first.name} ×{len(nodes)}", namespace=first.namespace, status=status,
-            code_changed=any(n.code_changed for n in nodes),
+            id=key, name=f"{first.name} {_TIMES}{len(nodes)}", namespace=first.namespace,
+            status=status, code_changed=any(n.code_changed for n in nodes),
         )  # fmt: skip
         family.members = nodes  # type: ignore[attr-defined]
         view.nodes[key] = family
     seen: set[tuple[str, str, bool]] = set()
     for src, dst, dynamic in state.edges:
         edge = (family_of.get(src, src), family_of.get(dst, dst), dynamic)
-        if edge[0] != edge[1] and edge not in seen and edge[0] in view.nodes and edge[1] in view.nodes:
+        if (
+            edge[0] != edge[1]
+            and edge not in seen
+            and edge[0] in view.nodes
+            and edge[1] in view.nodes
+        ):
             seen.add(edge)
             view.edges.append(edge)
     return view

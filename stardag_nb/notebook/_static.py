@@ -14,22 +14,63 @@ import subprocess
 from typing import Any
 
 from ._layout import layered_layout
-from ._state import DagState
+from ._params import param_summary
+from ._state import DagState, shown_statuses
 
-__all__ = ["STATUS_COLORS", "static_bundle", "to_html", "to_markdown", "to_svg"]
+__all__ = [
+    "STATUS_COLORS",
+    "STATUS_LABELS",
+    "static_bundle",
+    "text_color",
+    "to_html",
+    "to_markdown",
+    "to_svg",
+]
 
+# The live widget's fills (js/src/dag_widget.js); text takes whichever of black and white
+# contrasts more with its fill.
 STATUS_COLORS = {
     "pending": "#d0d7de",
-    "running": "#54aeff",
-    "suspended": "#c297ff",
-    "waiting_for_lock": "#fbbc05",
-    "completed": "#2da44e",
+    "running": "#0969da",
+    "suspended": "#8250df",
+    "waiting_for_lock": "#d4a72c",
+    "completed": "#1a7f37",
     "failed": "#cf222e",
-    "cancelled": "#6e7781",
+    "cancelled": "#57606a",
     "already_complete": "#8fd19e",
+    "blocked": "#f6c1c4",
+}
+STATUS_LABELS = {
+    "pending": "pending",
+    "running": "running",
+    "suspended": "waiting (dynamic deps)",
+    "waiting_for_lock": "waiting for lock",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "already_complete": "up to date",
+    "blocked": "blocked by failure",
 }
 
-_W, _H, _GAP_X, _GAP_Y, _PAD = 150, 34, 60, 14, 16
+
+def text_color(fill: str) -> str:
+    """Black or white: whichever contrasts more with ``fill`` (``#rrggbb``)."""
+    channels = [int(fill[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    lum = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "#1f2328" if (lum + 0.05) / 0.05 > 1.05 / (lum + 0.05) else "#ffffff"
+
+
+def _node_lines(node: Any, status: str) -> tuple[str, str]:
+    """A node's two label lines: its name, then its parameters (or status)."""
+    params = param_summary(node.task, 28)
+    second = params or STATUS_LABELS.get(status, status)
+    if node.code_changed:
+        second = f"code changed · {second}"
+    return _shorten(node.label, 24), _shorten(second, 30)
+
+
+_W, _H, _GAP_X, _GAP_Y, _PAD = 170, 40, 60, 14, 16
 
 
 def to_svg(state: DagState, max_nodes: int = 2000) -> str:
@@ -47,27 +88,38 @@ def to_svg(state: DagState, max_nodes: int = 2000) -> str:
 def _graphviz_svg(state: DagState, max_nodes: int) -> str:
     nodes = list(state.nodes.values())[:max_nodes]
     ids = {n.id for n in nodes}
+    shown = shown_statuses(state)
     lines = [
         "digraph stardag {",
         '  rankdir=LR; bgcolor="transparent"; nodesep=0.15; ranksep=0.5;',
         '  node [shape=box, style="rounded,filled", fontname="sans-serif", fontsize=11,'
-        ' color="#57606a", width=1.9, height=0.45];',
-        '  edge [color="#8c959f", arrowsize=0.6];',
+        ' color="#57606a", width=2.1, height=0.5];',
+        '  edge [color="#8c959f", arrowsize=0.7];',
     ]
     for node in nodes:
-        note = "code changed" if node.code_changed else node.id[:8]
-        label = _dot(_shorten(node.label, 22)) + r"\n" + _dot(f"{node.status.replace('_', ' ')} · {note}")
-        extra = ', color="#bc4c00", penwidth=2.5, style="rounded,filled,dashed"' if node.code_changed else ""
+        first, second = _node_lines(node, shown[node.id])
+        label = _dot(first) + r"\n" + _dot(second)
+        fill = STATUS_COLORS.get(shown[node.id], "#d0d7de")
+        extra = (
+            ', color="#bc4c00", penwidth=2.5, style="rounded,filled,dashed"'
+            if node.code_changed
+            else ""
+        )
         lines.append(
-            f'  "{node.id}" [id="{node.id}", label="{label}", '
-            f'fillcolor="{STATUS_COLORS.get(node.status, "#d0d7de")}"{extra}];'
+            f'  "{node.id}" [id="{node.id}", label="{label}", tooltip="{_dot(node.id)}", '
+            f'fillcolor="{fill}", fontcolor="{text_color(fill)}"{extra}];'
         )
     for src, dst, dynamic in state.edges:
         if src in ids and dst in ids:
             lines.append(f'  "{src}" -> "{dst}"{" [style=dashed]" if dynamic else ""};')
     lines.append("}")
     result = subprocess.run(
-        ["dot", "-Tsvg"], input="\n".join(lines), capture_output=True, text=True, timeout=60, check=True
+        ["dot", "-Tsvg"],
+        input="\n".join(lines),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     svg = result.stdout
     start = svg.find("<svg")
@@ -80,7 +132,8 @@ def _graphviz_svg(state: DagState, max_nodes: int) -> str:
         if node is None:
             return match.group(0)
         flag = ' data-code-changed="true"' if node.code_changed else ""
-        return f'<g id="{node.id}" class="node" data-id="{node.id}" data-status="{node.status}"{flag}>'
+        status = shown[node.id]
+        return f'<g id="{node.id}" class="node" data-id="{node.id}" data-status="{status}"{flag}>'
 
     return _NODE_GROUP.sub(annotate, svg[start:])
 
@@ -95,48 +148,88 @@ def _dot(text: str) -> str:
 def _python_svg(state: DagState, max_nodes: int) -> str:
     nodes = list(state.nodes.values())[:max_nodes]
     ids = {n.id for n in nodes}
+    shown = shown_statuses(state)
     layout = layered_layout([n.id for n in nodes], [(s, d) for s, d, _ in state.edges])
     xy = {
         node_id: (_PAD + layer * (_W + _GAP_X), _PAD + pos * (_H + _GAP_Y))
         for node_id, (layer, pos) in layout.items()
     }
     width = max((x for x, _ in xy.values()), default=0) + _W + 2 * _PAD
-    height = max((y for _, y in xy.values()), default=0) + _H + 2 * _PAD + 24
+    height = max((y for _, y in xy.values()), default=0) + _H + 2 * _PAD
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">',
         "<title>stardag_nb DAG</title>",
+        '<defs><marker id="stardag-static-arrow" viewBox="0 0 10 10" refX="9" refY="5" '
+        'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+        '<path d="M0,0 L10,5 L0,10 z" fill="#8c959f"/></marker></defs>',
     ]
     for src, dst, dynamic in state.edges:
         if src not in ids or dst not in ids:
             continue
         (x1, y1), (x2, y2) = xy[src], xy[dst]
+        x1, y1, y2 = x1 + _W, y1 + _H / 2, y2 + _H / 2
+        bend = max(20.0, (x2 - x1) / 2)
         dash = ' stroke-dasharray="4 3"' if dynamic else ""
         out.append(
-            f'<line x1="{x1 + _W:.0f}" y1="{y1 + _H / 2:.0f}" x2="{x2:.0f}" y2="{y2 + _H / 2:.0f}" '
-            f'stroke="#8c959f"{dash}/>'
+            f'<path d="M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} {x2 - bend:.0f},{y2:.0f} '
+            f'{x2:.0f},{y2:.0f}" fill="none" stroke="#8c959f" stroke-width="1.3" '
+            f'marker-end="url(#stardag-static-arrow)"{dash}/>'
         )
     for node in nodes:
         x, y = xy[node.id]
-        color = STATUS_COLORS.get(node.status, "#d0d7de")
-        label = html.escape(_shorten(node.label, 22))
-        stroke = '#bc4c00" stroke-width="3" stroke-dasharray="5 3' if node.code_changed else "#57606a"
-        note = "code changed" if node.code_changed else node.id[:8]
+        status = shown[node.id]
+        fill = STATUS_COLORS.get(status, "#d0d7de")
+        ink = text_color(fill)
+        first, second = _node_lines(node, status)
+        stroke = (
+            '#bc4c00" stroke-width="3" stroke-dasharray="5 3' if node.code_changed else "#57606a"
+        )
         flag = ' data-code-changed="true"' if node.code_changed else ""
         out.append(
-            f'<g class="node" data-id="{node.id}" data-status="{node.status}"{flag}>'
-            f'<rect x="{x:.0f}" y="{y:.0f}" width="{_W}" height="{_H}" rx="6" fill="{color}" '
-            f'stroke="{stroke}"/><text x="{x + 8:.0f}" y="{y + 15:.0f}">{label}</text>'
-            f'<text x="{x + 8:.0f}" y="{y + 28:.0f}" font-size="10" fill="#24292f">'
-            f"{node.status.replace('_', ' ')} · {note}</text></g>"
+            f'<g class="node" data-id="{node.id}" data-status="{status}"{flag}>'
+            f"<title>{html.escape(node.id)}</title>"
+            f'<rect x="{x:.0f}" y="{y:.0f}" width="{_W}" height="{_H}" rx="6" fill="{fill}" '
+            f'stroke="{stroke}"/><text x="{x + 8:.0f}" y="{y + 16:.0f}" fill="{ink}" '
+            f'font-weight="600">{html.escape(first)}</text>'
+            f'<text x="{x + 8:.0f}" y="{y + 31:.0f}" font-size="10" fill="{ink}">'
+            f"{html.escape(second)}</text></g>"
         )
-    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in state.counts().items() if v)
-    out.append(
-        f'<text x="{_PAD}" y="{height - 10:.0f}" fill="#57606a">'
-        f"{html.escape(state.build_status)} · {len(state.nodes)} tasks · {html.escape(counts)}</text>"
-    )
     out.append("</svg>")
     return "".join(out)
+
+
+def _headline(state: DagState) -> str:
+    """``success · 9/10 done · 1 failed · 2 blocked · 0.52 s``."""
+    counts = state.counts()
+    shown = shown_statuses(state)
+    total = len(state.nodes)
+    done = counts.get("completed", 0) + counts.get("already_complete", 0)
+    parts = [state.build_status, f"{done}/{total} done"]
+    blocked = sum(1 for s in shown.values() if s == "blocked")
+    for label, value in (
+        ("running", counts.get("running", 0)),
+        ("failed", counts.get("failed", 0)),
+        ("blocked", blocked),
+        ("cancelled", counts.get("cancelled", 0)),
+        ("up to date", counts.get("already_complete", 0)),
+    ):
+        if value:
+            parts.append(f"{value} {label}")
+    if state.started_at is not None:
+        parts.append(f"{state.elapsed():.2f} s")
+    return " · ".join(parts)
+
+
+def _legend_html(statuses: set[str]) -> str:
+    items = "".join(
+        f'<span style="display:inline-flex;align-items:center;gap:4px;margin-right:12px">'
+        f'<span style="display:inline-block;width:12px;height:12px;border-radius:3px;'
+        f'background:{STATUS_COLORS[s]};border:1px solid #8c959f"></span>{STATUS_LABELS[s]}</span>'
+        for s in STATUS_COLORS
+        if s in statuses
+    )
+    return f'<div class="stardag-static-legend" style="font-size:11px;margin:4px 0">{items}</div>'
 
 
 def to_markdown(state: DagState, max_rows: int = 200) -> str:
@@ -157,20 +250,25 @@ def to_markdown(state: DagState, max_rows: int = 200) -> str:
 
 
 def to_html(state: DagState, max_rows: int = 200, svg: str | None = None) -> str:
-    """The SVG picture followed by the task table, as one HTML fragment (what nbconvert,
-    nbviewer and a frontend without the widget show)."""
+    """A headline with the counts, a legend, the SVG picture (``svg``, default ``state``'s)
+    and the task table, as one HTML fragment (what nbconvert, nbviewer and a front end
+    without the widget show)."""
+    shown = shown_statuses(state)
     rows = "".join(
-        f"<tr><td>{html.escape(n.label)}</td><td>{n.status}</td><td><code>{n.id}</code></td></tr>"
+        f"<tr><td>{html.escape(n.label)}</td><td>{html.escape(param_summary(n.task, 48))}</td>"
+        f"<td>{STATUS_LABELS.get(shown[n.id], shown[n.id])}</td><td><code>{n.id}</code></td></tr>"
         for n in list(state.nodes.values())[:max_rows]
     )
     more = len(state.nodes) - max_rows
     if more > 0:
-        rows += f"<tr><td>… {more} more</td><td></td><td></td></tr>"
+        rows += f"<tr><td>… {more} more</td><td></td><td></td><td></td></tr>"
     return (
-        f'<div class="stardag-static">{svg if svg is not None else to_svg(state)}'
-        f"<p><b>stardag_nb build</b> {html.escape(state.build_id or '')} — "
-        f"{html.escape(state.build_status)}, {len(state.nodes)} tasks</p>"
-        f"<table><thead><tr><th>task</th><th>status</th><th>id</th></tr></thead>"
+        f'<div class="stardag-static"><p><b>stardag_nb build</b> '
+        f"<code>{html.escape(state.build_id or '')}</code> — {html.escape(_headline(state))}</p>"
+        f"{_legend_html(set(shown.values()))}"
+        f"{svg if svg is not None else to_svg(state)}"
+        f"<table><thead><tr><th>task</th><th>parameters</th><th>status</th><th>id</th></tr>"
+        f"</thead>"
         f"<tbody>{rows}</tbody></table></div>"
     )
 
@@ -179,7 +277,8 @@ def to_text(state: DagState) -> str:
     """One line for plain-text front ends: the build, its status and its counts."""
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in state.counts().items() if v)
     build = f"stardag_nb build {state.build_id}" if state.build_id else "stardag_nb DAG"
-    return f"<{build}: {state.build_status}, {len(state.nodes)} tasks{': ' + counts if counts else ''}>"
+    shown = f": {counts}" if counts else ""
+    return f"<{build}: {state.build_status}, {len(state.nodes)} tasks{shown}>"
 
 
 def static_bundle(state: DagState, view: DagState | None = None) -> dict[str, str]:
@@ -190,7 +289,7 @@ def static_bundle(state: DagState, view: DagState | None = None) -> dict[str, st
     view = view or state
     svg = to_svg(view)
     return {
-        "text/html": to_html(view, svg=svg),
+        "text/html": to_html(state, svg=svg),
         "image/svg+xml": svg,
         "text/markdown": to_markdown(state),
         "text/plain": to_text(state),

@@ -13,6 +13,7 @@ import anywidget
 import traitlets
 
 from ._layout import layered_layout
+from ._params import param_summary
 from ._state import DagState, collapse_families
 from ._static import static_bundle
 
@@ -126,29 +127,6 @@ class DagWidget(anywidget.AnyWidget):
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         data = {**(data or {}), **static}
         return (data, bundle[1]) if isinstance(bundle, tuple) else data
-
-
-def param_summary(task: Any, limit: int = 60) -> str:
-    """``a=1, source=Numbers(…)``: a task's parameters in a line, for node labels and
-    search (a task parameter shows as its class name)."""
-    if task is None:
-        return ""
-    try:
-        params = task.model_dump(mode="json", exclude={"version"})
-    except Exception:
-        return ""
-    parts = []
-    for key, value in params.items():
-        if key.startswith("__"):
-            continue
-        if isinstance(value, dict) and "__name" in value:
-            shown = f"{value['__name']}(…)"
-        else:
-            shown = json.dumps(value, default=str)
-            shown = shown if len(shown) <= 24 else shown[:23] + "…"
-        parts.append(f"{key}={shown}")
-    text = ", ".join(parts)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _iso(timestamp: float) -> str:
