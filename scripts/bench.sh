@@ -6,11 +6,14 @@
 #   registry_scale the embedded registry's cost per task at 1k, 10k, 100k tasks
 #   fresh_process  first build and no-op rebuild in a fresh process, against stardag 0.1.0
 #   service        a build through the registry service against the embedded registry
+#   dask_executor  40 CPU-bound tasks on a 2-worker LocalCluster against one local
+#                  process, and the Dask executor's per-task cost for trivial tasks
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-ensure_venv ""
+ensure_venv "dask"
 cd "$ROOT"
 "$VENV/bin/python" -m benchmarks.ids
 "$VENV/bin/python" -m benchmarks.build "$@"
 "$VENV/bin/python" -m benchmarks.registry_scale
 "$VENV/bin/python" -m benchmarks.fresh_process
 "$VENV/bin/python" -m benchmarks.service
+"$VENV/bin/python" -m benchmarks.dask_executor

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union, get_ar
 from uuid import UUID, SafeUUID
 
 from pydantic import SerializationInfo
-from pydantic._internal._model_construction import ModelMetaclass
 from pydantic_core import PydanticSerializationError
 
 from .base_model import CONTEXT_MODE_KEY
 from .exceptions import ParameterError, TaskDefinitionError, TaskImplementationError
 from .polymorphic import (
+    PolymorphicMeta,
     PolymorphicRoot,
+    is_skeleton,
     set_module_namespace,
     type_repr,
     types_compatible,
@@ -205,7 +206,7 @@ def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     return tuple(key)
 
 
-class _TaskMeta(ModelMetaclass):
+class _TaskMeta(PolymorphicMeta):
     """Interns task instances: tasks are immutable, so a call with the same plain
     arguments returns the same instance instead of validating and hashing again (a
     ``requires()`` that builds 50 upstream tasks per node costs lookups, not copies)."""
@@ -264,6 +265,7 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
             or inspect.isabstract(cls)
             or "[" in cls.__name__
             or getattr(cls, "__pydantic_generic_metadata__", {}).get("parameters")
+            or is_skeleton(cls)  # rebuilt by cloudpickle: run() arrives next, by setattr
         ):
             return
         if not (_has_custom_run_cls(cls) or _has_custom_run_aio_cls(cls)):

@@ -9,20 +9,30 @@ the runtime class, not the declared one.
 Redefining a class with the same module and qualified name (a re-run notebook cell)
 replaces the registered class, so deserialization never resolves to a stale
 definition. Two *different* classes claiming the same type id raise an error.
+A script's module is ``__main__`` where it runs and ``__mp_main__`` where spawned worker
+processes re-import it: both names count as one module.
+
+Classes sent by value (cloudpickle, as dask.distributed and Ray do for ``__main__`` and
+notebook classes) are rebuilt in two phases: an empty skeleton class first, its
+attributes right after. A skeleton is registered once its ``__type_id__`` is set
+(:func:`is_skeleton` tells the class checks to wait for the attributes).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import types
 import typing
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, GetCoreSchemaHandler, SerializationInfo
+from pydantic._internal._model_construction import ModelMetaclass
 from pydantic_core import core_schema
 
 from .base_model import StardagBaseModel
@@ -33,10 +43,12 @@ __all__ = [
     "NAME_KEY",
     "OnGenericTypeMismatch",
     "Polymorphic",
+    "PolymorphicMeta",
     "PolymorphicRoot",
     "SubClass",
     "TypeId",
     "is_generic_model",
+    "is_skeleton",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,13 +85,20 @@ def _is_specialization(cls: type) -> bool:
 _module_namespaces: dict[str, str] = {}
 
 
+def _module_name(module: str) -> str:
+    """``module``, with a script re-imported by spawned workers (``__mp_main__``) named
+    as where it runs (``__main__``)."""
+    return "__main__" if module == "__mp_main__" else module
+
+
 def set_module_namespace(namespace: str, scope: str) -> None:
     """Tasks defined in module ``scope`` (and its submodules) get ``namespace``."""
-    _module_namespaces[scope] = namespace
+    _module_namespaces[_module_name(scope)] = namespace
 
 
 def namespace_for_module(module: str) -> str | None:
     """The namespace registered for the longest matching prefix of ``module``."""
+    module = _module_name(module)
     best: str | None = None
     best_len = -1
     for prefix, ns in _module_namespaces.items():
@@ -95,13 +114,16 @@ class _TypeRegistry:
         self.root = root
         self._classes: dict[TypeId, type] = {}
 
-    def add(self, cls: type) -> None:
+    def add(self, cls: type, rebuilt: bool = False) -> None:
+        """Register ``cls``; ``rebuilt``: a class sent by value, whose ``__qualname__``
+        did not travel (its ``__name__`` is compared instead)."""
         type_id: TypeId = cls.__type_id__  # type: ignore[attr-defined]
         existing = self._classes.get(type_id)
         if existing is not None and existing is not cls:
-            same_definition = (
-                existing.__module__ == cls.__module__
-                and existing.__qualname__ == cls.__qualname__
+            same_definition = _module_name(existing.__module__) == _module_name(cls.__module__) and (
+                existing.__name__ == cls.__name__
+                if rebuilt
+                else existing.__qualname__ == cls.__qualname__
             )
             if not same_definition:
                 raise TaskDefinitionError(
@@ -131,7 +153,43 @@ class _TypeRegistry:
             self._classes = saved
 
 
-class PolymorphicRoot(StardagBaseModel):
+# Classes being rebuilt by cloudpickle whose attributes are not set yet.
+_skeletons: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def _rebuilt_by_cloudpickle() -> bool:
+    """True while cloudpickle (or a copy vendored by Ray) makes the empty skeleton of a
+    class sent by value: the class statement's body is not run, its attributes are set
+    by ``setattr`` once the skeleton exists."""
+    frame = sys._getframe(1)
+    for _ in range(24):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "_make_skeleton_class" and "cloudpickle" in str(
+            frame.f_globals.get("__name__", "")
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def is_skeleton(cls: type) -> bool:
+    """True for a class cloudpickle is rebuilding and has not filled in yet."""
+    return cls in _skeletons
+
+
+class PolymorphicMeta(ModelMetaclass):
+    """Registers a class rebuilt by cloudpickle once its type id is set on it."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "__type_id__" and cls in _skeletons:
+            _skeletons.discard(cls)
+            if cls._should_register():  # type: ignore[attr-defined]
+                cls.__type_registry__.add(cls, rebuilt=True)  # type: ignore[attr-defined]
+
+
+class PolymorphicRoot(StardagBaseModel, metaclass=PolymorphicMeta):
     """Base of a family of models that (de)serialize polymorphically.
 
     A direct subclass starts a new family with its own registry. Class keyword
@@ -166,7 +224,9 @@ class PolymorphicRoot(StardagBaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        if cls._should_register():
+        if _rebuilt_by_cloudpickle():
+            _skeletons.add(cls)  # registered when its __type_id__ arrives
+        elif cls._should_register():
             cls.__type_registry__.add(cls)
 
     @classmethod
