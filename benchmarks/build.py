@@ -38,7 +38,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import stardag_nb as sd
-from stardag_nb.build import DefaultExecutionModeSelector, HybridConcurrentTaskExecutor, TaskExecutorABC
+from stardag_nb.build import (
+    DefaultExecutionModeSelector,
+    HybridConcurrentTaskExecutor,
+    TaskExecutorABC,
+)
 from stardag_nb.registry import NoOpRegistry, RegistryABC
 from stardag_nb.utils.testing import target_roots_override
 
@@ -132,21 +136,51 @@ def _write(root: str, name: str, task_id: str, value: int) -> None:
 
 def floor_wide(root: str, n: int) -> None:
     for i in range(n):
-        _write(root, "WideLeaf", _uid({"__namespace": "", "__name": "WideLeaf", "version": "", "i": i}), i)
-    _write(root, "WideRoot", _uid({"__namespace": "", "__name": "WideRoot", "version": "", "n": n}), n)
+        _write(
+            root,
+            "WideLeaf",
+            _uid({"__namespace": "", "__name": "WideLeaf", "version": "", "i": i}),
+            i,
+        )
+    _write(
+        root, "WideRoot", _uid({"__namespace": "", "__name": "WideRoot", "version": "", "n": n}), n
+    )
 
 
 def floor_chain(root: str, n: int) -> None:
     for i in range(n):
-        _write(root, "ChainLink", _uid({"__namespace": "", "__name": "ChainLink", "version": "", "i": i}), i)
+        _write(
+            root,
+            "ChainLink",
+            _uid({"__namespace": "", "__name": "ChainLink", "version": "", "i": i}),
+            i,
+        )
 
 
 def floor_layered(root: str, layers: int, width: int) -> None:
     for layer in range(layers):
         for j in range(width):
-            tid = _uid({"__namespace": "", "__name": "LayerNode", "version": "", "layer": layer, "j": j, "width": width})
+            tid = _uid(
+                {
+                    "__namespace": "",
+                    "__name": "LayerNode",
+                    "version": "",
+                    "layer": layer,
+                    "j": j,
+                    "width": width,
+                }
+            )
             _write(root, "LayerNode", tid, j)
-    tid = _uid({"__namespace": "", "__name": "LayerNode", "version": "", "layer": layers, "j": 0, "width": width})
+    tid = _uid(
+        {
+            "__namespace": "",
+            "__name": "LayerNode",
+            "version": "",
+            "layer": layers,
+            "j": 0,
+            "width": width,
+        }
+    )
     _write(root, "LayerNode", tid, 0)
 
 
@@ -172,10 +206,19 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
         ("wide 1000", 1001, lambda: WideRoot(n=1000), lambda r: floor_wide(r, 1000)),
         ("chain 1000", 1000, lambda: ChainLink(i=999), lambda r: floor_chain(r, 1000)),
         ("chain 10000", 10000, lambda: ChainLink(i=9999), lambda r: floor_chain(r, 10000)),
-        ("layered 10x50", 501, lambda: LayerNode(layer=10, j=0), lambda r: floor_layered(r, 10, 50)),
+        (
+            "layered 10x50",
+            501,
+            lambda: LayerNode(layer=10, j=0),
+            lambda r: floor_layered(r, 10, 50),
+        ),
     ]
-    print(f"sd.build per task vs plain-Python floor, median of {runs} (registry: {registry_kind}, root: {base})")
-    print(f"{'workload':<16}{'executor':>9}{'framework':>12}{'floor':>12}{'per task':>12}{'floor/task':>12}{'ratio':>8}")
+    print(
+        f"sd.build per task vs plain-Python floor, median of {runs} (registry: {registry_kind}, root: {base})"
+    )
+    print(
+        f"{'workload':<16}{'executor':>9}{'framework':>12}{'floor':>12}{'per task':>12}{'floor/task':>12}{'ratio':>8}"
+    )
     for name, n, make, floor in workloads:
         for mode, executor in MODES.items():
             fw_times, floor_times, noop_times = [], [], []
@@ -184,8 +227,20 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
                 fl_root = tempfile.mkdtemp(dir=base)
                 registry = _make_registry(registry_kind, fw_root)
                 with target_roots_override({"default": fw_root}):
-                    t_fw = _timed(lambda: _check(sd.build(make(), task_executor=executor(), registry=registry, progress=False)))
-                    t_noop = _timed(lambda: _check(sd.build(make(), task_executor=executor(), registry=registry, progress=False)))
+                    t_fw = _timed(
+                        lambda: _check(
+                            sd.build(
+                                make(), task_executor=executor(), registry=registry, progress=False
+                            )
+                        )
+                    )
+                    t_noop = _timed(
+                        lambda: _check(
+                            sd.build(
+                                make(), task_executor=executor(), registry=registry, progress=False
+                            )
+                        )
+                    )
                 t_floor = _timed(lambda: floor(fl_root))
                 close = getattr(registry, "close", None)
                 if close is not None:
@@ -214,15 +269,30 @@ def concurrency(base: str, runs: int, registry_kind: str) -> None:
                 root = tempfile.mkdtemp(dir=base)
                 registry = _make_registry(registry_kind, root)
                 with target_roots_override({"default": root}):
-                    times.append(_timed(lambda: _check(sd.build(Sleepers(n=n, seconds=seconds), task_executor=executor(), registry=registry, progress=False))))
+                    times.append(
+                        _timed(
+                            lambda: _check(
+                                sd.build(
+                                    Sleepers(n=n, seconds=seconds),
+                                    task_executor=executor(),
+                                    registry=registry,
+                                    progress=False,
+                                )
+                            )
+                        )
+                    )
                 registry_close(registry)
                 shutil.rmtree(root, ignore_errors=True)
-            print(f"{f'{n} x {seconds * 1e3:.0f} ms':<16}{mode:>9}{statistics.median(times):>9.3f}s")
+            print(
+                f"{f'{n} x {seconds * 1e3:.0f} ms':<16}{mode:>9}{statistics.median(times):>9.3f}s"
+            )
 
 
 def loop_gap(base: str, runs: int, registry_kind: str) -> None:
     """The longest time a ticker on the caller's loop waited during a 2,000-task build."""
-    print(f"\nlongest loop gap during a 2,000-task build_aio (median of {runs}; a ticker sleeps 1 ms)")
+    print(
+        f"\nlongest loop gap during a 2,000-task build_aio (median of {runs}; a ticker sleeps 1 ms)"
+    )
     for mode, executor in MODES.items():
         gaps, totals = [], []
         for _ in range(runs):
@@ -234,10 +304,14 @@ def loop_gap(base: str, runs: int, registry_kind: str) -> None:
             totals.append(total)
             registry_close(registry)
             shutil.rmtree(root, ignore_errors=True)
-        print(f"{mode:>9}: longest gap {statistics.median(gaps) * 1e3:7.1f} ms (build {statistics.median(totals):.3f} s)")
+        print(
+            f"{mode:>9}: longest gap {statistics.median(gaps) * 1e3:7.1f} ms (build {statistics.median(totals):.3f} s)"
+        )
 
 
-async def _gap_of(root: sd.BaseTask, executor: TaskExecutorABC | None, registry: RegistryABC) -> tuple[float, float]:
+async def _gap_of(
+    root: sd.BaseTask, executor: TaskExecutorABC | None, registry: RegistryABC
+) -> tuple[float, float]:
     longest = 0.0
     done = False
 
@@ -282,13 +356,17 @@ def scaling(base: str, runs: int, registry_kind: str) -> None:
                 root = tempfile.mkdtemp(dir=base)
                 registry = _make_registry(registry_kind, root)
                 with target_roots_override({"default": root}):
-                    times.append(_timed(lambda: _check(sd.build(make(n), registry=registry, progress=False))))
+                    times.append(
+                        _timed(lambda: _check(sd.build(make(n), registry=registry, progress=False)))
+                    )
                 close = getattr(registry, "close", None)
                 if close is not None:
                     close()
                 shutil.rmtree(root, ignore_errors=True)
             per_task.append(statistics.median(times) / n * 1e6)
-        print(f"{name:<16}{per_task[0]:>10.0f}us{per_task[1]:>10.0f}us{per_task[1] / per_task[0]:>7.2f}x")
+        print(
+            f"{name:<16}{per_task[0]:>10.0f}us{per_task[1]:>10.0f}us{per_task[1] / per_task[0]:>7.2f}x"
+        )
 
 
 def _check(summary: sd.build.BuildSummary) -> None:  # type: ignore[name-defined]

@@ -197,9 +197,12 @@ def main() -> None:
     if not Path(nb_python).exists():
         nb_python = sys.executable
     shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(prefix="fresh-process-") as tmp, tempfile.TemporaryDirectory(
-        prefix="fresh-process-targets-", dir=shm if shm.is_dir() else None
-    ) as targets:
+    with (
+        tempfile.TemporaryDirectory(prefix="fresh-process-") as tmp,
+        tempfile.TemporaryDirectory(
+            prefix="fresh-process-targets-", dir=shm if shm.is_dir() else None
+        ) as targets,
+    ):
         scratch = Path(tmp)
         (scratch / "home").mkdir()
         cwd = scratch / "cwd"

@@ -56,8 +56,13 @@ def chain_framework(n: int) -> int:
 def chain_floor(n: int) -> int:
     prev: uuid.UUID | None = None
     for i in range(n):
-        payload = {"__namespace": "", "__name": "BenchChain", "version": "", "i": i,
-                   "prev": {"id": str(prev)} if prev else None}
+        payload = {
+            "__namespace": "",
+            "__name": "BenchChain",
+            "version": "",
+            "i": i,
+            "prev": {"id": str(prev)} if prev else None,
+        }
         prev = _uid(payload)
     return len(str(prev))
 
@@ -74,8 +79,16 @@ def layered_floor(layers: int, width: int) -> int:
     for layer in range(layers + 1):
         count = width if layer < layers else 1
         previous = [
-            _uid({"__namespace": "", "__name": "BenchLayer", "version": "", "layer": layer, "j": j,
-                  "parents": [{"id": str(p)} for p in previous]})
+            _uid(
+                {
+                    "__namespace": "",
+                    "__name": "BenchLayer",
+                    "version": "",
+                    "layer": layer,
+                    "j": j,
+                    "parents": [{"id": str(p)} for p in previous],
+                }
+            )
             for j in range(count)
         ]
     return len(str(previous[0]))
@@ -96,16 +109,28 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     rows = [
-        ("chain 10,000 (param style)", 10_000, lambda: chain_framework(10_000), lambda: chain_floor(10_000)),
-        ("layered 10x50 + sink", 501, lambda: layered_framework(10, 50), lambda: layered_floor(10, 50)),
+        (
+            "chain 10,000 (param style)",
+            10_000,
+            lambda: chain_framework(10_000),
+            lambda: chain_floor(10_000),
+        ),
+        (
+            "layered 10x50 + sink",
+            501,
+            lambda: layered_framework(10, 50),
+            lambda: layered_floor(10, 50),
+        ),
     ]
     print(f"task construction + id, median of {args.runs} runs")
     print(f"{'workload':<30}{'total':>10}{'per task':>12}{'floor/task':>12}{'x floor':>9}")
     for name, n, framework, floor in rows:
         t_fw = _median_seconds(framework, args.runs)
         t_floor = _median_seconds(floor, args.runs)
-        print(f"{name:<30}{t_fw:>9.3f}s{t_fw / n * 1e6:>10.1f}us{t_floor / n * 1e6:>10.1f}us"
-              f"{t_fw / t_floor:>8.2f}x")
+        print(
+            f"{name:<30}{t_fw:>9.3f}s{t_fw / n * 1e6:>10.1f}us{t_floor / n * 1e6:>10.1f}us"
+            f"{t_fw / t_floor:>8.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -211,7 +211,10 @@ def measure(base: str, runs: int, services: list[Service], wide: int, chain: int
                 else:
                     registry = api[label]
                 wall, cpu, server, requests = _one_build(
-                    lambda r=run_no: make(r), registry, root, svc  # type: ignore[misc]
+                    lambda r=run_no: make(r),
+                    registry,
+                    root,
+                    svc,  # type: ignore[misc]
                 )
                 if label.startswith("sqlite"):
                     registry.close()  # type: ignore[attr-defined]
@@ -367,25 +370,19 @@ def main() -> None:
             with ExitStack() as stack:
                 services = [
                     stack.enter_context(
-                        service(
-                            "api sqlite", sqlite_url(work / "service.sqlite3"), work / "sqlite"
-                        )
+                        service("api sqlite", sqlite_url(work / "service.sqlite3"), work / "sqlite")
                     )
                 ]
                 if args.postgres:
                     from tests.pg_server import postgres_server
 
                     url = postgres_server().new_database_url("bench")
-                    services.append(
-                        stack.enter_context(service("api postgres", url, work / "pg"))
-                    )
+                    services.append(stack.enter_context(service("api postgres", url, work / "pg")))
                 measure(base, args.runs, services, args.wide, args.chain)
         if args.postgres and args.load_clients > 0:
             from tests.pg_server import postgres_server
 
-            load_run(
-                postgres_server().new_database_url, work, args.load_clients, args.load_tasks
-            )
+            load_run(postgres_server().new_database_url, work, args.load_clients, args.load_tasks)
     finally:
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(_HOME, ignore_errors=True)

@@ -63,7 +63,7 @@ class AliasTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT
         )
 
     @classmethod
-    def from_registry(cls, id: UUID | str, registry: Any = None) -> BaseTask:  # type: ignore[override]
+    def from_registry(cls, id: UUID | str, registry: Any = None) -> BaseTask:
         """An alias of the task the registry recorded under ``id``."""
         if cls._loads_type() is None:
             raise TypeError("AliasTask needs its output type: AliasTask[T].from_registry(id).")
@@ -72,4 +72,6 @@ class AliasTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT
         metadata = (registry or registry_provider.get()).task_get_metadata(UUID(str(id)))
         if not metadata.output_uri:
             raise ValueError(f"The registry has no output URI for task {id}; it cannot be aliased.")
-        return cls(aliased=AliasedMetadata(id=metadata.id, uri=metadata.output_uri, body=metadata.body))
+        return cls(
+            aliased=AliasedMetadata(id=metadata.id, uri=metadata.output_uri, body=metadata.body)
+        )

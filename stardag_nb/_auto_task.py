@@ -61,7 +61,8 @@ class AutoTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT]
     def __map_generic_args_to_ancestor__(
         cls, ancestor_origin: type, args: tuple[Any, ...]
     ) -> tuple[Any, ...] | None:
-        """Map ``AutoTask[T]`` args to the ancestor: ``Task[LoadableSaveableFileSystemTarget[T]]``."""
+        """Map ``AutoTask[T]`` args to the ancestor:
+        ``Task[LoadableSaveableFileSystemTarget[T]]``."""
         if ancestor_origin is Task and args:
             return (LoadableSaveableFileSystemTarget[args[0]],)  # type: ignore[valid-type]
         if isinstance(ancestor_origin, type) and issubclass(cls, ancestor_origin):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, cast
 
 from pydantic import GetCoreSchemaHandler, SerializationInfo
 from pydantic_core import core_schema
@@ -13,8 +13,6 @@ from pydantic_core import core_schema
 from .base_model import CONTEXT_MODE_KEY
 
 __all__ = ["HashSafeSetSerializer", "HashableSet"]
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,9 @@ class HashSafeSetSerializer:
                     return sorted(items, key=_json_key)
             return list(items)
 
-        schema["serialization"] = core_schema.wrap_serializer_function_ser_schema(
-            serialize, info_arg=True
+        # every core schema takes "serialization"; the CoreSchema union cannot say so
+        cast("dict[str, Any]", schema)["serialization"] = (
+            core_schema.wrap_serializer_function_ser_schema(serialize, info_arg=True)
         )
         return schema
 
@@ -55,4 +54,4 @@ class HashableSet:
     """``HashableSet[T]`` = ``Annotated[frozenset[T], HashSafeSetSerializer()]``."""
 
     def __class_getitem__(cls, item: Any) -> Any:
-        return Annotated[frozenset[item], HashSafeSetSerializer()]  # type: ignore[valid-type]
+        return Annotated[frozenset[item], HashSafeSetSerializer()]

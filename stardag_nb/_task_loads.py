@@ -10,6 +10,7 @@ from .target import LoadableTarget
 
 __all__ = ["Depends", "TaskLoads"]
 
+
 class TaskLoads:
     """``TaskLoads[T]``: a parameter holding any task whose output loads as ``T``.
 
@@ -18,7 +19,7 @@ class TaskLoads:
     """
 
     def __class_getitem__(cls, item: Any) -> Any:
-        return Annotated[Task[LoadableTarget[item]], Polymorphic()]  # type: ignore[valid-type]
+        return Annotated[Task[LoadableTarget[item]], Polymorphic()]
 
 
 class Depends:

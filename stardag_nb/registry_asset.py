@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -53,6 +53,6 @@ class ImageRegistryAsset(BaseModel):
 
 
 RegistryAsset = Annotated[
-    Union[MarkdownRegistryAsset, JSONRegistryAsset, TableRegistryAsset, ImageRegistryAsset],
+    MarkdownRegistryAsset | JSONRegistryAsset | TableRegistryAsset | ImageRegistryAsset,
     Field(discriminator="type"),
 ]

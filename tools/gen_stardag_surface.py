@@ -12,9 +12,17 @@ import json
 from pathlib import Path
 
 MODULES = [
-    "stardag", "stardag.build", "stardag.target", "stardag.target.serialize", "stardag.registry",
-    "stardag.registry_asset", "stardag.polymorphic", "stardag.base_model", "stardag.config",
-    "stardag.exceptions", "stardag.utils.resource_provider",
+    "stardag",
+    "stardag.build",
+    "stardag.target",
+    "stardag.target.serialize",
+    "stardag.registry",
+    "stardag.registry_asset",
+    "stardag.polymorphic",
+    "stardag.base_model",
+    "stardag.config",
+    "stardag.exceptions",
+    "stardag.utils.resource_provider",
 ]
 SKIP_IMPORTED = {"annotations", "TYPE_CHECKING"}
 
@@ -57,7 +65,11 @@ def main() -> None:
                 for attr, member in vars(value).items():
                     if attr.startswith("_") and attr != "__init__":
                         continue
-                    func = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
+                    func = (
+                        member.__func__
+                        if isinstance(member, (classmethod, staticmethod))
+                        else member
+                    )
                     if inspect.isfunction(func):
                         methods[attr] = params(func)
                 entry["methods"] = methods

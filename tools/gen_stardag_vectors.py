@@ -187,6 +187,7 @@ def run_case(sd: types.ModuleType, name: str, source: str) -> object:
 
 def describe(task: object) -> dict[str, object]:
     from stardag._core.task_id import _get_task_id_jsonable  # noqa: F401  (may not exist)
+
     hash_json = _get_task_id_jsonable(task)
     out = task.output()  # type: ignore[attr-defined]
     return {
@@ -204,12 +205,22 @@ def main() -> None:
     result = []
     for name, source in CASES.items():
         try:
-            entry = {"case": name, "source": source.strip("\n"), **describe(run_case(sd, name, source))}
+            entry = {
+                "case": name,
+                "source": source.strip("\n"),
+                **describe(run_case(sd, name, source)),
+            }
         except Exception as exc:  # record what the reference rejects, too
-            entry = {"case": name, "source": source.strip("\n"), "error": f"{type(exc).__name__}: {exc}"}
+            entry = {
+                "case": name,
+                "source": source.strip("\n"),
+                "error": f"{type(exc).__name__}: {exc}",
+            }
         result.append(entry)
     out = Path(__file__).resolve().parent.parent / "tests" / "resources" / "stardag_vectors.json"
-    out.write_text(json.dumps({"generated_by": f"stardag {sd.__version__}", "cases": result}, indent=1) + "\n")
+    out.write_text(
+        json.dumps({"generated_by": f"stardag {sd.__version__}", "cases": result}, indent=1) + "\n"
+    )
     print(f"wrote {len(result)} cases to {out}")
 
 

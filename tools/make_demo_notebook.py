@@ -8,15 +8,20 @@ from pathlib import Path
 import nbformat
 
 CELLS: list[tuple[str, str]] = [
-    ("markdown", """# stardag_nb demo
+    (
+        "markdown",
+        """# stardag_nb demo
 
 Tasks are typed functions or pydantic classes; each has a deterministic id and a
 persistent output. `%%stardag` builds on the kernel's own event loop: the cell returns
 at once with a live DAG widget, and the kernel stays usable while it builds.
 Everything here runs on the embedded defaults: a local target root and a local SQLite
-registry under `~/.stardag`."""),
+registry under `~/.stardag`.""",
+    ),
     ("code", "%load_ext stardag_nb"),
-    ("code", """import asyncio
+    (
+        "code",
+        """import asyncio
 import stardag_nb as sd
 from stardag_nb.registry_asset import MarkdownRegistryAsset
 
@@ -55,76 +60,154 @@ class Report(sd.AutoTask[str]):
         self.output().save(" + ".join(str(t.result()) for t in self.totals))
 
     def registry_assets(self):
-        return [MarkdownRegistryAsset(name="report", body=f"### Report\\n\\n{self.result()}")]"""),
-    ("markdown", "Build a small DAG. The cell returns a build handle at once; `--as build` also binds it."),
-    ("code", """%%stardag --as build
-Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])"""),
+        return [MarkdownRegistryAsset(name="report", body=f"### Report\\n\\n{self.result()}")]""",
+    ),
+    (
+        "markdown",
+        "Build a small DAG. The cell returns a build handle at once; `--as build` also binds it.",
+    ),
+    (
+        "code",
+        """%%stardag --as build
+Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])""",
+    ),
     ("markdown", "The kernel answers while the build runs; awaiting the handle waits for it."),
-    ("code", """print("still building?", not build.done())
+    (
+        "code",
+        """print("still building?", not build.done())
 summary = await build
-summary"""),
-    ("code", "Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).result()"),
+summary""",
+    ),
+    (
+        "code",
+        "Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).result()",
+    ),
     ("markdown", "A task displays as its DAG; building it again finds everything complete."),
-    ("code", "Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])"),
-    ("code", """%%stardag --as again
-Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])"""),
+    (
+        "code",
+        "Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])",
+    ),
+    (
+        "code",
+        """%%stardag --as again
+Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])""",
+    ),
     ("code", "(await again).task_count"),
-    ("markdown", "The report's registry assets appeared under the build as it completed; `sd.show_assets` shows them again:"),
-    ("code", "sd.show_assets(Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]))"),
-    ("markdown", """The environment picker lists the registry's environments and switches the
+    (
+        "markdown",
+        "The report's registry assets appeared under the build as it completed; `sd.show_assets` shows them again:",
+    ),
+    (
+        "code",
+        "sd.show_assets(Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]))",
+    ),
+    (
+        "markdown",
+        """The environment picker lists the registry's environments and switches the
 kernel's active one; `%stardag_env NAME` (or `sd.use_environment(NAME)`) is its code twin,
-so "Run all" reproduces the choice."""),
-    ("code", """from stardag_nb.notebook import EnvironmentPicker
+so "Run all" reproduces the choice.""",
+    ),
+    (
+        "code",
+        """from stardag_nb.notebook import EnvironmentPicker
 
-EnvironmentPicker(extra_environments=["default/scratch"])"""),
+EnvironmentPicker(extra_environments=["default/scratch"])""",
+    ),
     ("code", "%stardag_env local"),
     ("markdown", "What the embedded registry recorded for the first build:"),
-    ("code", """registry = sd.registry_provider.get()
+    (
+        "code",
+        """registry = sd.registry_provider.get()
 for record in registry.list_build_tasks(summary.build_id):
     print(f"{record.name:<10} {record.status}")
 report_id = Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).id
-[asset.body for asset in registry.get_assets(report_id)]"""),
+[asset.body for asset in registry.get_assets(report_id)]""",
+    ),
     ("markdown", "`--no-run` shows what a build would do without running it:"),
-    ("code", """%%stardag --no-run
-get_sum(integers=get_range(limit=1000))"""),
-    ("markdown", """A failing task: with `--fail-mode continue` everything else still runs, and the
+    (
+        "code",
+        """%%stardag --no-run
+get_sum(integers=get_range(limit=1000))""",
+    ),
+    (
+        "markdown",
+        """A failing task: with `--fail-mode continue` everything else still runs, and the
 widget shows the error (click the red node for its traceback). Builds report failures in
-their summary; they do not raise."""),
-    ("code", """class Flaky(sd.AutoTask[int]):
+their summary; they do not raise.""",
+    ),
+    (
+        "code",
+        """class Flaky(sd.AutoTask[int]):
     def run(self):
-        raise RuntimeError("this task always fails")"""),
-    ("code", """%%stardag --as failing --fail-mode continue
-[Flaky(), get_sum(integers=get_range(limit=3))]"""),
-    ("code", """outcome = await failing
-outcome.status.value, outcome.task_count.failed, outcome.task_count.succeeded"""),
-    ("markdown", """Cancelling: the widget's **Cancel** button, or `handle.cancel()` in code, stops a
-build cooperatively; the registry records it as cancelled."""),
-    ("code", """%%stardag --as long
-Slowly(value=get_sum(integers=get_range(limit=7)), seconds=30)"""),
-    ("code", """await asyncio.sleep(0.5)
+        raise RuntimeError("this task always fails")""",
+    ),
+    (
+        "code",
+        """%%stardag --as failing --fail-mode continue
+[Flaky(), get_sum(integers=get_range(limit=3))]""",
+    ),
+    (
+        "code",
+        """outcome = await failing
+outcome.status.value, outcome.task_count.failed, outcome.task_count.succeeded""",
+    ),
+    (
+        "markdown",
+        """Cancelling: the widget's **Cancel** button, or `handle.cancel()` in code, stops a
+build cooperatively; the registry records it as cancelled.""",
+    ),
+    (
+        "code",
+        """%%stardag --as long
+Slowly(value=get_sum(integers=get_range(limit=7)), seconds=30)""",
+    ),
+    (
+        "code",
+        """await asyncio.sleep(0.5)
 long.cancel()
 try:
     await long
 except asyncio.CancelledError:
-    print("status:", long.status)"""),
-    ("markdown", """Redefining a task replaces it. Ids do not depend on code, so changing a body without
+    print("status:", long.status)""",
+    ),
+    (
+        "markdown",
+        """Redefining a task replaces it. Ids do not depend on code, so changing a body without
 bumping `version` reuses the old output; the widget marks such tasks as **code changed**
-(dashed orange) so you notice."""),
-    ("code", """@sd.task
+(dashed orange) so you notice.""",
+    ),
+    (
+        "code",
+        """@sd.task
 def get_range(limit: int) -> list[int]:
-    return list(range(0, limit))  # same values, different code"""),
-    ("code", """%%stardag --as changed
-get_range(limit=5)"""),
-    ("code", """await changed
-changed.widget.code_changed == [str(get_range(limit=5).id)]  # marked: its code changed"""),
+    return list(range(0, limit))  # same values, different code""",
+    ),
+    (
+        "code",
+        """%%stardag --as changed
+get_range(limit=5)""",
+    ),
+    (
+        "code",
+        """await changed
+changed.widget.code_changed == [str(get_range(limit=5).id)]  # marked: its code changed""",
+    ),
 ]
 
 
 def main() -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     for kind, source in CELLS:
-        cell = nbformat.v4.new_markdown_cell(source) if kind == "markdown" else nbformat.v4.new_code_cell(source)
+        cell = (
+            nbformat.v4.new_markdown_cell(source)
+            if kind == "markdown"
+            else nbformat.v4.new_code_cell(source)
+        )
         nb.cells.append(cell)
     path = Path(__file__).resolve().parents[1] / "notebooks" / "demo.ipynb"
     nbformat.write(nb, path)

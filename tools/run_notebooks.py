@@ -26,7 +26,10 @@ def execute(path: Path, out_dir: Path, timeout: int = 300) -> Path:
     """Run ``path`` in a fresh python3 kernel; write and return the executed copy."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ from ._executors import (
     HybridConcurrentTaskExecutor,
     RoutedTaskExecutor,
 )
-from ._workers import cancelled
 from ._locks import (
     DefaultGlobalLockSelector,
     GlobalConcurrencyLockManager,
@@ -38,6 +37,7 @@ from ._locks import (
     LockAcquisitionStatus,
     LockHandle,
 )
+from ._workers import cancelled
 
 __all__ = [
     "BuildEvent",

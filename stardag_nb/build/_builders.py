@@ -171,10 +171,18 @@ async def build_sequential_aio(
     or in a thread (``"thread"``). Dynamic dependencies are built (with their own
     dependencies) before the generator resumes; already-complete ones are not re-run.
     """
-    sync_mode = ExecutionMode.SYNC_THREAD if sync_run_default == "thread" else ExecutionMode.SYNC_BLOCKING
+    sync_mode = (
+        ExecutionMode.SYNC_THREAD if sync_run_default == "thread" else ExecutionMode.SYNC_BLOCKING
+    )
     return await _build_sequential(
-        tasks, registry, fail_mode, _SequentialModeSelector(False, sync_mode), resume_build_id,
-        global_lock_manager, global_lock_config, event_handlers,
+        tasks,
+        registry,
+        fail_mode,
+        _SequentialModeSelector(False, sync_mode),
+        resume_build_id,
+        global_lock_manager,
+        global_lock_config,
+        event_handlers,
     )
 
 
@@ -198,7 +206,13 @@ def build_sequential(
     selector = _SequentialModeSelector(dual_run_default == "sync", ExecutionMode.SYNC_BLOCKING)
     return run_coroutine_sync(
         _build_sequential(
-            tasks, registry, fail_mode, selector, resume_build_id,
-            global_lock_manager, global_lock_config, event_handlers,
+            tasks,
+            registry,
+            fail_mode,
+            selector,
+            resume_build_id,
+            global_lock_manager,
+            global_lock_config,
+            event_handlers,
         )
     )

@@ -23,8 +23,8 @@ from uuid import UUID
 from .._task import BaseTask, TaskStruct, flatten_task_struct
 from ..registry import RegistryABC
 from ._base import BuildExitStatus, BuildSummary, FailMode, TaskCount, TaskExecutorABC
-from ._executors import _teardown
 from ._events import BuildEvent, BuildEventHandler, BuildEventKind, TaskNode, emit
+from ._executors import _teardown
 from ._locks import (
     DefaultGlobalLockSelector,
     GlobalConcurrencyLockManager,
@@ -77,7 +77,11 @@ def _checks_locally(task: BaseTask) -> bool:
     from ..target import InMemoryFileSystemTarget, InMemoryTarget, LocalTarget
 
     cls = type(task)
-    if not isinstance(task, Task) or cls.complete_aio is not Task.complete_aio or cls.complete is not Task.complete:
+    if (
+        not isinstance(task, Task)
+        or cls.complete_aio is not Task.complete_aio
+        or cls.complete is not Task.complete
+    ):
         return False
     try:
         output = task.output()
@@ -203,13 +207,22 @@ class BuildEngine:
         self.build_id: UUID | None = None
         self._progress = asyncio.Event()
         self._inline = getattr(executor, "runs_inline", None)
-        self._chains = getattr(executor, "chains", None) if hasattr(executor, "submit_chain") else None
+        self._chains = (
+            getattr(executor, "chains", None) if hasattr(executor, "submit_chain") else None
+        )
         self._waiting_for_lock = 0
         self._exit_early = False
         self._slice_end = 0.0
         self._checked: dict[int, bool | BaseException] = {}
         self._local_check: dict[type, bool] = {}
         self._discover_slots = asyncio.Semaphore(max(1, max_concurrent_discover))
+
+    @property
+    def _started_id(self) -> UUID:
+        """The build's id in the registry, known once :meth:`run` has started it."""
+        if self.build_id is None:
+            raise RuntimeError("the build has not been started in the registry: no build id yet")
+        return self.build_id
 
     # -- events -------------------------------------------------------------------------
 
@@ -455,11 +468,13 @@ class BuildEngine:
         task = node.task
         dep_ids = tuple(d.id for d in deps)
         try:
-            await self.registry.task_register_aio(self.build_id, task)  # type: ignore[arg-type]
+            await self.registry.task_register_aio(self._started_id, task)
             if dep_ids:
-                await self.registry.task_add_dependencies_aio(self.build_id, task, dep_ids, False)  # type: ignore[arg-type]
+                await self.registry.task_add_dependencies_aio(
+                    self._started_id, task, dep_ids, False
+                )
             if node.state is _State.PREVIOUSLY_COMPLETED:
-                await self.registry.task_already_complete_aio(self.build_id, task)  # type: ignore[arg-type]
+                await self.registry.task_already_complete_aio(self._started_id, task)
         except Exception:
             logger.exception("registry: could not register %s", task)
         if self.handlers:
@@ -489,11 +504,11 @@ class BuildEngine:
                     error = await self._incomplete_error(node, yielded)
                     if error is not None:
                         raise error
-                await self.registry.task_resume_aio(self.build_id, task)  # type: ignore[arg-type]
+                await self.registry.task_resume_aio(self._started_id, task)
                 self._emit(BuildEventKind.TASK_RESUMED, task)
             else:
                 node.started = True
-                await self.registry.task_start_aio(self.build_id, task)  # type: ignore[arg-type]
+                await self.registry.task_start_aio(self._started_id, task)
                 self._emit(BuildEventKind.TASK_STARTED, task)
             node.state = _State.RUNNING
             result = await self._submit(node)
@@ -507,7 +522,7 @@ class BuildEngine:
             result = exc
         await self._settle(node, result)
 
-    async def _settle(self, node: _Node, result: None | TaskStruct | BaseException) -> None:
+    async def _settle(self, node: _Node, result: TaskStruct | BaseException | None) -> None:
         if result is None:
             await self._succeed(node)
         elif isinstance(result, BaseException):
@@ -515,7 +530,7 @@ class BuildEngine:
         else:
             await self._suspend(node, result)
 
-    def _submit(self, node: _Node) -> Awaitable[None | TaskStruct | Exception]:
+    def _submit(self, node: _Node) -> Awaitable[TaskStruct | Exception | None]:
         """Hand the task to the executor; with the tasks that wait only for it, one after
         another, when the executor can run them as a chain (no trip through the loop
         between them: a line of tasks runs as fast as inline, without blocking it)."""
@@ -523,7 +538,8 @@ class BuildEngine:
         if not chain:
             return self.executor.submit(node.task)
         steps = self.executor.submit_chain([node.task, *(n.task for n in chain)])  # type: ignore[attr-defined]
-        for successor, (started, result) in zip(chain, steps[1:]):
+        # an executor may chain only a prefix of the tasks: the rest queue on their own
+        for successor, (started, result) in zip(chain, steps[1:], strict=False):
             successor.state = _State.RUNNING  # claimed: no other path may queue it
             spawned = asyncio.ensure_future(self._execute_chained(successor, started, result))
             self.running[spawned] = successor
@@ -563,7 +579,7 @@ class BuildEngine:
         self,
         node: _Node,
         started: Awaitable[bool],
-        result: Awaitable[None | TaskStruct | Exception],
+        result: Awaitable[TaskStruct | Exception | None],
     ) -> None:
         """Follow a task the executor runs right after the one before it in a chain."""
         task = node.task
@@ -577,8 +593,9 @@ class BuildEngine:
                 return
             node.started = True
             await self._record(
-                self.registry.task_start_aio(self.build_id, task),  # type: ignore[arg-type]
-                "the start of %s", task,
+                self.registry.task_start_aio(self._started_id, task),
+                "the start of %s",
+                task,
             )
             self._emit(BuildEventKind.TASK_STARTED, task)
             outcome = await result
@@ -597,11 +614,11 @@ class BuildEngine:
         self._release_dependents(node)
 
     async def _complete_in_registry(self, task: BaseTask) -> None:
-        await self.registry.task_complete_aio(self.build_id, task)  # type: ignore[arg-type]
-        assets = task.registry_assets_aio()
-        assets = await assets if asyncio.iscoroutine(assets) else assets
+        await self.registry.task_complete_aio(self._started_id, task)
+        pending = task.registry_assets_aio()  # an override may be a plain function
+        assets = await pending if asyncio.iscoroutine(pending) else pending
         if assets:
-            await self.registry.task_upload_assets_aio(self.build_id, task, assets)  # type: ignore[arg-type]
+            await self.registry.task_upload_assets_aio(self._started_id, task, assets)
 
     def _release_dependents(self, node: _Node) -> None:
         # Unbounded builds start what became ready right here (one loop turn less per
@@ -628,8 +645,9 @@ class BuildEngine:
         self._discard(task)
         await self._release_lock(node, completed=False)
         await self._record(
-            self.registry.task_fail_aio(self.build_id, task, _describe(error)),  # type: ignore[arg-type]
-            "the failure of %s", task,
+            self.registry.task_fail_aio(self._started_id, task, _describe(error)),
+            "the failure of %s",
+            task,
         )
         self._emit(BuildEventKind.TASK_FAILED, task, error=error)
         self._block_dependents(node)
@@ -656,10 +674,11 @@ class BuildEngine:
             return
         dep_nodes = await self._discover(deps, dynamic=True)
         await self._record(
-            self.registry.task_add_dependencies_aio(  # type: ignore[arg-type]
-                self.build_id, task, tuple(d.id for d in deps), True
+            self.registry.task_add_dependencies_aio(
+                self._started_id, task, tuple(d.id for d in deps), True
             ),
-            "the dynamic dependencies of %s", task,
+            "the dynamic dependencies of %s",
+            task,
         )
         dead = [n for n in dep_nodes if n.state in _DEAD]
         if dead:
@@ -672,16 +691,19 @@ class BuildEngine:
         cycle = _cycle_through(node, waiting)
         if cycle:
             names = " -> ".join(repr(n.task)[:80] for n in cycle)
-            await self._fail(node, DependencyCycleError(
-                f"dynamic dependency cycle: {names} (a task cannot wait, through what it "
-                "yields, for itself)"
-            ))
+            await self._fail(
+                node,
+                DependencyCycleError(
+                    f"dynamic dependency cycle: {names} (a task cannot wait, through what it "
+                    "yields, for itself)"
+                ),
+            )
             return
         if not waiting:  # everything yielded is done in this build: continue at once
             node.resumes += 1
-            error = _idle_resumes_error(node) or await self._incomplete_error(node, dep_nodes)
-            if error is not None:
-                await self._fail(node, error)
+            not_ready = _idle_resumes_error(node) or await self._incomplete_error(node, dep_nodes)
+            if not_ready is not None:
+                await self._fail(node, not_ready)
                 return
             node.state = _State.SUSPENDED
             self.ready.appendleft(node)
@@ -695,10 +717,13 @@ class BuildEngine:
         for dep_node in waiting:
             dep_node.dependents.append(node)
         await self._record(
-            self.registry.task_suspend_aio(self.build_id, task),  # type: ignore[arg-type]
-            "the suspension of %s", task,
+            self.registry.task_suspend_aio(self._started_id, task),
+            "the suspension of %s",
+            task,
         )
-        self._emit(BuildEventKind.TASK_SUSPENDED, task, dependencies=tuple(n.task.id for n in waiting))
+        self._emit(
+            BuildEventKind.TASK_SUSPENDED, task, dependencies=tuple(n.task.id for n in waiting)
+        )
         self._progress.set()
 
     async def _incomplete_error(self, node: _Node, dep_nodes: list[_Node]) -> Exception | None:
@@ -727,8 +752,9 @@ class BuildEngine:
         self._discard(node.task)
         await self._release_lock(node, completed=False)
         await self._record(
-            self.registry.task_cancel_aio(self.build_id, node.task),  # type: ignore[arg-type]
-            "the cancellation of %s", node.task,
+            self.registry.task_cancel_aio(self._started_id, node.task),
+            "the cancellation of %s",
+            node.task,
         )
         self._emit(BuildEventKind.TASK_CANCELLED, node.task)
 
@@ -737,8 +763,9 @@ class BuildEngine:
         self.count.previously_completed += 1
         await self._release_lock(node, completed=False)
         await self._record(
-            self.registry.task_already_complete_aio(self.build_id, node.task),  # type: ignore[arg-type]
-            "%s as already complete", node.task,
+            self.registry.task_already_complete_aio(self._started_id, node.task),
+            "%s as already complete",
+            node.task,
         )
         self._emit(BuildEventKind.TASK_COMPLETED, node.task)
         self._release_dependents(node)
@@ -752,7 +779,8 @@ class BuildEngine:
         cfg, task, key = self.lock_config, node.task, str(node.task.id)
         interval = cfg.lock_wait_initial_interval_seconds
         deadline = (
-            None if cfg.lock_wait_timeout_seconds is None
+            None
+            if cfg.lock_wait_timeout_seconds is None
             else time.monotonic() + cfg.lock_wait_timeout_seconds
         )
         announced = False
@@ -770,11 +798,14 @@ class BuildEngine:
                     await self._await_visible_completion(task)
                     raise _CompletedElsewhere()
                 if result.status is LockAcquisitionStatus.ERROR:
-                    raise RuntimeError(f"could not acquire the global lock of {task!r:.100}: {result.error_message}")
+                    raise RuntimeError(
+                        f"could not acquire the global lock of {task!r:.100}: "
+                        f"{result.error_message}"
+                    )
                 if not announced:
                     announced = True
                     self._waiting_for_lock += 1
-                    await self.registry.task_waiting_for_lock_aio(self.build_id, task, None)  # type: ignore[arg-type]
+                    await self.registry.task_waiting_for_lock_aio(self._started_id, task, None)
                     self._emit(BuildEventKind.TASK_WAITING_FOR_LOCK, task)
                     self._progress.set()
                 if await task.complete_aio():
@@ -782,10 +813,13 @@ class BuildEngine:
                 if deadline is None or time.monotonic() >= deadline:
                     raise TimeoutError(
                         f"the global lock of {task!r:.100} stayed held by another build for "
-                        f"{cfg.lock_wait_timeout_seconds} s (GlobalLockConfig.lock_wait_timeout_seconds)"
+                        f"{cfg.lock_wait_timeout_seconds} s "
+                        "(GlobalLockConfig.lock_wait_timeout_seconds)"
                     )
                 await asyncio.sleep(interval)
-                interval = min(interval * cfg.lock_wait_backoff_factor, cfg.lock_wait_max_interval_seconds)
+                interval = min(
+                    interval * cfg.lock_wait_backoff_factor, cfg.lock_wait_max_interval_seconds
+                )
         finally:
             if announced:
                 self._waiting_for_lock -= 1
@@ -809,7 +843,8 @@ class BuildEngine:
             return False
         logger.warning(
             "%s is recorded as completed, but its output %s is missing: building it again",
-            repr(task)[:100], _output_uri(task),
+            repr(task)[:100],
+            _output_uri(task),
         )
         return True
 
@@ -843,7 +878,7 @@ class BuildEngine:
             self._cancel_running()
             await asyncio.gather(*self.running, return_exceptions=True)
         # A cancelled build leaves no task pending or running in the registry.
-        unfinished = (_State.RUNNING, _State.SUSPENDED)
+        unfinished: tuple[_State, ...] = (_State.RUNNING, _State.SUSPENDED)
         if cancelled:
             unfinished += (_State.PENDING, _State.BLOCKED)
         for node in list(self.nodes.values()):
@@ -860,13 +895,15 @@ class BuildEngine:
         reg, build_id = self.registry, self.build_id
         try:
             if cancelled:
-                await reg.build_cancel_aio(build_id)  # type: ignore[arg-type]
+                await reg.build_cancel_aio(self._started_id)
             elif self._exit_early:
-                await reg.build_exit_early_aio(build_id, "every remaining task is locked by another build")  # type: ignore[arg-type]
+                await reg.build_exit_early_aio(
+                    self._started_id, "every remaining task is locked by another build"
+                )
             elif self.errors:
-                await reg.build_fail_aio(build_id, _describe(self.last_error))  # type: ignore[arg-type]
+                await reg.build_fail_aio(self._started_id, _describe(self.last_error))
             else:
-                await reg.build_complete_aio(build_id)  # type: ignore[arg-type]
+                await reg.build_complete_aio(self._started_id)
         except Exception:
             logger.exception("registry: could not record the end of build %s", build_id)
 
@@ -888,7 +925,9 @@ class BuildEngine:
             status = BuildExitStatus.FAILURE
         else:
             status = BuildExitStatus.SUCCESS
-        summary = BuildSummary(status, self.count, self.build_id, self.last_error, dict(self.errors))
+        summary = BuildSummary(
+            status, self.count, self.build_id, self.last_error, dict(self.errors)
+        )
         self._emit(BuildEventKind.BUILD_FINISHED, summary=summary)
         return summary
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 if TYPE_CHECKING:
     from .._task import BaseTask
@@ -55,9 +56,14 @@ class LockAcquisitionResult:
 class LockHandle(Protocol):
     """An acquired lock as an async context manager that renews its lease while held."""
 
-    async def __aenter__(self) -> LockHandle: ...
+    async def __aenter__(self) -> Self: ...
 
-    async def __aexit__(self, exc_type: object, exc_val: object, exc_tb: object) -> bool: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool: ...
 
     def mark_completed(self) -> None:
         """Release as completed when the block exits."""

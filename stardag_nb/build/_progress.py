@@ -19,7 +19,9 @@ class TerminalProgress:
     automatically when stderr is a TTY.
     """
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30, max_fps: float = 10.0) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, width: int = 30, max_fps: float = 10.0
+    ) -> None:
         self.stream = stream or sys.stderr
         self.width = width
         self.interval = 1.0 / max_fps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -56,10 +57,8 @@ def run_coroutine_sync(coro: Coroutine[Any, Any, _T]) -> _T:
         started.wait()
         loop, task = result.get("loop"), result.get("task")
         if loop is not None and task is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already finished
                 loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:  # the loop already finished
-                pass
         thread.join(_CANCEL_GRACE_SECONDS)
         raise
     if "error" in result:

@@ -12,6 +12,7 @@ stop: sync code cannot be interrupted, so long task bodies poll it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sys
 import threading
@@ -67,7 +68,13 @@ class _Job:
         started: list[asyncio.Future[bool] | None],
         proceed: Callable[[Any], bool] | None = None,
     ) -> None:
-        self.fn, self.args, self.futures, self.started, self.proceed = fn, args, futures, started, proceed
+        self.fn, self.args, self.futures, self.started, self.proceed = (
+            fn,
+            args,
+            futures,
+            started,
+            proceed,
+        )
 
 
 _STOP = None
@@ -101,7 +108,9 @@ _Running = tuple[float, Callable[[], float] | None]  # (job start, the thread's 
 
 
 def _computing(
-    key: tuple[int, float], clock: Callable[[], float] | None, now: float,
+    key: tuple[int, float],
+    clock: Callable[[], float] | None,
+    now: float,
     seen: dict[tuple[int, float], tuple[float, float]],
 ) -> bool | None:
     """Whether a running job's thread has mostly been on a CPU since it was last looked
@@ -121,8 +130,8 @@ class ThreadWorkers:
     """Up to ``max_workers`` daemon threads running ``fn(arg)`` jobs for one loop.
 
     The first thread starts with the first job; more start while jobs wait and every
-    worker has been busy with one job for a while. :meth:`submit` returns an asyncio future resolved on the
-    loop; cancelling it skips the job if no worker has taken it yet.
+    worker has been busy with one job for a while. :meth:`submit` returns an asyncio
+    future resolved on the loop; cancelling it skips the job if no worker has taken it yet.
     """
 
     def __init__(self, max_workers: int, flag: CancelFlag, name: str = "stardag-nb-task") -> None:
@@ -173,9 +182,11 @@ class ThreadWorkers:
         Cancelling a started-future stops the chain before that arg."""
         loop = self._loop_now()
         futures = [loop.create_future() for _ in args]
-        started: list[asyncio.Future[bool] | None] = [None] + [loop.create_future() for _ in args[1:]]
+        started: list[asyncio.Future[bool] | None] = [None] + [
+            loop.create_future() for _ in args[1:]
+        ]
         self._put(_Job(fn, list(args), futures, started, proceed))
-        return list(zip(started, futures))
+        return list(zip(started, futures, strict=True))
 
     def _loop_now(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
@@ -219,7 +230,9 @@ class ThreadWorkers:
             running = list(self._running_since.items())
             stuck = self._idle == 0 and bool(running)
         after = (
-            _GROW_AFTER_SHORT_JOBS_SECONDS if self._mean_job < _SHORT_JOB_SECONDS else _GROW_AFTER_SECONDS
+            _GROW_AFTER_SHORT_JOBS_SECONDS
+            if self._mean_job < _SHORT_JOB_SECONDS
+            else _GROW_AFTER_SECONDS
         )
         stuck = stuck and all(now - since >= after for _, (since, _) in running)
         if stuck and now - last_now < 4 * _GROW_AFTER_SECONDS:  # a fresh sample
@@ -336,7 +349,9 @@ class ThreadWorkers:
             short = cpu < _SHORT_JOB_SECONDS and wall < sys.getswitchinterval()
             self._hand_back(job.futures[i], ok, value)
             last = i + 1 == len(job.args)
-            if not last and not (ok and job.proceed is not None and job.proceed(value) and not self.flag.is_set()):
+            if not last and not (
+                ok and job.proceed is not None and job.proceed(value) and not self.flag.is_set()
+            ):
                 self._stop_chain(job, i + 1)
                 return short
         return short
@@ -372,10 +387,8 @@ class ThreadWorkers:
             if not self._finished or self._reporting:
                 return
             self._reporting = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             self._loop.call_soon_threadsafe(self._deliver)  # type: ignore[union-attr]
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
 
     def _deliver(self) -> None:
         with self._lock:
@@ -393,14 +406,16 @@ class ThreadWorkers:
         if idle and self._all_idle is not None:
             self._all_idle.set()
 
-    async def wait_idle(self, timeout: float) -> bool:
+    # A bounded wait that reports whether it ended in time (like ``Event.wait``):
+    # the caller acts on the answer, so a cancelling ``asyncio.timeout`` does not fit.
+    async def wait_idle(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait up to ``timeout`` seconds for running jobs to end; True if they did."""
         if self._busy == 0:
             return True
         self._all_idle = asyncio.Event()
         try:
             await asyncio.wait_for(self._all_idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._busy == 0
         finally:
             self._all_idle = None

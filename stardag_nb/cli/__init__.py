@@ -184,4 +184,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._context import close_admins
 
             close_admins()
-

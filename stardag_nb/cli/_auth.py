@@ -220,8 +220,7 @@ def _logout_registry(args: argparse.Namespace) -> str:
     if profile is None:
         raise CLIError(
             "No active profile: which registry to log out of?",
-            hint="Pass --registry NAME (see the [registry.NAME] tables of "
-            "~/.stardag/config.toml).",
+            hint="Pass --registry NAME (see the [registry.NAME] tables of ~/.stardag/config.toml).",
         )
     return profile.registry_name
 

@@ -135,18 +135,20 @@ def _task_candidates(module: Any) -> list[str]:
     for name, value in vars(module).items():
         if name.startswith("_"):
             continue
-        if isinstance(value, BaseTask) or (
-            isinstance(value, (list, tuple))
-            and value
-            and all(isinstance(v, BaseTask) for v in value)
-        ):
-            names.append(name)
-        elif (
-            isinstance(value, type)
-            and issubclass(value, BaseTask)
-            and value.__module__ == module.__name__
-            and not _required_fields(value)
-            and not inspect.isabstract(value)
+        if (
+            isinstance(value, BaseTask)
+            or (
+                isinstance(value, (list, tuple))
+                and value
+                and all(isinstance(v, BaseTask) for v in value)
+            )
+            or (
+                isinstance(value, type)
+                and issubclass(value, BaseTask)
+                and value.__module__ == module.__name__
+                and not _required_fields(value)
+                and not inspect.isabstract(value)
+            )
         ):
             names.append(name)
     return names
@@ -182,7 +184,8 @@ def resolve_target(value: Any, label: str, _called: bool = False) -> list[Any]:
                 f"{label} is a task class with required parameters ({', '.join(required)}); "
                 "it cannot be instantiated without arguments.",
                 hint=f"Define an instance in the module (e.g. target = {value.__name__}("
-                + ", ".join(f"{r}=..." for r in required) + ")) and build that instead.",
+                + ", ".join(f"{r}=..." for r in required)
+                + ")) and build that instead.",
             )
         try:
             return [value()]
@@ -325,8 +328,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
                 tasks, registry=registry, fail_mode=fail_mode, event_handlers=handlers,
                 progress=False,
             )  # fmt: skip
-        if summary.build_id is not None and not args.json and not isinstance(
-            registry, NoOpRegistry
+        if (
+            summary.build_id is not None
+            and not args.json
+            and not isinstance(registry, NoOpRegistry)
         ):
             ref = build_ref(registry, summary.build_id)  # unique among the latest builds
     finally:

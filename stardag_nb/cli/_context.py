@@ -32,8 +32,8 @@ __all__ = [
     "active_choice",
     "active_profile",
     "add_json_arg",
-    "check_workspace",
     "add_scope_args",
+    "check_workspace",
     "close_admins",
     "default_environment",
     "default_workspace",
@@ -302,17 +302,20 @@ def resolve_scope(
             )
         workspace = ws.slug
     env_name = env_flag
-    if environment and env_name is None and admin.kind != "service" and (
-        workspace == EMBEDDED_WORKSPACE
+    if (
+        environment
+        and env_name is None
+        and admin.kind != "service"
+        and (workspace == EMBEDDED_WORKSPACE)
     ):
         env_name = EMBEDDED_ENVIRONMENT  # where SQLiteRegistry() records builds by default
     if environment and env_name is None:
-        env = default_environment(admin.list_environments(workspace), _username(admin))
-        if env is None:
+        found = default_environment(admin.list_environments(workspace), _username(admin))
+        if found is None:
             raise CLIError(
                 f"Workspace {workspace!r} has no environment.",
                 hint=f"Create one with: stardag-nb environment create NAME -w {workspace}",
             )
-        env_name = env.slug
+        env_name = found.slug
     source = "flags" if ws_flag or env_flag else "defaults"
     return Scope(admin, workspace, env_name, source)

@@ -15,17 +15,17 @@ from typing import Any, TextIO
 from uuid import UUID
 
 __all__ = [
+    "ELLIPSIS",
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
     "CLIError",
     "Column",
-    "ELLIPSIS",
     "api_error",
     "format_datetime",
     "is_tty",
-    "print_json",
     "print_fields",
+    "print_json",
     "print_table",
     "render_table",
     "to_jsonable",
@@ -131,9 +131,11 @@ def render_table(
             step = min(excess, widths[i] - floor)
             widths[i] -= step
             excess -= step
-    lines = [gap.join(c.header.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines = [gap.join(c.header.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     for row in cells:
-        lines.append(gap.join(truncate(v, w).ljust(w) for v, w in zip(row, widths)).rstrip())
+        lines.append(
+            gap.join(truncate(v, w).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -192,8 +194,7 @@ def api_error(exc: Exception) -> CLIError:
     hint = None
     if isinstance(exc, AuthenticationError):
         hint = (
-            "Log in with: stardag-nb auth login --url URL --token TOKEN (or set "
-            "STARDAG_API_KEY)."
+            "Log in with: stardag-nb auth login --url URL --token TOKEN (or set STARDAG_API_KEY)."
         )
     code = EXIT_USAGE if isinstance(exc, NotFoundError) else EXIT_FAILURE
     return CLIError(message, hint=hint, exit_code=code)

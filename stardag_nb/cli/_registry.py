@@ -244,9 +244,7 @@ def resolve_build(registry: Any, ref: str) -> Any:
             f"{registry_label(registry)}.",
             hint="List the builds with: stardag-nb registry builds",
         )
-    shown = "\n".join(
-        f"  {b.id}  {b.name}  {b.status}  {_started(b)}" for b in matches[:10]
-    )
+    shown = "\n".join(f"  {b.id}  {b.name}  {b.status}  {_started(b)}" for b in matches[:10])
     more = f"\n  ... and {len(matches) - 10} more" if len(matches) > 10 else ""
     raise CLIError(
         f"{ref!r} is ambiguous: {len(matches)} builds match:\n{shown}{more}",

@@ -206,7 +206,8 @@ async def _serve(args: argparse.Namespace, settings: ServiceSettings) -> int:
         )
     )
     serving = asyncio.ensure_future(server.serve())
-    while not server.started and not serving.done():
+    # uvicorn reports startup only through the ``started`` flag: poll it
+    while not server.started and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     if server.started:
         port = args.port
@@ -256,15 +257,13 @@ def _serve_workers(args: argparse.Namespace, settings: ServiceSettings) -> int:
         sock.listen(config.backlog)  # connections wait in the backlog until a worker runs
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(
-            f"Serving registry on http://{host}:{sock.getsockname()[1]} "
-            f"({args.workers} workers)",
+            f"Serving registry on http://{host}:{sock.getsockname()[1]} ({args.workers} workers)",
             flush=True,
         )
+        options: dict[str, Any] = {"sockets": [sock]}
         if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.50
-            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
-        else:
-            supervisor = Multiprocess(config, sockets=[sock])
-        supervisor.run()
+            options["target"] = uvicorn.Server(config).run
+        Multiprocess(config, **options).run()
     return EXIT_OK
 
 
@@ -275,7 +274,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

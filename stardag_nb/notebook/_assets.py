@@ -19,7 +19,9 @@ _MAX_JSON_ITEMS = 200
 class AssetsView:
     """Assets of some tasks, displayable in a notebook."""
 
-    def __init__(self, entries: Sequence[tuple[BaseTask, Any]] = (), empty: str = "no registry assets") -> None:
+    def __init__(
+        self, entries: Sequence[tuple[BaseTask, Any]] = (), empty: str = "no registry assets"
+    ) -> None:
         self.entries = list(entries)
         self.empty = empty  # what an empty view says (never a blank output)
 
@@ -54,13 +56,14 @@ def _render(asset: Any) -> str:
         rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in asset.rows]
         return "\n".join([header, rule, *rows])
     if kind == "image":
-        return f'<img alt="{html.escape(asset.name)}" src="data:{asset.media_type};base64,{asset.data_base64}"/>'
+        src = f"data:{asset.media_type};base64,{asset.data_base64}"
+        return f'<img alt="{html.escape(asset.name)}" src="{src}"/>'
     return f"```\n{json.dumps(asset.model_dump(mode='json'), indent=2)[:5000]}\n```"
 
 
 def _json_tree(value: Any, depth: int = 0) -> str:
     """Nested ``<details>`` for objects and lists; leaves as code."""
-    if isinstance(value, dict) or isinstance(value, list):
+    if isinstance(value, (dict, list)):
         items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
         shown = items[:_MAX_JSON_ITEMS]
         inner = "".join(

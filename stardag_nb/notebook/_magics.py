@@ -24,8 +24,10 @@ def collect_tasks(value: Any) -> list[BaseTask]:
         return [value]
     if isinstance(value, dict):
         value = list(value.values())
-    if isinstance(value, (list, tuple, set, frozenset)) and value and all(
-        isinstance(v, BaseTask) for v in value
+    if (
+        isinstance(value, (list, tuple, set, frozenset))
+        and value
+        and all(isinstance(v, BaseTask) for v in value)
     ):
         return list(value)
     return []
@@ -36,14 +38,22 @@ class StardagMagics(Magics):
     """The ``%%stardag`` cell magic and the ``%stardag_env`` line magic."""
 
     @magic_arguments.magic_arguments()
-    @magic_arguments.argument("--env", default=None, help="registry environment to record the build in")
-    @magic_arguments.argument("--no-run", action="store_true", help="show the DAG without building it")
-    @magic_arguments.argument("--sequential", action="store_true", help="one task at a time (debugging)")
+    @magic_arguments.argument(
+        "--env", default=None, help="registry environment to record the build in"
+    )
+    @magic_arguments.argument(
+        "--no-run", action="store_true", help="show the DAG without building it"
+    )
+    @magic_arguments.argument(
+        "--sequential", action="store_true", help="one task at a time (debugging)"
+    )
     @magic_arguments.argument(
         "--fail-mode", choices=["fail_fast", "continue"], default="fail_fast",
         help="stop at the first failure (default) or run everything that can run",
     )  # fmt: skip
-    @magic_arguments.argument("--as", dest="as_name", default=None, help="bind the build handle to NAME")
+    @magic_arguments.argument(
+        "--as", dest="as_name", default=None, help="bind the build handle to NAME"
+    )
     @cell_magic
     def stardag(self, line: str, cell: str) -> BuildHandle | DagWidget | None:
         """Run the cell, then build the tasks its last expression gives (a task or a list
@@ -67,7 +77,7 @@ class StardagMagics(Magics):
             roots, fail_mode=args.fail_mode, sequential=args.sequential, registry=registry
         )
         if args.as_name:
-            self.shell.user_ns[args.as_name] = handle
+            self._namespace()[args.as_name] = handle
         return handle
 
     @line_magic
@@ -81,18 +91,25 @@ class StardagMagics(Magics):
             print(f"%stardag_env: the active registry is {registry_provider.get()!r}")
             return
         workspace, _, environment = name.rpartition("/")
-        registry = use_environment(environment, workspace or None)
+        # an environment registry (embedded or service): it names its workspace and environment
+        registry: Any = use_environment(environment, workspace or None)
         print(
             f"%stardag_env: builds are now recorded in environment {registry.environment!r} "
             f"of workspace {registry.workspace!r}"
         )
 
+    def _namespace(self) -> dict[str, Any]:
+        """The user namespace of the IPython shell these magics are registered with."""
+        if self.shell is None:
+            raise RuntimeError("stardag magics run only inside an IPython shell")
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
     def _run_and_collect(self, cell: str) -> list[BaseTask]:
-        shell = self.shell
         tree = ast.parse(cell)
         last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         body = tree.body[:-1] if last is not None else tree.body
-        namespace = shell.user_ns
+        namespace = self._namespace()
         filename = _remember_source(cell)
         exec(compile(ast.Module(body=body, type_ignores=[]), filename, "exec"), namespace)
         if last is not None:
@@ -100,7 +117,9 @@ class StardagMagics(Magics):
             return collect_tasks(value)
         roots: list[BaseTask] = []
         for node in body:
-            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            targets = (
+                node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            )
             for target in targets:
                 if isinstance(target, ast.Name):
                     roots.extend(collect_tasks(namespace.get(target.id)))

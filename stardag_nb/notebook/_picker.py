@@ -23,13 +23,13 @@ class EnvironmentPicker(anywidget.AnyWidget):
 
     _esm = pathlib.Path(__file__).parent / "static" / "dist" / "env_picker.js"  # built from js/
 
-    environments = traitlets.List([]).tag(sync=True)
+    environments: traitlets.List[str] = traitlets.List([]).tag(sync=True)
     #: ``"ws/env"`` → ``{"state": ..., "reason": ...}``
     states = traitlets.Dict({}).tag(sync=True)
     active = traitlets.Unicode("").tag(sync=True)
     target_roots = traitlets.Dict({}).tag(sync=True)
     #: the active environment's lifecycle events, newest last
-    events = traitlets.List([]).tag(sync=True)
+    events: traitlets.List[dict[str, Any]] = traitlets.List([]).tag(sync=True)
     registry = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
 
@@ -128,12 +128,17 @@ class EnvironmentPicker(anywidget.AnyWidget):
             f"<td>{esc(self.states.get(n, {}).get('state', ''))}</td></tr>"
             for n in self.environments
         )
-        roots = "".join(f"<li><code>{esc(k)}</code> → <code>{esc(v)}</code></li>" for k, v in self.target_roots.items())
+        roots = "".join(
+            f"<li><code>{esc(k)}</code> → <code>{esc(v)}</code></li>"
+            for k, v in self.target_roots.items()
+        )
         error = f"<p><b>error:</b> {esc(self.error)}</p>" if self.error else ""
         return (
             f'<div class="stardag-env-static"><p><b>stardag environment</b> '
-            f"<code>{esc(self.active or '(none)')}</code> · registry <code>{esc(self.registry)}</code></p>"
-            f"<table><thead><tr><th>environment</th><th>state</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<code>{esc(self.active or '(none)')}</code> · "
+            f"registry <code>{esc(self.registry)}</code></p>"
+            "<table><thead><tr><th>environment</th><th>state</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
             f"<p>target roots:</p><ul>{roots}</ul>{error}"
             f"<p>Switch with <code>%stardag_env [WORKSPACE/]NAME</code>.</p></div>"
         )

@@ -37,7 +37,7 @@ class ResourceProvider(Generic[_ResourceType]):
         if self._default_factory is None:
             name = self._type.__name__ if self._type is not None else "resource"
             raise RuntimeError(f"No {name} has been set and there is no default factory.")
-        return self._default_factory(**kwargs)  # type: ignore[call-arg]
+        return self._default_factory(**kwargs)
 
     def get(self) -> _ResourceType:
         """Return the current resource, creating the default one on first use."""
@@ -61,7 +61,9 @@ class ResourceProvider(Generic[_ResourceType]):
             self._has_resource = False
 
     @contextmanager
-    def override(self, resource: _ResourceType, context: str | None = None) -> Iterator[_ResourceType]:
+    def override(
+        self, resource: _ResourceType, context: str | None = None
+    ) -> Iterator[_ResourceType]:
         """Use ``resource`` inside the ``with`` block, then restore the previous one."""
         with self._lock:
             previous, had = self._resource, self._has_resource
