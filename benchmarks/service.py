@@ -1,33 +1,43 @@
 """Benchmark: ``sd.build`` against the registry service, per task and per request.
 
-    python -m benchmarks.service [--runs 5] [--wide 200] [--chain 100] [--postgres]
+    python -m benchmarks.service [--runs 5] [--wide 200] [--chain 100] [--no-postgres]
                                  [--load-clients 50] [--load-tasks 20] [--no-builds]
 
 Starts the real service (``python -m stardag_nb.cli serve --init``) as a subprocess on a
-fresh SQLite database (and, with ``--postgres``, a second one on the throwaway PostgreSQL
-server of ``tests/pg_server.py``), creates an API key through the admin API, and builds
-trivial ``AutoTask[int]`` DAGs with ``APIRegistry``:
+fresh SQLite database and a second one on the throwaway PostgreSQL server of
+``tests/pg_server.py`` (unless ``--no-postgres``), creates an API key through the admin
+API, and builds trivial ``AutoTask[int]`` DAGs with ``APIRegistry``, both ways:
 
-- wide: 1 root + N leaves (default 200);
-- chain: N tasks in a line (default 100).
+- ``v1``: one request per write (``APIRegistry(batch_writes=False)``, what stardag
+  0.1.0's client does: register, start and complete each task);
+- ``batch``: the writes queued and sent in batches (extension ``batch-v1``, the default).
 
-The same DAG is built with no registry and with the embedded ``SQLiteRegistry`` (the
-reference: ``ratio`` is per-task time over the SQLite registry's). Every run builds new
-tasks (a ``run`` field in each task) into fresh target directories; the registries are
-interleaved within each run so that machine noise hits them alike. Columns:
+Workloads: wide (1 root + N leaves, default 200) and chain (N tasks in a line, default
+100). The same DAG is built with no registry and with the embedded ``SQLiteRegistry``
+(the reference: ``ratio`` is per-task time over the SQLite registry's). Every run builds
+new tasks (a ``run`` field in each task) into fresh target directories; the registries
+are interleaved within each run so that machine noise hits them alike. Columns:
 
 - ``per task``: wall time of ``sd.build`` / number of tasks (median of the runs);
+- ``ratio``: that over the embedded registry's; ``range``: the lowest and highest ratio
+  of single runs (each against the embedded registry's build of the same run), which
+  shows how noisy the machine was;
 - ``req/task``: HTTP requests the client sent per task (counted on the client side);
-- ``srv ms/req``: the server process's CPU time (user + system, psutil) per request;
+- ``srv ms/req`` and ``srv us/task``: the server process's CPU time (user + system,
+  psutil; all runs summed) per request and per task;
 - ``cli ms/req``: this process's CPU time per request, over and above the no-registry build.
 
-With ``--postgres`` a load run follows: ``--load-clients`` (50) concurrent clients, each
-on its own keep-alive connection, each making the v1 calls of a build (start it; register,
-start and complete ``--load-tasks`` tasks, each depending on the one before; complete it)
-against ``stardag-nb serve --workers 1`` and ``--workers 2`` on PostgreSQL. It prints
-requests/s, p50 and p99 latency per request (as the clients see it) and errors (any
-answer other than the expected status, or no answer). Targets (issue 11): 0 errors, p99
-under 100 ms.
+Then load runs on PostgreSQL, against ``stardag-nb serve --workers 1`` and ``--workers 2``:
+``--load-clients`` (50) concurrent clients, each on its own keep-alive connection, each
+making the calls of builds of ``--load-tasks`` (20) tasks, each depending on the one
+before, as a v1 client does (start the build; register, start and complete each task;
+complete it) and as our client does with batches (start the build; its writes in
+batches of 10 tasks, the build's end in the last). They print requests/s, task writes
+(register, start, complete) per second, p50 and p99 latency per request as the clients
+see it, errors (any answer other than the expected status, or no answer) and the server's
+CPU per request (all its processes). The load clients speak HTTP/1.1 on asyncio streams
+(:class:`RawHTTP`): httpx would cost them ~1 ms of CPU per request, taken from the
+same two cores as the server's. Targets (issue 11): 0 errors, p99 under 100 ms.
 
 Figures only: nothing is asserted. The server logs to ``<workdir>/serve-1.log``.
 """
@@ -35,14 +45,18 @@ Figures only: nothing is asserted. The server logs to ``<workdir>/serve-1.log``.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
 import logging
 import os
 import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,10 +139,10 @@ def service(
 class CountingAPIRegistry:
     """An ``APIRegistry`` whose HTTP requests (sync and async) are counted."""
 
-    def __new__(cls, url: str, key: str) -> Any:
+    def __new__(cls, url: str, key: str, batch_writes: bool = True) -> Any:
         from stardag_nb.registry import APIRegistry
 
-        registry = APIRegistry(api_url=url, api_key=key)
+        registry = APIRegistry(api_url=url, api_key=key, batch_writes=batch_writes)
         http = registry._http
         counter = {"requests": 0}
         sync_request, async_request = http.request, http.arequest
@@ -156,6 +170,7 @@ class Sample:
     client_cpu: list[float] = field(default_factory=list)
     server_cpu: list[float] = field(default_factory=list)
     requests: list[int] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
 
 
 def _check(summary: Any) -> None:
@@ -184,34 +199,41 @@ def measure(base: str, runs: int, services: list[Service], wide: int, chain: int
         (f"wide {wide}", wide + 1, lambda r: SvcRoot(run_no=r, n=wide)),
         (f"chain {chain}", chain, lambda r: SvcLink(run_no=r, i=chain - 1)),
     ]
-    api = {svc.label: CountingAPIRegistry(svc.proc.url, svc.key) for svc in services}
+    api: dict[str, tuple[Service, Any]] = {}
+    for service_ in services:
+        for mode in ("v1", "batch"):
+            client = CountingAPIRegistry(
+                service_.proc.url, service_.key, batch_writes=mode == "batch"
+            )
+            api[f"{service_.label} {mode}"] = (service_, client)
     labels = ["none", "sqlite (ref)", *api]
     print(
-        f"sd.build against the registry service, median of {runs} "
-        f"(targets: {base}; CPUs: {os.cpu_count()})"
+        f"sd.build against the registry service, median of {runs} runs "
+        f"(targets: {base}; CPUs: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f})"
     )
     header = (
-        f"{'workload':<12}{'registry':<16}{'per task':>10}{'ratio':>8}"
-        f"{'req/task':>10}{'srv ms/req':>12}{'cli ms/req':>12}"
+        f"{'workload':<11}{'registry':<19}{'per task':>10}{'ratio':>8}{'range':>13}"
+        f"{'req/task':>9}{'srv ms/req':>11}{'srv us/task':>12}{'cli ms/req':>11}"
     )
     print(header)
     run_no = 0
     for name, n, make in workloads:
         samples = {label: Sample() for label in labels}
         for run in range(runs + 1):  # run 0 warms up (imports, connections, server caches)
+            walls: dict[str, float] = {}
             for label in labels:
                 run_no += 1
                 root = tempfile.mkdtemp(dir=base)
-                svc = next((s for s in services if s.label == label), None)
+                svc: Service | None = api[label][0] if label in api else None
                 registry: RegistryABC
                 if label == "none":
                     registry = NoOpRegistry()
                 elif label.startswith("sqlite"):
                     registry = SQLiteRegistry(os.path.join(root, "registry.sqlite3"))
                 else:
-                    registry = api[label]
+                    registry = api[label][1]
                 wall, cpu, server, requests = _one_build(
-                    lambda r=run_no: make(r),
+                    lambda r=run_no, m=make: m(r),
                     registry,
                     root,
                     svc,  # type: ignore[misc]
@@ -219,129 +241,237 @@ def measure(base: str, runs: int, services: list[Service], wide: int, chain: int
                 if label.startswith("sqlite"):
                     registry.close()  # type: ignore[attr-defined]
                 shutil.rmtree(root, ignore_errors=True)
+                walls[label] = wall
                 if run:
                     sample = samples[label]
                     sample.wall.append(wall)
                     sample.client_cpu.append(cpu)
                     sample.server_cpu.append(server)
                     sample.requests.append(requests)
+            if run:
+                for label in labels:
+                    samples[label].ratios.append(walls[label] / walls["sqlite (ref)"])
         ref = statistics.median(samples["sqlite (ref)"].wall)
         floor_cpu = statistics.median(samples["none"].client_cpu)
         for label in labels:
             sample = samples[label]
             wall = statistics.median(sample.wall)
-            line = f"{name:<12}{label:<16}{wall / n * 1e6:>8.0f}us{wall / ref:>7.2f}x"
+            spread = f"{min(sample.ratios):.2f}-{max(sample.ratios):.2f}x"
+            line = f"{name:<11}{label:<19}{wall / n * 1e6:>8.0f}us{wall / ref:>7.2f}x{spread:>13}"
             requests = statistics.median(sample.requests)
             if requests:
-                per_req_srv = statistics.median(
-                    s / r for s, r in zip(sample.server_cpu, sample.requests, strict=True)
-                )
+                total_requests = sum(sample.requests)
+                server_cpu = sum(sample.server_cpu)
                 extra_cli = statistics.median(sample.client_cpu) - floor_cpu
-                line += f"{requests / n:>10.2f}{per_req_srv * 1e3:>12.2f}"
-                line += f"{extra_cli / requests * 1e3:>12.2f}"
+                line += f"{requests / n:>9.2f}{server_cpu / total_requests * 1e3:>11.2f}"
+                line += f"{server_cpu / (n * len(sample.wall)) * 1e6:>12.0f}"
+                line += f"{extra_cli / requests * 1e3:>11.2f}"
             print(line)
-    for registry in api.values():
-        registry.close()
+    for _, client in api.values():
+        client.close()
 
 
 # -- load: many clients at once -------------------------------------------------------
 
 
+class RawHTTP:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams, for the load clients: it
+    spends a fraction of httpx's CPU per request, so the run measures the server."""
+
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        host, _, port = base_url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port or 80)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._head = f"Host: {host}:{self.port}\r\n{extra}"
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        """Send one request; its status and body (``Content-Length`` or chunked)."""
+        if self._writer is None:
+            await self.connect()
+        assert self._reader is not None and self._writer is not None
+        content = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {path} HTTP/1.1\r\n{self._head}"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        self._writer.write(f"{head}Content-Length: {len(content)}\r\n\r\n".encode() + content)
+        lines = (await self._reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length, chunked = None, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        if length is not None:
+            return status, await self._reader.readexactly(length)
+        parts = []
+        while chunked:
+            size = int((await self._reader.readuntil(b"\r\n")).strip(), 16)
+            if size == 0:
+                await self._reader.readuntil(b"\r\n")
+                break
+            parts.append(await self._reader.readexactly(size))
+            await self._reader.readexactly(2)
+        return status, b"".join(parts)
+
+
 @dataclass
 class LoadResult:
     requests: int
+    task_writes: int
     seconds: float
     latencies: list[float]
     errors: list[str]
 
 
-async def _load_client(
-    client: Any, no: int, tasks: int, latencies: list[float], errors: list[str]
-) -> None:
-    async def call(method: str, path: str, expect: int, json: Any = None) -> Any:
+class _Calls:
+    """One load client's requests, timed and checked."""
+
+    def __init__(self, client: RawHTTP, result: LoadResult) -> None:
+        self.client = client
+        self.result = result
+
+    async def __call__(self, method: str, path: str, expect: int, body: Any = None) -> Any:
         t0 = time.perf_counter()
         try:
-            response = await client.request(method, path, json=json)
-        except Exception as exc:  # noqa: BLE001 - counted and shown, not raised
-            errors.append(f"{method} {path}: {type(exc).__name__}: {exc}")
+            status, data = await self.client.request(method, path, body)
+        except Exception as exc:  # counted and shown, not raised
+            self.result.errors.append(f"{method} {path}: {type(exc).__name__}: {exc}")
             return None
-        latencies.append(time.perf_counter() - t0)
-        if response.status_code != expect:
-            errors.append(f"{method} {path}: {response.status_code} {response.text[:200]}")
+        self.result.latencies.append(time.perf_counter() - t0)
+        if status != expect:
+            self.result.errors.append(f"{method} {path}: {status} {data[:200]!r}")
             return None
-        return response.json()
-
-    ids = [f"load-{no}-{i}-{time.time_ns()}" for i in range(tasks)]
-    build = await call("POST", "/api/v1/builds", 201, {"root_task_ids": ids[-1:]})
-    if build is None:
-        return
-    base = f"/api/v1/builds/{build['id']}"
-    for i, task_id in enumerate(ids):
-        body = {
-            "task_id": task_id,
-            "task_name": "LoadTask",
-            "task_data": {"client": no, "i": i},
-            "version": "1",
-            "dependency_task_ids": ids[i - 1 : i],
-        }
-        await call("POST", f"{base}/tasks", 201, body)
-        await call("POST", f"{base}/tasks/{task_id}/start", 200)
-        await call("POST", f"{base}/tasks/{task_id}/complete", 200)
-    await call("POST", f"{base}/complete", 200)
+        return json.loads(data)
 
 
-async def _load(url: str, key: str, clients: int, tasks: int) -> LoadResult:
-    import asyncio
+def _load_task(no: int, i: int, ids: list[str]) -> dict[str, Any]:
+    return {
+        "task_id": ids[i],
+        "task_name": "LoadTask",
+        "task_data": {"client": no, "i": i},
+        "version": "1",
+        "dependency_task_ids": ids[i - 1 : i],
+    }
 
-    import httpx
 
-    latencies: list[float] = []
-    errors: list[str] = []
-    async with AsyncExitStack() as stack:
-        sessions = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=url,
-                    headers={"X-API-Key": key},
-                    timeout=60.0,
-                    limits=httpx.Limits(max_connections=1),
-                )
-            )
-            for _ in range(clients)
-        ]
+async def _v1_client(call: _Calls, no: int, tasks: int, builds: int) -> None:
+    for _ in range(builds):
+        ids = [f"load-{no}-{i}-{time.time_ns()}" for i in range(tasks)]
+        build = await call("POST", "/api/v1/builds", 201, {"root_task_ids": ids[-1:]})
+        if build is None:
+            return
+        base = f"/api/v1/builds/{build['id']}"
+        for i, task_id in enumerate(ids):
+            await call("POST", f"{base}/tasks", 201, _load_task(no, i, ids))
+            await call("POST", f"{base}/tasks/{task_id}/start", 200)
+            await call("POST", f"{base}/tasks/{task_id}/complete", 200)
+            call.result.task_writes += 3
+        await call("POST", f"{base}/complete", 200)
+
+
+BATCH_TASKS = 10
+"""Tasks per batch in the batched load (each 3 operations)."""
+
+
+async def _batch_client(call: _Calls, no: int, tasks: int, builds: int) -> None:
+    for _ in range(builds):
+        ids = [f"load-{no}-{i}-{time.time_ns()}" for i in range(tasks)]
+        build = await call("POST", "/api/v1/builds", 201, {"root_task_ids": ids[-1:]})
+        if build is None:
+            return
+        path = f"/api/v1/ext/batch/builds/{build['id']}"
+        for first in range(0, tasks, BATCH_TASKS):
+            ops: list[dict[str, Any]] = []
+            for i in range(first, min(tasks, first + BATCH_TASKS)):
+                ops.append({"op": "register", "task": _load_task(no, i, ids)})
+                ops.append({"op": "start", "task_id": ids[i]})
+                ops.append({"op": "complete", "task_id": ids[i]})
+            if first + BATCH_TASKS >= tasks:
+                ops.append({"op": "build-complete"})
+            answer = await call("POST", path, 200, {"batch_id": str(uuid.uuid4()), "ops": ops})
+            if answer is not None:
+                refused = [r for r in answer["results"] if not r["ok"]]
+                if refused:
+                    call.result.errors.append(f"POST {path}: refused {refused[:2]}")
+                call.result.task_writes += 3 * min(BATCH_TASKS, tasks - first)
+
+
+async def _load(
+    url: str, key: str, clients: int, tasks: int, builds: int, batched: bool
+) -> LoadResult:
+    result = LoadResult(0, 0, 0.0, [], [])
+    sessions = [RawHTTP(url, {"X-API-Key": key}) for _ in range(clients)]
+    try:
         for session in sessions:  # connect first: the run measures requests, not handshakes
-            await session.get("/health")
+            await session.request("GET", "/health")
+        client = _batch_client if batched else _v1_client
         t0 = time.perf_counter()
         await asyncio.gather(
-            *(_load_client(s, n, tasks, latencies, errors) for n, s in enumerate(sessions))
+            *(client(_Calls(s, result), n, tasks, builds) for n, s in enumerate(sessions))
         )
-        seconds = time.perf_counter() - t0
-    return LoadResult(len(latencies) + len(errors), seconds, latencies, errors)
+        result.seconds = time.perf_counter() - t0
+    finally:
+        for session in sessions:
+            await session.close()
+    result.requests = len(result.latencies) + len(result.errors)
+    return result
+
+
+def _server_cpu(svc: Service) -> float:
+    """CPU seconds of the server and its worker processes."""
+    total = 0.0
+    for proc in [svc.ps, *svc.ps.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def load_run(url_for: Callable[[str], str], work: Path, clients: int, tasks: int) -> None:
-    import asyncio
-
     print(
-        f"\nload: {clients} clients at once, each a build of {tasks} tasks over the v1 routes "
-        f"({3 * tasks + 2} requests per client; targets: 0 errors, p99 < 100 ms)"
+        f"\nload on PostgreSQL: {clients} clients at once, each building {tasks}-task builds "
+        f"(v1: {3 * tasks + 2} requests per build; batch: {2 + -(-tasks // BATCH_TASKS)}); "
+        "targets: 0 errors, p99 < 100 ms"
     )
-    print(f"{'server':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(
+        f"{'server':<20}{'client':<8}{'req/s':>8}{'writes/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'errors':>8}{'srv ms/req':>12}"
+    )
     for workers in (1, 2):
-        label = f"postgres, {workers} worker{'s' if workers > 1 else ''}"
+        label = f"{workers} worker{'s' if workers > 1 else ''}"
         args = ("--workers", str(workers)) if workers > 1 else ()
         with service(label, url_for(f"load{workers}"), work / f"load{workers}", args) as svc:
-            asyncio.run(_load(svc.proc.url, svc.key, clients, 2))  # warm up connections
-            result = asyncio.run(_load(svc.proc.url, svc.key, clients, tasks))
-        latencies = sorted(result.latencies) or [float("nan")]
-        p50 = latencies[len(latencies) // 2]
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(
-            f"{label:<26}{result.requests / result.seconds:>8.0f}{p50 * 1e3:>9.1f}"
-            f"{p99 * 1e3:>9.1f}{len(result.errors):>8}"
-        )
-        for error in result.errors[:3]:
-            print(f"    {error}")
+            for batched, builds in ((False, 1), (True, 10)):
+                asyncio.run(_load(svc.proc.url, svc.key, clients, 2, 1, batched))  # warm up
+                cpu0 = _server_cpu(svc)
+                result = asyncio.run(_load(svc.proc.url, svc.key, clients, tasks, builds, batched))
+                cpu = _server_cpu(svc) - cpu0
+                latencies = sorted(result.latencies) or [float("nan")]
+                p50 = latencies[len(latencies) // 2]
+                p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+                print(
+                    f"{label:<20}{'batch' if batched else 'v1':<8}"
+                    f"{result.requests / result.seconds:>8.0f}"
+                    f"{result.task_writes / result.seconds:>10.0f}{p50 * 1e3:>9.1f}"
+                    f"{p99 * 1e3:>9.1f}{len(result.errors):>8}"
+                    f"{cpu / max(1, result.requests) * 1e3:>12.2f}"
+                )
+                for error in result.errors[:3]:
+                    print(f"    {error}")
 
 
 def main() -> None:
@@ -351,18 +481,22 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=100, help="length of the chain")
     parser.add_argument("--root", default=None, help="directory for targets (default: /dev/shm)")
     parser.add_argument(
-        "--postgres", action="store_true", help="also a server on PostgreSQL (tests/pg_server.py)"
+        "--no-postgres",
+        action="store_true",
+        help="SQLite only: no PostgreSQL server (tests/pg_server.py), no load runs",
     )
+    parser.add_argument("--postgres", action="store_true", help=argparse.SUPPRESS)  # the default
     parser.add_argument("--load-clients", type=int, default=50, help="clients of the load run")
-    parser.add_argument("--load-tasks", type=int, default=20, help="tasks per load client")
+    parser.add_argument("--load-tasks", type=int, default=20, help="tasks per load build")
     parser.add_argument(
-        "--no-builds", action="store_true", help="skip the sd.build figures (load run only)"
+        "--no-builds", action="store_true", help="skip the sd.build figures (load runs only)"
     )
     args = parser.parse_args()
     logging.getLogger("stardag_nb").setLevel(logging.ERROR)
     base = args.root or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir())
     base = tempfile.mkdtemp(prefix="stardag-nb-bench-", dir=base)
     work = Path(base) / "service"  # the service's database next to the embedded one's
+    postgres = not args.no_postgres
     try:
         from tests.service_proc import sqlite_url
 
@@ -373,13 +507,13 @@ def main() -> None:
                         service("api sqlite", sqlite_url(work / "service.sqlite3"), work / "sqlite")
                     )
                 ]
-                if args.postgres:
+                if postgres:
                     from tests.pg_server import postgres_server
 
                     url = postgres_server().new_database_url("bench")
                     services.append(stack.enter_context(service("api postgres", url, work / "pg")))
                 measure(base, args.runs, services, args.wide, args.chain)
-        if args.postgres and args.load_clients > 0:
+        if postgres and args.load_clients > 0:
             from tests.pg_server import postgres_server
 
             load_run(postgres_server().new_database_url, work, args.load_clients, args.load_tasks)

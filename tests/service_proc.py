@@ -228,7 +228,9 @@ class ServiceProcess:
         if info["state"] != "provisioning" or not mine:
             return info
         checks = [
-            provision_target_root(TargetRootIn(name=r["name"], uri=r["uri_prefix"], create=r["create"]))
+            provision_target_root(
+                TargetRootIn(name=r["name"], uri=r["uri_prefix"], create=r["create"])
+            )
             for r in mine
         ]
         body = {"checks": [{"name": c.name, "uri": c.uri, "ok": c.ok, "message": c.message}

@@ -5,6 +5,13 @@ stardag's own service too; stardag_nb's extension routes (``…/dependencies``,
 ``…/already-complete``, ``GET /environment``) are used while the server has them: a
 404 "Not Found" or 405 from one marks it missing and it is not called again.
 
+When the server offers the ``batch-v1`` extension (``GET /environment`` lists it, at
+every build start), the ``*_aio`` writes of a build (what the build engine calls) are
+queued and sent in batches by a :class:`~stardag_nb.registry._api_batch.WriteBatcher`:
+a build waits for no round trip per task or event. The build's end goes in its last
+batch and is waited for; reads, sync writes and the lock manager's releases first wait
+until the queued writes are sent. Otherwise every call is one v1 request.
+
 Besides the :class:`RegistryABC` methods it has the read API of the embedded registry
 (``list_builds``, ``get_build``, ``list_build_tasks``, ``list_events``, ``get_assets``,
 ``get_dependencies``, ``built_code_hash``) returning the same record types, so callers do
@@ -13,9 +20,10 @@ not care which registry they have.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -33,13 +41,14 @@ from ._sqlite import (
     TaskNotFoundError,
 )
 from ._target_roots import apply_target_roots
-from ._wire import EnvironmentInfo, TaskMetadataResponse
+from ._wire import BATCH_EXTENSION, EnvironmentInfo, TaskMetadataResponse
 
 if TYPE_CHECKING:
     import httpx
 
     from .._task import BaseTask
     from ..registry_asset import RegistryAsset
+    from ._api_batch import WriteBatcher
 
 __all__ = [
     "APIRegistry",
@@ -161,6 +170,8 @@ class APIRegistry(RegistryABC):
         environment_id: The environment to record into when authenticating with a token
             (default: the active profile's). An API key names its environment itself.
         api_key: Default: ``$STARDAG_API_KEY``; without one, the profile's access token.
+        batch_writes: Send a build's writes in batches when the server offers it (the
+            default); False: one v1 request per write, as stardag's client does.
 
     Every call retries connection errors and 502/503/504 with backoff for up to
     ``$STARDAG_API_RETRY_SECONDS`` (60 s). Errors raise stardag's exception classes
@@ -174,11 +185,15 @@ class APIRegistry(RegistryABC):
         timeout: float | None = None,
         environment_id: str | None = None,
         api_key: str | None = None,
+        *,
+        batch_writes: bool = True,
     ) -> None:
         self.settings = HTTPSettings.resolve(api_url, timeout, environment_id, api_key)
+        self.batch_writes = batch_writes
         self._http = RegistryHTTP(self.settings)
         self._missing: set[str] = set()
         self._environment: EnvironmentInfo | None = None
+        self._batcher: WriteBatcher | None = None  # while the server offers batch-v1
 
     def __repr__(self) -> str:
         return f"APIRegistry({self.api_url!r}, environment={self.environment!r})"
@@ -207,26 +222,136 @@ class APIRegistry(RegistryABC):
             return self._environment.slug
         return self.settings.environment_id or ""
 
+    @property
+    def batching(self) -> bool:
+        """Whether build writes go out in batches (the server offers ``batch-v1``; known
+        after a build start)."""
+        return self._batcher is not None and self._batcher.enabled
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the queued build writes were sent (a no-op without batching)."""
+        if self._batcher is not None:
+            self._batcher.flush(timeout)
+
+    async def flush_aio(self) -> None:
+        """:meth:`flush` without blocking the event loop."""
+        if self._batcher is not None:
+            await self._batcher.flush_aio()
+
     def close(self) -> None:
-        """Close the sync HTTP client."""
+        """Send the queued writes, then close the sync HTTP client."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         self._http.close()
 
     async def aclose(self) -> None:
-        """Close the running loop's async HTTP client (and the sync one)."""
+        """Send the queued writes, then close the running loop's async HTTP client (and
+        the sync one)."""
+        if self._batcher is not None:
+            await self._batcher.flush_aio()
+            self._batcher.close()
+            self._batcher = None
         await self._http.aclose()
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def _post(self, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        self.flush()  # after the queued writes, in order
         return self._http.request("POST", path, json_body=body, params=params).json()
 
     async def _apost(
         self, path: str, body: Any = None, params: dict[str, Any] | None = None
     ) -> Any:
+        await self.flush_aio()
         return (await self._http.arequest("POST", path, json_body=body, params=params)).json()
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        self.flush()  # a client reads its own writes
         return self._http.request("GET", path, params=params).json()
+
+    # -- batched writes ------------------------------------------------------------------------
+
+    def _use_batches(self, info: EnvironmentInfo | None) -> None:
+        """Batch build writes from now on if the server offers it (else stop: its queue
+        is sent first)."""
+        offered = self.batch_writes and info is not None and BATCH_EXTENSION in info.extensions
+        if offered and self._batcher is None:
+            from ._api_batch import WriteBatcher
+
+            self._batcher = WriteBatcher(self._http, self._send_v1)
+        elif not offered and self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
+
+    def _queue(self, build_id: UUID, encode: Callable[[], dict[str, Any]]) -> bool:
+        """Queue a write when batching (True); False: send it over v1."""
+        batcher = self._batcher
+        if batcher is None or not batcher.enabled:
+            return False
+        batcher.submit(build_id, encode)
+        return True
+
+    def _queue_op(self, build_id: UUID, op: dict[str, Any]) -> bool:
+        """:meth:`_queue` a write that is JSON already."""
+        return self._queue(build_id, lambda: op)
+
+    async def _end_build(self, build_id: UUID, op: dict[str, Any]) -> bool:
+        """Send the build's end in its last batch and wait for it (True); False when not
+        batching (see :meth:`_queue_and_wait`)."""
+        return await self._queue_and_wait(build_id, op, "the end of build")
+
+    async def _queue_and_wait(self, build_id: UUID, op: dict[str, Any], what: str) -> bool:
+        """Queue a write and wait until its batch was answered (True); False when not
+        batching.
+
+        Raises:
+            APIError: the end was not recorded: the batch's error (e.g.
+                :class:`~stardag_nb.exceptions.RegistryUnreachableError`), or
+                ``BatchWriteError`` when the server refused it.
+        """
+        batcher = self._batcher
+        if batcher is None or not batcher.enabled:
+            return False
+        from ._api_batch import BatchWriteError
+
+        ack = batcher.submit(build_id, lambda: op, ack=True)
+        assert ack is not None
+        await batcher.flush_aio()
+        result = await asyncio.wrap_future(ack)
+        if not result.get("ok", True):
+            raise BatchWriteError(
+                f"The registry service at {self.api_url} did not record {what} "
+                f"{op.get('task_id') or build_id}: {result.get('detail')}",
+                detail=result.get("detail"),
+            )
+        return True
+
+    def _send_v1(self, build_id: UUID, op: dict[str, Any]) -> None:
+        """One batched write over the v1 routes (the server lost the extension)."""
+        kind, task_id = op["op"], op.get("task_id")
+        base = f"/builds/{build_id}"
+        params: dict[str, Any] | None = None
+        body: Any = None
+        if kind == "register":
+            path, body = f"{base}/tasks", op["task"]
+        elif kind.startswith("build-"):
+            path = f"{base}/{kind.removeprefix('build-')}"
+            key = "reason" if kind == "build-exit-early" else "error_message"
+            params = {key: op.get("error_message")}
+        elif kind == "dependencies":
+            body = {"dependency_task_ids": op["dependency_task_ids"], "dynamic": op["dynamic"]}
+            self._extension("dependencies", "POST", f"{base}/tasks/{task_id}/dependencies", body)
+            return
+        elif kind == "already-complete":
+            self._extension("already-complete", "POST", f"{base}/tasks/{task_id}/{kind}")
+            return
+        elif kind == "assets":
+            path, body = f"{base}/tasks/{task_id}/assets", op["assets"]
+        else:
+            path = f"{base}/tasks/{task_id}/{kind}"
+            params = {"error_message": op.get("error_message"), "lock_owner": op.get("lock_owner")}
+        self._http.request("POST", path, json_body=body, params=params)
 
     def _note_missing(self, name: str, response: httpx.Response) -> bool:
         """True (and remembered) when ``response`` says the server lacks extension ``name``."""
@@ -240,9 +365,11 @@ class APIRegistry(RegistryABC):
         return False
 
     def _extension(self, name: str, method: str, path: str, body: Any = None) -> Any:
-        """Call an extension route; None when the server does not have it."""
+        """Call an extension route (after the queued writes); None when the server does
+        not have it."""
         if name in self._missing:
             return None
+        self.flush()
         response = self._http.request(method, path, json_body=body, ok=(404, 405))
         if response.status_code in (404, 405):
             if self._note_missing(name, response):
@@ -253,6 +380,7 @@ class APIRegistry(RegistryABC):
     async def _aextension(self, name: str, method: str, path: str, body: Any = None) -> Any:
         if name in self._missing:
             return None
+        await self.flush_aio()
         response = await self._http.arequest(method, path, json_body=body, ok=(404, 405))
         if response.status_code in (404, 405):
             if self._note_missing(name, response):
@@ -270,13 +398,18 @@ class APIRegistry(RegistryABC):
         return info
 
     def fetch_environment(self) -> EnvironmentInfo | None:
-        """The caller's environment (``GET /environment``), or None from a v1 server."""
-        return self._remember_environment(self._extension("environment", "GET", "/environment"))
+        """The caller's environment (``GET /environment``), or None from a v1 server.
+        Also tells whether the server takes batched writes."""
+        info = self._remember_environment(self._extension("environment", "GET", "/environment"))
+        self._use_batches(info)
+        return info
 
     async def fetch_environment_aio(self) -> EnvironmentInfo | None:
         """:meth:`fetch_environment`, async."""
         data = await self._aextension("environment", "GET", "/environment")
-        return self._remember_environment(data)
+        info = self._remember_environment(data)
+        self._use_batches(info)
+        return info
 
     def _sync_target_roots(self, info: EnvironmentInfo | None) -> None:
         if info is not None and info.target_roots:
@@ -314,38 +447,62 @@ class APIRegistry(RegistryABC):
     async def build_start_aio(
         self, root_tasks: list[BaseTask] | None = None, description: str | None = None
     ) -> UUID:
-        self._sync_target_roots(await self.fetch_environment_aio())
-        data = await self._apost("/builds", self._build_body(root_tasks, description))
-        return UUID(str(data["id"]))
+        """:meth:`build_start`, with the environment and the build asked for at once (the
+        roots are adopted before the build runs anything), from worker threads on the
+        sync client: its connections outlive the event loop (``sd.build`` runs each build
+        on a loop of its own, whose async client would connect anew)."""
+        await self.flush_aio()
+        body = self._build_body(root_tasks, description)
+        environment = asyncio.ensure_future(asyncio.to_thread(self.fetch_environment))
+        try:
+            response = await asyncio.to_thread(
+                self._http.request, "POST", "/builds", json_body=body
+            )
+        except BaseException:
+            await asyncio.gather(environment, return_exceptions=True)
+            raise
+        self._sync_target_roots(await environment)
+        return UUID(str(response.json()["id"]))
+
+    # The end of a build: with batching, in the build's last batch (waited for).
 
     def build_complete(self, build_id: UUID) -> None:
         self._post(f"/builds/{build_id}/complete")
 
     async def build_complete_aio(self, build_id: UUID) -> None:
-        await self._apost(f"/builds/{build_id}/complete")
+        if not await self._end_build(build_id, {"op": "build-complete"}):
+            await self._apost(f"/builds/{build_id}/complete")
 
     def build_fail(self, build_id: UUID, error_message: str | None = None) -> None:
         self._post(f"/builds/{build_id}/fail", params={"error_message": error_message})
 
     async def build_fail_aio(self, build_id: UUID, error_message: str | None = None) -> None:
-        await self._apost(f"/builds/{build_id}/fail", params={"error_message": error_message})
+        op = {"op": "build-fail", "error_message": error_message}
+        if not await self._end_build(build_id, op):
+            await self._apost(f"/builds/{build_id}/fail", params={"error_message": error_message})
 
     def build_cancel(self, build_id: UUID) -> None:
         self._post(f"/builds/{build_id}/cancel")
 
     async def build_cancel_aio(self, build_id: UUID) -> None:
-        await self._apost(f"/builds/{build_id}/cancel")
+        if not await self._end_build(build_id, {"op": "build-cancel"}):
+            await self._apost(f"/builds/{build_id}/cancel")
 
     def build_exit_early(self, build_id: UUID, reason: str | None = None) -> None:
         self._post(f"/builds/{build_id}/exit-early", params={"reason": reason})
 
     async def build_exit_early_aio(self, build_id: UUID, reason: str | None = None) -> None:
-        await self._apost(f"/builds/{build_id}/exit-early", params={"reason": reason})
+        if not await self._end_build(build_id, {"op": "build-exit-early", "error_message": reason}):
+            await self._apost(f"/builds/{build_id}/exit-early", params={"reason": reason})
 
     # -- tasks ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _task_create(task: BaseTask) -> dict[str, Any]:
+    def _task_create(
+        task: BaseTask, output_uri: Any = False, dependencies: bool = True
+    ) -> dict[str, Any]:
+        """``TaskCreate`` of ``task`` (``output_uri`` when known already; without
+        ``dependencies`` when the edges are sent on their own)."""
         from .._code_hash import code_hash
 
         return {
@@ -354,17 +511,35 @@ class APIRegistry(RegistryABC):
             "task_name": task.get_name(),
             "task_data": _task_data(task),
             "version": task.version,
-            "output_uri": _output_uri(task),
-            "dependency_task_ids": _dependency_ids(task),
+            "output_uri": _output_uri(task) if output_uri is False else output_uri,
+            "dependency_task_ids": _dependency_ids(task) if dependencies else [],
             "code_hash": code_hash(type(task)),
         }
+
+    def _queue_register(self, build_id: UUID, task: BaseTask) -> bool:
+        """Queue the registration: the task becomes JSON when its batch is sent (its
+        output URI now: the roots may change later). Its static edges come from the
+        ``task_add_dependencies`` the engine sends right after."""
+        if self._batcher is None or not self._batcher.enabled:
+            return False
+        uri = _output_uri(task)
+        return self._queue(
+            build_id,
+            lambda: {
+                "op": "register",
+                "task": self._task_create(task, uri, dependencies=False),
+            },
+        )
 
     def task_register(self, build_id: UUID, task: BaseTask) -> None:
         """Record the task (v1: with its static dependencies, ``requires()``)."""
         self._post(f"/builds/{build_id}/tasks", self._task_create(task))
 
     async def task_register_aio(self, build_id: UUID, task: BaseTask) -> None:
-        await self._apost(f"/builds/{build_id}/tasks", self._task_create(task))
+        """:meth:`task_register`; queued when batching (with its static edges sent by
+        :meth:`task_add_dependencies_aio`, as the engine does)."""
+        if not self._queue_register(build_id, task):
+            await self._apost(f"/builds/{build_id}/tasks", self._task_create(task))
 
     def task_add_dependencies(
         self,
@@ -376,6 +551,7 @@ class APIRegistry(RegistryABC):
         """Dynamic edges go to the ``…/dependencies`` extension; static ones were sent
         with the registration already."""
         if dynamic and dependency_ids:
+            self.flush()
             body = {"dependency_task_ids": [str(d) for d in dependency_ids], "dynamic": True}
             self._extension(
                 "dependencies", "POST", f"/builds/{build_id}/tasks/{task.id}/dependencies", body
@@ -388,18 +564,30 @@ class APIRegistry(RegistryABC):
         dependency_ids: Sequence[UUID],
         dynamic: bool = False,
     ) -> None:
-        if dynamic and dependency_ids:
-            body = {"dependency_task_ids": [str(d) for d in dependency_ids], "dynamic": True}
-            await self._aextension(
-                "dependencies", "POST", f"/builds/{build_id}/tasks/{task.id}/dependencies", body
-            )
+        """:meth:`task_add_dependencies`; when batching, static edges are queued too (the
+        registration left them out)."""
+        if not dependency_ids:
+            return
+        ids = [str(d) for d in dependency_ids]
+        op = {"op": "dependencies", "task_id": str(task.id), "dependency_task_ids": ids,
+              "dynamic": bool(dynamic)}  # fmt: skip
+        if self._queue_op(build_id, op) or not dynamic:
+            return
+        await self.flush_aio()
+        body = {"dependency_task_ids": ids, "dynamic": True}
+        await self._aextension(
+            "dependencies", "POST", f"/builds/{build_id}/tasks/{task.id}/dependencies", body
+        )
 
     def task_already_complete(self, build_id: UUID, task: BaseTask) -> None:
+        self.flush()
         self._extension(
             "already-complete", "POST", f"/builds/{build_id}/tasks/{task.id}/already-complete"
         )
 
     async def task_already_complete_aio(self, build_id: UUID, task: BaseTask) -> None:
+        if self._queue_op(build_id, {"op": "already-complete", "task_id": str(task.id)}):
+            return
         await self._aextension(
             "already-complete", "POST", f"/builds/{build_id}/tasks/{task.id}/already-complete"
         )
@@ -420,10 +608,14 @@ class APIRegistry(RegistryABC):
     async def _aevent(
         self, build_id: UUID, task: BaseTask, action: str, params: dict[str, Any] | None = None
     ) -> None:
+        """A task event: queued when batching, else its v1 request."""
+        if self._queue_op(build_id, {"op": action, "task_id": str(task.id), **(params or {})}):
+            return
         await self._apost(f"/builds/{build_id}/tasks/{task.id}/{action}", params=params)
 
     def task_start(self, build_id: UUID, task: BaseTask) -> None:
         """Mark the task running (registering it first if the server does not know it)."""
+        self.flush()
         path = f"/builds/{build_id}/tasks/{task.id}/start"
         response = self._http.request("POST", path, ok=(404,))
         if response.status_code == 404:
@@ -432,6 +624,18 @@ class APIRegistry(RegistryABC):
         self._mark_running(build_id, task, True)
 
     async def task_start_aio(self, build_id: UUID, task: BaseTask) -> None:
+        """:meth:`task_start`. When batching, queued; but while the service is failing
+        (a request is being retried, or gave up), the start waits for its answer, so a
+        start that cannot be recorded fails the task, as over v1."""
+        op = {"op": "start", "task_id": str(task.id)}
+        if self._http.health.troubled:
+            queued = await self._queue_and_wait(build_id, op, "the start of task")
+        else:
+            queued = self._queue_op(build_id, op)
+        if queued:
+            self._mark_running(build_id, task, True)
+            return
+        await self.flush_aio()  # writes queued before batching stopped go first
         path = f"/builds/{build_id}/tasks/{task.id}/start"
         response = await self._http.arequest("POST", path, ok=(404,))
         if response.status_code == 404:
@@ -501,10 +705,13 @@ class APIRegistry(RegistryABC):
     async def task_upload_assets_aio(
         self, build_id: UUID, task: BaseTask, assets: list[RegistryAsset]
     ) -> None:
-        if assets:
-            await self._apost(
-                f"/builds/{build_id}/tasks/{task.id}/assets", [_asset_in(a) for a in assets]
-            )
+        if not assets:
+            return
+        encoded = [_asset_in(a) for a in assets]
+        if not self._queue_op(
+            build_id, {"op": "assets", "task_id": str(task.id), "assets": encoded}
+        ):
+            await self._apost(f"/builds/{build_id}/tasks/{task.id}/assets", encoded)
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -543,6 +750,7 @@ class APIRegistry(RegistryABC):
         return self._metadata(self._metadata_response(task_id))
 
     async def task_get_metadata_aio(self, task_id: UUID | str) -> TaskMetadata:
+        await self.flush_aio()
         try:
             response = await self._http.arequest("GET", f"/tasks/{task_id}/metadata")
         except NotFoundError as exc:

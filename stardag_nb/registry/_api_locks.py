@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_OID, UUID, uuid4, uuid5
 
 from ._api import note_completed_on_release, running_build_of
+from ._api_batch import flush_writes_aio
 from ._http import HTTPSettings, RegistryHTTP, error_for_response, is_missing_route
 from ._lease_handle import LeaseHandle
 
@@ -132,7 +133,10 @@ class RegistryGlobalConcurrencyLockManager:
     ``HELD_BY_OTHER``, 429 → ``CONCURRENCY_LIMIT_REACHED``, anything else (an
     unreachable service after the retries, an auth error) → ``ERROR`` with the reason.
     ``release(task_completed=True)`` sends the build running the task (when this process
-    knows it), so the service records the completion in the same transaction.
+    knows it), so the service records the completion in the same transaction; first it
+    waits until the writes a batching :class:`APIRegistry` of this process queued for
+    the service were sent (the task's registration and start among them), so such a
+    completion is acknowledged by the time the release returns.
     :meth:`clear_completion` forgets a completion whose output is gone (an extension
     route: a v1 service lacks it, then the completion stays).
     """
@@ -253,6 +257,10 @@ class RegistryGlobalConcurrencyLockManager:
         self._keeper.drop(name)
         if task_completed and build_id is None:
             build_id = running_build_of(self.settings.api_url, name)
+        if task_completed:
+            # the completion is recorded with the release: the task's registration and
+            # start, queued by a batching registry of this process, must be there first
+            await flush_writes_aio(self.settings.api_url)
         body = {
             "owner_id": self.owner_id,
             "task_completed": bool(task_completed),

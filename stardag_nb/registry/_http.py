@@ -46,7 +46,7 @@ from ..exceptions import (
     RegistryUnreachableError,
     TokenExpiredError,
 )
-from ._outage import health_of, watchdog
+from ._outage import ServiceHealth, health_of, watchdog
 
 if TYPE_CHECKING:
     import httpx
@@ -249,11 +249,12 @@ def error_for_response(
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 
-def _transient_errors(method: str) -> tuple[type[BaseException], ...]:
+def _transient_errors(method: str, idempotent: bool = False) -> tuple[type[BaseException], ...]:
     import httpx
 
     # The request did not reach the application (or its connection broke before an answer):
-    # safe to send again. Read timeouts only for reads (a write may have been acted on).
+    # safe to send again. Read timeouts only for reads (a write may have been acted on) and
+    # idempotent writes (a batch with its batch id: the server applies it once).
     errors: tuple[type[BaseException], ...] = (
         httpx.ConnectError,
         httpx.ConnectTimeout,
@@ -261,7 +262,29 @@ def _transient_errors(method: str) -> tuple[type[BaseException], ...]:
         httpx.ReadError,
         httpx.WriteError,
     )
-    return errors + (httpx.ReadTimeout,) if method in _IDEMPOTENT else errors
+    return errors + (httpx.ReadTimeout,) if idempotent or method in _IDEMPOTENT else errors
+
+
+_tls_contexts: dict[bool, Any] = {}
+
+
+def _tls(api_url: str) -> Any:
+    """The process's TLS context for clients of ``api_url``, made once: making one loads
+    the CA bundle (~50 ms), and each build's event loop gets its own async client. A
+    plain ``http://`` service needs no certificates (redirects are not followed)."""
+    secure = not api_url.startswith("http://")
+    context = _tls_contexts.get(secure)
+    if context is None:
+        import httpx
+
+        with _tls_lock:
+            context = _tls_contexts.get(secure)
+            if context is None:
+                context = _tls_contexts[secure] = httpx.create_ssl_context(verify=secure)
+    return context
+
+
+_tls_lock = threading.Lock()
 
 
 def _transport_error() -> type[BaseException]:
@@ -295,6 +318,11 @@ class RegistryHTTP:
     def __repr__(self) -> str:
         return f"RegistryHTTP({self.settings.base_url!r})"
 
+    @property
+    def health(self) -> ServiceHealth:
+        """What this process knows of the service's health (outage notices, give-ups)."""
+        return self._health
+
     # -- clients -------------------------------------------------------------------------------
 
     def _sync_client(self) -> httpx.Client:
@@ -304,7 +332,9 @@ class RegistryHTTP:
 
             with self._lock:
                 if self._client is None:
-                    self._client = httpx.Client(timeout=self.settings.timeout)
+                    self._client = httpx.Client(
+                        timeout=self.settings.timeout, verify=_tls(self.settings.api_url)
+                    )
                 client = self._client
         return client
 
@@ -319,7 +349,9 @@ class RegistryHTTP:
                     self._async_clients.pop(other, None)
                 client = self._async_clients.get(loop)
                 if client is None:
-                    client = httpx.AsyncClient(timeout=self.settings.timeout)
+                    client = httpx.AsyncClient(
+                        timeout=self.settings.timeout, verify=_tls(self.settings.api_url)
+                    )
                     self._async_clients[loop] = client
         return client
 
@@ -342,15 +374,18 @@ class RegistryHTTP:
     # -- requests ------------------------------------------------------------------------------
 
     def _prepare(
-        self, path: str, params: Mapping[str, Any] | None, sdk: bool
+        self, path: str, params: Mapping[str, Any] | None, sdk: bool, content: bytes | None
     ) -> tuple[str, dict[str, Any], dict[str, str]]:
         query = dict(self.settings.sdk_params()) if sdk else {}
         if params:
             query.update({k: v for k, v in params.items() if v is not None})
-        return f"{self.settings.base_url}{path}", query, self.settings.headers()
+        headers = self.settings.headers()
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        return f"{self.settings.base_url}{path}", query, headers
 
-    def _backoff(self, method: str, path: str) -> _Backoff:
-        return _Backoff(self, method, path)
+    def _backoff(self, method: str, path: str, idempotent: bool = False) -> _Backoff:
+        return _Backoff(self, method, path, idempotent)
 
     def request(
         self,
@@ -359,20 +394,23 @@ class RegistryHTTP:
         *,
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
+        content: bytes | None = None,
         sdk: bool = True,
         ok: Iterable[int] = (),
+        idempotent: bool = False,
     ) -> httpx.Response:
         """Send a request (retrying transient failures); raise the mapped error for an
         error status not in ``ok``, :class:`RegistryUnreachableError` when there was no
-        answer."""
-        url, query, headers = self._prepare(path, params, sdk)
+        answer. ``content``: a JSON body already encoded (instead of ``json_body``);
+        ``idempotent``: a write that may be sent again after a read timeout too."""
+        url, query, headers = self._prepare(path, params, sdk, content)
         client = self._sync_client()
-        backoff = self._backoff(method, path)
+        backoff = self._backoff(method, path, idempotent)
         while True:
             watched = backoff.watch()
             try:
                 response = client.request(
-                    method, url, params=query, json=json_body, headers=headers
+                    method, url, params=query, json=json_body, content=content, headers=headers
                 )
             except backoff.transient as exc:
                 wait = backoff.after_error(exc)
@@ -393,18 +431,20 @@ class RegistryHTTP:
         *,
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
+        content: bytes | None = None,
         sdk: bool = True,
         ok: Iterable[int] = (),
+        idempotent: bool = False,
     ) -> httpx.Response:
         """:meth:`request` on the running loop's async client."""
-        url, query, headers = self._prepare(path, params, sdk)
+        url, query, headers = self._prepare(path, params, sdk, content)
         client = self._async_client()
-        backoff = self._backoff(method, path)
+        backoff = self._backoff(method, path, idempotent)
         while True:
             watched = backoff.watch()
             try:
                 response = await client.request(
-                    method, url, params=query, json=json_body, headers=headers
+                    method, url, params=query, json=json_body, content=content, headers=headers
                 )
             except backoff.transient as exc:
                 wait = backoff.after_error(exc)
@@ -502,7 +542,7 @@ class _Backoff:
     ``settings.retry_seconds`` have passed. Tells the service's :class:`ServiceHealth`
     (the outage notices) what happens."""
 
-    def __init__(self, http: RegistryHTTP, method: str, path: str) -> None:
+    def __init__(self, http: RegistryHTTP, method: str, path: str, idempotent: bool) -> None:
         self.http = http
         self.method = method
         self.path = path
@@ -511,7 +551,7 @@ class _Backoff:
         self.once = http._health.down
         self.deadline = self.started + (0.0 if self.once else http.settings.retry_seconds)
         self.delay = FIRST_BACKOFF_SECONDS
-        self.transient = _transient_errors(method)
+        self.transient = _transient_errors(method, idempotent)
         self.fatal = _transport_error()
 
     def watch(self) -> int | None:

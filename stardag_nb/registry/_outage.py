@@ -43,6 +43,12 @@ class ServiceHealth:
         self._logged_loss = False  # the build engine logged a record lost to the outage
         self._lost = 0  # ... and more since, not logged
 
+    @property
+    def troubled(self) -> bool:
+        """Whether the service is failing now: a request is being retried (an outage was
+        reported) or gave up, and none got an answer since."""
+        return self._reported_at is not None or self.down
+
     def _report(self, message: str, window: float) -> None:
         now = time.monotonic()
         with self._lock:

@@ -18,9 +18,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 from ..exceptions import APIError, NotFoundError
 from . import _sqlite_schema as schema
@@ -66,7 +66,7 @@ _ENVIRONMENT_DATA_TABLES = (
 
 
 def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
 def _local_username() -> str:
@@ -117,7 +117,7 @@ class EmbeddedAdmin(RegistryAdmin):
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> EmbeddedAdmin:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -287,7 +287,9 @@ class EmbeddedAdmin(RegistryAdmin):
             is_personal=name == f"personal-{self.username}",
             target_roots=[
                 TargetRootOut(
-                    name=r.name, uri_prefix=r.uri, create=r.create,
+                    name=r.name,
+                    uri_prefix=r.uri,
+                    create=r.create,
                     storage_options=r.storage_options,
                 )
                 for r in roots
@@ -316,7 +318,7 @@ class EmbeddedAdmin(RegistryAdmin):
         now: float,
         message: str | None = None,
         metadata: dict[str, Any] | None = None,
-        reason: str | None | bool = False,
+        reason: str | bool | None = False,
     ) -> None:
         """Append a lifecycle event and move the environment to ``state`` (``reason``:
         the new ``state_reason``; False keeps it)."""
@@ -588,7 +590,7 @@ class EmbeddedAdmin(RegistryAdmin):
                 event_type=_E(kind),
                 state=_S(state),
                 message=message,
-                created_at=datetime.fromtimestamp(created, tz=timezone.utc),
+                created_at=datetime.fromtimestamp(created, tz=UTC),
                 metadata=json.loads(meta) if meta is not None else None,
             )
             for ev_id, kind, state, message, created, meta in rows

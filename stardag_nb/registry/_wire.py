@@ -18,12 +18,19 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 __all__ = [
+    "BATCH_EXTENSION",
+    "MAX_BATCH_OPS",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyInfo",
     "AssetIn",
     "AssetList",
     "AssetOut",
+    "BatchOp",
+    "BatchOpKind",
+    "BatchOpResult",
+    "BatchRequest",
+    "BatchResponse",
     "BuildCreate",
     "BuildList",
     "BuildResponse",
@@ -231,6 +238,74 @@ class TaskMetadataResponse(BaseModel):
     code_hash: str | None = None
 
 
+# --------------------------------------------------------------------------------------------
+# Extension: batched writes of one build (``POST /api/v1/ext/batch/builds/{build_id}``)
+
+BATCH_EXTENSION = "batch-v1"
+"""The name a server lists in ``EnvironmentInfo.extensions`` (and ``GET /api/v1/ext``)
+when it takes batches of build writes."""
+MAX_BATCH_OPS = 2000
+"""Operations a server takes in one batch (a longer list answers 422)."""
+
+
+class BatchOpKind(StrEnum):
+    """What one operation of a batch does (the v1 route it stands for in brackets)."""
+
+    REGISTER = "register"  # POST /builds/{b}/tasks, body ``task``
+    DEPENDENCIES = "dependencies"  # POST …/tasks/{t}/dependencies
+    START = "start"  # POST …/tasks/{t}/start
+    COMPLETE = "complete"
+    FAIL = "fail"  # ``error_message``
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    WAITING_FOR_LOCK = "waiting-for-lock"  # ``lock_owner``
+    ALREADY_COMPLETE = "already-complete"
+    ASSETS = "assets"  # POST …/tasks/{t}/assets, body ``assets``
+    BUILD_COMPLETE = "build-complete"  # POST /builds/{b}/complete
+    BUILD_FAIL = "build-fail"  # ``error_message``
+    BUILD_CANCEL = "build-cancel"
+    BUILD_EXIT_EARLY = "build-exit-early"  # ``error_message``: the reason
+
+
+class BatchOp(_In):
+    """One write of a batch. ``task_id`` names the task of every task operation except
+    ``register``, whose task is ``task``."""
+
+    op: BatchOpKind
+    task_id: str | None = None
+    task: TaskCreate | None = None
+    dependency_task_ids: list[str] = Field(default_factory=list)
+    dynamic: bool = False
+    error_message: str | None = None
+    lock_owner: str | None = None
+    assets: list[AssetIn] = Field(default_factory=list)
+
+
+class BatchRequest(_In):
+    """Operations of one build, applied in order in one transaction. ``batch_id`` (new
+    for every batch, the same when a batch is sent again) makes a retry harmless: a
+    batch the server applied already is answered from its receipt, not applied twice."""
+
+    batch_id: UUID
+    ops: list[BatchOp] = Field(max_length=MAX_BATCH_OPS)
+
+
+class BatchOpResult(BaseModel):
+    """The outcome of one operation: ``status`` is the task's status in the build after
+    it (``register``: ``created`` or ``referenced``), ``detail`` why it was not applied."""
+
+    ok: bool = True
+    status: str | None = None
+    detail: str | None = None
+
+
+class BatchResponse(BaseModel):
+    batch_id: UUID
+    replayed: bool = False  # applied by an earlier request with this batch_id
+    results: list[BatchOpResult]
+
+
 class LockAcquireRequest(_In):
     owner_id: UUID
     ttl_seconds: int = 60
@@ -432,6 +507,17 @@ class EnvironmentInfo(BaseModel):
     max_concurrent_locks: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # stardag_nb extension, on the SDK route only: the protocol extensions the server
+    # offers (e.g. BATCH_EXTENSION); left out of the JSON when empty
+    extensions: list[str] = Field(default_factory=list)
+
+    # no return annotation: the JSON schema stays the model's
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any):
+        data = handler(self)
+        if isinstance(data, dict) and not self.extensions:
+            data.pop("extensions", None)
+        return data
 
 
 class EnvironmentDeleted(EnvironmentInfo):

@@ -9,10 +9,12 @@ connections closed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,16 +22,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from .._version import __version__
+from . import roots
 from .db.migrate import upgrade_head
 from .db.models import User
-from . import roots
 from .db.session import Database
-from .lifecycle import Lifecycle, fail_interrupted
+from .hot_routes import HotRoutes
 from .keycache import ApiKeyCache, AuthEpoch, watch_auth_changes
+from .lifecycle import Lifecycle, fail_interrupted
 from .limits import RequestLimits
 from .routers import (
     builds,
     environment,
+    ext,
     health,
     locks,
     target_roots,
@@ -73,6 +77,30 @@ async def _warn_if_no_users(db: Database) -> None:
             )
 
 
+def _settle_garbage_collector() -> None:
+    """Move everything made at start-up (modules, models, compiled statements) out of the
+    collector's sight: a full collection then scans only what requests made, and the
+    pauses it adds to requests stay short."""
+    gc.collect()
+    gc.freeze()
+
+
+def _document_extensions(app: FastAPI) -> None:
+    """Add the schemas of bodies that extension routes validate themselves to the OpenAPI
+    document (FastAPI lists only those it validates)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in ext.openapi_schemas().items():
+                schemas.setdefault(name, schema)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The service app for ``settings`` (default: from ``STARDAG_SERVICE_*``).
 
@@ -95,6 +123,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             app.state.key_cache = ApiKeyCache(settings.api_key_cache_seconds, epoch)
             app.state.db = db
             app.state.lifecycle = lifecycle
+            _settle_garbage_collector()
             try:
                 yield
             finally:
@@ -111,9 +140,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_middleware(HotRoutes)  # inside the limits (the last added is outermost)
     app.add_middleware(
         RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
     )
+    _document_extensions(app)
     for module in (
         health,
         builds,
@@ -122,6 +153,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         locks,
         target_roots,
         environment,
+        ext,
         ui_me,
         ui_workspaces,
         ui_members,

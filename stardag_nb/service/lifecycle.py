@@ -31,6 +31,7 @@ from .db.ids import utcnow
 from .db.models import (
     ApiKey,
     Asset,
+    BatchReceipt,
     Build,
     Environment,
     EnvironmentEventRow,
@@ -273,7 +274,7 @@ async def purge_outputs_here(
 async def tombstone(session: AsyncSession, env: Environment) -> None:
     """Delete an environment: its builds, tasks, edges, events, assets and locks go, its
     API keys are revoked; the row stays (state ``deleted``) so old keys get a clear 410."""
-    for model in (Event, Asset, TaskDependency, Lock, Build, Task):
+    for model in (Event, Asset, TaskDependency, Lock, BatchReceipt, Build, Task):
         await session.execute(delete(model).where(model.environment_id == env.id))
     now = utcnow()
     await session.execute(

@@ -19,12 +19,12 @@ from pathlib import Path
 from uuid import UUID
 
 from fastapi import HTTPException
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..environments import ParsedRoot, RootRefused, parse_root, root_refusal, roots_overlap
 from ..registry._wire import TargetRootIn
-from .db.models import Environment, TargetRoot, Workspace
+from .db.models import Environment, TargetRoot, Workspace, WorkspaceMember
 from .settings import ServiceSettings
 
 __all__ = [
@@ -96,28 +96,40 @@ async def check_roots(
     session: AsyncSession,
     workspace: Workspace,
     env_id: UUID | None,
+    env_name: str,
     roots: Sequence[TargetRootIn],
+    viewer: UUID | None = None,
 ) -> None:
     """Refuse (422) an invalid or dangerous root, and (409) one that overlaps a root of
     another live environment (any workspace). ``env_id``: the environment the roots are
-    for (its own roots are not compared), None for a new one.
+    for (its own roots are not compared), None for a new one; ``env_name`` its slug (or
+    the name asked for); ``viewer``: the user asking.
 
-    The other environment is named when it is in the caller's workspace; another
-    workspace's names and paths are not disclosed.
+    The refusal names both roots and the other environment as ``workspace/environment``
+    when the viewer may see it (it is in ``workspace``, or in another workspace the viewer
+    is a member of); for any other workspace it says "an environment of another workspace
+    (one you are not a member of)": naming it would tell a stranger another tenant's
+    workspace, environment and paths.
     """
     parsed = [(root, _parsed_or_422(root)) for root in roots]
     if not parsed:
         return
+    member = WorkspaceMember.user_id.is_not(None)
     query = (
         select(TargetRoot.name, TargetRoot.uri_prefix, Environment.slug, Workspace.id,
-               Workspace.slug)
+               Workspace.slug, member)
         .join(Environment, Environment.id == TargetRoot.environment_id)
         .join(Workspace, Workspace.id == Environment.workspace_id)
+        .outerjoin(
+            WorkspaceMember,
+            and_(WorkspaceMember.workspace_id == Workspace.id, WorkspaceMember.user_id == viewer),
+        )
         .where(Environment.deleted_at.is_(None))
     )  # fmt: skip
     if env_id is not None:
         query = query.where(TargetRoot.environment_id != env_id)
-    for other_name, other_uri, env_slug, ws_id, ws_slug in (await session.execute(query)).all():
+    rows = (await session.execute(query)).all()
+    for other_name, other_uri, env_slug, ws_id, ws_slug, is_member in rows:
         try:
             other = parse_root(other_uri)
         except RootRefused:
@@ -125,16 +137,20 @@ async def check_roots(
         for root, mine in parsed:
             if not roots_overlap(mine, other):
                 continue
-            if ws_id == workspace.id:
+            if ws_id == workspace.id or is_member:
                 whose = (
                     f"target root {other_name!r} ({other_uri}) of environment "
                     f"'{ws_slug}/{env_slug}'"
                 )
             else:
-                whose = "a target root of an environment in another workspace"
+                whose = (
+                    "a target root of an environment in another workspace (one you are "
+                    "not a member of)"
+                )
             raise HTTPException(
                 409,
-                f"Target root {root.name!r} ({root.uri}) overlaps {whose}: the roots of two "
+                f"Target root {root.name!r} ({root.uri}) of environment "
+                f"'{workspace.slug}/{env_name}' overlaps {whose}: the roots of two "
                 "environments must not share data (equal, parent or child). Choose a "
                 "directory or prefix of its own.",
             )

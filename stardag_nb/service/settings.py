@@ -96,6 +96,12 @@ class ServiceSettings(BaseSettings):
         description="a JSON body nested deeper than this is refused with 400 (at most 240: "
         "deeper values cannot be stored and answered)",
     )
+    batch_writes: bool = Field(
+        default=True,
+        description="offer the batch-v1 protocol extension (a build's writes in batches, "
+        "POST /api/v1/ext/batch/builds/{build_id}); off: v1 routes only, as stardag's own "
+        "service",
+    )
     service_root_protocols: str = Field(
         default_factory=lambda: ",".join(_default_root_protocols()),
         description="target-root protocols the service provisions and purges itself, with "

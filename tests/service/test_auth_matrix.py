@@ -388,6 +388,21 @@ MATRIX: dict[tuple[str, str], Row] = {
         ),
         sdk(201, 404),
     ),
+    # -- SDK: the batch-v1 extension ----------------------------------------------------
+    ("GET", "/api/v1/ext"): Row(get(lambda w: "/api/v1/ext"), public()),
+    ("POST", "/api/v1/ext/batch/builds/{build_id}"): Row(
+        post(
+            lambda w: f"/api/v1/ext/batch/builds/{w.a.build_id}",
+            lambda w: {
+                "batch_id": str(uuid.uuid4()),
+                "ops": [
+                    {"op": "register", "task": _new_task(w)},
+                    {"op": "start", "task_id": w.a.task_id},
+                ],
+            },
+        ),
+        sdk(200, 404),
+    ),
     # -- SDK: the environment's tasks ----------------------------------------------------
     ("GET", "/api/v1/tasks"): Row(get(lambda w: "/api/v1/tasks"), sdk(200, 200)),
     ("GET", "/api/v1/tasks/{task_id}"): Row(

@@ -273,12 +273,15 @@ def test_an_outage_and_its_end_are_reported_once(
 
 
 class Killer(sd.AutoTask[int]):
-    """Stops the registry service while it runs (a crash of the service mid-build)."""
+    """Stops the registry service while it runs (a crash of the service mid-build), then
+    runs on for ``linger`` seconds."""
 
     n: int
+    linger: float = 0.0
 
     def run(self) -> None:
         _kill_server()
+        time.sleep(self.linger)
         self.output().save(self.n)
 
 
@@ -339,18 +342,23 @@ class ManyAfterKiller(sd.AutoTask[int]):
         self.output().save(self.n)
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["v1", "batched"])
 def test_after_one_request_gave_up_the_build_does_not_wait_per_record(
     server: ServiceServer, env: Env, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, batched: bool,
 ) -> None:  # fmt: skip
     """The service dies early in a build of 32 tasks: the first record waits the retry
     window; the later ones are tried once (not a window each), only the first lost record
-    is logged, and the client says when the service answers again."""
+    is logged, and the client says when the service answers again. With batched writes
+    the same policy holds once the client knows the service is failing (a batch is being
+    retried): a start then waits for its answer, and one that cannot be recorded fails
+    its task (the killer lingers a moment so that its own start's batch finds out)."""
     monkeypatch.setenv("STARDAG_API_RETRY_SECONDS", "2")
     from stardag_nb.target import TargetFactory, target_factory_provider
 
-    registry = APIRegistry(api_url=server.url, api_key=env.key)
-    root = ManyAfterKiller(n=30, first=Killer(n=int(time.time())))
+    registry = APIRegistry(api_url=server.url, api_key=env.key, batch_writes=batched)
+    killer = Killer(n=int(time.time()), linger=0.5 if batched else 0.0)
+    root = ManyAfterKiller(n=30, first=killer)
     _servers.append(server)
     try:
         with caplog.at_level(logging.WARNING), target_factory_provider.override(
@@ -362,6 +370,7 @@ def test_after_one_request_gave_up_the_build_does_not_wait_per_record(
     finally:
         server.start(init=False)
     print(f"build of 32 tasks with the service gone: {elapsed:.1f} s")
+    assert registry.batching is batched
     # (retrying each record: 2 s for the first, 2 s for the starts, 2 s for the end)
     assert elapsed < 5, f"the build waited {elapsed:.0f} s: a retry window per record"
     # the policy: a task whose start cannot be recorded fails, and the build stops

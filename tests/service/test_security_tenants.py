@@ -118,8 +118,13 @@ def test_roots_overlapping_another_tenants_root_are_refused(
     for uri in attacks:
         refused = _create(server, attacker, {"default": uri}, expect=409)
         detail = refused["detail"]
-        assert "overlaps a target root of an environment in another workspace" in detail, uri
-        assert victim.env not in detail  # another workspace's names stay hidden
+        assert (
+            "overlaps a target root of an environment in another workspace (one you are not "
+            "a member of)"
+        ) in detail, uri
+        assert f"of environment '{attacker.workspace}/" in detail  # the attacker's own
+        assert victim.env not in detail and f"'{WS}/" not in detail  # the stranger's: hidden
+        assert f"({victim.root})" not in detail or uri == str(victim.root)  # and its path
     # through the other routes too: add one root, replace all roots
     own = _create(server, attacker, {}, expect=201)
     base = f"/workspaces/{attacker.workspace}/environments/{own['slug']}/target-roots"
@@ -128,17 +133,49 @@ def test_roots_overlapping_another_tenants_root_are_refused(
     server.ui("PUT", base, json={"target_roots": [{"name": "x", "uri": str(v.parent)}]},
               expect=409, token=attacker.token)  # fmt: skip
     assert _settle(server, attacker, own["slug"])["target_roots"] == []
-    # within one workspace the refusal names both roots and the other environment
+    # within one workspace the refusal names both roots and both environments
+    dup = unique("dup")
     inside = server.ui(
         "POST", f"/workspaces/{WS}/environments", expect=409,
-        json={"name": unique("dup"), "target_roots": [{"name": "d", "uri": f"{v}/sub"}]},
+        json={"name": dup, "target_roots": [{"name": "d", "uri": f"{v}/sub"}]},
     )  # fmt: skip
     assert inside["detail"] == (
-        f"Target root 'd' ({v}/sub) overlaps target root 'default' ({v}) of environment "
-        f"'{WS}/{victim.env}': the roots of two environments must not share data (equal, "
-        "parent or child). Choose a directory or prefix of its own."
+        f"Target root 'd' ({v}/sub) of environment '{WS}/{dup}' overlaps target root "
+        f"'default' ({v}) of environment '{WS}/{victim.env}': the roots of two environments "
+        "must not share data (equal, parent or child). Choose a directory or prefix of its "
+        "own."
     )
     assert snapshot(victim.root.parent, *_server_state(server)) == before
+
+
+def test_overlap_names_another_workspace_to_its_members_only(
+    server: ServiceServer, attacker: Tenant, victim: Victim
+) -> None:
+    """The owner of ``default`` also owns a second workspace: a root there overlapping
+    the victim's names the victim's workspace and environment (the owner may see them);
+    the attacker, a member of neither, gets no names (see the test above)."""
+    v = victim.root
+    second = unique("second")
+    server.ui("POST", "/workspaces", json={"name": second}, expect=201)
+    env = unique("mirror")
+    refused = server.ui(
+        "POST", f"/workspaces/{second}/environments", expect=409,
+        json={"name": env, "target_roots": [{"name": "m", "uri": f"local://{v}/Task"}]},
+    )  # fmt: skip
+    assert refused["detail"].startswith(
+        f"Target root 'm' (local://{v}/Task) of environment '{second}/{env}' overlaps target "
+        f"root 'default' ({v}) of environment '{WS}/{victim.env}': "
+    )
+    # adding the root to an existing environment there says the same
+    own = server.create_environment(second, unique("own"))
+    base = f"/workspaces/{second}/environments/{own['slug']}/target-roots"
+    added = server.ui("POST", base, json={"name": "x", "uri": str(v.parent)}, expect=409)
+    assert f"of environment '{WS}/{victim.env}'" in added["detail"]
+    assert f"of environment '{second}/{own['slug']}'" in added["detail"]
+    # the attacker, told only that another workspace's environment has it
+    mallory = _create(server, attacker, {"default": f"{v}/Task"}, expect=409)["detail"]
+    assert "another workspace (one you are not a member of)" in mallory
+    assert victim.env not in mallory and second not in mallory
 
 
 def test_system_and_service_paths_are_refused(

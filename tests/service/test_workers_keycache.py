@@ -7,6 +7,7 @@ deleted; and a lock contended by many clients at once goes to exactly one of the
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,8 +45,16 @@ def _statuses(server: ServiceServer, key: str) -> list[int]:
 
 def test_serve_reports_its_workers(workers_server: ServiceServer) -> None:
     workers = int(workers_server.args[1])
-    lines = [ln for ln in workers_server.log().splitlines() if ln.startswith("Serving registry")]
-    assert lines, workers_server.log()
+    # the line is printed once uvicorn reports it started, which may come just after the
+    # first /health answer the start-up waited for
+    deadline = time.monotonic() + 10
+    while True:
+        log = workers_server.log()
+        lines = [ln for ln in log.splitlines() if ln.startswith("Serving registry")]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert lines, log
     line = lines[0]
     assert line.endswith(f"({workers} workers)") == (workers > 1), line
     assert workers_server.pid is not None

@@ -37,6 +37,7 @@ __all__ = [
     "ApiKey",
     "Asset",
     "Base",
+    "BatchReceipt",
     "Build",
     "Environment",
     "EnvironmentEventRow",
@@ -311,6 +312,23 @@ class Event(Base):
     created_at: Mapped[datetime] = _created()
     error_message: Mapped[str | None] = mapped_column(Text)
     event_metadata: Mapped[dict[str, Any] | None]
+
+
+class BatchReceipt(Base):
+    """A batch of build writes the service applied (extension ``batch-v1``), written in
+    the batch's transaction: a retry of the batch is answered from it, not applied again."""
+
+    __tablename__ = "batch_receipts"
+
+    environment_id: Mapped[UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    batch_id: Mapped[UUID] = mapped_column(primary_key=True)
+    build_id: Mapped[UUID] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), index=True)
+    op_count: Mapped[int] = mapped_column(Integer)
+    # {op index: why} of the operations that were not applied (None: all were)
+    results: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = _created()
 
 
 class Asset(Base):

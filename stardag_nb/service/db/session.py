@@ -15,8 +15,8 @@ SQLite (aiosqlite) is set up for many concurrent clients:
 - each statement is one trip to aiosqlite's worker thread (create a cursor, execute,
   fetch every row, close it), not four: see :class:`_PrefetchingCursor`.
 
-PostgreSQL (asyncpg) needs none of that; its autocommit sessions run in the driver's
-autocommit mode (no ``BEGIN``/``COMMIT`` round trips).
+PostgreSQL (asyncpg) needs none of that; its autocommit sessions, and every read-only
+session, run in the driver's autocommit mode (no ``BEGIN``/``COMMIT`` round trips).
 """
 
 from __future__ import annotations
@@ -71,11 +71,12 @@ class Database:
             if creator is not None:
                 kwargs["async_creator"] = creator
         else:
-            # enough connections that bursts of concurrent requests do not open (and close)
-            # overflow connections, each a TCP handshake and start-up on the server
-            # (more requests than that wait for a connection: cheaper than a new one)
-            kwargs["pool_size"] = 30
-            kwargs["max_overflow"] = 10
+            # enough connections for bursts of concurrent requests, and no overflow ones:
+            # under a steady load above the pool size, overflow connections are opened
+            # and closed again and again (a TCP handshake, a TLS attempt and a backend
+            # start-up each); more requests than that wait for a connection instead
+            kwargs["pool_size"] = 40
+            kwargs["max_overflow"] = 0
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
@@ -102,6 +103,11 @@ class Database:
                     await self._begin_autocommit(session)
                 elif write:
                     await self.resume_writes(session)
+                elif not self.is_sqlite:
+                    # PostgreSQL reads in READ COMMITTED take a snapshot per statement in
+                    # a transaction too: without one they are the same, minus the BEGIN
+                    # and COMMIT round trips (two of a one-query request's three)
+                    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 yield session
         finally:
             if session.info.pop(_HELD, False):

@@ -3,11 +3,12 @@ target roots at build start)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ...registry._wire import EnvironmentInfo
 from ..auth import SdkScopeDep, SessionDep
 from ..queries import environment_info_for
+from .ext import offered
 
 __all__ = ["router"]
 
@@ -15,6 +16,11 @@ router = APIRouter(prefix="/api/v1", tags=["environment"])
 
 
 @router.get("/environment")
-async def get_environment(scope: SdkScopeDep, session: SessionDep) -> EnvironmentInfo:
-    """``EnvironmentInfo`` of the environment of the API key (or ``environment_id``)."""
-    return await environment_info_for(session, scope.environment, scope.workspace_slug)
+async def get_environment(
+    request: Request, scope: SdkScopeDep, session: SessionDep
+) -> EnvironmentInfo:
+    """``EnvironmentInfo`` of the environment of the API key (or ``environment_id``), with
+    the protocol extensions the server offers (``extensions``)."""
+    info = await environment_info_for(session, scope.environment, scope.workspace_slug)
+    info.extensions = offered(request.app.state.settings)
+    return info

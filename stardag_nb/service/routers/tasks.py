@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
-from sqlalchemy import bindparam, func, select
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...registry._wire import (
@@ -25,13 +25,12 @@ from ...registry._wire import (
 )
 from ..auth import SdkScope, SdkScopeDep, SessionDep, autocommit
 from ..db.ids import new_id, utcnow
-from ..db.models import Asset, Event, Task, TaskDependency
+from ..db.models import Asset, Build, Event, Task, TaskDependency
 from ..queries import (
-    add_event,
+    BUILD_NOT_FOUND,
     add_task_event,
     asset_counts,
     build_and_task,
-    check_build_in_scope,
     dialect_insert,
     task_in_scope,
     task_states,
@@ -39,7 +38,7 @@ from ..queries import (
 from ..status import EventType, in_build_status, task_status_in_build
 from ..views import asset_out, build_task_response, event_response, task_response
 
-__all__ = ["router"]
+__all__ = ["TASK_EVENT_ROUTES", "record_task_event", "register", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
@@ -49,6 +48,18 @@ _TASK_COLUMNS = (
     "output_uri", "created_at",
 )  # fmt: skip
 
+
+TASK_EVENT_ROUTES: dict[str, EventType] = {
+    "start": EventType.TASK_STARTED,
+    "complete": EventType.TASK_COMPLETED,
+    "fail": EventType.TASK_FAILED,
+    "suspend": EventType.TASK_SUSPENDED,
+    "resume": EventType.TASK_RESUMED,
+    "cancel": EventType.TASK_CANCELLED,
+    "waiting-for-lock": EventType.TASK_WAITING_FOR_LOCK,
+    "already-complete": EventType.TASK_ALREADY_COMPLETE,
+}
+"""The last path segment of each task event route, and the event it appends."""
 
 # statements of the hot routes, built once (see queries.py)
 _UPSTREAM_PKS = select(Task.id).where(
@@ -60,6 +71,57 @@ _TASK_BY_ID = select(Task).where(
 )
 _TASK_TABLE = Task.__table__
 _ASSET_TABLE = Asset.__table__
+_EDGE_TABLE = TaskDependency.__table__
+_EVENT_TABLE = Event.__table__
+# a registration's event, written only if the build is the caller environment's: the
+# build check and the insert in one statement (RETURNING nothing: not the caller's)
+_INSERT_REGISTERED = (
+    insert(_EVENT_TABLE)
+    .from_select(
+        ["environment_id", "build_id", "task_pk", "event_type", "created_at", "event_metadata"],
+        select(
+            Build.__table__.c.environment_id,
+            Build.__table__.c.id,
+            bindparam("task_pk", type_=_EVENT_TABLE.c.task_pk.type),
+            bindparam("event_type", type_=_EVENT_TABLE.c.event_type.type),
+            bindparam("created_at", type_=_EVENT_TABLE.c.created_at.type),
+            bindparam("event_metadata", type_=_EVENT_TABLE.c.event_metadata.type),
+        ).where(
+            Build.__table__.c.id == bindparam("build_id"),
+            Build.__table__.c.environment_id == bindparam("env_id"),
+        ),
+    )
+    .returning(_EVENT_TABLE.c.task_pk)
+)
+_static_edges: dict[str, Any] = {}
+
+
+def _insert_static_edges(session: AsyncSession) -> Any:
+    """``INSERT … SELECT`` of the edges from the named upstream tasks registered in the
+    environment (one statement; built once per dialect)."""
+    dialect = session.get_bind().dialect.name
+    statement = _static_edges.get(dialect)
+    if statement is None:
+        tasks = _TASK_TABLE.c
+        statement = _static_edges[dialect] = (
+            dialect_insert(session, _EDGE_TABLE)
+            .from_select(
+                ["upstream_id", "downstream_id", "environment_id", "dynamic", "created_at"],
+                select(
+                    tasks.id,
+                    bindparam("downstream", type_=_EDGE_TABLE.c.downstream_id.type),
+                    tasks.environment_id,
+                    bindparam("dynamic", type_=_EDGE_TABLE.c.dynamic.type),
+                    bindparam("created_at", type_=_EDGE_TABLE.c.created_at.type),
+                ).where(
+                    tasks.environment_id == bindparam("env_id"),
+                    tasks.task_id.in_(bindparam("task_ids", expanding=True)),
+                    tasks.id != bindparam("downstream"),
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=["upstream_id", "downstream_id"])
+        )
+    return statement
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,7 +170,15 @@ async def register_task(
 ) -> TaskResponse:
     """Register a task in a build: created if new (``task_pending``), else reused as it is
     (``task_referenced``); edges to already registered dependencies are recorded."""
-    await check_build_in_scope(session, scope, build_id)
+    return await register(session, scope, build_id, body)
+
+
+async def register(
+    session: AsyncSession, scope: SdkScope, build_id: UUID, body: TaskCreate
+) -> TaskResponse:
+    """What ``POST /builds/{build_id}/tasks`` does (also run by the hot-route fast path):
+    the task, its edges, then its event together with the build check (404 ``"Build not
+    found"``, and nothing is committed, when the build is not the caller's)."""
     candidate = Task(
         id=new_id(),
         environment_id=scope.env_id,
@@ -136,20 +206,35 @@ async def register_task(
         task = (
             await session.execute(_TASK_BY_ID, {"env_id": scope.env_id, "task_id": body.task_id})
         ).scalar_one()
-    await _add_edges(session, scope, task.id, body.dependency_task_ids, dynamic=False)
-    await add_event(
-        session,
-        environment_id=scope.env_id,
-        build_id=build_id,
-        task_pk=task.id,
-        event_type=EventType.TASK_PENDING if created else EventType.TASK_REFERENCED,
-        created_at=utcnow(),
-        event_metadata={"code_hash": body.code_hash} if body.code_hash else None,
+    now = utcnow()
+    if body.dependency_task_ids:
+        await session.execute(
+            _insert_static_edges(session),
+            {
+                "downstream": task.id,
+                "env_id": scope.env_id,
+                "task_ids": list(set(body.dependency_task_ids)),
+                "dynamic": False,
+                "created_at": now,
+            },
+        )
+    event = await session.execute(
+        _INSERT_REGISTERED,
+        {
+            "build_id": build_id,
+            "env_id": scope.env_id,
+            "task_pk": task.id,
+            "event_type": EventType.TASK_PENDING if created else EventType.TASK_REFERENCED,
+            "created_at": now,
+            "event_metadata": {"code_hash": body.code_hash} if body.code_hash else None,
+        },
     )
+    if event.scalar_one_or_none() is None:
+        raise HTTPException(404, BUILD_NOT_FOUND)
     return task_response(task)
 
 
-async def _task_event(
+async def record_task_event(
     session: AsyncSession,
     scope: SdkScope,
     build_id: UUID,
@@ -158,7 +243,8 @@ async def _task_event(
     error_message: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> TaskStatusResponse:
-    """Append a task event; answer the task's status within the build."""
+    """Append a task event; answer the task's status within the build (what the task
+    event routes do; also run by the hot-route fast path)."""
     task_pk = await add_task_event(
         session, scope, build_id, task_id, event_type, utcnow(), error_message, metadata
     )
@@ -181,7 +267,7 @@ async def start_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
     """The task started running (``task_started``)."""
-    return await _task_event(session, scope, build_id, task_id, EventType.TASK_STARTED)
+    return await record_task_event(session, scope, build_id, task_id, EventType.TASK_STARTED)
 
 
 @router.post(_TASK + "/complete")
@@ -190,7 +276,7 @@ async def complete_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
     """The task completed (``task_completed``)."""
-    return await _task_event(session, scope, build_id, task_id, EventType.TASK_COMPLETED)
+    return await record_task_event(session, scope, build_id, task_id, EventType.TASK_COMPLETED)
 
 
 @router.post(_TASK + "/fail")
@@ -203,7 +289,7 @@ async def fail_task(
     error_message: str | None = None,
 ) -> TaskStatusResponse:
     """The task failed (``task_failed`` with the error)."""
-    return await _task_event(
+    return await record_task_event(
         session, scope, build_id, task_id, EventType.TASK_FAILED, error_message
     )
 
@@ -214,7 +300,7 @@ async def suspend_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
     """The task waits for dynamic dependencies (``task_suspended``)."""
-    return await _task_event(session, scope, build_id, task_id, EventType.TASK_SUSPENDED)
+    return await record_task_event(session, scope, build_id, task_id, EventType.TASK_SUSPENDED)
 
 
 @router.post(_TASK + "/resume")
@@ -223,7 +309,7 @@ async def resume_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
     """The task runs again after its dynamic dependencies (``task_resumed``)."""
-    return await _task_event(session, scope, build_id, task_id, EventType.TASK_RESUMED)
+    return await record_task_event(session, scope, build_id, task_id, EventType.TASK_RESUMED)
 
 
 @router.post(_TASK + "/cancel")
@@ -232,7 +318,7 @@ async def cancel_task(
     build_id: UUID, task_id: str, scope: SdkScopeDep, session: SessionDep
 ) -> TaskStatusResponse:
     """The task was cancelled (``task_cancelled``)."""
-    return await _task_event(session, scope, build_id, task_id, EventType.TASK_CANCELLED)
+    return await record_task_event(session, scope, build_id, task_id, EventType.TASK_CANCELLED)
 
 
 @router.post(_TASK + "/waiting-for-lock")
@@ -246,7 +332,7 @@ async def task_waiting_for_lock(
 ) -> TaskStatusResponse:
     """The task waits for its global lock (``task_waiting_for_lock``; status unchanged)."""
     metadata = {"lock_owner": lock_owner} if lock_owner is not None else None
-    return await _task_event(
+    return await record_task_event(
         session, scope, build_id, task_id, EventType.TASK_WAITING_FOR_LOCK, metadata=metadata
     )
 
@@ -258,7 +344,9 @@ async def task_already_complete(
 ) -> TaskStatusResponse:
     """The task's output existed before the build (``task_already_complete``, which
     counts as completed)."""
-    return await _task_event(session, scope, build_id, task_id, EventType.TASK_ALREADY_COMPLETE)
+    return await record_task_event(
+        session, scope, build_id, task_id, EventType.TASK_ALREADY_COMPLETE
+    )
 
 
 @router.post(_TASK + "/assets", status_code=201)

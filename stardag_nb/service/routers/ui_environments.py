@@ -52,8 +52,9 @@ from ..lifecycle import (
     roots_of,
     tombstone,
 )
-from ..roots import check_roots, handled_by_service, outputs_by_root
+from ..names import slugify
 from ..queries import environment_info_for, get_live_environment
+from ..roots import check_roots, handled_by_service, outputs_by_root
 from ..views import environment_event, environment_info, target_root_out
 
 __all__ = ["router"]
@@ -67,6 +68,15 @@ _St = EnvironmentState
 def _lifecycle(request: Request) -> Lifecycle:
     lifecycle: Lifecycle = request.app.state.lifecycle
     return lifecycle
+
+
+def _slug_or_name(name: str) -> str:
+    """The slug a new environment called ``name`` gets (``name`` when it makes none: its
+    creation refuses it then)."""
+    try:
+        return slugify(name)
+    except ValueError:
+        return name
 
 
 def _label(access: WorkspaceAccess, env: Environment) -> str:
@@ -139,7 +149,14 @@ async def create(
 ) -> EnvironmentInfo:
     """Create an environment and provision its target roots in the background (the answer
     is ``provisioning``; follow it with ``GET .../events``)."""
-    await check_roots(session, access.workspace, None, body.target_roots)
+    await check_roots(
+        session,
+        access.workspace,
+        None,
+        _slug_or_name(body.name),
+        body.target_roots,
+        access.user.id,
+    )
     env = await create_environment(
         session,
         access.workspace,
@@ -363,7 +380,9 @@ async def replace_target_roots(
     row = await get_live_environment(session, access.workspace, env)
     await _not_while_provisioning(session, access, row)
     check_target_roots(body.target_roots)
-    await check_roots(session, access.workspace, row.id, body.target_roots)
+    await check_roots(
+        session, access.workspace, row.id, row.slug, body.target_roots, access.user.id
+    )
     await session.execute(delete(TargetRoot).where(TargetRoot.environment_id == row.id))
     for root in body.target_roots:
         session.add(_root_row(row, root))
@@ -383,7 +402,7 @@ async def add_target_root(
     row = await get_live_environment(session, access.workspace, env)
     await _not_while_provisioning(session, access, row)
     check_target_roots([body])
-    await check_roots(session, access.workspace, row.id, [body])
+    await check_roots(session, access.workspace, row.id, row.slug, [body], access.user.id)
     existing = await session.get(TargetRoot, (row.id, body.name))
     if existing is None:
         session.add(_root_row(row, body))

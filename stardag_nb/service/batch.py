@@ -1,0 +1,396 @@
+"""Batched writes of one build (protocol extension ``batch-v1``).
+
+A batch is a list of operations (register a task, task events, edges, assets, the
+build's end), each what one v1 route would do, applied in order in one transaction with
+a handful of statements whatever its length: the tasks in one multi-row insert, their
+primary keys in one select, then the events, edges and assets in one insert each.
+
+Retries are harmless: the batch's receipt (environment, ``batch_id``) is inserted first,
+in the same transaction, so a batch sent again (its answer was lost) finds the receipt
+and is answered from it, never applied twice; two copies racing each other serialise on
+the receipt's key.
+
+Events of a batch share one ``created_at`` and take increasing ids (UUIDv7, strictly
+increasing within the process), so ordering by ``(created_at, id)`` (every status
+derivation) and by ``id`` (the lock routes' newest completion) both give the order of
+the operations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+from uuid import UUID
+
+from fastapi import HTTPException
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..registry._wire import BatchOp, BatchOpKind, BatchRequest
+from .auth import SdkScope
+from .db.ids import new_ids, utcnow
+from .db.models import Asset, BatchReceipt, Event, Task, TaskDependency
+from .queries import CHUNK, TASK_NOT_FOUND, check_build_in_scope, dialect_insert
+from .status import EventType, in_build_status
+
+__all__ = ["BatchOutcome", "apply_batch"]
+
+K = BatchOpKind
+
+# the event each task operation appends (register: pending or referenced; see below)
+_TASK_EVENTS: dict[BatchOpKind, EventType] = {
+    K.START: EventType.TASK_STARTED,
+    K.COMPLETE: EventType.TASK_COMPLETED,
+    K.FAIL: EventType.TASK_FAILED,
+    K.SUSPEND: EventType.TASK_SUSPENDED,
+    K.RESUME: EventType.TASK_RESUMED,
+    K.CANCEL: EventType.TASK_CANCELLED,
+    K.WAITING_FOR_LOCK: EventType.TASK_WAITING_FOR_LOCK,
+    K.ALREADY_COMPLETE: EventType.TASK_ALREADY_COMPLETE,
+}
+_BUILD_EVENTS: dict[BatchOpKind, EventType] = {
+    K.BUILD_COMPLETE: EventType.BUILD_COMPLETED,
+    K.BUILD_FAIL: EventType.BUILD_FAILED,
+    K.BUILD_CANCEL: EventType.BUILD_CANCELLED,
+    K.BUILD_EXIT_EARLY: EventType.BUILD_EXIT_EARLY,
+}
+
+_TASKS = Task.__table__
+_EVENTS = Event.__table__
+_EDGES = TaskDependency.__table__
+_ASSETS = Asset.__table__
+_RECEIPTS = BatchReceipt.__table__
+
+# statements built once (per dialect where the dialect matters; see queries.py)
+_INSERT_EVENTS = insert(_EVENTS)
+_TASK_PKS = select(_TASKS.c.task_id, _TASKS.c.id).where(
+    _TASKS.c.environment_id == bindparam("env_id"),
+    _TASKS.c.task_id.in_(bindparam("task_ids", expanding=True)),
+)
+_RECEIPT = select(_RECEIPTS.c.build_id, _RECEIPTS.c.op_count, _RECEIPTS.c.results).where(
+    _RECEIPTS.c.environment_id == bindparam("env_id"),
+    _RECEIPTS.c.batch_id == bindparam("batch_id"),
+)
+_RECEIPT_RESULTS = (
+    update(_RECEIPTS)
+    .where(
+        _RECEIPTS.c.environment_id == bindparam("env_id"),
+        _RECEIPTS.c.batch_id == bindparam("the_batch_id"),
+    )
+    .values(results=bindparam("new_results"))
+)
+_by_dialect: dict[tuple[str, str], Any] = {}
+
+
+def _dialect_statement(session: AsyncSession, name: str, build: Callable[[Any], Any]) -> Any:
+    """A statement that depends on the dialect (``ON CONFLICT``), built once per dialect."""
+    key = (session.get_bind().dialect.name, name)
+    statement = _by_dialect.get(key)
+    if statement is None:
+        statement = _by_dialect[key] = build(session)
+    return statement
+
+
+def _insert_receipt(session: AsyncSession) -> Any:
+    return _dialect_statement(
+        session,
+        "receipt",
+        lambda s: (
+            dialect_insert(s, _RECEIPTS)
+            .on_conflict_do_nothing(index_elements=["environment_id", "batch_id"])
+            .returning(_RECEIPTS.c.batch_id)
+        ),
+    )
+
+
+def _insert_tasks(session: AsyncSession) -> Any:
+    return _dialect_statement(
+        session,
+        "tasks",
+        lambda s: (
+            dialect_insert(s, _TASKS)
+            .on_conflict_do_nothing(index_elements=["environment_id", "task_id"])
+            .returning(_TASKS.c.task_id)
+        ),
+    )
+
+
+def _insert_edges(session: AsyncSession) -> Any:
+    return _dialect_statement(
+        session,
+        "edges",
+        lambda s: dialect_insert(s, _EDGES).on_conflict_do_nothing(
+            index_elements=["upstream_id", "downstream_id"]
+        ),
+    )
+
+
+def _upsert_assets(session: AsyncSession) -> Any:
+    def build(s: AsyncSession) -> Any:
+        statement = dialect_insert(s, _ASSETS)
+        return statement.on_conflict_do_update(
+            index_elements=["task_pk", "asset_type", "name"],
+            set_={
+                "body": statement.excluded.body,
+                "build_id": statement.excluded.build_id,
+                "updated_at": statement.excluded.updated_at,
+            },
+        )
+
+    return _dialect_statement(session, "assets", build)
+
+
+Result = tuple[str | None, str | None]
+"""One operation's outcome: (status, None) when applied, (None, detail) when not."""
+_OK: Result = (None, None)
+
+
+def _error(detail: str) -> Result:
+    return None, detail
+
+
+# the answer's JSON, one piece per outcome (most are one of a few: made once)
+_PIECES: dict[Result, bytes] = {}
+
+
+def _piece(result: Result) -> bytes:
+    piece = _PIECES.get(result)
+    if piece is None:
+        status, detail = result
+        data = {"ok": detail is None, "status": status, "detail": detail}
+        piece = json.dumps(data, separators=(",", ":")).encode()
+        if detail is None:
+            _PIECES[result] = piece
+    return piece
+
+
+class BatchOutcome:
+    """What a batch did: one :data:`Result` per operation; ``replayed`` when an earlier
+    request with its ``batch_id`` applied it. :meth:`json` is the ``BatchResponse``."""
+
+    def __init__(self, batch_id: UUID, results: list[Result], replayed: bool = False) -> None:
+        self.batch_id = batch_id
+        self.results = results
+        self.replayed = replayed
+
+    def json(self) -> bytes:
+        """The ``BatchResponse`` as JSON, built from pieces (no model per operation)."""
+        head = (
+            f'{{"batch_id":"{self.batch_id}","replayed":{"true" if self.replayed else "false"},'
+            '"results":['
+        )
+        return b"".join((head.encode(), b",".join(map(_piece, self.results)), b"]}"))
+
+
+class _Batch:
+    """The rows a batch writes, gathered in one pass over its operations."""
+
+    def __init__(self, scope: SdkScope, build_id: UUID, now: Any) -> None:
+        self.env_id = scope.env_id
+        self.build_id = build_id
+        self.now = now
+        self.pks: dict[str, UUID] = {}
+        self.created: set[str] = set()  # tasks this batch created (task_pending once)
+        self.events: list[dict[str, Any]] = []
+        self.edges: dict[tuple[UUID, UUID], bool] = {}
+        self.assets: dict[tuple[UUID, str, str], dict[str, Any]] = {}
+        self.results: list[Result] = []
+        self._ids: list[UUID] = []
+
+    def new_id(self) -> UUID:
+        """An id for a row of the batch (drawn in blocks: see :func:`new_ids`)."""
+        if not self._ids:
+            self._ids = new_ids(256)
+            self._ids.reverse()
+        return self._ids.pop()
+
+    def event(
+        self,
+        task_pk: UUID | None,
+        event_type: str,
+        error_message: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.events.append(
+            {
+                "id": self.new_id(),
+                "environment_id": self.env_id,
+                "build_id": self.build_id,
+                "task_pk": task_pk,
+                "event_type": event_type,
+                "created_at": self.now,
+                "error_message": error_message,
+                "event_metadata": metadata,
+            }
+        )
+
+    def edges_into(self, downstream: UUID, upstream_ids: Iterable[str], dynamic: bool) -> None:
+        """Edges from the upstream tasks registered in the environment (others skipped,
+        as in v1); an edge met twice keeps its first kind."""
+        for upstream_id in upstream_ids:
+            upstream = self.pks.get(upstream_id)
+            if upstream is not None and upstream != downstream:
+                self.edges.setdefault((upstream, downstream), dynamic)
+
+    def apply(self, op: BatchOp) -> Result:
+        kind = op.op
+        if kind is K.REGISTER:
+            if op.task is None:
+                return _error("'register' needs 'task' (a TaskCreate)")
+            task = op.task
+            pk = self.pks[task.task_id]
+            created = task.task_id in self.created
+            self.created.discard(task.task_id)  # a second registration is a reference
+            self.event(
+                pk,
+                EventType.TASK_PENDING if created else EventType.TASK_REFERENCED,
+                metadata={"code_hash": task.code_hash} if task.code_hash else None,
+            )
+            self.edges_into(pk, task.dependency_task_ids, dynamic=False)
+            return ("created" if created else "referenced"), None
+        build_event = _BUILD_EVENTS.get(kind)
+        if build_event is not None:
+            self.event(None, build_event, op.error_message)
+            return _OK
+        if not op.task_id:
+            return _error(f"{kind.value!r} needs 'task_id'")
+        pk_or_none = self.pks.get(op.task_id)
+        if pk_or_none is None:
+            return _error(TASK_NOT_FOUND)
+        pk = pk_or_none
+        if kind is K.DEPENDENCIES:
+            self.edges_into(pk, op.dependency_task_ids, op.dynamic)
+            return _OK
+        if kind is K.ASSETS:
+            for asset in op.assets:  # the last of a (type, name) wins, as in v1
+                self.assets[(pk, asset.type, asset.name)] = {
+                    "id": self.new_id(),
+                    "environment_id": self.env_id,
+                    "task_pk": pk,
+                    "build_id": self.build_id,
+                    "asset_type": asset.type,
+                    "name": asset.name,
+                    "body": asset.body,
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                }
+            return _OK
+        event_type = _TASK_EVENTS[kind]
+        metadata = {"lock_owner": op.lock_owner} if op.lock_owner is not None else None
+        error = op.error_message if kind is K.FAIL else None
+        self.event(pk, event_type, error, metadata)
+        return in_build_status(event_type), None
+
+
+async def _register_tasks(session: AsyncSession, batch: _Batch, ops: list[BatchOp]) -> None:
+    """Insert the batch's new tasks (an existing row is kept as it is, as in v1) and look
+    up the primary keys of every task the batch names."""
+    rows: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        task = op.task
+        if op.op is K.REGISTER and task is not None and task.task_id not in rows:
+            rows[task.task_id] = {
+                "id": batch.new_id(),
+                "environment_id": batch.env_id,
+                "task_id": task.task_id,
+                "task_namespace": task.task_namespace or "",
+                "task_name": task.task_name,
+                "task_data": task.task_data,
+                "version": task.version,
+                "output_uri": task.output_uri,
+                "created_at": batch.now,
+            }
+    if rows:
+        inserted = await session.execute(_insert_tasks(session), list(rows.values()))
+        batch.created = set(inserted.scalars())
+        batch.pks.update((task_id, rows[task_id]["id"]) for task_id in batch.created)
+    wanted: set[str] = set()
+    for op in ops:
+        if op.task_id:
+            wanted.add(op.task_id)
+        if op.task is not None:
+            wanted.add(op.task.task_id)
+            wanted.update(op.task.dependency_task_ids)
+        wanted.update(op.dependency_task_ids)
+    missing = sorted(wanted - batch.pks.keys())
+    for start in range(0, len(missing), CHUNK):
+        found = await session.execute(
+            _TASK_PKS, {"env_id": batch.env_id, "task_ids": missing[start : start + CHUNK]}
+        )
+        batch.pks.update((task_id, pk) for task_id, pk in found.tuples())
+
+
+async def _write(session: AsyncSession, batch: _Batch) -> None:
+    if batch.events:
+        await session.execute(_INSERT_EVENTS, batch.events)
+    if batch.edges:
+        await session.execute(
+            _insert_edges(session),
+            [
+                {
+                    "upstream_id": up,
+                    "downstream_id": down,
+                    "environment_id": batch.env_id,
+                    "dynamic": dynamic,
+                    "created_at": batch.now,
+                }
+                for (up, down), dynamic in batch.edges.items()
+            ],
+        )
+    if batch.assets:
+        await session.execute(_upsert_assets(session), list(batch.assets.values()))
+
+
+async def _replay(
+    session: AsyncSession, scope: SdkScope, build_id: UUID, request: BatchRequest
+) -> BatchOutcome:
+    """The answer to a batch applied before (its receipt)."""
+    row = (
+        await session.execute(_RECEIPT, {"env_id": scope.env_id, "batch_id": request.batch_id})
+    ).first()
+    if row is None or row[0] != build_id or row[1] != len(request.ops):
+        raise HTTPException(
+            409,
+            f"batch_id {request.batch_id} was used before for another batch; send every "
+            "new batch with a new batch_id (and a retried one with its own)",
+        )
+    stored: dict[str, Any] = row[2] or {}
+    results = [_error(str(stored[str(i)])) if str(i) in stored else _OK
+               for i in range(len(request.ops))]  # fmt: skip
+    return BatchOutcome(request.batch_id, results, replayed=True)
+
+
+async def apply_batch(
+    session: AsyncSession, scope: SdkScope, build_id: UUID, request: BatchRequest
+) -> BatchOutcome:
+    """Apply ``request`` to the build (in the caller's environment, else 404) in the
+    session's transaction; answer one result per operation. An operation that cannot be
+    applied (a task not registered in the environment: ``"Task not found"``) is
+    reported in its result and skipped; the others are applied."""
+    await check_build_in_scope(session, scope, build_id)
+    now = utcnow()
+    receipt = await session.execute(
+        _insert_receipt(session),
+        {
+            "environment_id": scope.env_id,
+            "batch_id": request.batch_id,
+            "build_id": build_id,
+            "op_count": len(request.ops),
+            "results": None,
+            "created_at": now,
+        },
+    )
+    if receipt.scalar_one_or_none() is None:
+        return await _replay(session, scope, build_id, request)
+    batch = _Batch(scope, build_id, now)
+    await _register_tasks(session, batch, request.ops)
+    batch.results = [batch.apply(op) for op in request.ops]
+    await _write(session, batch)
+    failed = {str(i): detail for i, (_, detail) in enumerate(batch.results) if detail is not None}
+    if failed:  # a replay answers these; the others are plain successes
+        await session.execute(
+            _RECEIPT_RESULTS,
+            {"env_id": scope.env_id, "the_batch_id": request.batch_id, "new_results": failed},
+        )
+    return BatchOutcome(request.batch_id, batch.results)

@@ -1,0 +1,240 @@
+"""A shortcut past FastAPI for the SDK writes a v1 build sends for every task.
+
+stardag 0.1.0's client sends three requests per task (register, start, complete), and
+every build starts with one or two more. Through
+FastAPI each costs route matching over every route, dependency resolution (session,
+credentials, query), and a response model, several times the database work itself.
+:class:`HotRoutes` (an ASGI middleware inside the request limits) answers these requests
+itself, running the very same route functions
+(:func:`~stardag_nb.service.routers.tasks.register`,
+:func:`~stardag_nb.service.routers.tasks.record_task_event`) in a session opened as the
+route's would be:
+
+- ``POST /api/v1/builds/{build_id}/tasks`` (a ``TaskCreate`` body);
+- ``POST /api/v1/builds/{build_id}/tasks/{task_id}/{start|complete|fail|suspend|resume|
+  cancel|waiting-for-lock|already-complete}`` (``error_message``, ``lock_owner`` query);
+- ``POST /api/v1/builds`` and ``GET /api/v1/environment`` (every build's start).
+
+Only when the caller's API key is in the verified-key cache (and, for a write, needs no
+``last_used_at`` touch); anything else (a user token, a key to look up, a body that does
+not validate, a
+build id that is not a UUID, a database error) goes to FastAPI unchanged, which answers
+as it always does. An :class:`~fastapi.HTTPException` of the route function (404 for a
+build or task that is not the caller's) is answered as FastAPI would (``{"detail":
+...}``). Every answer is written after the session committed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import HTTPException
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..registry._wire import BuildCreate, TaskCreate
+from .auth import SdkScope, parse_uuid
+from .db.ids import utcnow
+from .security import digest
+
+__all__ = ["HotRoutes"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_EVENT = re.compile(
+    r"^/api/v1/builds/([^/]+)/tasks/([^/]+)/"
+    r"(start|complete|fail|suspend|resume|cancel|waiting-for-lock|already-complete)$"
+)
+_REGISTER = re.compile(r"^/api/v1/builds/([^/]+)/tasks$")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+Answer = tuple[int, bytes] | None
+"""(status, JSON body), or None: FastAPI answers the request."""
+
+
+class HotRoutes:
+    """ASGI middleware answering the hot SDK calls itself (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer: Answer = None
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST":
+                answer, receive = await self._post(scope, receive, path)
+            elif method == "GET" and path == "/api/v1/environment":
+                caller = _cached_caller(scope, write=False)
+                if caller is not None:
+                    answer = await _environment(scope, caller)
+        if answer is None:
+            await self.app(scope, receive, send)
+            return
+        status, content = answer
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    @staticmethod
+    async def _post(scope: Scope, receive: Receive, path: str) -> tuple[Answer, Receive]:
+        event = _EVENT.match(path)
+        register = None if event else _REGISTER.match(path)
+        if not (event or register or path == "/api/v1/builds"):
+            return None, receive
+        caller = _cached_caller(scope, write=True)
+        if caller is None:
+            return None, receive
+        if event is not None:
+            return await _event(scope, caller, *event.groups()), receive
+        body, receive = await _read(receive)
+        if register is not None:
+            return await _register(scope, caller, register.group(1), body), receive
+        return await _start_build(scope, caller, body), receive
+
+
+def _cached_caller(scope: Scope, write: bool) -> SdkScope | None:
+    """The caller's scope when its API key is cached (and, for a write, needs no
+    ``last_used_at`` touch: FastAPI's route records the use), else None."""
+    key = None
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            key = value.decode("latin-1")
+            break
+    state = scope["app"].state
+    cache = getattr(state, "key_cache", None)
+    if not key or cache is None:
+        return None
+    cached = cache.get(digest(key))
+    if cached is None:
+        return None
+    if write:
+        touch = state.settings.api_key_touch_seconds
+        last = cached.last_used_at
+        if last is None or (utcnow() - last).total_seconds() >= touch:
+            return None
+    return SdkScope(
+        environment=cached.environment,
+        workspace_slug=cached.workspace_slug,
+        api_key=cached.api_key,
+    )
+
+
+async def _event(scope: Scope, caller: SdkScope, build: str, task_id: str, action: str) -> Answer:
+    from .routers.tasks import TASK_EVENT_ROUTES, record_task_event
+
+    build_id = parse_uuid(build)
+    if build_id is None:
+        return None
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    event_type = TASK_EVENT_ROUTES[action]
+    error = query.get("error_message") if action == "fail" else None
+    owner = query.get("lock_owner") if action == "waiting-for-lock" else None
+    metadata = {"lock_owner": owner} if owner is not None else None
+
+    async def run(session: Any) -> Any:
+        return await record_task_event(
+            session, caller, build_id, task_id, event_type, error, metadata
+        )
+
+    return await _in_session(scope, run, 200, write=True, autocommit=True)
+
+
+async def _register(scope: Scope, caller: SdkScope, build: str, body: bytes) -> Answer:
+    from .routers.tasks import register
+
+    build_id = parse_uuid(build)
+    if build_id is None:
+        return None
+    try:
+        task = TaskCreate.model_validate_json(body)
+    except ValidationError:
+        return None  # FastAPI's 422
+
+    async def run(session: Any) -> Any:
+        return await register(session, caller, build_id, task)
+
+    return await _in_session(scope, run, 201, write=True, autocommit=False)
+
+
+async def _start_build(scope: Scope, caller: SdkScope, body: bytes) -> Answer:
+    from .routers.builds import create_build
+
+    try:
+        build = BuildCreate.model_validate_json(body)
+    except ValidationError:
+        return None
+
+    async def run(session: Any) -> Any:
+        return await create_build(build, caller, session)
+
+    return await _in_session(scope, run, 201, write=True, autocommit=False)
+
+
+async def _environment(scope: Scope, caller: SdkScope) -> Answer:
+    from .queries import environment_info_for
+    from .routers.ext import offered
+
+    async def run(session: Any) -> Any:
+        info = await environment_info_for(session, caller.environment, caller.workspace_slug)
+        info.extensions = offered(scope["app"].state.settings)
+        return info
+
+    return await _in_session(scope, run, 200, write=False, autocommit=False)
+
+
+async def _in_session(
+    scope: Scope,
+    run: Callable[[Any], Awaitable[Any]],
+    status: int,
+    write: bool,
+    autocommit: bool,
+) -> Answer:
+    """Run the route function in a session as the route's would be (a write session
+    committed before the answer is made); None (FastAPI takes the request) on a database
+    error: nothing was committed."""
+    db = scope["app"].state.db
+    try:
+        async with db.session(write=write, autocommit=autocommit) as session:
+            try:
+                result = await run(session)
+            except HTTPException as exc:
+                detail = json.dumps(
+                    {"detail": exc.detail}, ensure_ascii=False, separators=(",", ":")
+                )
+                return exc.status_code, detail.encode()
+            content: bytes = result.__pydantic_serializer__.to_json(result)
+            await session.commit()
+    except SQLAlchemyError:
+        return None
+    return status, content
+
+
+async def _read(receive: Receive) -> tuple[bytes, Receive]:
+    """The request body, and a ``receive`` that gives it again (for FastAPI)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
