@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar, Generic, TypeVar, get_args, get_origin, overload
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    TypeVar,
+    cast,
+    get_args,
+    get_origin,
+    overload,
+)
 
 import pydantic
 
 from ._auto_task import AutoTask
-from ._task import BaseTask
-from ._task_loads import TaskLoads, _DependsMarker
+from ._task import BaseTask, Task
+from ._task_loads import _DependsMarker, task_loads
 from .exceptions import TaskDefinitionError
 
 __all__ = ["FunctionTask", "task"]
@@ -30,12 +40,15 @@ class FunctionTask(AutoTask[LoadedT], Generic[LoadedT]):
 
     def _inputs(self) -> dict[str, Any]:
         return {
-            name: (value.output().load() if isinstance(value, BaseTask) else value)
+            # a task parameter holds a Task (see _param_annotation), which has output()
+            name: (
+                cast("Task[Any]", value).output().load() if isinstance(value, BaseTask) else value
+            )
             for name in type(self).__stardag_params__
             for value in (getattr(self, name),)
         }
 
-    def requires(self) -> dict[str, BaseTask] | None:  # type: ignore[override]
+    def requires(self) -> dict[str, BaseTask] | None:
         deps = {
             name: value
             for name in type(self).__stardag_params__
@@ -98,8 +111,8 @@ def _param_annotation(func: Callable[..., Any], name: str, annotation: Any) -> A
     if get_origin(annotation) is Annotated and any(
         isinstance(m, _DependsMarker) for m in annotation.__metadata__
     ):
-        return TaskLoads[get_args(annotation)[0]]  # a task only
-    return annotation | TaskLoads[annotation]  # type: ignore[operator,valid-type]
+        return task_loads(get_args(annotation)[0])  # a task only
+    return annotation | task_loads(annotation)
 
 
 def _make_task_class(
@@ -159,9 +172,12 @@ def _make_task_class(
         cls_kwargs["namespace_override"] = namespace
     task_name = name or func.__name__
     try:
-        cls = pydantic.create_model(  # type: ignore[call-overload]
+        # `base[returns]` is parametrized with a type known only at run time; the annotation
+        # lets mypy's pydantic plugin type the class create_model makes
+        model_base: type[FunctionTask[Any]] = cast("type[FunctionTask[Any]]", base[returns])
+        cls = pydantic.create_model(
             task_name,
-            __base__=base[returns],
+            __base__=model_base,
             __module__=func.__module__,
             __doc__=func.__doc__,
             __cls_kwargs__=cls_kwargs,
@@ -174,7 +190,7 @@ def _make_task_class(
         raise TaskDefinitionError(f"@sd.task cannot make a task of {qualname}: {exc}") from exc
     cls.__qualname__ = qualname if name is None else task_name
     cls.__version__ = version
-    cls.__stardag_func__ = staticmethod(func)  # type: ignore[assignment]
+    cls.__stardag_func__ = staticmethod(func)
     cls.__stardag_params__ = tuple(fields)
     cls.__stardag_relpath__ = relpath
     return cls

@@ -19,7 +19,12 @@ class TaskLoads:
     """
 
     def __class_getitem__(cls, item: Any) -> Any:
-        return Annotated[Task[LoadableTarget[item]], Polymorphic()]
+        return task_loads(item)
+
+
+def task_loads(item: Any) -> Any:
+    """``TaskLoads[item]`` for an ``item`` known only at run time."""
+    return Annotated[Task[LoadableTarget[item]], Polymorphic()]
 
 
 class Depends:

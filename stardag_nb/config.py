@@ -91,13 +91,13 @@ from stardag_nb._config_files import (
     IdCache,
     ProfileConfig,
     RegistryConfig,
+    TargetRootConfig,
     TomlConfig,
     cache_environment_id,
     cache_workspace_id,
     find_project_config,
     get_access_token_cache_dir,
     get_access_token_cache_path,
-    TargetRootConfig,
     get_cached_environment_id,
     get_cached_storage_options,
     get_cached_target_roots,
@@ -190,7 +190,8 @@ def _default_target_root() -> str:
 
 if TYPE_CHECKING:
     DEFAULT_TARGET_ROOT: str
-    """``<stardag dir>/local-target-roots/default/default``, computed each time it is read."""
+    """``<stardag dir>/local-target-roots/default/default``, computed each time it is read
+    (stardag computes it once, at import); :func:`get_config`'s default root is the same."""
 
 
 def __getattr__(name: str) -> Any:
@@ -233,7 +234,7 @@ class TargetConfig(BaseModel):
 
     # no return annotation: the JSON schema stays the model's
     @model_serializer(mode="wrap")
-    def _dump(self, handler: Any):  # type: ignore[no-untyped-def]
+    def _dump(self, handler: Any):
         # Dumped as stardag's TargetConfig (roots only) unless some root has options.
         data = handler(self)
         if isinstance(data, dict) and not self.storage_options:
@@ -245,9 +246,10 @@ class TargetConfig(BaseModel):
 
         yield from super().__repr_args__()
         if self.storage_options:
-            yield "storage_options", {
-                k: mask_storage_options(v) for k, v in self.storage_options.items()
-            }
+            yield (
+                "storage_options",
+                {k: mask_storage_options(v) for k, v in self.storage_options.items()},
+            )
 
 
 class APIConfig(BaseModel):
@@ -547,15 +549,29 @@ def _same_root(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
+def _stardag_dir_key() -> tuple[str | None, str | None]:
+    """What the stardag directory (user config, caches, default root) depends on."""
+    return os.environ.get("STARDAG_HOME"), os.environ.get("HOME")
+
+
 @lru_cache(maxsize=1)
-def get_config() -> StardagConfig:
-    """The configuration, loaded once and cached; see :func:`clear_config_cache`."""
+def _cached_config(stardag_dir_key: tuple[str | None, str | None]) -> StardagConfig:
     return load_config()
+
+
+def get_config() -> StardagConfig:
+    """The configuration, loaded once and cached; see :func:`clear_config_cache`.
+
+    It is loaded again when ``HOME`` or ``STARDAG_HOME`` changes: the user config file and
+    the default target root live there, so the configured default root always agrees with
+    :data:`DEFAULT_TARGET_ROOT`.
+    """
+    return _cached_config(_stardag_dir_key())
 
 
 def clear_config_cache() -> None:
     """Forget the cached configuration so that the next :func:`get_config` reloads it."""
-    get_config.cache_clear()
+    _cached_config.cache_clear()
 
 
 class ConfigProvider:

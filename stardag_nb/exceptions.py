@@ -3,14 +3,16 @@
 Every error the library raises on purpose derives from :class:`StardagError`::
 
     StardagError
-    ├── TaskDefinitionError         a task class or function is declared wrongly
-    │   └── TaskImplementationError   a concrete task has neither run() nor run_aio()
+    ├── TaskDefinitionError (TypeError)  a task class or function is declared wrongly
+    │   ├── TaskImplementationError   a concrete task has neither run() nor run_aio()
+    │   └── TypeIdConflictError (ValueError)  two classes claim one (namespace, name)
     ├── ParameterError (ValueError)  a task parameter value is invalid
     ├── TargetError                  targets and their roots
     │   ├── UnknownTargetRootError (KeyError)  no root configured under that key
     │   └── MissingDependencyError (ImportError)  an optional package is needed
     ├── SerializationError           an output cannot be serialized or loaded
     ├── ConfigError (ValueError)     a config file or variable is malformed
+    ├── LockWaitTimeoutError (TimeoutError)  a task's global lock stayed taken too long
     ├── BuildCancelled               a build awaited in a notebook was cancelled
     └── APIError                     the registry service answered with an error
         ├── AuthenticationError
@@ -23,7 +25,9 @@ Every error the library raises on purpose derives from :class:`StardagError`::
         ├── NotFoundError
         └── RegistryUnreachableError  the service did not answer (shown as one line)
 
-The API error classes keep the names and constructor signatures of stardag's.
+The API error classes keep the names and constructor signatures of stardag's. Where stardag
+raises a builtin exception, the error here derives from that builtin too (a type id claimed
+twice is a ``ValueError`` there and here), and messages keep stardag's key phrases.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "EnvironmentAccessError",
     "InvalidAPIKeyError",
     "InvalidTokenError",
+    "LockWaitTimeoutError",
     "MissingDependencyError",
     "NotAuthenticatedError",
     "NotFoundError",
@@ -48,6 +53,7 @@ __all__ = [
     "TaskDefinitionError",
     "TaskImplementationError",
     "TokenExpiredError",
+    "TypeIdConflictError",
     "UnknownTargetRootError",
 ]
 
@@ -62,6 +68,11 @@ class TaskDefinitionError(StardagError, TypeError):
 
 class TaskImplementationError(TaskDefinitionError):
     """A concrete task class implements neither ``run()`` nor ``run_aio()``."""
+
+
+class TypeIdConflictError(TaskDefinitionError, ValueError):
+    """Two different task classes (other modules, or other class names) claim the same
+    ``(namespace, name)``. A redefinition of the same class is not a conflict."""
 
 
 class ParameterError(StardagError, ValueError):
@@ -89,6 +100,35 @@ class SerializationError(StardagError, ValueError):
 
 class ConfigError(StardagError, ValueError):
     """A configuration file or environment variable is malformed."""
+
+
+class LockWaitTimeoutError(StardagError, TimeoutError):
+    """A task's global lock stayed held by another build (or the environment's lock limit
+    stayed reached) for longer than ``GlobalLockConfig.lock_wait_timeout_seconds``.
+
+    Args:
+        task: what to call the task in the message (its repr).
+        timeout_seconds: the wait that ran out.
+        status: the last answer of the lock manager (``"held_by_other"``, ...).
+    """
+
+    def __init__(self, task: str, timeout_seconds: float, status: str = "held_by_other"):
+        self.task = task
+        self.timeout_seconds = timeout_seconds
+        self.status = str(status)
+        why = (
+            "stayed held by another build"
+            if self.status == "held_by_other"
+            else f"could not be taken ({self.status})"
+        )
+        super().__init__(
+            f"Lock {self.status}: Timeout after {timeout_seconds}s: the global lock of "
+            f"{task:.100} {why} for {timeout_seconds} s. Raise "
+            "GlobalLockConfig.lock_wait_timeout_seconds to wait longer."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable across processes
+        return (type(self), (self.task, self.timeout_seconds, self.status))
 
 
 class BuildCancelled(StardagError):

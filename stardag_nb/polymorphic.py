@@ -6,11 +6,13 @@ a field annotated ``SubClass[Base]`` (``Annotated[Base, Polymorphic()]``) accept
 instance of any registered subclass of ``Base`` or its JSON dump, and serializes with
 the runtime class, not the declared one.
 
-Redefining a class with the same module and qualified name (a re-run notebook cell)
-replaces the registered class, so deserialization never resolves to a stale
-definition. Two *different* classes claiming the same type id raise an error.
-A script's module is ``__main__`` where it runs and ``__mp_main__`` where spawned worker
-processes re-import it: both names count as one module.
+Redefining a class with the same module and class name (a re-run notebook cell, or two
+test functions that each define a local ``class MockTask``) replaces the registered
+class: the newest definition wins, so deserialization never resolves to a stale one.
+Classes from two *different* modules (or with different class names) claiming the same
+type id raise :class:`~stardag_nb.exceptions.TypeIdConflictError`. A script's module is
+``__main__`` where it runs and ``__mp_main__`` where spawned worker processes re-import
+it: both names count as one module.
 
 Classes sent by value (cloudpickle, as dask.distributed and Ray do for ``__main__`` and
 notebook classes) are rebuilt in two phases: an empty skeleton class first, its
@@ -29,14 +31,14 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, GetCoreSchemaHandler, SerializationInfo
 from pydantic._internal._model_construction import ModelMetaclass
 from pydantic_core import core_schema
 
 from .base_model import StardagBaseModel
-from .exceptions import TaskDefinitionError
+from .exceptions import TypeIdConflictError
 
 __all__ = [
     "NAMESPACE_KEY",
@@ -57,9 +59,6 @@ NAMESPACE_KEY = "__namespace"
 NAME_KEY = "__name"
 
 OnGenericTypeMismatch = Literal["raise", "warn", "ignore"]
-
-_T = TypeVar("_T")
-_TPolymorphicRoot = TypeVar("_TPolymorphicRoot", bound="PolymorphicRoot")
 
 
 @dataclass(frozen=True)
@@ -108,49 +107,81 @@ def namespace_for_module(module: str) -> str | None:
 
 
 class _TypeRegistry:
-    """The classes of one polymorphic family, by type id."""
+    """The classes of one polymorphic family, by type id.
+
+    ``get_class(type_id)`` and the ``_type_id_to_class`` mapping are the names stardag's
+    registry uses for the same lookup.
+    """
 
     def __init__(self, root: type) -> None:
         self.root = root
-        self._classes: dict[TypeId, type] = {}
+        self._type_id_to_class: dict[TypeId, type] = {}
 
-    def add(self, cls: type, rebuilt: bool = False) -> None:
-        """Register ``cls``; ``rebuilt``: a class sent by value, whose ``__qualname__``
-        did not travel (its ``__name__`` is compared instead)."""
+    def add(self, cls: type) -> None:
+        """Register ``cls`` under its ``__type_id__``; a redefinition (same module and
+        class name) replaces the class registered before it."""
         type_id: TypeId = cls.__type_id__  # type: ignore[attr-defined]
-        existing = self._classes.get(type_id)
+        existing = self._type_id_to_class.get(type_id)
         if existing is not None and existing is not cls:
-            same_definition = _module_name(existing.__module__) == _module_name(cls.__module__) and (
-                existing.__name__ == cls.__name__
-                if rebuilt
-                else existing.__qualname__ == cls.__qualname__
-            )
-            if not same_definition:
-                raise TaskDefinitionError(
+            # Same module and class name: a redefinition, whatever the qualified names
+            # (a local class in two functions) and whether cloudpickle rebuilt it.
+            if not (
+                _module_name(existing.__module__) == _module_name(cls.__module__)
+                and existing.__name__ == cls.__name__
+            ):
+                raise TypeIdConflictError(
                     f"Two classes claim the type id namespace={type_id.namespace!r} "
                     f"name={type_id.name!r}: {existing.__module__}.{existing.__qualname__} "
-                    f"and {cls.__module__}.{cls.__qualname__}. Give one of them another "
-                    f"name or namespace, e.g. `class {cls.__name__}(..., "
-                    f"name_override='...')` or `sd.namespace('...', __name__)` in its module."
+                    f"and {cls.__module__}.{cls.__qualname__} (a class is already registered "
+                    f"for this type id). Give one of them another name or namespace, e.g. "
+                    f"`class {cls.__name__}(..., name_override='...')` or "
+                    "`sd.namespace('...', __name__)` in its module."
                 )
             logger.debug("Replacing redefined class %s for %s", existing, type_id)
-        self._classes[type_id] = cls
+        self._type_id_to_class[type_id] = cls
 
     def get(self, type_id: TypeId) -> type | None:
-        return self._classes.get(type_id)
+        """The class registered under ``type_id``, or None."""
+        return self._type_id_to_class.get(type_id)
+
+    def get_class(self, type_id: TypeId) -> type:
+        """The class registered under ``type_id``.
+
+        Raises:
+            KeyError: no class of this family is registered under it.
+        """
+        found = self._type_id_to_class.get(type_id)
+        if found is None:
+            raise KeyError(
+                f"No class registered for type id: {type_id} (family {self.root.__name__}). "
+                "Import the module that defines it first."
+            )
+        return found
+
+    def get_type_id(self, cls: type) -> TypeId:
+        """The type id ``cls`` is registered under.
+
+        Raises:
+            KeyError: ``cls`` is not the class registered under its type id.
+        """
+        type_id: TypeId | None = getattr(cls, "__type_id__", None)
+        if type_id is None or self._type_id_to_class.get(type_id) is not cls:
+            raise KeyError(f"Class not registered: {cls}")
+        return type_id
 
     def known(self) -> list[TypeId]:
-        return sorted(self._classes, key=lambda t: (t.namespace, t.name))
+        """The registered type ids, sorted."""
+        return sorted(self._type_id_to_class, key=lambda t: (t.namespace, t.name))
 
     @contextmanager
     def isolated(self) -> Iterator[None]:
         """Register classes into a fresh, empty table inside the block; restore after."""
-        saved = self._classes
-        self._classes = {}
+        saved = self._type_id_to_class
+        self._type_id_to_class = {}
         try:
             yield
         finally:
-            self._classes = saved
+            self._type_id_to_class = saved
 
 
 # Classes being rebuilt by cloudpickle whose attributes are not set yet.
@@ -161,7 +192,7 @@ def _rebuilt_by_cloudpickle() -> bool:
     """True while cloudpickle (or a copy vendored by Ray) makes the empty skeleton of a
     class sent by value: the class statement's body is not run, its attributes are set
     by ``setattr`` once the skeleton exists."""
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     for _ in range(24):
         if frame is None:
             return False
@@ -186,7 +217,7 @@ class PolymorphicMeta(ModelMetaclass):
         if name == "__type_id__" and cls in _skeletons:
             _skeletons.discard(cls)
             if cls._should_register():  # type: ignore[attr-defined]
-                cls.__type_registry__.add(cls, rebuilt=True)  # type: ignore[attr-defined]
+                cls.__type_registry__.add(cls)  # type: ignore[attr-defined]
 
 
 class PolymorphicRoot(StardagBaseModel, metaclass=PolymorphicMeta):
@@ -202,6 +233,7 @@ class PolymorphicRoot(StardagBaseModel, metaclass=PolymorphicMeta):
     __type_id__: ClassVar[TypeId]
     __namespace__: ClassVar[str]
     __type_registry__: ClassVar[_TypeRegistry]
+    __registry__: ClassVar[_TypeRegistry]  # stardag's name for the same registry
 
     def __init_subclass__(
         cls,
@@ -211,7 +243,7 @@ class PolymorphicRoot(StardagBaseModel, metaclass=PolymorphicMeta):
     ) -> None:
         super().__init_subclass__(**kwargs)
         if PolymorphicRoot in cls.__bases__:
-            cls.__type_registry__ = _TypeRegistry(cls)
+            cls.__type_registry__ = cls.__registry__ = _TypeRegistry(cls)
         name = name_override if name_override is not None else cls.__name__
         if namespace_override is not None:
             ns = namespace_override
@@ -253,10 +285,11 @@ class PolymorphicRoot(StardagBaseModel, metaclass=PolymorphicMeta):
         return cls.__type_id__.namespace
 
     @classmethod
-    def resolve(
-        cls: type[_TPolymorphicRoot], namespace: str, name: str, extra: dict[str, Any]
-    ) -> type[_TPolymorphicRoot]:
-        """The registered class for ``(namespace, name)`` in this family."""
+    def resolve(cls, namespace: str, name: str, extra: dict[str, Any]) -> type[Self]:
+        """The registered class for ``(namespace, name)`` in this family.
+
+        ``extra`` holds the dump's other ``"__"`` keys (a family may dispatch on them).
+        """
         found = cls.__type_registry__.get(TypeId(namespace, name))
         if found is None:
             known = ", ".join(
@@ -268,25 +301,46 @@ class PolymorphicRoot(StardagBaseModel, metaclass=PolymorphicMeta):
                 f"namespace={namespace!r} name={name!r}. Import the module that defines it "
                 f"before loading. Known: {known or 'none'}."
             )
-        return found  # type: ignore[return-value]
+        return found
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def _is_dump(cls, obj: Any) -> bool:
+        """True for a dict that names its class (``__namespace``/``__name``)."""
+        return isinstance(obj, dict) and NAMESPACE_KEY in obj and NAME_KEY in obj
+
+    @classmethod
+    def _resolve_dump(cls, obj: dict[str, Any]) -> type[PolymorphicRoot]:
+        """The class a dump describes (its ``"__"`` keys go to :meth:`resolve`)."""
+        extra = {k: v for k, v in obj.items() if k.startswith("__")}
+        if NAMESPACE_KEY not in obj or NAME_KEY not in obj:
+            raise ValueError(
+                f"a {cls.__name__} dump needs '{NAMESPACE_KEY}' and '{NAME_KEY}' "
+                f"keys; got keys {sorted(obj)}"
+            )
+        return cls.resolve(obj[NAMESPACE_KEY], obj[NAME_KEY], extra)
+
+    @classmethod
+    def _before_validate(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        """The fields of a dump this class validates: its ``"__"`` keys removed."""
+        return {k: v for k, v in payload.items() if not k.startswith("__")}
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
         """Validate ``obj``; a dump carrying ``__namespace``/``__name`` is rebuilt as the
         registered class it names (which must be ``cls`` or a subclass of it)."""
-        if isinstance(obj, dict) and NAMESPACE_KEY in obj and NAME_KEY in obj:
-            extra = {k: v for k, v in obj.items() if k.startswith("__")}
-            target = cls.resolve(obj[NAMESPACE_KEY], obj[NAME_KEY], extra)
+        if cls._is_dump(obj):
+            target = cls._resolve_dump(obj)
             if not issubclass(target, cls):
                 raise TypeError(
-                    f"The dump describes a {target.__qualname__}, which is not a {cls.__qualname__}."
+                    f"The dump describes a {target.__qualname__}, which is not a "
+                    f"{cls.__qualname__}."
                 )
-            obj = {k: v for k, v in obj.items() if not k.startswith("__")}
-            return super(PolymorphicRoot, target).model_validate.__func__(target, obj, **kwargs)  # type: ignore[attr-defined]
+            body = target._before_validate(obj)
+            return super(PolymorphicRoot, target).model_validate(body, **kwargs)
         return super().model_validate(obj, **kwargs)
 
     @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:  # type: ignore[override]
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:
         """Like :meth:`model_validate`, from JSON text."""
         import json
 
@@ -336,17 +390,10 @@ class Polymorphic:
             if isinstance(value, origin):
                 instance = value
             elif isinstance(value, dict):
-                if NAMESPACE_KEY not in value or NAME_KEY not in value:
-                    raise ValueError(
-                        f"a {origin.__name__} dump needs '{NAMESPACE_KEY}' and '{NAME_KEY}' "
-                        f"keys; got keys {sorted(value)}"
-                    )
-                extra = {k: v for k, v in value.items() if k.startswith("__")}
-                cls = origin.resolve(value[NAMESPACE_KEY], value[NAME_KEY], extra)
+                cls = origin._resolve_dump(value)
                 if not issubclass(cls, origin):
                     raise ValueError(f"{cls.__name__} is not a subclass of {origin.__name__}")
-                body = {k: v for k, v in value.items() if not k.startswith("__")}
-                instance = cls.model_validate(body, context=info.context)
+                instance = cls.model_validate(cls._before_validate(value), context=info.context)
             else:
                 raise ValueError(
                     f"expected a {origin.__name__} instance (or its JSON dump), "
@@ -359,7 +406,9 @@ class Polymorphic:
                 try:
                     problem = checked[value_cls]
                 except KeyError:
-                    problem = checked[value_cls] = _generic_mismatch(value_cls, origin, expected_args)
+                    problem = checked[value_cls] = _generic_mismatch(
+                        value_cls, origin, expected_args
+                    )
                 if problem:
                     if policy == "raise":
                         raise ValueError(problem)
@@ -410,8 +459,25 @@ def _generic_mismatch(value_cls: type, origin: type, expected_args: tuple[Any, .
 
 
 def type_repr(tp: Any) -> str:
-    """A short readable name for a type or type expression."""
-    if isinstance(tp, type) and not get_args(tp):
+    """A short readable name for a type or type expression, without module paths:
+    ``LoadableTarget[int]``, ``list[str]``, ``int | None``."""
+    if tp is None or tp is type(None):
+        return "None"
+    if tp is Ellipsis:
+        return "..."
+    if isinstance(tp, TypeVar):
+        return tp.__name__
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return type_repr(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_repr(a) for a in args)
+    if origin is Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is not None and args:
+        name = getattr(origin, "__name__", None) or str(origin).replace("typing.", "")
+        return f"{name}[{', '.join(type_repr(a) for a in args)}]"
+    if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
 
@@ -446,5 +512,5 @@ def types_compatible(expected: Any, actual: Any) -> bool:
         return True
     exp_args, act_args = get_args(expected), get_args(actual)
     if exp_args and act_args and len(exp_args) == len(act_args):
-        return all(types_compatible(e, a) for e, a in zip(exp_args, act_args))
+        return all(types_compatible(e, a) for e, a in zip(exp_args, act_args, strict=True))
     return True

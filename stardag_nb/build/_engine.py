@@ -30,6 +30,7 @@ from ._locks import (
     GlobalConcurrencyLockManager,
     GlobalLockConfig,
     LockAcquisitionStatus,
+    LockWaitTimeoutError,
 )
 
 __all__ = ["BuildEngine", "DependencyCycleError", "as_task_list"]
@@ -811,10 +812,8 @@ class BuildEngine:
                 if await task.complete_aio():
                     raise _CompletedElsewhere()
                 if deadline is None or time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"the global lock of {task!r:.100} stayed held by another build for "
-                        f"{cfg.lock_wait_timeout_seconds} s "
-                        "(GlobalLockConfig.lock_wait_timeout_seconds)"
+                    raise LockWaitTimeoutError(
+                        repr(task), cfg.lock_wait_timeout_seconds or 0, result.status.value
                     )
                 await asyncio.sleep(interval)
                 interval = min(

@@ -3,7 +3,9 @@
 The build acquires a task's lock (named by the task id) before running it and
 releases it after, marking the task completed. While a lock is held elsewhere the
 build waits with backoff, re-checking completion; a task completed elsewhere counts
-as previously completed. A completion record never outranks a missing output: a
+as previously completed; a wait longer than ``lock_wait_timeout_seconds`` fails the task
+with :class:`~stardag_nb.exceptions.LockWaitTimeoutError` (a ``TimeoutError``). A
+completion record never outranks a missing output: a
 manager that can (:class:`CompletionClearingLockManager`) clears the record of a task
 whose output is gone, so it can be built again. Implementations: the embedded SQLite
 registry's (:class:`stardag_nb.registry.SQLiteGlobalLockManager`) and the registry
@@ -18,6 +20,8 @@ from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
+from ..exceptions import LockWaitTimeoutError
+
 if TYPE_CHECKING:
     from .._task import BaseTask
 
@@ -30,6 +34,7 @@ __all__ = [
     "LockAcquisitionResult",
     "LockAcquisitionStatus",
     "LockHandle",
+    "LockWaitTimeoutError",
 ]
 
 

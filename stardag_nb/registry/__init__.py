@@ -107,12 +107,12 @@ __all__ = [
     "TaskMetadata",
     "TaskNotFoundError",
     "WorkspaceRecord",
-    "get_git_commit_hash",
     "environment_registry",
+    "get_git_commit_hash",
     "init_admin",
     "init_registry",
-    "use_environment",
     "registry_provider",
+    "use_environment",
 ]
 
 REGISTRY_ENV = "STARDAG_REGISTRY"
@@ -242,7 +242,11 @@ def _sqlite_path(value: str) -> Path | None:
     return path if looks_like_path else None
 
 
-registry_provider = resource_provider(RegistryABC, init_registry, "The active task registry.")
+registry_provider = resource_provider(
+    RegistryABC,  # type: ignore[type-abstract]  # the provider only names the type in errors
+    init_registry,
+    "The active task registry.",
+)
 
 
 def environment_registry(

@@ -263,8 +263,16 @@ def test_events_carry_the_dag(builder) -> None:  # type: ignore[no-untyped-def]
     completed = [e.task_id for e in events if e.kind is BuildEventKind.TASK_COMPLETED]
     assert completed[-1] == Dynamic(n=7).id and len(completed) == 4
     for task_id in completed:  # started before completed
-        started = next(i for i, e in enumerate(events) if e.kind is BuildEventKind.TASK_STARTED and e.task_id == task_id)
-        ended = next(i for i, e in enumerate(events) if e.kind is BuildEventKind.TASK_COMPLETED and e.task_id == task_id)
+        started = next(
+            i
+            for i, e in enumerate(events)
+            if e.kind is BuildEventKind.TASK_STARTED and e.task_id == task_id
+        )
+        ended = next(
+            i
+            for i, e in enumerate(events)
+            if e.kind is BuildEventKind.TASK_COMPLETED and e.task_id == task_id
+        )
         assert started < ended
     assert events[-1].summary is not None and events[-1].summary.task_count.succeeded == 4
 
@@ -289,7 +297,9 @@ class FailsSoon(sd.AutoTask[int]):
 def test_fail_fast_cancels_in_flight_tasks() -> None:
     events: list = []
     start = time.monotonic()
-    summary = sd.build([SlowAsync(n=1), FailsSoon()], event_handlers=[events.append], progress=False)
+    summary = sd.build(
+        [SlowAsync(n=1), FailsSoon()], event_handlers=[events.append], progress=False
+    )
     assert time.monotonic() - start < 3, "fail-fast waited for the slow task"
     assert summary.status is BuildExitStatus.FAILURE
     assert "slow1-end" not in RUNS and not SlowAsync(n=1).complete()
@@ -397,12 +407,19 @@ def test_exit_early_when_every_remaining_task_is_locked_elsewhere(tmp_path) -> N
     held = Step(n=61)
     assert asyncio.run(other.acquire(str(held.id))).acquired  # another build runs it
     config = GlobalLockConfig(
-        enabled=True, exit_early_when_all_locked=True,
-        lock_wait_initial_interval_seconds=0.01, lock_wait_timeout_seconds=30,
+        enabled=True,
+        exit_early_when_all_locked=True,
+        lock_wait_initial_interval_seconds=0.01,
+        lock_wait_timeout_seconds=30,
     )
     start = time.monotonic()
-    summary = sd.build(Step(n=62, deps=[held]), registry=registry, global_lock_manager=ours,
-                       global_lock_config=config, progress=False)
+    summary = sd.build(
+        Step(n=62, deps=[held]),
+        registry=registry,
+        global_lock_manager=ours,
+        global_lock_config=config,
+        progress=False,
+    )
     assert time.monotonic() - start < 10, "it waited for the lock instead of exiting early"
     assert summary.status is BuildExitStatus.EXIT_EARLY
     assert "step61" not in RUNS

@@ -28,7 +28,9 @@ class Link(sd.AutoTask[int]):
     def requires(self):  # type: ignore[no-untyped-def]
         if self.i == 0:
             return None
-        return Link(i=self.i - 1, fail_at=self.fail_at, sleep_at=self.sleep_at, seconds=self.seconds)
+        return Link(
+            i=self.i - 1, fail_at=self.fail_at, sleep_at=self.sleep_at, seconds=self.seconds
+        )
 
     def run(self) -> None:
         _threads.add(threading.current_thread().name)
@@ -60,7 +62,10 @@ def test_a_chain_runs_off_the_loop_in_order_with_every_start_after_its_dependenc
     assert summary.status is BuildExitStatus.SUCCESS
     assert _ran == list(range(300))
     assert threading.main_thread().name not in _threads
-    started, completed = _kinds(events, BuildEventKind.TASK_STARTED), _kinds(events, BuildEventKind.TASK_COMPLETED)
+    started, completed = (
+        _kinds(events, BuildEventKind.TASK_STARTED),
+        _kinds(events, BuildEventKind.TASK_COMPLETED),
+    )
     for i in range(1, 300):
         link, before = Link(i=i).id, Link(i=i - 1).id
         assert completed[before] < started[link] < completed[link], i
@@ -84,7 +89,9 @@ def test_a_failing_link_stops_the_chain_and_blocks_the_rest(tmp_path: Path) -> N
     rows = {r.task_id: r.status for r in registry.list_build_tasks(summary.build_id)}  # type: ignore[arg-type]
     assert rows[Link(i=40, fail_at=40).id] == "failed"
     assert all(rows[Link(i=i, fail_at=40).id] == "completed" for i in range(40))
-    assert not any(rows[Link(i=i, fail_at=40).id] in ("running", "completed") for i in range(41, 100))
+    assert not any(
+        rows[Link(i=i, fail_at=40).id] in ("running", "completed") for i in range(41, 100)
+    )
     registry.close()
 
 
@@ -181,4 +188,3 @@ def test_cancelling_a_build_mid_chain_stops_the_chain_and_records_it(tmp_path: P
     statuses = {r.status for r in registry.list_build_tasks(record.id)}
     assert not statuses & {"running", "pending"}, statuses
     registry.close()
-

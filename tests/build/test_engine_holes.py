@@ -39,7 +39,9 @@ class YieldsPartner(sd.AutoTask[int]):
         self.output().save(1)
 
 
-@pytest.mark.parametrize("root", [YieldsItself(n=1), YieldsPartner(name="a")], ids=["itself", "partner"])
+@pytest.mark.parametrize(
+    "root", [YieldsItself(n=1), YieldsPartner(name="a")], ids=["itself", "partner"]
+)
 def test_dynamic_cycle_fails_naming_its_tasks(root: sd.AutoTask[int]) -> None:
     summary = asyncio.run(asyncio.wait_for(sd.build_aio(root), timeout=30))
     assert summary.status is BuildExitStatus.FAILURE, summary
@@ -72,7 +74,9 @@ class WaitsForItInline(WaitsForIt):
 
 
 @pytest.mark.parametrize("cls", [WaitsForIt, WaitsForItInline], ids=["thread", "inline"])
-def test_dynamic_dependency_that_never_completes_fails_clearly(cls: type[WaitsForIt], tmp_path: Path) -> None:
+def test_dynamic_dependency_that_never_completes_fails_clearly(
+    cls: type[WaitsForIt], tmp_path: Path
+) -> None:
     root = cls(where=str(tmp_path / "elsewhere.txt"))
     summary = asyncio.run(asyncio.wait_for(sd.build_aio(root), timeout=30))
     assert summary.status is BuildExitStatus.FAILURE, summary

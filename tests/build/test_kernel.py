@@ -79,7 +79,10 @@ def test_sync_build_in_a_cell_works(kernel: Any) -> None:
 
 def test_kernel_answers_while_a_build_runs_in_the_background(kernel: Any) -> None:
     run_cell(kernel, DEFINE)
-    run_cell(kernel, "job = asyncio.ensure_future(sd.build_aio(Total(parts=[Slow(n=i) for i in range(20, 23)])))")
+    run_cell(
+        kernel,
+        "job = asyncio.ensure_future(sd.build_aio(Total(parts=[Slow(n=i) for i in range(20, 23)])))",
+    )
     quick = run_cell(kernel, "print('answered', job.done())")
     assert quick["stdout"].split() == ["answered", "False"]
     done = run_cell(kernel, "summary = await job; print(summary.status.value)")

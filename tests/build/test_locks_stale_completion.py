@@ -25,8 +25,16 @@ class Counted(sd.AutoTask[int]):
         self.output().save(7)
 
 
-def _build(task: Counted, registry: SQLiteRegistry, locks: SQLiteGlobalLockManager) -> sd.build.BuildSummary:  # type: ignore[name-defined]
-    return sd.build(task, registry=registry, global_lock_manager=locks, global_lock_config=CONFIG, progress=False)
+def _build(
+    task: Counted, registry: SQLiteRegistry, locks: SQLiteGlobalLockManager
+) -> sd.build.BuildSummary:  # type: ignore[name-defined]
+    return sd.build(
+        task,
+        registry=registry,
+        global_lock_manager=locks,
+        global_lock_config=CONFIG,
+        progress=False,
+    )
 
 
 def test_deleted_output_is_rebuilt_despite_the_completion_record(tmp_path: Path) -> None:

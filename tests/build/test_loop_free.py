@@ -64,7 +64,9 @@ class Wide(sd.AutoTask[int]):
         self.output().save(self.n)
 
 
-async def _build_with_ticker(root: sd.BaseTask, **kwargs: object) -> tuple[sd.build.BuildSummary, float, int]:  # type: ignore[name-defined]
+async def _build_with_ticker(
+    root: sd.BaseTask, **kwargs: object
+) -> tuple[sd.build.BuildSummary, float, int]:  # type: ignore[name-defined]
     """Build ``root`` while a ticker on the same loop records its longest gap."""
     gaps: list[float] = []
     stop = asyncio.Event()
@@ -94,7 +96,9 @@ def test_sync_tasks_overlap_and_the_loop_keeps_ticking() -> None:
     start = time.perf_counter()
     summary, longest_gap, ticks = asyncio.run(_build_with_ticker(Fan(n=100)))
     elapsed = time.perf_counter() - start
-    print(f"100 x 10 ms sync tasks: {elapsed:.3f} s, longest loop gap {longest_gap * 1e3:.1f} ms, {ticks} ticks")
+    print(
+        f"100 x 10 ms sync tasks: {elapsed:.3f} s, longest loop gap {longest_gap * 1e3:.1f} ms, {ticks} ticks"
+    )
     assert summary.status is BuildExitStatus.SUCCESS
     assert _most >= 4, f"sync tasks did not overlap (at most {_most} at once)"
     assert threading.main_thread().name not in _threads
@@ -172,7 +176,11 @@ class Both(sd.AutoTask[int]):
     marker: str
 
     def requires(self):  # type: ignore[no-untyped-def]
-        return [Cooperative(marker=self.marker), Stubborn(seconds=20), *[Sleeper(i=1000 + i, seconds=0.5) for i in range(30)]]
+        return [
+            Cooperative(marker=self.marker),
+            Stubborn(seconds=20),
+            *[Sleeper(i=1000 + i, seconds=0.5) for i in range(30)],
+        ]
 
     def run(self) -> None:
         self.output().save(0)
@@ -254,7 +262,8 @@ def test_a_second_cancel_while_the_build_winds_down_still_records_it(tmp_path: P
         assert not statuses & {"running", "pending", "suspended"}, statuses
         time.sleep(0.3)
         idle_workers = [
-            t for t in threading.enumerate()
+            t
+            for t in threading.enumerate()
             if t.name.startswith("stardag-nb-task") and t.name not in before and t.is_alive()
         ]
         # only the stubborn body's thread may still run (it ignores cancellation)
@@ -431,9 +440,7 @@ def test_a_blocked_body_does_not_hold_back_short_ones() -> None:
     _trivial_threads.clear()
 
     start = time.monotonic()
-    summary = sd.build(
-        SleeperBeside(seconds=1.0, n=300), registry=sd.registry.NoOpRegistry()
-    )
+    summary = sd.build(SleeperBeside(seconds=1.0, n=300), registry=sd.registry.NoOpRegistry())
     elapsed = time.monotonic() - start
     assert summary.status is BuildExitStatus.SUCCESS
     assert len(_trivial_threads) == 300

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-DAG_MODULE = '''
+DAG_MODULE = """
 import os, time
 import stardag_nb as sd
 
@@ -42,9 +42,9 @@ class Sink(sd.AutoTask[int]):
         with open(SIDE_EFFECTS, "a") as log:
             log.write(f"{os.getpid()} {self.id}\\n")
         self.output().save(1)
-'''
+"""
 
-RUNNER = '''
+RUNNER = """
 import json, sys
 import stardag_nb as sd
 from stardag_nb.build import GlobalLockConfig
@@ -68,7 +68,7 @@ print(json.dumps({"status": summary.status.value, "build_id": str(summary.build_
                   "succeeded": summary.task_count.succeeded,
                   "previously_completed": summary.task_count.previously_completed,
                   "errors": {str(k): repr(v) for k, v in summary.errors.items()}}))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -86,8 +86,12 @@ def test_two_processes_run_each_task_once(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, str(tmp_path / "runner.py"), str(registry_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env, cwd=tmp_path,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
         )
         for _ in range(2)
     ]
@@ -123,5 +127,7 @@ def test_two_processes_run_each_task_once(tmp_path: Path) -> None:
     assert all(b.status == "completed" for b in builds)
     completed = set()
     for build in builds:
-        completed |= {str(t.task_id) for t in registry.list_build_tasks(build.id) if t.status == "completed"}
+        completed |= {
+            str(t.task_id) for t in registry.list_build_tasks(build.id) if t.status == "completed"
+        }
     assert completed == set(executions)

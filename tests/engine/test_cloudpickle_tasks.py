@@ -49,7 +49,9 @@ def load_and_run(blob: bytes) -> dict:
     }
 '''
 
-SCRIPT = HELPER + '''
+SCRIPT = (
+    HELPER
+    + """
 sd.namespace("demo", __name__)
 
 
@@ -80,7 +82,8 @@ if __name__ == "__main__":
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
             out = pool.submit(load_and_run, blob).result()
         print(json.dumps({"ids": ids, "pid": os.getpid(), "child": out}))
-'''
+"""
+)
 
 LOADER = textwrap.dedent(
     """

@@ -55,7 +55,13 @@ def test_nested_task_enters_id_through_its_own_id() -> None:
     expected = uuid.uuid5(
         NS,
         json.dumps(
-            {"__namespace": "", "__name": "Chain", "version": "", "prev": {"id": str(leaf.id)}, "i": 1},
+            {
+                "__namespace": "",
+                "__name": "Chain",
+                "version": "",
+                "prev": {"id": str(leaf.id)},
+                "i": 1,
+            },
             separators=(",", ":"),
             sort_keys=True,
         ),
@@ -119,7 +125,10 @@ def test_dump_round_trips_polymorphically() -> None:
 def test_any_task_is_rebuilt_from_its_json_through_the_base_class() -> None:
     task = Chain(prev=Leaf(n=4), i=2)
     text = task.model_dump_json()
-    for rebuilt in (sd.BaseTask.model_validate_json(text), sd.BaseTask.model_validate(json.loads(text))):
+    for rebuilt in (
+        sd.BaseTask.model_validate_json(text),
+        sd.BaseTask.model_validate(json.loads(text)),
+    ):
         assert type(rebuilt) is Chain and rebuilt == task and rebuilt.id == task.id
     with pytest.raises(TypeError, match="not a Chain"):
         Chain.model_validate(Leaf(n=1).model_dump(mode="json"))
@@ -233,7 +242,9 @@ def test_redefining_a_class_replaces_it_for_deserialization() -> None:
 
     first = define(1)
     second = define(2)
-    loaded = Chain.model_validate({"prev": {"__namespace": "", "__name": "Redefined", "version": "", "x": 0}})
+    loaded = Chain.model_validate(
+        {"prev": {"__namespace": "", "__name": "Redefined", "version": "", "x": 0}}
+    )
     assert type(loaded.prev) is second and type(loaded.prev) is not first
 
 
