@@ -12,7 +12,7 @@ import logging
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, Union, cast, get_args
 from uuid import UUID, SafeUUID
 
 from pydantic import SerializationInfo
@@ -21,6 +21,8 @@ from pydantic_core import PydanticSerializationError
 from .base_model import CONTEXT_MODE_KEY
 from .exceptions import ParameterError, TaskDefinitionError, TaskImplementationError
 from .polymorphic import (
+    NAME_KEY,
+    NAMESPACE_KEY,
     PolymorphicMeta,
     PolymorphicRoot,
     is_skeleton,
@@ -63,7 +65,10 @@ TASK_REF_KEY = "__task_ref"
 
 # json.dumps(..., separators=(",", ":"), sort_keys=True), without re-creating the encoder
 _ID_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
-_namespace_bytes: tuple[UUID, bytes] = (_DEFAULT_TASK_UUID5_NAMESPACE, _DEFAULT_TASK_UUID5_NAMESPACE.bytes)
+_namespace_bytes: tuple[UUID, bytes] = (
+    _DEFAULT_TASK_UUID5_NAMESPACE,
+    _DEFAULT_TASK_UUID5_NAMESPACE.bytes,
+)
 
 
 def _uuid5(namespace: UUID, name: str) -> UUID:
@@ -85,6 +90,8 @@ TaskStruct = Union["BaseTask", Sequence["TaskStruct"], Mapping[str, "TaskStruct"
 
 TargetT = TypeVar("TargetT")
 
+_ALIASED_KEY = "__aliased"  # an AliasTask's dump (see _alias_task.ALIASED_KEY)
+
 
 def namespace(namespace: str, scope: str) -> None:
     """Give tasks defined in module ``scope`` (and its submodules) ``namespace``.
@@ -95,7 +102,8 @@ def namespace(namespace: str, scope: str) -> None:
 
 
 def auto_namespace(scope: str) -> None:
-    """Use the module's import path as the namespace of its tasks: ``sd.auto_namespace(__name__)``."""
+    """Use the module's import path as the namespace of its tasks:
+    ``sd.auto_namespace(__name__)``."""
     set_module_namespace(scope, scope)
 
 
@@ -105,8 +113,10 @@ def flatten_task_struct(task_struct: TaskStruct | None) -> list[BaseTask]:
     Raises:
         TypeError: for anything that is not a task, a sequence or a mapping of those.
     """
-    if type(task_struct) in (list, tuple) and all(isinstance(t, BaseTask) for t in task_struct):
-        return list(task_struct)  # the common case: a flat list of tasks
+    if type(task_struct) in (list, tuple):
+        flat = cast("Sequence[Any]", task_struct)
+        if all(isinstance(t, BaseTask) for t in flat):
+            return list(flat)  # the common case: a flat list of tasks
     out: list[BaseTask] = []
     stack: list[Any] = [task_struct]
     while stack:
@@ -200,10 +210,29 @@ def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     key: list[Any] = [cls]
     for name, value in kwargs.items():
         kind = value.__class__
-        if kind not in _INTERNABLE and not isinstance(value, BaseTask):
-            return None
+        if kind not in _INTERNABLE:
+            if not isinstance(value, BaseTask):
+                return None
+            value = _Same(value)
         key += (name, kind, value)
     return tuple(key)
+
+
+class _Same:
+    """A task argument in an intern key: equal only to the very same instance. Tasks
+    with one id can differ in the code beneath them (a notebook cell redefined a task
+    upstream), so an equal-by-id argument must not return the old instance."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.task is self.task
+
+    def __hash__(self) -> int:
+        return id(self.task)
 
 
 class _TaskMeta(PolymorphicMeta):
@@ -211,7 +240,7 @@ class _TaskMeta(PolymorphicMeta):
     arguments returns the same instance instead of validating and hashing again (a
     ``requires()`` that builds 50 upstream tasks per node costs lookups, not copies)."""
 
-    def __call__(cls, /, **kwargs: Any) -> Any:  # type: ignore[override]
+    def __call__(cls, /, **kwargs: Any) -> Any:
         key = _intern_key(cls, kwargs)
         if key is None:
             return super().__call__(**kwargs)
@@ -252,7 +281,7 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
             if isinstance(fn, (classmethod, staticmethod)):
                 raise TaskDefinitionError(
                     f"{cls.__qualname__}.{attr} must be a plain method, not a "
-                    f"{type(fn).__name__}."
+                    f"{type(fn).__name__}: {attr}() must be an instance method."
                 )
             if callable(fn):
                 setattr(cls, attr, _with_version_check(fn))
@@ -270,8 +299,10 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
             return
         if not (_has_custom_run_cls(cls) or _has_custom_run_aio_cls(cls)):
             raise TaskImplementationError(
-                f"Task class {cls.__qualname__} implements neither run() nor run_aio(); "
-                "define one of them (or mark the class abstract with abc.ABC)."
+                f"Task class {cls.__qualname__} implements neither run() nor run_aio(): a "
+                "task class must implement either run() or run_aio(). Implement run() for "
+                "synchronous tasks or run_aio() for async ones, or mark the class abstract "
+                "with abc.ABC."
             )
 
     # -- identity ---------------------------------------------------------------------
@@ -285,7 +316,8 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
     def id(self) -> UUID:
         """The task id (a UUID5), stable across processes and identical to stardag's."""
         try:
-            return self.__dict__["id"]
+            cached: UUID = self.__dict__["id"]
+            return cached
         except KeyError:  # built without __init__ (model_construct)
             value = self.__dict__["id"] = self._compute_id()
             return value
@@ -293,7 +325,7 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
     def _hash_jsonable(self) -> dict[str, Any]:
         """The JSON-able dict the id is computed from."""
         try:
-            data = type(self).__pydantic_serializer__.to_python(
+            data: dict[str, Any] = type(self).__pydantic_serializer__.to_python(
                 self, mode="json", context={CONTEXT_MODE_KEY: "hash", _HASH_ROOT_KEY: self}
             )
         except PydanticSerializationError as exc:
@@ -305,7 +337,9 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
         return data
 
     def _compute_id(self) -> UUID:
-        return _uuid5(task_uuid5_namespace_provider.get(), _ID_ENCODER.encode(self._hash_jsonable()))
+        return _uuid5(
+            task_uuid5_namespace_provider.get(), _ID_ENCODER.encode(self._hash_jsonable())
+        )
 
     def _serialize(self, handler: Any, info: SerializationInfo, mode: str | None) -> Any:
         ref = self._hash_reference(info.context)
@@ -346,7 +380,7 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
             return True
         if type(other) is not type(self):
             return NotImplemented if not isinstance(other, BaseTask) else False
-        if self.id != other.id:  # type: ignore[attr-defined]
+        if self.id != other.id:
             return False
         excluded = type(self).__stardag_fields__
         return all(getattr(self, n) == getattr(other, n) for n in excluded)
@@ -363,16 +397,50 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
     def __str__(self) -> str:
         return self.__repr__()
 
-    # -- naming -----------------------------------------------------------------------
+    # -- naming and loading -------------------------------------------------------------
 
     @classmethod
-    def __generic_args_mismatch__(cls, value_cls: type, expected_args: tuple[Any, ...]) -> str | None:
-        """Say why a ``value_cls`` instance cannot stand where ``cls[*expected_args]`` is wanted."""
+    def resolve(cls, namespace: str, name: str, extra: dict[str, Any]) -> type[Self]:
+        """The registered task class for ``(namespace, name)``; a dump carrying
+        ``__aliased`` (stardag's form of an ``AliasTask``) resolves to ``AliasTask[T]``."""
+        from ._alias_task import alias_class, is_alias_dump
+
+        if is_alias_dump(namespace, name, extra):
+            return alias_class(cls, name, extra)  # type: ignore[return-value]
+        return super().resolve(namespace, name, extra)
+
+    @classmethod
+    def _is_dump(cls, obj: Any) -> bool:
+        return super()._is_dump(obj) or (isinstance(obj, dict) and _ALIASED_KEY in obj)
+
+    @classmethod
+    def _resolve_dump(cls, obj: dict[str, Any]) -> type[PolymorphicRoot]:
+        from ._alias_task import alias_class, is_alias_dump
+
+        namespace, name = obj.get(NAMESPACE_KEY), obj.get(NAME_KEY)
+        extra = {k: v for k, v in obj.items() if k.startswith("__")}
+        if is_alias_dump(namespace, name, extra):  # with or without __namespace/__name
+            return alias_class(cls, name, extra, obj)
+        return super()._resolve_dump(obj)
+
+    @classmethod
+    def __generic_args_mismatch__(
+        cls, value_cls: type, expected_args: tuple[Any, ...]
+    ) -> str | None:
+        """Say why a ``value_cls`` instance cannot stand where ``cls[*expected_args]`` is
+        wanted (naming the expected and the actual target types), or None if it can."""
+        if not (isinstance(value_cls, type) and issubclass(value_cls, BaseTask)):
+            return None
         expected = _loaded_type_of_target(expected_args[0]) if expected_args else None
-        actual = value_cls._loads_type() if issubclass(value_cls, BaseTask) else None
+        actual = value_cls._loads_type()
         if expected is None or actual is None or types_compatible(expected, actual):
             return None
+        wanted = f"{cls.__name__}[{', '.join(type_repr(a) for a in expected_args)}]"
+        target = value_cls._target_type()
+        got = type_repr(target) if target is not None else f"a target of {type_repr(actual)}"
         return (
+            f"Value of type {value_cls.__name__} is not compatible with expected type "
+            f"{wanted}: expected {type_repr(expected_args[0])}, got {got}. "
             f"{value_cls.__name__} produces {type_repr(actual)}, but a task producing "
             f"{type_repr(expected)} is expected here"
         )
@@ -382,16 +450,22 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
         """The type this task's output loads as, when it is known (else None)."""
         return None
 
+    @classmethod
+    def _target_type(cls) -> Any:
+        """The type of this task's output target, when it is known (else None)."""
+        return None
+
     # -- behaviour --------------------------------------------------------------------
 
     def _check_before_run(self) -> None:
         expected = type(self).__version__
         if self.version != expected:
             raise ParameterError(
-                f"{type(self).__qualname__} has version={self.version!r} but the class "
-                f"declares __version__={expected!r}: this instance belongs to another "
-                "version of the code and cannot be run with it. Declare both "
-                f"`__version__ = {expected!r}` and `version: str = {expected!r}`."
+                f"Task version mismatch: {type(self).__qualname__} has "
+                f"version={self.version!r} but the class declares __version__={expected!r}: "
+                "this instance belongs to another version of the code and cannot be run "
+                f"with it. Declare both `__version__ = {expected!r}` and "
+                f"`version: str = {expected!r}`."
             )
 
     @abc.abstractmethod
@@ -409,7 +483,9 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
         cannot be called inside a running event loop: await ``run_aio()`` there.
         """
         if not _has_custom_run_aio(self):
-            raise NotImplementedError(f"{type(self).__qualname__} implements neither run nor run_aio")
+            raise NotImplementedError(
+                f"{type(self).__qualname__} must implement either run() or run_aio()"
+            )
         if inspect.isasyncgenfunction(inspect.unwrap(type(self).run_aio)):
             raise NotImplementedError(
                 f"{type(self).__qualname__}.run_aio is an async generator (dynamic "
@@ -420,8 +496,10 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
         except RuntimeError:
             return asyncio.run(self.run_aio())
         raise RuntimeError(
-            f"{type(self).__qualname__} only implements run_aio(); inside a running event "
-            "loop, `await task.run_aio()` instead of calling run()."
+            f"Cannot call {type(self).__qualname__}.run() inside a running event loop: the "
+            "task only implements run_aio(), which run() would start with asyncio.run(). "
+            "Await `task.run_aio()` instead of calling run(). Implement run() in the task "
+            "class to run it synchronously."
         )
 
     async def run_aio(self) -> Any:
@@ -570,4 +648,24 @@ class Task(BaseTask, Generic[TargetT]):
             if meta and meta.get("origin") is Task and meta.get("args"):
                 loaded = _loaded_type_of_target(meta["args"][0])
                 return None if isinstance(loaded, TypeVar) else loaded
+        return None
+
+    @classmethod
+    def _target_type(cls) -> Any:
+        """``TargetT`` as this class binds it, e.g. ``LoadableSaveableFileSystemTarget[int]``
+        for an ``AutoTask[int]`` (a type variable in it is filled with :meth:`_loads_type`)."""
+        for klass in cls.__mro__:
+            meta = getattr(klass, "__pydantic_generic_metadata__", None)
+            if meta and meta.get("origin") is Task and meta.get("args"):
+                target = meta["args"][0]
+                params = getattr(target, "__parameters__", ())
+                if not params:
+                    return None if isinstance(target, TypeVar) else target
+                loaded = cls._loads_type()
+                if loaded is None or len(params) != 1:
+                    return None
+                try:
+                    return target[loaded]
+                except TypeError:
+                    return None
         return None

@@ -20,7 +20,9 @@ def kernel_client(tmp_path: Path) -> Iterator[Any]:
     env["HOME"] = str(tmp_path)
     env["STARDAG_TARGET_ROOTS__DEFAULT"] = str(tmp_path / "out")
     env["STARDAG_REGISTRY"] = str(tmp_path / "registry.sqlite3")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")])
+    )
     # ipykernel's native "python3" spec runs this interpreter (the test venv's).
     manager, client = start_new_kernel(kernel_name="python3", env=env, startup_timeout=60)
     client.kernel_manager = manager  # for interrupt_kernel()

@@ -58,9 +58,7 @@ def test_the_readme_has_snippets() -> None:
     [s for s in python_snippets() if not s.startswith("# continuing")],
     ids=lambda s: s.splitlines()[2][:40] if len(s.splitlines()) > 2 else s[:40],
 )
-def test_each_snippet_runs_on_its_own(
-    snippet: str, isolated_env: Path
-) -> None:
+def test_each_snippet_runs_on_its_own(snippet: str, isolated_env: Path) -> None:
     out = run(snippet, isolated_env)
     for value in expected_prints(snippet):
         assert value in out, f"expected {value!r} in the output of:\n{snippet}\ngot:\n{out}"
@@ -71,3 +69,14 @@ def test_all_snippets_run_in_order_in_one_session(isolated_env: Path) -> None:
     out = run(code, isolated_env)
     for value in expected_prints(code):
         assert value in out
+
+
+def test_readme_images_and_local_links_exist() -> None:
+    """The screenshots and documents the README points at are in the repository."""
+    text = README.read_text()
+    targets = re.findall(r"\]\(((?:docs|notebooks|examples)/[^)#\s]+)\)", text)
+    assert any(t.endswith(".png") for t in targets)
+    missing = [t for t in targets if not (README.parent / t).exists()]
+    assert not missing, missing
+    for png in (t for t in targets if t.endswith(".png")):
+        assert (README.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

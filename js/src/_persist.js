@@ -3,6 +3,8 @@
 // display update does it; this covers a page reloaded during the build, which that update
 // no longer reaches. When the kernel restarts or dies during a build, the view says so,
 // and its output becomes a snapshot of the last statuses (never "model not found" later).
+// A finished build with stale tasks keeps its widget (`keep_live`: its Rebuild stale
+// button) until the notebook is saved: the saved file gets the static DAG instead.
 // Uses only public JupyterLab / Notebook 7 APIs (the widget manager's document context);
 // elsewhere (VS Code, Colab) it does nothing.
 const WIDGET_MIME = "application/vnd.jupyter.widget-view+json";
@@ -41,7 +43,8 @@ export function persist({ model, root, onKernelGone }) {
     const data = model.get("final_output");
     if (data && Object.keys(data).length) replaceOutputs(context, model.get("model_ref"), data, buildOnly);
   };
-  const onFinal = () => finish(true);
+  const onFinal = () => { if (!model.get("keep_live")) finish(true); };
+  const onSave = (_, state) => { if (state === "started") finish(true); };
   const snapshot = (why) => {
     const svg = root.querySelector("svg");
     const id = model.get("build_id") || "";
@@ -64,6 +67,8 @@ export function persist({ model, root, onKernelGone }) {
     else snapshot("the kernel restarted or stopped");
   };
   model.on("change:final_output", onFinal);
+  model.on("change:keep_live", onFinal);
+  context?.saveState?.connect(onSave);
   onFinal();  // a view rendered after the build ended
   if (session?.statusChanged) {
     session.statusChanged.connect(check);
@@ -71,9 +76,59 @@ export function persist({ model, root, onKernelGone }) {
   }
   return () => {
     model.off("change:final_output", onFinal);
+    model.off("change:keep_live", onFinal);
+    context?.saveState?.disconnect(onSave);
     if (session?.statusChanged) {
       session.statusChanged.disconnect(check);
       session.kernelChanged.disconnect(check);
     }
+  };
+}
+
+/**
+ * Keep the saved file free of a live-only widget output: while the notebook is being
+ * saved, the output showing `modelRef` holds only its static fallback (the other entries
+ * of its own bundle: text/html, text/plain), and afterwards the live widget is put back,
+ * so the view stays interactive while the kernel lives and a reopened file never says
+ * "model not found". Returns the cleanup function.
+ */
+export function saveStatic({ model, modelRef }) {
+  const context = model.widget_manager?.context;
+  if (!context?.saveState) return () => {};
+  let swapped = [];
+  let disposed = false;  // the view is gone (the swap itself removes it)
+  const onSave = (_, state) => {
+    const cells = context.model?.cells;
+    const id = modelRef();
+    if (state === "started" && cells && id) {
+      swapped = [];
+      for (let i = 0; i < cells.length; i++) {
+        const outputs = cells.get(i).outputs;
+        if (!outputs) continue;
+        for (let j = 0; j < outputs.length; j++) {
+          const item = outputs.get(j);
+          const data = item.data || {};
+          if (data[WIDGET_MIME]?.model_id !== id) continue;
+          const original = item.toJSON();
+          const fallback = Object.fromEntries(Object.entries(data).filter(([k]) => k !== WIDGET_MIME));
+          if (!Object.keys(fallback).length) continue;
+          outputs.set(j, { output_type: "display_data", data: fallback, metadata: item.metadata || {} });
+          swapped.push([outputs, j, original]);
+        }
+      }
+    } else if ((state === "completed" || state === "failed") && swapped.length) {
+      for (const [outputs, j, original] of swapped) {
+        if (j < outputs.length) outputs.set(j, original);
+      }
+      swapped = [];
+      if (state === "completed") context.model.dirty = false;  // on disk: the fallback
+      // the restored output renders a new view, with its own handler
+      if (disposed) context.saveState.disconnect(onSave);
+    }
+  };
+  context.saveState.connect(onSave);
+  return () => {
+    disposed = true;
+    if (!swapped.length) context.saveState.disconnect(onSave);  // else: after the restore
   };
 }

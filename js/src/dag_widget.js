@@ -20,6 +20,8 @@ const LABELS = {
   waiting_for_lock: "waiting for lock", completed: "completed", failed: "failed",
   cancelled: "cancelled", already_complete: "up to date", blocked: "blocked by failure",
 };
+// Why a node's output is stale (its code, or code upstream of it, changed since it was built).
+const STALE = { code: "code changed", upstream: "stale · upstream changed", rebuilt: "stale · upstream rebuilt" };
 const W = 170, H = 40, GX = 60, GY = 14, PAD = 16;
 const SVG = "http://www.w3.org/2000/svg";
 const HTML_TAGS = new Set(["div", "button", "pre", "span", "input", "table", "tr", "td", "th", "code", "b", "details", "summary"]);
@@ -112,6 +114,12 @@ function render({ model, el: root }) {
   const summary = el("span", { class: "stardag-summary" }, bar);
   const cancel = el("button", { class: "stardag-button stardag-cancel", title: "Stop the build" }, bar, "Cancel");
   cancel.addEventListener("click", () => model.send({ type: "cancel" }));
+  const rebuild = el("button", {
+    class: "stardag-button stardag-rebuild", hidden: "",
+    title: "Build again, rerunning the tasks whose code (or code upstream) changed since their outputs were built",
+  }, bar, "Rebuild stale");
+  let rebuildAsked = false;
+  rebuild.addEventListener("click", () => { rebuildAsked = true; model.send({ type: "rebuild_stale" }); draw(); });
 
   // -- toolbar: view switch, search, zoom --------------------------------------------------
   const tools = el("div", { class: "stardag-tools" }, root);
@@ -127,9 +135,12 @@ function render({ model, el: root }) {
     el("span", { class: "stardag-swatch", style: `background:${COLORS[status]}` }, item);
     item.appendChild(document.createTextNode(LABELS[status]));
   }
-  const legendChanged = el("span", { class: "stardag-legend-item" }, legend);
-  el("span", { class: "stardag-swatch stardag-swatch-changed" }, legendChanged);
-  legendChanged.appendChild(document.createTextNode("code changed"));
+  // one legend entry for both stale marks: the task's own code changed, or code upstream
+  const legendStale = el("span", { class: "stardag-legend-item stardag-legend-stale" }, legend);
+  el("span", { class: "stardag-swatch stardag-swatch-changed" }, legendStale, "!");
+  legendStale.appendChild(document.createTextNode("code changed,"));
+  el("span", { class: "stardag-swatch stardag-swatch-stale" }, legendStale);
+  legendStale.appendChild(document.createTextNode("stale (code upstream changed)"));
 
   const scroller = el("div", { class: "stardag-scroll" }, root);
   const timeline = el("div", { class: "stardag-timeline", hidden: "" }, root);
@@ -195,6 +206,9 @@ function render({ model, el: root }) {
       const text = n.label.length > 24 ? n.label.slice(0, 23) + "…" : n.label;
       label.textContent = text;
       const sub = el("text", { x: x + 8, y: y + 31, class: "stardag-sub" }, g);
+      const badge = el("g", { class: "stardag-badge" }, g);
+      el("circle", { cx: x + W - 1, cy: y + 1, r: 7 }, badge);
+      el("text", { x: x + W - 1, y: y + 5 }, badge, "!");
       g.addEventListener("click", () => { model.set("selected", n.id); model.save_changes(); });
       g.addEventListener("keydown", (e) => { if (e.key === "Enter") { model.set("selected", n.id); model.save_changes(); } });
       boxes.set(n.id, { g, rect, label, sub, node: n, title });
@@ -223,6 +237,7 @@ function render({ model, el: root }) {
 
   function paintNodes(shown) {
     const changed = new Set(model.get("code_changed") || []);
+    const stale = model.get("stale") || {};
     const members = model.get("member_counts") || {};
     const selected = model.get("selected");
     const query = search.value.trim().toLowerCase();
@@ -234,8 +249,10 @@ function render({ model, el: root }) {
       box.rect.setAttribute("fill", fillColor);
       box.label.setAttribute("fill", ink);
       box.sub.setAttribute("fill", ink);
-      const isChanged = changed.has(id);
+      const why = stale[id] || (changed.has(id) ? "code" : "");
+      const isChanged = why === "code";
       box.g.toggleAttribute("data-code-changed", isChanged);
+      if (why) box.g.setAttribute("data-stale", why); else box.g.removeAttribute("data-stale");
       box.g.classList.toggle("stardag-selected", id === selected);
       const n = box.node;
       const hit = query && `${n.label} ${n.params || ""}`.toLowerCase().includes(query);
@@ -245,6 +262,8 @@ function render({ model, el: root }) {
       if (members[id]) sub = memberSummary(members[id]);
       else if (n.params) sub = `${n.params}`;
       if (isChanged) sub = `code changed · ${sub}`;
+      else if (why) sub = `stale · ${sub}`;
+      box.title.textContent = (n.params ? `${n.label}(${n.params})` : n.label) + (why ? ` — ${STALE[why] || why}` : "");
       box.sub.textContent = sub.length > 30 ? sub.slice(0, 29) + "…" : sub;
     }
   }
@@ -302,13 +321,15 @@ function render({ model, el: root }) {
     if (info.family) {
       row("tasks", info.tasks);
       for (const [k, v] of Object.entries(info.statuses || {})) row(LABELS[k] || k, v);
+      if (info.stale_members) row("stale", info.stale_members);
     }
     if (info.id) row("id", info.id, true);
     if (info.output) row("output", info.output, true);
     if (info.started_at) row("started", info.started_at);
     if (info.finished_at) row("finished", info.finished_at);
     if (info.duration_seconds !== undefined && info.duration_seconds !== null) row("duration", fmtSeconds(info.duration_seconds));
-    if (info.code_changed) el("div", { class: "stardag-note" }, details, info.code_changed);
+    if (info.code_changed) el("div", { class: "stardag-note stardag-stale-note" }, details, info.code_changed);
+    if (info.stale) el("div", { class: "stardag-note stardag-stale-note" }, details, info.stale);
     const params = info.parameters;
     if (params && typeof params === "object") {
       const entries = Object.entries(params).filter(([k]) => !k.startsWith("__"));
@@ -365,9 +386,16 @@ function render({ model, el: root }) {
     if (blocked) parts.push(`${blocked} blocked`);
     if (counts.cancelled) parts.push(`${counts.cancelled} cancelled`);
     if (counts.already_complete) parts.push(`${counts.already_complete} up to date`);
+    const staleCount = Object.keys(model.get("stale") || {}).length;
+    if (staleCount) parts.push(`${staleCount} stale`);
     parts.push(fmtSeconds(model.get("elapsed") || 0));
     summary.textContent = parts.join(" · ");
-    cancel.disabled = kernelGone || !(status === "running" || status === "pending");
+    const live = status === "running" || status === "pending";
+    cancel.disabled = kernelGone || !live;
+    if (live) rebuildAsked = false;
+    rebuild.hidden = !staleCount;
+    rebuild.disabled = kernelGone || live || rebuildAsked;
+    rebuild.textContent = rebuildAsked ? "Rebuilding…" : `Rebuild stale (${staleCount})`;
   }
 
   function draw() {
@@ -396,12 +424,13 @@ function render({ model, el: root }) {
   zoomOut.addEventListener("click", () => zoom(1 / 1.25));
   fitBtn.addEventListener("click", fit);
 
-  for (const name of ["nodes", "edges", "statuses", "code_changed", "counts", "member_counts", "build_status", "elapsed", "selected", "timings"]) {
+  for (const name of ["nodes", "edges", "statuses", "code_changed", "stale", "counts", "member_counts", "build_status", "elapsed", "selected", "timings"]) {
     on(`change:${name}`, draw);
   }
   on("change:details", drawDetails);
   draw();
   drawDetails();
+  model.send({ type: "view" });  // tells the kernel a front end draws this widget
   const cleanupPersist = persist({
     model, root,
     onKernelGone: () => {

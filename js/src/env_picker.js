@@ -1,6 +1,9 @@
 // The environment picker's front end: the environments the caller may see, each with its
 // lifecycle state; choosing one switches the kernel's active environment (the Python side
 // does the switch). Below: the target roots in use and the active environment's events.
+// A saved notebook holds the picker's static fallback, not the widget (see _persist.js).
+import { saveStatic } from "./_persist.js";
+
 function render({ model, el }) {
   el.classList.add("stardag-env");
   const label = document.createElement("label");
@@ -59,9 +62,13 @@ function render({ model, el }) {
       list.appendChild(li);
     }
   }
-  for (const name of ["environments", "states", "active", "target_roots", "events", "registry", "error"]) {
-    model.on(`change:${name}`, draw);
-  }
+  const names = ["environments", "states", "active", "target_roots", "events", "registry", "error"];
+  for (const name of names) model.on(`change:${name}`, draw);
   draw();
+  const cleanupSave = saveStatic({ model, modelRef: () => model.get("model_ref") });
+  return () => {
+    for (const name of names) model.off(`change:${name}`, draw);
+    cleanupSave();
+  };
 }
 export default { render };

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -14,6 +16,7 @@ from ..build import (
     BuildSummary,
     DefaultExecutionModeSelector,
     HybridConcurrentTaskExecutor,
+    TaskExecutorABC,
     build_aio,
     build_sequential_aio,
 )
@@ -22,11 +25,14 @@ from ..registry import RegistryABC
 from ._assets import AssetsView, assets_of, defines_assets, may_have_assets
 from ._interrupt import watch
 from ._quiet_failures import widget_build_context
+from ._stale import SetAside, StaleReport, find_stale, rerun_plan
 from ._state import DagState, collapse_families
 from ._static import static_bundle
-from ._widget import DagWidget
+from ._widget import DagWidget, front_end_seen
 
 __all__ = ["BuildHandle", "start_build"]
+
+logger = logging.getLogger("stardag_nb.notebook")
 
 _REFRESH_SECONDS = 0.1
 _WAKE_SECONDS = 0.2
@@ -41,6 +47,11 @@ class BuildHandle:
     batches from build events. When the build ends, its output is replaced (by
     ``display_id``) with the static rendering of the final DAG, so a saved notebook shows
     it without a kernel; ``handle.widget`` shows the interactive view again.
+
+    When the build ends, tasks whose code, or code upstream of them, changed since their
+    outputs were built are marked stale (even behind a complete root); in a front end
+    that draws widgets the output then stays the widget, whose Rebuild stale button (or
+    :meth:`rebuild_stale`) builds again rerunning exactly those tasks.
     """
 
     def __init__(
@@ -50,7 +61,10 @@ class BuildHandle:
         fail_mode: str = "fail_fast",
         sequential: bool = False,
         registry: RegistryABC | None = None,
+        task_executor: TaskExecutorABC | None = None,
+        rebuild_stale: bool = False,
     ) -> None:
+        _check_executor(task_executor, sequential)
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -60,7 +74,10 @@ class BuildHandle:
             ) from None
         self.tasks = list(tasks)
         self.state = DagState()
-        self.widget = DagWidget(self.state, on_cancel=self.cancel)
+        self.widget = DagWidget(
+            self.state, on_cancel=self.cancel, on_rebuild_stale=self._rebuild_from_widget,
+            on_view=self._on_view,
+        )  # fmt: skip
         self._refresh_pending = False
         self._display: Any = None
         self._assets_display: Any = None
@@ -69,16 +86,29 @@ class BuildHandle:
         self._finished = False  # set when the build ended, before the last display update
         self._final: dict[str, str] | None = None  # the final static bundle
         self._assets_due: list[BaseTask] = []  # completed tasks whose assets to fetch
-        self._code_due: list[str] = []  # already-complete nodes to compare code for
         self._cancel_reason: str | None = None
         self._build_id: Any = None
+        self._args = (fail_mode, sequential, registry, task_executor)
+        self._aside: SetAside | None = None  # stale outputs renamed for this build
+        self._live_sent = False  # the last display update kept the widget
+        self.stale_report: StaleReport | None = None
+        """What the last stale check found (after the build ended)."""
+        self.stale_skipped: dict[str, str] = {}
+        """Stale task id → why a rebuild of stale tasks could not rerun it in place."""
+        if rebuild_stale:
+            self._set_aside_stale()
         self._task = self._loop.create_task(
-            self._run(fail_mode, sequential, registry), context=widget_build_context()
+            self._run(fail_mode, sequential, registry, task_executor),
+            context=widget_build_context(),
         )
         watch(self)  # a kernel interrupt cancels this build
 
     async def _run(
-        self, fail_mode: str, sequential: bool, registry: RegistryABC | None
+        self,
+        fail_mode: str,
+        sequential: bool,
+        registry: RegistryABC | None,
+        task_executor: TaskExecutorABC | None,
     ) -> BuildSummary:
         try:
             if sequential:
@@ -86,7 +116,11 @@ class BuildHandle:
                     self.tasks, registry=registry, fail_mode=fail_mode,
                     sync_run_default="thread", event_handlers=[self._on_event],
                 )  # fmt: skip
-            executor = HybridConcurrentTaskExecutor(DefaultExecutionModeSelector("thread"))
+            executor = (
+                task_executor
+                if task_executor is not None
+                else HybridConcurrentTaskExecutor(DefaultExecutionModeSelector("thread"))
+            )
             return await build_aio(
                 self.tasks, task_executor=executor, fail_mode=fail_mode, registry=registry,
                 event_handlers=[self._on_event],
@@ -95,12 +129,13 @@ class BuildHandle:
             self.state.build_status = "cancelled"
             raise
         finally:
+            await self._check_stale()
             self._finished = True
             self._refresh()
             self._update_display()
             # also to the front end, which swaps the output itself where the display
             # update cannot reach it (a page reloaded during the build)
-            self.widget.final_output = self._bundle()[0]
+            self.widget.final_output = self._static_final()
 
     def _on_event(self, event: BuildEvent) -> None:
         if self._build_id is None:
@@ -116,21 +151,16 @@ class BuildHandle:
             event.kind is BuildEventKind.TASK_REGISTERED
             and event.node is not None
             and event.node.already_complete
+            and event.task is not None
+            and defines_assets(event.task)
         ):
-            self._code_due.append(str(event.node.id))
-            if event.task is not None and defines_assets(event.task):  # its assets exist already
-                self._assets_due.append(event.task)
+            self._assets_due.append(event.task)  # its assets exist already
         if not self._refresh_pending:
             self._refresh_pending = True
             self._loop.call_later(_REFRESH_SECONDS, self._refresh)
 
     def _refresh(self) -> None:
         self._refresh_pending = False
-        if self._code_due:
-            due, self._code_due = self._code_due, []
-            from ..registry import registry_provider
-
-            self.state.check_code(due, self.registry or registry_provider.get())
         self.widget.sync_from_state()
         if self._assets_due:
             finished, self._assets_due = self._assets_due, []
@@ -139,6 +169,100 @@ class BuildHandle:
             except Exception:  # a registry without assets: nothing to show
                 return
             self._update_assets_display()
+
+    # -- stale outputs --------------------------------------------------------------------
+
+    def _registry(self) -> Any:
+        from ..registry import registry_provider
+
+        return self.registry or registry_provider.get()
+
+    def _set_aside_stale(self) -> None:
+        """Before a rebuild of stale tasks: rename the outputs of those that can be rerun
+        in place (restored or dropped when the build ends)."""
+        report = find_stale(self.tasks, self._registry())
+        rerun, self.stale_skipped = rerun_plan(report)
+        self._aside = SetAside.outputs_of(rerun)
+
+    async def _check_stale(self) -> None:
+        """When the build ended: put back set-aside outputs that were not rebuilt, then
+        mark the stale tasks of the whole DAG (one batched registry read, off the loop)."""
+        restored: frozenset[str] = frozenset()
+        if self._aside is not None:
+            restored = frozenset(self._aside.restore())
+            self._aside = None
+        dynamic = [(src, dst) for src, dst, dyn in self.state.edges if dyn]
+        has_output = functools.partial(self.state.has_output, restored=restored)
+        try:
+            report = await asyncio.to_thread(
+                find_stale, self.tasks, self._registry(), has_output, dynamic
+            )
+        except asyncio.CancelledError:  # cancelled as it ended: keep the result
+            return
+        except Exception as exc:  # a registry that cannot tell: nothing is marked
+            logger.debug("stale check failed: %s", exc)
+            return
+        self.stale_report = report
+        self.state.mark_stale(report)
+        self.widget.keep_live = self._keep_live()
+
+    def _keep_live(self) -> bool:
+        """A finished build with stale tasks stays the widget (for its Rebuild stale
+        button) where a front end draws widgets."""
+        return bool(self.state.stale_count()) and (self.widget.viewed or front_end_seen())
+
+    def _on_view(self) -> None:
+        """A front end drew the widget: a finished build whose output became static
+        although it has stale tasks shows the widget again."""
+        if self._finished and not self._live_sent and self._keep_live():
+            self.widget.keep_live = True
+            self._update_display()
+
+    def _rebuild_from_widget(self) -> None:
+        self._loop.call_soon_threadsafe(self._rebuild_if_stale)
+
+    def _rebuild_if_stale(self) -> None:
+        if self.done() and self.state.stale_count():
+            self.rebuild_stale()
+
+    def rebuild_stale(self) -> BuildHandle:
+        """Build the same tasks again, rerunning the ones marked stale (what the Rebuild
+        stale button does; ``%%stardag --rebuild-stale`` is the same for a new cell).
+
+        Each stale task's output file is set aside for the build and dropped once the
+        task wrote a new one (put back if it did not). A stale task whose output is not a
+        local file of its own under a target root is not rerun (see
+        :attr:`stale_skipped`): bump its version instead. Returns this handle, which now
+        follows the new build (``await handle``)."""
+        if not self.done():
+            raise RuntimeError(
+                "this build is still running: wait for it (await the handle) before "
+                "rebuilding its stale tasks"
+            )
+        with contextlib.suppress(RuntimeError):  # called from a cell: its loop
+            self._loop = asyncio.get_running_loop()
+        self.state = DagState()
+        self.widget.state = self.state
+        self.widget.keep_live = False
+        self.widget.final_output = {}
+        self.widget.sync_from_state()
+        self._finished = False
+        self._final = None
+        self._build_id = None
+        self._cancel_reason = None
+        self._assets_due = []
+        self.stale_report = None
+        self._set_aside_stale()
+        try:
+            self._task = self._loop.create_task(
+                self._run(*self._args), context=widget_build_context()
+            )
+        except BaseException:  # never started: put the set-aside outputs back
+            if self._aside is not None:
+                self._aside.restore()
+            raise
+        self._update_display()
+        return self
 
     # -- the handle API ------------------------------------------------------------------
 
@@ -206,13 +330,20 @@ class BuildHandle:
 
     # -- display ------------------------------------------------------------------------
 
+    def _static_final(self) -> dict[str, str]:
+        """The static rendering of the finished build (rendered once: it no longer
+        changes)."""
+        if self._final is None:
+            self._final = static_bundle(self.state, collapse_families(self.state))
+        return dict(self._final)
+
     def _bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The live widget while the build runs; the static final DAG once it ended."""
+        """The live widget while the build runs; the static final DAG once it ended
+        (unless it has stale tasks to rebuild and a front end draws widgets)."""
         mark = {"stardag_nb": {"build_output": True}}  # the front end swaps only these
-        if self._finished:
-            if self._final is None:  # the state no longer changes: render it once
-                self._final = static_bundle(self.state, collapse_families(self.state))
-            return dict(self._final), mark
+        self._live_sent = not self._finished or self._keep_live()
+        if not self._live_sent:
+            return self._static_final(), mark
         bundle = self.widget._repr_mimebundle_()
         if isinstance(bundle, tuple):
             return dict(bundle[0]), {**(bundle[1] or {}), **mark}
@@ -284,8 +415,38 @@ def start_build(
     fail_mode: str = "fail_fast",
     sequential: bool = False,
     registry: RegistryABC | None = None,
+    task_executor: TaskExecutorABC | None = None,
+    rebuild_stale: bool = False,
 ) -> BuildHandle:
     """Start building ``tasks`` on the running loop and return its :class:`BuildHandle`
-    at once (the code twin of ``%%stardag``)."""
+    at once (the code twin of ``%%stardag``).
+
+    ``rebuild_stale=True`` reruns the tasks whose code, or code upstream of them, changed
+    since their outputs were built (``%%stardag --rebuild-stale``; see
+    :meth:`BuildHandle.rebuild_stale`).
+
+    ``task_executor`` runs the task bodies (e.g. a
+    :class:`~stardag_nb.integration.dask.DaskTaskExecutor`); by default sync bodies run
+    in threads of the kernel's process.
+    """
     roots = [tasks] if isinstance(tasks, BaseTask) else list(tasks)
-    return BuildHandle(roots, fail_mode=fail_mode, sequential=sequential, registry=registry)
+    return BuildHandle(
+        roots, fail_mode=fail_mode, sequential=sequential, registry=registry,
+        task_executor=task_executor, rebuild_stale=rebuild_stale,
+    )  # fmt: skip
+
+
+def _check_executor(task_executor: object, sequential: bool) -> None:
+    """Reject what is not a task executor, and an executor with ``sequential``."""
+    if task_executor is None:
+        return
+    if not isinstance(task_executor, TaskExecutorABC):
+        raise TypeError(
+            f"task_executor={task_executor!r:.100} is not a task executor; pass an instance "
+            "of a TaskExecutorABC subclass, e.g. DaskTaskExecutor(client)"
+        )
+    if sequential:
+        raise ValueError(
+            "sequential=True runs the bodies one at a time in the kernel and takes no "
+            f"task_executor (got {task_executor!r:.100}); drop one of the two"
+        )

@@ -8,11 +8,13 @@ import linecache
 from typing import Any
 
 from IPython.core import magic_arguments
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from .._task import BaseTask
+from ..build import TaskExecutorABC
 from ._handle import BuildHandle, start_build
-from ._state import DagState
+from ._stale import dag_with_stale_marks
 from ._widget import DagWidget
 
 __all__ = ["StardagMagics", "collect_tasks"]
@@ -54,6 +56,16 @@ class StardagMagics(Magics):
     @magic_arguments.argument(
         "--as", dest="as_name", default=None, help="bind the build handle to NAME"
     )
+    @magic_arguments.argument(
+        "--rebuild-stale", action="store_true",
+        help="rerun the tasks whose code, or code upstream of them, changed since their "
+        "outputs were built (the DAG marks them stale)",
+    )  # fmt: skip
+    @magic_arguments.argument(
+        "--executor", default=None, metavar="NAME",
+        help="run the task bodies with the task executor in variable NAME "
+        "(e.g. a DaskTaskExecutor)",
+    )  # fmt: skip
     @cell_magic
     def stardag(self, line: str, cell: str) -> BuildHandle | DagWidget | None:
         """Run the cell, then build the tasks its last expression gives (a task or a list
@@ -63,6 +75,7 @@ class StardagMagics(Magics):
         widget fills in live, and ``await handle`` in a later cell waits for it.
         """
         args = magic_arguments.parse_argstring(self.stardag, line)
+        executor = self._executor(args.executor)
         roots = self._run_and_collect(cell)
         if not roots:
             print(
@@ -70,12 +83,15 @@ class StardagMagics(Magics):
                 "(or a list of tasks), or assign one."
             )
             return None
-        if args.no_run:
-            return DagWidget(DagState.from_tasks(roots), live=False)  # static: survives saving
         registry = _registry_for(args.env)
+        if args.no_run:  # static (survives saving), with the stale marks
+            return DagWidget(dag_with_stale_marks(roots, registry), live=False)
         handle = start_build(
-            roots, fail_mode=args.fail_mode, sequential=args.sequential, registry=registry
-        )
+            roots, fail_mode=args.fail_mode, sequential=args.sequential, registry=registry,
+            task_executor=executor, rebuild_stale=args.rebuild_stale,
+        )  # fmt: skip
+        for task_id, why in handle.stale_skipped.items():
+            print(f"%%stardag --rebuild-stale: task {task_id} is not rerun: {why}")
         if args.as_name:
             self._namespace()[args.as_name] = handle
         return handle
@@ -104,6 +120,24 @@ class StardagMagics(Magics):
             raise RuntimeError("stardag magics run only inside an IPython shell")
         namespace: dict[str, Any] = self.shell.user_ns
         return namespace
+
+    def _executor(self, name: str | None) -> TaskExecutorABC | None:
+        """The task executor held by variable ``name`` of the user namespace."""
+        if name is None:
+            return None
+        namespace = self._namespace()
+        if name not in namespace:
+            raise UsageError(
+                f"%%stardag --executor {name}: no variable {name!r} in this kernel; create "
+                f"it first, e.g. {name} = DaskTaskExecutor(client)"
+            )
+        value = namespace[name]
+        if not isinstance(value, TaskExecutorABC):
+            raise UsageError(
+                f"%%stardag --executor {name}: {name} is a {type(value).__name__}, not a "
+                "task executor (e.g. DaskTaskExecutor(client))"
+            )
+        return value
 
     def _run_and_collect(self, cell: str) -> list[BaseTask]:
         tree = ast.parse(cell)

@@ -32,9 +32,12 @@ class EnvironmentPicker(anywidget.AnyWidget):
     events: traitlets.List[dict[str, Any]] = traitlets.List([]).tag(sync=True)
     registry = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
+    #: this widget's model id: the front end finds its outputs by it (to save the fallback)
+    model_ref = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, extra_environments: list[str] | None = None) -> None:
         super().__init__()
+        self.model_ref = self.model_id
         self._extra = list(extra_environments or [])
         self._refreshing = False
         self.refresh()

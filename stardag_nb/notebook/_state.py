@@ -5,9 +5,11 @@ Pure Python and independent of Jupyter, so the widget, the static SVG and tests 
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..build import BuildEvent, BuildEventKind
@@ -31,6 +33,19 @@ _STATUS_OF = {
 }
 
 
+_ENGINE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+
+
+def user_traceback(error: BaseException) -> str:
+    """The traceback of a failed task as the user reads it: the engine's own frames that
+    lead into the task's code are left out (kept if nothing else remains)."""
+    report = traceback.TracebackException.from_exception(error)
+    frames = list(report.stack)
+    first = next((i for i, f in enumerate(frames) if not f.filename.startswith(_ENGINE_DIR)), 0)
+    report.stack = traceback.StackSummary.from_list(frames[first:])
+    return "".join(report.format())
+
+
 @dataclass
 class NodeInfo:
     """One task of the DAG."""
@@ -47,6 +62,11 @@ class NodeInfo:
     finished_at: float | None = None
     code_changed: bool = False
     """Already complete, but built by other code than the task class's current code."""
+    stale: str | None = None
+    """Why its output is stale: ``code`` (its code changed), ``upstream`` (the code of a
+    task upstream changed) or ``rebuilt`` (an upstream output was rebuilt after it)."""
+    stale_cause: str | None = None
+    """The class name of the task whose change makes it stale."""
 
     @property
     def label(self) -> str:
@@ -118,27 +138,50 @@ class DagState:
         node.status = status
         if event.error is not None:
             node.error = f"{type(event.error).__name__}: {event.error}"
-            node.traceback = "".join(traceback.format_exception(event.error))
+            node.traceback = user_traceback(event.error)
 
-    def check_code(self, node_ids: list[str], registry: Any) -> None:
-        """Mark nodes whose output was built by other code than their class's current
-        code (needs a registry that records code hashes, like the embedded one)."""
-        from .._code_hash import code_hash
+    def mark_stale(self, report: Any) -> None:
+        """Mark the stale tasks of a :class:`~._stale.StaleReport`; those the build did
+        not reach (behind a complete task) are added as up-to-date nodes, with the edges
+        that connect them."""
+        for node in self.nodes.values():
+            node.stale = node.stale_cause = None
+            node.code_changed = False
+        for key, reason in report.reasons.items():
+            found = self.nodes.get(key)
+            if found is not None:
+                node = found
+            else:
+                task = report.tasks[key]
+                type_id = type(task).__type_id__
+                node = self.nodes[key] = NodeInfo(
+                    key, type_id.name, type_id.namespace, "already_complete", task=task
+                )
+            cause = report.tasks.get(report.causes.get(key, key))
+            node.stale = reason
+            node.stale_cause = type(cause).__name__ if cause is not None else None
+            node.code_changed = reason == "code"
+        present = {(src, dst) for src, dst, _ in self.edges}
+        for dst, ups in report.upstream.items():
+            if dst not in self.nodes:
+                continue
+            for src in ups:
+                if src in self.nodes and (src, dst) not in present:
+                    present.add((src, dst))
+                    self.edges.append((src, dst, False))
+        self.version += 1
 
-        built = getattr(registry, "built_code_hash", None)
-        if built is None:
-            return
-        for node_id in node_ids:
-            node = self.nodes.get(node_id)
-            if node is None or node.task is None:
-                continue
-            try:
-                then, now = built(node_id), code_hash(type(node.task))
-            except Exception:
-                continue
-            if then is not None and now is not None and then != now:
-                node.code_changed = True
-                self.version += 1
+    def has_output(self, node_id: str, restored: frozenset[str] = frozenset()) -> bool | None:
+        """Whether a node has an output as far as this build knows (done, or its old
+        output was put back after a failed rerun); None if the build did not touch it."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return None
+        return node.status in ("completed", "already_complete") or node_id in restored
+
+    def stale_count(self) -> int:
+        """How many tasks are marked stale."""
+        return sum(1 for node in self.nodes.values() if node.stale)
 
     def counts(self) -> dict[str, int]:
         """How many nodes are in each status."""
@@ -197,6 +240,11 @@ def shown_statuses(state: DagState) -> dict[str, str]:
     return shown
 
 
+def _family_stale(reasons: set[str | None]) -> str | None:
+    """A family's stale mark: the strongest among its members'."""
+    return next((r for r in ("code", "upstream", "rebuilt") if r in reasons), None)
+
+
 def _safe_complete(task: Any) -> bool:
     try:
         return bool(task.complete())
@@ -239,6 +287,7 @@ def collapse_families(state: DagState) -> DagState:
         family = NodeInfo(
             id=key, name=f"{first.name} {_TIMES}{len(nodes)}", namespace=first.namespace,
             status=status, code_changed=any(n.code_changed for n in nodes),
+            stale=_family_stale({n.stale for n in nodes}),
         )  # fmt: skip
         family.members = nodes  # type: ignore[attr-defined]
         view.nodes[key] = family

@@ -61,13 +61,38 @@ def text_color(fill: str) -> str:
     return "#1f2328" if (lum + 0.05) / 0.05 > 1.05 / (lum + 0.05) else "#ffffff"
 
 
+STALE_COLOR = "#bc4c00"
+"""The outline of stale nodes (3:1 against white, the dark theme's background and every
+light fill)."""
+STALE_LABELS = {
+    "code": "code changed",
+    "upstream": "stale (upstream changed)",
+    "rebuilt": "stale (upstream rebuilt)",
+}
+STALE_HINT = (
+    "their code, or code upstream of them, changed since their outputs were built. "
+    "Rebuild them with <code>%%stardag --rebuild-stale</code> (or a live DAG's Rebuild "
+    "stale button), or bump the changed task's version."
+)
+
+
 def _node_lines(node: Any, status: str) -> tuple[str, str]:
     """A node's two label lines: its name, then its parameters (or status)."""
     params = param_summary(node.task, 28)
     second = params or STATUS_LABELS.get(status, status)
-    if node.code_changed:
+    if node.code_changed or node.stale == "code":
         second = f"code changed · {second}"
+    elif node.stale:
+        second = f"stale · {second}"
     return _shorten(node.label, 24), _shorten(second, 30)
+
+
+def _stale_flags(node: Any) -> str:
+    """The data attributes that mark a stale node (the same in every picture)."""
+    flags = ' data-code-changed="true"' if node.code_changed else ""
+    if node.stale:
+        flags += f' data-stale="{node.stale}"'
+    return flags
 
 
 _W, _H, _GAP_X, _GAP_Y, _PAD = 170, 40, 60, 14, 16
@@ -100,11 +125,12 @@ def _graphviz_svg(state: DagState, max_nodes: int) -> str:
         first, second = _node_lines(node, shown[node.id])
         label = _dot(first) + r"\n" + _dot(second)
         fill = STATUS_COLORS.get(shown[node.id], "#d0d7de")
-        extra = (
-            ', color="#bc4c00", penwidth=2.5, style="rounded,filled,dashed"'
-            if node.code_changed
-            else ""
-        )
+        extra = ""
+        if node.code_changed or node.stale == "code":
+            extra = f', color="{STALE_COLOR}", penwidth=3.5, style="rounded,filled,bold"'
+        elif node.stale:
+            extra = f', color="{STALE_COLOR}", penwidth=2.5, style="rounded,filled,dashed"'
+
         lines.append(
             f'  "{node.id}" [id="{node.id}", label="{label}", tooltip="{_dot(node.id)}", '
             f'fillcolor="{fill}", fontcolor="{text_color(fill)}"{extra}];'
@@ -131,9 +157,9 @@ def _graphviz_svg(state: DagState, max_nodes: int) -> str:
         node = by_id.get(html.unescape(match.group(1)))  # dot writes "-" as "&#45;"
         if node is None:
             return match.group(0)
-        flag = ' data-code-changed="true"' if node.code_changed else ""
         status = shown[node.id]
-        return f'<g id="{node.id}" class="node" data-id="{node.id}" data-status="{status}"{flag}>'
+        flags = _stale_flags(node)
+        return f'<g id="{node.id}" class="node" data-id="{node.id}" data-status="{status}"{flags}>'
 
     return _NODE_GROUP.sub(annotate, svg[start:])
 
@@ -182,18 +208,27 @@ def _python_svg(state: DagState, max_nodes: int) -> str:
         fill = STATUS_COLORS.get(status, "#d0d7de")
         ink = text_color(fill)
         first, second = _node_lines(node, status)
-        stroke = (
-            '#bc4c00" stroke-width="3" stroke-dasharray="5 3' if node.code_changed else "#57606a"
+        changed = node.code_changed or node.stale == "code"
+        stroke = "#57606a"
+        if changed:
+            stroke = f'{STALE_COLOR}" stroke-width="3.5'
+        elif node.stale:
+            stroke = f'{STALE_COLOR}" stroke-width="3" stroke-dasharray="5 3'
+        badge = (
+            f'<circle cx="{x + _W - 1:.0f}" cy="{y + 1:.0f}" r="7" fill="{STALE_COLOR}"/>'
+            f'<text x="{x + _W - 1:.0f}" y="{y + 5:.0f}" fill="#ffffff" font-size="11" '
+            f'font-weight="700" text-anchor="middle">!</text>'
+            if changed
+            else ""
         )
-        flag = ' data-code-changed="true"' if node.code_changed else ""
         out.append(
-            f'<g class="node" data-id="{node.id}" data-status="{status}"{flag}>'
+            f'<g class="node" data-id="{node.id}" data-status="{status}"{_stale_flags(node)}>'
             f"<title>{html.escape(node.id)}</title>"
             f'<rect x="{x:.0f}" y="{y:.0f}" width="{_W}" height="{_H}" rx="6" fill="{fill}" '
             f'stroke="{stroke}"/><text x="{x + 8:.0f}" y="{y + 16:.0f}" fill="{ink}" '
             f'font-weight="600">{html.escape(first)}</text>'
             f'<text x="{x + 8:.0f}" y="{y + 31:.0f}" font-size="10" fill="{ink}">'
-            f"{html.escape(second)}</text></g>"
+            f"{html.escape(second)}</text>{badge}</g>"
         )
     out.append("</svg>")
     return "".join(out)
@@ -216,20 +251,48 @@ def _headline(state: DagState) -> str:
     ):
         if value:
             parts.append(f"{value} {label}")
+    stale = state.stale_count()
+    if stale:
+        parts.append(f"{stale} stale")
     if state.started_at is not None:
         parts.append(f"{state.elapsed():.2f} s")
     return " · ".join(parts)
 
 
-def _legend_html(statuses: set[str]) -> str:
+_ITEM = '<span style="display:inline-flex;align-items:center;gap:4px;margin-right:12px">'
+_SWATCH = "display:inline-block;width:12px;height:12px;border-radius:3px;"
+
+
+def _legend_html(statuses: set[str], stale: set[str] | None = None) -> str:
     items = "".join(
-        f'<span style="display:inline-flex;align-items:center;gap:4px;margin-right:12px">'
-        f'<span style="display:inline-block;width:12px;height:12px;border-radius:3px;'
-        f'background:{STATUS_COLORS[s]};border:1px solid #8c959f"></span>{STATUS_LABELS[s]}</span>'
+        f'{_ITEM}<span style="{_SWATCH}background:{STATUS_COLORS[s]};border:1px solid #8c959f">'
+        f"</span>{STATUS_LABELS[s]}</span>"
         for s in STATUS_COLORS
         if s in statuses
     )
+    stale = stale or set()
+    if "code" in stale:
+        items += (
+            f'{_ITEM}<span style="{_SWATCH}border:3px solid {STALE_COLOR}"></span>'
+            f"{STALE_LABELS['code']}</span>"
+        )
+    if stale - {"code"}:
+        items += (
+            f'{_ITEM}<span style="{_SWATCH}border:3px dashed {STALE_COLOR}"></span>'
+            "stale (code upstream changed)</span>"
+        )
     return f'<div class="stardag-static-legend" style="font-size:11px;margin:4px 0">{items}</div>'
+
+
+def _stale_note_html(state: DagState) -> str:
+    count = state.stale_count()
+    if not count:
+        return ""
+    tasks = "1 task is" if count == 1 else f"{count} tasks are"
+    return (
+        f'<p class="stardag-stale-note" style="margin:4px 0;padding:4px 8px;'
+        f'border-left:3px solid {STALE_COLOR}">{tasks} stale: {STALE_HINT}</p>'
+    )
 
 
 def to_markdown(state: DagState, max_rows: int = 200) -> str:
@@ -242,10 +305,16 @@ def to_markdown(state: DagState, max_rows: int = 200) -> str:
         "|---|---|---|",
     ]
     for node in list(state.nodes.values())[:max_rows]:
-        status = f"{node.status} (code changed)" if node.code_changed else node.status
+        status = node.status
+        if node.code_changed or node.stale:
+            status += f" ({STALE_LABELS[node.stale or 'code']})"
         lines.append(f"| {_md(node.label)} | {status} | `{node.id}` |")
     if len(state.nodes) > max_rows:
         lines.append(f"| … {len(state.nodes) - max_rows} more | | |")
+    stale = state.stale_count()
+    if stale:
+        hint = STALE_HINT.replace("<code>", "`").replace("</code>", "`")
+        lines += ["", f"**{stale} stale:** {hint}"]
     return "\n".join(lines)
 
 
@@ -256,7 +325,8 @@ def to_html(state: DagState, max_rows: int = 200, svg: str | None = None) -> str
     shown = shown_statuses(state)
     rows = "".join(
         f"<tr><td>{html.escape(n.label)}</td><td>{html.escape(param_summary(n.task, 48))}</td>"
-        f"<td>{STATUS_LABELS.get(shown[n.id], shown[n.id])}</td><td><code>{n.id}</code></td></tr>"
+        f"<td>{STATUS_LABELS.get(shown[n.id], shown[n.id])}"
+        f"{' · ' + STALE_LABELS[n.stale] if n.stale else ''}</td><td><code>{n.id}</code></td></tr>"
         for n in list(state.nodes.values())[:max_rows]
     )
     more = len(state.nodes) - max_rows
@@ -265,7 +335,8 @@ def to_html(state: DagState, max_rows: int = 200, svg: str | None = None) -> str
     return (
         f'<div class="stardag-static"><p><b>stardag_nb build</b> '
         f"<code>{html.escape(state.build_id or '')}</code> — {html.escape(_headline(state))}</p>"
-        f"{_legend_html(set(shown.values()))}"
+        f"{_legend_html(set(shown.values()), {n.stale for n in state.nodes.values() if n.stale})}"
+        f"{_stale_note_html(state)}"
         f"{svg if svg is not None else to_svg(state)}"
         f"<table><thead><tr><th>task</th><th>parameters</th><th>status</th><th>id</th></tr>"
         f"</thead>"

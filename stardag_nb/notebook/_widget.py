@@ -17,17 +17,24 @@ from ._params import param_summary
 from ._state import DagState, collapse_families
 from ._static import static_bundle
 
-__all__ = ["DagWidget"]
+__all__ = ["DagWidget", "front_end_seen"]
 
 _STATIC = pathlib.Path(__file__).parent / "static"
+_seen = {"views": False}
+
+
+def front_end_seen() -> bool:
+    """True once a front end drew a DAG widget in this kernel (so it shows widgets)."""
+    return _seen["views"]
 
 
 class DagWidget(anywidget.AnyWidget):
     """Draws a build's DAG; nodes take their status colour as the build runs.
 
     Click a node for its parameters, id, output path, error and assets; the Cancel
-    button asks the build to stop. The view is rebuilt from the model state, so it can
-    be displayed late or several times.
+    button asks the build to stop, and Rebuild stale reruns the tasks whose code (or
+    code upstream) changed since their outputs were built. The view is rebuilt from the
+    model state, so it can be displayed late or several times.
     """
 
     _esm = _STATIC / "dist" / "dag_widget.js"  # built from js/ at install time
@@ -37,6 +44,11 @@ class DagWidget(anywidget.AnyWidget):
     edges: traitlets.List[list[Any]] = traitlets.List([]).tag(sync=True)
     statuses = traitlets.Dict({}).tag(sync=True)
     code_changed: traitlets.List[str] = traitlets.List([]).tag(sync=True)
+    #: per stale node: why (``code``, ``upstream`` or ``rebuilt``)
+    stale = traitlets.Dict({}).tag(sync=True)
+    #: a finished build whose output stays this widget (it has stale tasks to rebuild);
+    #: the front end puts ``final_output`` in its place when the notebook is saved
+    keep_live = traitlets.Bool(False).tag(sync=True)
     counts = traitlets.Dict({}).tag(sync=True)
     #: per task family (collapsed views): how many of its members are in each status
     member_counts = traitlets.Dict({}).tag(sync=True)
@@ -58,6 +70,8 @@ class DagWidget(anywidget.AnyWidget):
         on_cancel: Callable[[], Any] | None = None,
         *,
         live: bool = True,
+        on_rebuild_stale: Callable[[], Any] | None = None,
+        on_view: Callable[[], Any] | None = None,
     ) -> None:
         """``live=False``: a DAG no build will change (``%%stardag --no-run``) displays as
         its static rendering only, which a saved notebook keeps without a kernel."""
@@ -66,6 +80,9 @@ class DagWidget(anywidget.AnyWidget):
         self.model_ref = self.model_id
         self.state = state or DagState()
         self._on_cancel = on_cancel
+        self._on_rebuild_stale = on_rebuild_stale
+        self._on_view = on_view
+        self.viewed = False  # a front end drew this widget
         self._shape = (-1, -1)
         self.on_msg(self._handle_message)
         self.observe(self._show_details, names="selected")
@@ -94,6 +111,7 @@ class DagWidget(anywidget.AnyWidget):
                 self.edges = [[s, d, dyn] for s, d, dyn in state.edges]
             self.statuses = {n.id: n.status for n in state.nodes.values()}
             self.code_changed = [n.id for n in state.nodes.values() if n.code_changed]
+            self.stale = {n.id: n.stale for n in state.nodes.values() if n.stale}
             self.counts = self.state.counts()  # tasks, not families
             self.member_counts = {
                 n.id: _status_counts(n.members)  # type: ignore[attr-defined]
@@ -108,8 +126,15 @@ class DagWidget(anywidget.AnyWidget):
             self._show_details({"new": self.selected})
 
     def _handle_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("type") == "cancel" and self._on_cancel:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "cancel" and self._on_cancel:
             self._on_cancel()
+        elif kind == "rebuild_stale" and self._on_rebuild_stale:
+            self._on_rebuild_stale()
+        elif kind == "view":
+            _seen["views"] = self.viewed = True
+            if self._on_view:
+                self._on_view()
 
     def _show_details(self, change: dict[str, Any]) -> None:
         node = getattr(self, "_view", self.state).nodes.get(change["new"]) or self.state.nodes.get(
@@ -166,6 +191,7 @@ def node_details(node: Any) -> dict[str, Any]:
             "family": node.label,
             "tasks": len(members),
             "statuses": _status_counts(members),
+            "stale_members": sum(1 for m in members if m.stale),
             "members": [
                 {"id": m.id, "status": m.status, "label": param_summary(m.task, 40) or m.id[:8]}
                 for m in members[:50]
@@ -178,11 +204,13 @@ def node_details(node: Any) -> dict[str, Any]:
         out["finished_at"] = _iso(node.finished_at)
         if node.started_at is not None:
             out["duration_seconds"] = round(node.finished_at - node.started_at, 3)
-    if node.code_changed:
-        out["code_changed"] = (
-            "the task's code changed since this output was built; its id did not, so the "
-            "old output is reused: bump the task's version to rebuild it"
-        )
+    reason = node.stale or ("code" if node.code_changed else None)
+    if reason:
+        from ._stale import STALE_NOTES
+
+        note = STALE_NOTES[reason].format(cause=node.stale_cause or "a task")
+        out["code_changed" if reason == "code" else "stale"] = note
+        out["stale_reason"] = reason
     task = node.task
     if task is not None:
         try:

@@ -14,11 +14,11 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import chain, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID, uuid4
 
 import pydantic_core
@@ -203,7 +203,9 @@ class _Bulk:
             text = self._sql[rows] = f"{self.prefix}{','.join([self.row] * rows)}{self.suffix}"
         return text
 
-    def run(self, conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], max_chunk: int) -> None:
+    def run(
+        self, conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], max_chunk: int
+    ) -> None:
         source = iter(rows)
         while chunk := list(islice(source, max_chunk)):
             start, total, size = 0, len(chunk), max_chunk
@@ -313,7 +315,7 @@ def _build_name() -> str:
 
 
 def _ts(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=timezone.utc)
+    return datetime.fromtimestamp(value, tz=UTC)
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -386,7 +388,7 @@ class _Batch:
 
         def tasks() -> Iterator[tuple[Any, ...]]:
             seen: set[int] = set()
-            for task, now in zip(self.tasks, self.task_times):
+            for task, now in zip(self.tasks, self.task_times, strict=False):
                 tid = task.id
                 if tid.int not in seen:
                     seen.add(tid.int)
@@ -406,12 +408,18 @@ class _Batch:
             # (a layer's tasks share their upstream ids: each converted once per batch)
             _Statement(
                 _INSERT_EDGES,
-                (_edge_row(env, s(d), dyn, [s(u) for u in ups], now) for d, dyn, ups, now in self.edges),
+                (
+                    _edge_row(env, s(d), dyn, [s(u) for u in ups], now)
+                    for d, dyn, ups, now in self.edges
+                ),
             ) if self.edges else None,
             _Statement(
                 _INSERT_EVENTS,
                 (
-                    (e[0], None if e[1] is None else ids.get(e[1]) or si(e[1]), e[2], e[3], e[4], e[5])
+                    (
+                        e[0], None if e[1] is None else ids.get(e[1]) or si(e[1]),
+                        e[2], e[3], e[4], e[5],
+                    )
                     for e in self.events
                 ),
             ) if self.events else None,
@@ -772,10 +780,11 @@ class SQLiteRegistry(RegistryABC):
     statements per table) once ``flush_max_rows`` rows are pending or the oldest is
     ``flush_interval_seconds`` old; while it writes, new rows gather for the next batch.
     During a build the calling thread runs no SQL (it waits only if the flusher falls
-    more than 50,000 rows, or twice ``flush_max_rows``, behind). Pending rows are written on the calling thread when
-    a build ends, before every read, on :meth:`flush` and :meth:`close`; also when the
-    registry is garbage-collected and at interpreter exit. Task bodies and output URIs
-    are computed when written, so a call costs a few microseconds. A hard kill (SIGKILL,
+    more than 50,000 rows, or twice ``flush_max_rows``, behind). Pending rows are written
+    on the calling thread when a build ends, before every read, on :meth:`flush` and
+    :meth:`close`; also when the registry is garbage-collected and at interpreter exit.
+    Task bodies and output URIs are computed when written, so a call costs a few
+    microseconds. A hard kill (SIGKILL,
     power loss) loses at most the last ~0.2 s of events and never corrupts the file:
     the database is in WAL mode and each batch is one atomic transaction. Another
     process (or another ``SQLiteRegistry`` on the same file) sees rows once they are
@@ -835,7 +844,7 @@ class SQLiteRegistry(RegistryABC):
             f"environment={self.environment!r})"
         )
 
-    def __enter__(self) -> SQLiteRegistry:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -1098,7 +1107,12 @@ class SQLiteRegistry(RegistryABC):
             return
         upstream = tuple(dep if isinstance(dep, UUID) else UUID(str(dep)) for dep in dependency_ids)
         row = (task.id, int(bool(dynamic)), upstream, time.time())
-        self._w.add(lambda batch: batch.edges.append(row) or 1)
+
+        def fill(batch: _Batch) -> int:
+            batch.edges.append(row)
+            return 1
+
+        self._w.add(fill)
 
     def _task_event(
         self,
@@ -1183,7 +1197,12 @@ class SQLiteRegistry(RegistryABC):
             data = asset.model_dump(mode="json")
             kind, name = data.pop("type"), data.pop("name")
             rows.append((self._env_id, tid, key, kind, name, json.dumps(data), now))
-        self._w.add(lambda batch: batch.assets.extend(rows) or len(rows))
+
+        def fill(batch: _Batch) -> int:
+            batch.assets.extend(rows)
+            return len(rows)
+
+        self._w.add(fill)
 
     # -- reads -------------------------------------------------------------------------
 

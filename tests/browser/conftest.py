@@ -46,9 +46,15 @@ def _missing() -> str | None:
     """Why the browser tests cannot run here, or None."""
     if not os.path.exists(CHROMIUM):
         return f"no Chromium at {CHROMIUM} (run scripts/browser_deps.sh)"
-    for module, extra in (("playwright", "playwright"), ("jupyterlab", "jupyterlab"), ("psutil", "psutil")):
+    for module, extra in (
+        ("playwright", "playwright"),
+        ("jupyterlab", "jupyterlab"),
+        ("psutil", "psutil"),
+    ):
         if importlib.util.find_spec(module) is None:
-            return f"{extra} is not installed (pip install -e '.[browser]' or scripts/browser_deps.sh)"
+            return (
+                f"{extra} is not installed (pip install -e '.[browser]' or scripts/browser_deps.sh)"
+            )
     return None
 
 
@@ -106,7 +112,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab(_browser_requirements: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+def lab(
+    _browser_requirements: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabServer]:
     """A JupyterLab server on 127.0.0.1 with an isolated Jupyter/IPython config, a temp HOME
     and fresh stardag target root and registry; stopped (with its kernels) by PID."""
     import psutil
@@ -148,12 +156,16 @@ def lab(_browser_requirements: None, tmp_path_factory: pytest.TempPathFactory) -
         deadline = time.monotonic() + SERVER_START_SECONDS
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+                pytest.fail(
+                    f"jupyter lab exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}"
+                )
             with contextlib.suppress(OSError):
                 server.api("api/status")
                 break
             if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer in {SERVER_START_SECONDS} s:\n{log_path.read_text()[-4000:]}")
+                pytest.fail(
+                    f"jupyter lab did not answer in {SERVER_START_SECONDS} s:\n{log_path.read_text()[-4000:]}"
+                )
             time.sleep(0.2)
         yield server
     finally:
@@ -207,7 +219,9 @@ def new_page(browser: Any) -> Any:
     page.notebooks = []  # type: ignore[attr-defined]  # paths opened, for kernel shutdown
     page.on(
         "pageerror",
-        lambda e: None if any(k in str(e) for k in KNOWN_PAGE_ERRORS) else page.page_errors.append(str(e)),  # type: ignore[attr-defined]
+        lambda e: (
+            None if any(k in str(e) for k in KNOWN_PAGE_ERRORS) else page.page_errors.append(str(e))
+        ),  # type: ignore[attr-defined]
     )
     return page
 

@@ -1,4 +1,4 @@
-"""The live DAG view in a real JupyterLab: arrowheads and a legend, a progress header that
+"""The live DAG view in a real JupyterLab and Notebook 7: arrowheads and a legend, a progress header that
 counts tasks, "blocked by failure" downstream of a failed task, search that highlights,
 the timeline view, a readable details panel, and node text that contrasts with its fill
 in the light and the dark theme. Screenshots of both themes land in the artifacts."""
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import LabServer, screenshot
+from .conftest import SCREENSHOTS, LabServer, screenshot
 from .test_lab import Notebook, write_notebook
 
 try:
@@ -25,6 +25,7 @@ import stardag_nb as sd
 
 class Leaf(sd.AutoTask[int]):
     n: int
+    ui: str  # each front end's run builds its own tasks (one server, one registry)
 
     def run(self):
         time.sleep(0.05)
@@ -35,17 +36,20 @@ class Leaf(sd.AutoTask[int]):
 
 class Mid(sd.AutoTask[int]):
     n: int
+    ui: str
 
     def requires(self):
-        return Leaf(n=self.n)
+        return Leaf(n=self.n, ui=self.ui)
 
     def run(self):
         self.output().save(self.requires().output().load() * 10)
 
 
 class Top(sd.AutoTask[int]):
+    ui: str
+
     def requires(self):
-        return [Mid(n=n) for n in range(1, 5)]
+        return [Mid(n=n, ui=self.ui) for n in range(1, 5)]
 
     def run(self):
         self.output().save(sum(t.output().load() for t in self.requires()))'''
@@ -68,21 +72,30 @@ _JS_CONTRAST = """(root) => {
 }"""
 
 
+def _widget_shot(view: Any, name: str) -> None:
+    """The widget alone (for the README: docs/screenshots/ holds copies of these)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    view.locator(".stardag-dag").screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
 def _theme(nb: Notebook, name: str) -> None:
     nb.page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name)
     expect(nb.page.locator("body")).to_have_attribute("data-jp-theme-name", name)
 
 
-def test_the_live_graph_reads_well(page: Any, lab: LabServer) -> None:
+@pytest.mark.parametrize("frontend", ["lab", "notebook7"])
+def test_the_live_graph_reads_well(page: Any, lab: LabServer, frontend: str) -> None:
+    shot = "graph" if frontend == "lab" else "graph-notebook7"
     path = write_notebook(
-        lab, "graph.ipynb",
+        lab, f"graph-{frontend}.ipynb",
         "%load_ext stardag_nb",
         PIPELINE,
-        "%%stardag --as job --fail-mode continue\nTop()",
+        f"%%stardag --as job --fail-mode continue\nTop(ui={frontend!r})",
         "await job",
         "job.widget",  # the live view of the finished build, kept while the kernel lives
     )  # fmt: skip
-    nb = Notebook(page, lab, path, workspace="graph")
+    url = lab.nb7_url(path) if frontend == "notebook7" else None
+    nb = Notebook(page, lab, path, workspace=f"graph-{frontend}", url=url)
     for i in range(5):
         nb.run(i)
     view = nb.cell(4)
@@ -108,7 +121,8 @@ def test_the_live_graph_reads_well(page: Any, lab: LabServer) -> None:
         page.wait_for_timeout(300)
         assert view.evaluate(_JS_CONTRAST) >= 4.5
         view.scroll_into_view_if_needed()
-        screenshot(page, f"graph-{suffix}")
+        screenshot(page, f"{shot}-{suffix}")
+        _widget_shot(view, f"{shot}-widget-{suffix}")
     _theme(nb, "JupyterLab Light")
     # search highlights by parameter
     view.locator("input.stardag-search").fill("n=3")
@@ -124,9 +138,11 @@ def test_the_live_graph_reads_well(page: Any, lab: LabServer) -> None:
     details.locator(".stardag-traceback summary").click()
     assert "\n" in details.locator(".stardag-traceback pre").inner_text()
     expect(details).to_contain_text("duration")
-    screenshot(page, "graph-details")
+    screenshot(page, f"{shot}-details")
+    _widget_shot(view, f"{shot}-widget-details")
     # the timeline: a bar per task that ran
     view.locator("button.stardag-view-timeline").click()
     expect(view.locator(".stardag-tl-bar")).to_have_count(7)  # 4 leaves and 3 mids ran
-    screenshot(page, "graph-timeline")
+    screenshot(page, f"{shot}-timeline")
+    _widget_shot(view, f"{shot}-widget-timeline")
     nb.assert_clean()

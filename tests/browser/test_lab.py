@@ -57,7 +57,9 @@ _run_keys = itertools.count()
 class Notebook:
     """A notebook opened in JupyterLab in ``page``, with its kernel ready."""
 
-    def __init__(self, page: Any, lab: LabServer, path: str, workspace: str, url: str | None = None) -> None:
+    def __init__(
+        self, page: Any, lab: LabServer, path: str, workspace: str, url: str | None = None
+    ) -> None:
         self.page = page
         self.path = path
         page.notebooks.append(path)
@@ -79,7 +81,9 @@ class Notebook:
         return self.page.evaluate(_JS_CELLS)
 
     def index_of(self, source_start: str) -> int:
-        return next(i for i, c in enumerate(self.cells()) if "".join(c["source"]).startswith(source_start))
+        return next(
+            i for i, c in enumerate(self.cells()) if "".join(c["source"]).startswith(source_start)
+        )
 
     def start(self, index: int | None, command: str = "notebook:run-cell") -> str:
         key = f"run{next(_run_keys)}"
@@ -98,7 +102,9 @@ class Notebook:
         self.wait(self.start(None, "notebook:run-all-cells"))
 
     def errors_text(self) -> str:
-        errors = [o for c in self.cells() for o in c.get("outputs", []) if o["output_type"] == "error"]
+        errors = [
+            o for c in self.cells() for o in c.get("outputs", []) if o["output_type"] == "error"
+        ]
         return "\n".join(f"{e['ename']}: {e['evalue']}" for e in errors)
 
     def output_text(self, index: int) -> str:
@@ -118,7 +124,11 @@ class Notebook:
 
 def write_notebook(lab: LabServer, name: str, *sources: str) -> str:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
     nbformat.write(nb, lab.root / name)
     return name
@@ -153,13 +163,17 @@ def test_demo_draws_the_dag_widget(demo: Notebook) -> None:
     # the build ended (run-all finished): its output is now the static final DAG
     nodes = build.locator(".stardag-static svg g.node")
     expect(nodes).to_have_count(DEMO_TASKS)
-    expect(build.locator('.stardag-static g.node[data-status="completed"]')).to_have_count(DEMO_TASKS)
+    expect(build.locator('.stardag-static g.node[data-status="completed"]')).to_have_count(
+        DEMO_TASKS
+    )
     picture = build.locator(".stardag-static").first
     picture.scroll_into_view_if_needed()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     picture.screenshot(path=str(SCREENSHOTS / "test_demo_draws_the_dag_widget-widget.png"))
     outputs = [o for c in demo.cells() for o in c.get("outputs", [])]
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)  # the picker
+    assert any(
+        "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs
+    )  # the picker
     demo.assert_clean()
 
 
@@ -177,7 +191,7 @@ def test_demo_renders_the_report_asset_as_markdown(demo: Notebook) -> None:
 # -- notebooks written by the tests ----------------------------------------------------------
 
 
-SLEEPY = '''import asyncio
+SLEEPY = """import asyncio
 import stardag_nb as sd
 
 
@@ -186,7 +200,7 @@ class Sleepy(sd.AutoTask[int]):
 
     async def run_aio(self):
         await asyncio.sleep(60)
-        await self.output().save_aio(self.n)'''
+        await self.output().save_aio(self.n)"""
 
 
 def test_cancel_button_stops_a_build(page: Any, lab: LabServer) -> None:
@@ -206,7 +220,9 @@ def test_cancel_button_stops_a_build(page: Any, lab: LabServer) -> None:
     expect(cancel).to_be_enabled()
     cancel.click()
     # cancelled: the build ended, so its output is the static DAG with the final statuses
-    expect(build.locator('.stardag-static g.node[data-status="cancelled"]')).to_have_count(2, timeout=20_000)
+    expect(build.locator('.stardag-static g.node[data-status="cancelled"]')).to_have_count(
+        2, timeout=20_000
+    )
     nb.run(3)
     assert "STATUS=cancelled" in nb.output_text(3)
     nb.assert_clean()

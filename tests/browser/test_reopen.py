@@ -6,6 +6,8 @@ Screenshots in the light and the dark theme."""
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ except ImportError:  # the conftest skips (or, under CI, fails) the module
 pytestmark = pytest.mark.slow
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
-TASKS = '''import asyncio
+TASKS = """import asyncio
 import stardag_nb as sd
 
 
@@ -38,13 +40,15 @@ class Slow(sd.AutoTask[int]):
 
     async def run_aio(self):
         await asyncio.sleep(4)
-        await self.output().save_aio(sum(self.xs.result()))'''
+        await self.output().save_aio(sum(self.xs.result()))"""
 BUILD = "%%stardag --as job\nSlow(xs=numbers(n={n}))"  # n: a task not built before
 STATIC_NODES = ".stardag-static svg g.node"
 
 
 def _theme(nb: Notebook, name: str) -> None:
-    nb.page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name)
+    nb.page.evaluate(
+        "(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name
+    )
     expect(nb.page.locator("body")).to_have_attribute("data-jp-theme-name", name)
 
 
@@ -66,10 +70,21 @@ def test_saved_notebook_shows_the_final_dag_after_restart_and_reload(
     page: Any, lab: LabServer, frontend: str
 ) -> None:
     path = write_notebook(  # fmt: skip
-        lab, f"reopen-{frontend}.ipynb", "%load_ext stardag_nb", TASKS,
-        BUILD.format(n=3 if frontend == "lab" else 4), "summary = await job\nsummary.status.value",
+        lab,
+        f"reopen-{frontend}.ipynb",
+        "%load_ext stardag_nb",
+        TASKS,
+        BUILD.format(n=3 if frontend == "lab" else 4),
+        "summary = await job\nsummary.status.value",
+        "from stardag_nb.notebook import EnvironmentPicker\n\nEnvironmentPicker()",
     )
-    nb = Notebook(page, lab, path, workspace=f"reopen-{frontend}", url=lab.nb7_url(path) if frontend == "notebook7" else None)
+    nb = Notebook(
+        page,
+        lab,
+        path,
+        workspace=f"reopen-{frontend}",
+        url=lab.nb7_url(path) if frontend == "notebook7" else None,
+    )
     nb.run(0)
     nb.run(1)
     nb.run(2)  # returns at once: the build runs on the kernel's loop
@@ -78,6 +93,8 @@ def test_saved_notebook_shows_the_final_dag_after_restart_and_reload(
     expect(build.locator('.stardag-dag .stardag-node[data-status="running"]')).to_have_count(1)
     assert any(WIDGET in o.get("data", {}) for o in nb.cells()[2]["outputs"])
     nb.run(3)
+    nb.run(4)
+    expect(nb.cell(4).locator("select, .stardag-picker").first).to_be_visible()
     # ended: the output is now the static DAG with the final statuses, no widget
     expect(build.locator(STATIC_NODES)).to_have_count(2)
     expect(build.locator(f'{STATIC_NODES}[data-status="completed"]')).to_have_count(2)
@@ -87,6 +104,11 @@ def test_saved_notebook_shows_the_final_dag_after_restart_and_reload(
 
     nb.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     nb.page.wait_for_function("() => !window.__nb.context.model.dirty")
+    # the picker stays live in the page, while the file holds its static fallback
+    expect(nb.cell(4).locator("select")).to_be_visible()
+    saved = json.loads((lab.root / path).read_text())["cells"][4]["outputs"]
+    assert saved and not any(WIDGET in o.get("data", {}) for o in saved)
+    assert "stardag environment" in "".join(saved[0]["data"]["text/html"])
     nb.page.evaluate("() => window.__nb.sessionContext.session.kernel.restart()")
     nb.page.wait_for_function("() => window.__nb.sessionContext.session?.kernel?.status === 'idle'")
     nb.page.reload()
@@ -97,13 +119,17 @@ def test_saved_notebook_shows_the_final_dag_after_restart_and_reload(
     expect(build.locator(".stardag-static")).to_contain_text("success")
     expect(nb.page.get_by_text("model not found")).to_have_count(0)
     assert nb.page.locator(".jp-Notebook").inner_text().count("Error displaying widget") == 0
+    # the environment picker, a widget too, falls back to text naming the environment
+    expect(nb.cell(4)).to_contain_text("local")
     _shots(nb, build, f"reopen-{frontend}-reloaded")
     nb.assert_clean()
 
 
 def test_restart_during_a_build_says_the_view_is_no_longer_live(page: Any, lab: LabServer) -> None:
     long_task = TASKS.replace("asyncio.sleep(4)", "asyncio.sleep(120)")
-    path = write_notebook(lab, "restart-live.ipynb", "%load_ext stardag_nb", long_task, BUILD.format(n=5))
+    path = write_notebook(
+        lab, "restart-live.ipynb", "%load_ext stardag_nb", long_task, BUILD.format(n=5)
+    )
     nb = Notebook(page, lab, path, workspace="restart-live")
     for i in range(3):
         nb.run(i)
@@ -112,6 +138,8 @@ def test_restart_during_a_build_says_the_view_is_no_longer_live(page: Any, lab: 
     nb.page.evaluate("() => window.__nb.sessionContext.session.kernel.restart()")
     # the output becomes a snapshot of the last statuses, saying why (not a dead live view)
     expect(build.locator(".stardag-static")).to_contain_text("kernel restarted")
-    expect(build.locator(f'{STATIC_NODES.replace("g.node", ".stardag-node")}[data-status="running"]')).to_have_count(1)
+    expect(
+        build.locator(f'{STATIC_NODES.replace("g.node", ".stardag-node")}[data-status="running"]')
+    ).to_have_count(1)
     assert not any(WIDGET in o.get("data", {}) for o in nb.cells()[2]["outputs"])
     nb.assert_clean()

@@ -194,7 +194,9 @@ def test_kernel_answers_while_a_2000_task_build_runs(kernel: Any) -> None:
     )
     assert result["error"] is None, result["error"]
     status, succeeded, longest = result["stdout"].split()
-    print(f"2000-task %%stardag: another cell answered in {answer_took:.3f} s; longest kernel loop gap {float(longest) * 1e3:.0f} ms")
+    print(
+        f"2000-task %%stardag: another cell answered in {answer_took:.3f} s; longest kernel loop gap {float(longest) * 1e3:.0f} ms"
+    )
     assert (status, succeeded) == ("success", "2001")
     assert answer_took < 1.0, f"1 + 1 took {answer_took:.2f} s to answer"
     assert float(longest) < 0.5, f"the kernel's loop stalled for {longest} s"

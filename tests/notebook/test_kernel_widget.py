@@ -55,18 +55,25 @@ def test_cancel_button_message_stops_a_long_build(kernel: Any) -> None:
         """,
     )
     outputs = run_cell_outputs(kernel, "%%stardag --as job\n[Long(n=i) for i in range(3)]")
-    views = [o["data"]["application/vnd.jupyter.widget-view+json"] for o in outputs
-             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    views = [
+        o["data"]["application/vnd.jupyter.widget-view+json"]
+        for o in outputs
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
     assert views, outputs
     model_id = views[0]["model_id"]
 
     answered = run_cell(kernel, "print('answered', job.done(), job.status)")
     # "pending" while the registry records the build's start (in a worker thread)
-    assert answered["stdout"].split() in (["answered", "False", "running"], ["answered", "False", "pending"])
+    assert answered["stdout"].split() in (
+        ["answered", "False", "running"],
+        ["answered", "False", "pending"],
+    )
 
     # What the widget's Cancel button sends: an anywidget custom message on its comm.
     message = kernel.session.msg(
-        "comm_msg", {"comm_id": model_id, "data": {"method": "custom", "content": {"type": "cancel"}}}
+        "comm_msg",
+        {"comm_id": model_id, "data": {"method": "custom", "content": {"type": "cancel"}}},
     )
     kernel.shell_channel.send(message)
 

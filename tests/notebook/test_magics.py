@@ -88,6 +88,9 @@ def test_failure_shows_in_the_widget_with_traceback(shell: Any) -> None:
     widget.selected = broken_id  # what a click does
     assert "broken on purpose" in widget.details["error"]
     assert "ValueError" in widget.details["traceback"]
+    # it starts at the task's own code, not in the engine's executor and worker frames
+    first_frame = widget.details["traceback"].splitlines()[1]
+    assert "stardag_nb/build" not in first_frame, widget.details["traceback"]
     assert widget.details["output"].endswith(".json")
 
 

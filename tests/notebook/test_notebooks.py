@@ -23,10 +23,17 @@ def test_there_are_notebooks() -> None:
 def test_notebook_executes(path: Path, tmp_path: Path) -> None:
     executed = execute(path, tmp_path)  # the kernel inherits this test's fresh HOME
     nb = nbformat.read(executed, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors, errors
-    results = [o["data"].get("text/plain") for c in nb.cells if c.cell_type == "code"
-               for o in c.outputs if o.output_type == "execute_result"]
+    results = [
+        o["data"].get("text/plain")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "execute_result"
+    ]
     assert "False" not in results, "a notebook's check cell evaluated to False"
 
 
@@ -40,9 +47,13 @@ def _first_build_output(nb: object) -> dict:
 def test_demo_saves_the_final_dag_and_renders_without_widget_state(tmp_path: Path) -> None:
     nb = nbformat.read(execute(NOTEBOOKS[0].parent / "demo.ipynb", tmp_path), as_version=4)
     data = _first_build_output(nb)
-    build_cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%stardag"))
+    build_cell = next(
+        c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%stardag")
+    )
     assets = [o["data"].get("text/markdown", "") for o in build_cell.outputs[1:]]
-    assert any("### Report" in text for text in assets), "the report asset did not render under the build"
+    assert any("### Report" in text for text in assets), (
+        "the report asset did not render under the build"
+    )
     # the saved static picture shows the final statuses, not the initial empty graph
     assert "— success, 10 tasks" in data["text/markdown"]
     assert data["image/svg+xml"].count('data-status="completed"') == 10

@@ -20,7 +20,7 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 
 CELLS = [
     "%load_ext stardag_nb",
-    '''import stardag_nb as sd
+    """import stardag_nb as sd
 from stardag_nb.registry_asset import MarkdownRegistryAsset
 
 
@@ -39,7 +39,7 @@ class Noted(sd.AutoTask[int]):
         self.output().save(1)
 
     def registry_assets(self):
-        return [MarkdownRegistryAsset(name="note", body="**noted**")]''',
+        return [MarkdownRegistryAsset(name="note", body="**noted**")]""",
     "%%stardag --as job\ntotal(xs=numbers(n=4))",  # 2: no assets anywhere
     "summary = await job\nsummary.status.value",
     "%%stardag --as noted\nNoted()",  # 4: a task with assets
@@ -55,7 +55,11 @@ class Noted(sd.AutoTask[int]):
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("saved")
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
     path = tmp / "saved.ipynb"
     nbformat.write(nb, path)
@@ -79,7 +83,10 @@ def test_a_finished_build_saves_the_static_dag_not_the_widget(saved: Any) -> Non
     assert "<svg" in html and html.count('data-status="completed"') == 2
     assert svg.count('data-status="completed"') == 2
     assert "— success, 2 tasks" in data["text/markdown"]
-    assert data["text/plain"].startswith("<stardag_nb build ") and "success, 2 tasks" in data["text/plain"]
+    assert (
+        data["text/plain"].startswith("<stardag_nb build ")
+        and "success, 2 tasks" in data["text/plain"]
+    )
     assert first[0]["metadata"]["stardag_nb"]["build_output"] is True
 
 
@@ -123,7 +130,6 @@ def test_nbconvert_html_shows_the_final_dags(saved: Any) -> None:
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert html.count('data-status="completed"') >= 3
     assert "EnvironmentPicker object" not in html
-
 
 
 def test_an_unawaited_build_saves_its_final_dag_too(saved: Any) -> None:
