@@ -69,7 +69,8 @@ def capture_context() -> bytes:
     factory = target_factory_provider.get()
     context = ClientContext(factory, task_uuid5_namespace_provider.get())
     try:
-        return cloudpickle.dumps(context)
+        payload: bytes = cloudpickle.dumps(context)
+        return payload
     except Exception as exc:
         raise TypeError(
             f"Cannot send the target factory {factory!r} to the workers: it does not pickle "
@@ -107,7 +108,7 @@ class TaskPacker:
         self._lock = threading.Lock()
         packer = self
 
-        class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+        class _Pickler(cloudpickle.Pickler):
             needed: dict[str, bytes]
 
             def persistent_id(self, obj: Any) -> Any:
@@ -248,8 +249,5 @@ def run_remotely(task: BaseTask, context: bytes | None) -> RemoteOutcome:
     """
     if context is not None:
         _apply_context(context)
-    if _runs_async(task):
-        missing = asyncio.run(_run_async(task))
-    else:
-        missing = _run_sync(task)
+    missing = asyncio.run(_run_async(task)) if _runs_async(task) else _run_sync(task)
     return RemoteOutcome(missing, os.getpid(), socket.gethostname())

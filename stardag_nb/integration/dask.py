@@ -40,6 +40,7 @@ to its end (Dask cannot stop a thread); its output is then written but not recor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -133,7 +134,7 @@ class DaskTaskExecutor(TaskExecutorABC):
         self._reported.clear()
         self._context = capture_context() if self.ship_context else None
 
-    async def submit(self, task: BaseTask) -> None | TaskStruct | Exception:
+    async def submit(self, task: BaseTask) -> TaskStruct | Exception | None:
         if self._cancelled:
             return RuntimeError(f"the build was cancelled before {task!r:.100} started")
         try:
@@ -206,10 +207,8 @@ class DaskTaskExecutor(TaskExecutorABC):
                     value = RuntimeError(f"the Dask future {fut.key} ended as {status!r}")
             except BaseException as exc:  # the task's error, or its result was lost
                 value = exc
-            try:
+            with contextlib.suppress(RuntimeError):  # the build's loop is gone
                 loop.call_soon_threadsafe(settle, value)
-            except RuntimeError:  # the build's loop is gone
-                pass
 
         future.add_done_callback(on_done)
         return await waiter
@@ -257,4 +256,3 @@ class DaskTaskExecutor(TaskExecutorABC):
             self._cancel_futures(list(self._futures))
         self._futures.clear()
         self._reported.clear()
-

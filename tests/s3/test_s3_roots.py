@@ -45,7 +45,9 @@ def test_two_roots_reach_two_s3_endpoints_from_config_toml(
     isolated_env: Path, s3_root: S3Root, second_server: S3Server
 ) -> None:
     other_bucket = second_server.new_bucket()
-    write_config(isolated_env, f"""
+    write_config(
+        isolated_env,
+        f"""
 [target_roots.data]
 uri = "{s3_root.uri}"
 storage_options = {_toml_options(s3_root.storage_options)}
@@ -53,7 +55,8 @@ storage_options = {_toml_options(s3_root.storage_options)}
 [target_roots.archive]
 uri = "s3://{other_bucket}/arch"
 storage_options = {_toml_options(second_server.storage_options())}
-""")
+""",
+    )
     write_text(get_target("x/one.txt", "data"), "one")
     with get_target("y/two.txt", "archive").open("w") as handle:
         handle.write("two")
@@ -214,7 +217,9 @@ def test_config_show_masks_credentials(
     data = __import__("json").loads(capsys.readouterr().out)
     assert s3_root.uri in text and s3_root.server.endpoint_url in text
     assert data["target_storage_options"]["data"] == {
-        "endpoint_url": s3_root.server.endpoint_url, "key": "**********", "secret": "**********"
+        "endpoint_url": s3_root.server.endpoint_url,
+        "key": "**********",
+        "secret": "**********",
     }
     for shown in (text, str(data)):
         assert s3_root.server.secret not in shown and s3_root.server.key not in shown
