@@ -22,14 +22,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import tomlkit
+import tomlkit.exceptions
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from stardag_nb.exceptions import ConfigError
@@ -38,8 +38,8 @@ __all__ = [
     "DEFAULT_API_URL",
     "IdCache",
     "ProfileConfig",
-    "TargetRootConfig",
     "RegistryConfig",
+    "TargetRootConfig",
     "TomlConfig",
     "cache_environment_id",
     "cache_workspace_id",
@@ -233,87 +233,85 @@ def save_json_file(path: Path, data: dict[str, Any]) -> None:
 
 
 def save_toml_file(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as TOML, atomically.
+    """Write ``data`` as TOML, atomically, keeping the comments and layout of the file
+    already there (tomlkit edits it in place: changed values are replaced, keys that
+    ``data`` no longer has are removed, new ones appended).
 
     Supports what config files hold: nested tables of strings, numbers, booleans and lists of
     those. ``None`` values are left out (TOML has no null; a missing key reads back as
     ``None``). Anything else raises ``TypeError`` before the file is touched.
     """
-    _atomic_write_text(path, dumps_toml(data), 0o644)
-
-
-# --------------------------------------------------------------------------------------------
-# A small TOML writer (tables, strings, numbers, booleans, arrays of those)
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-
-
-def _toml_string(value: str) -> str:
-    out = []
-    for char in value:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"TOML keys must be strings, got {key!r}")
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_value(value: object, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item, where) for item in value) + "]"
-    raise TypeError(
-        f"Cannot write {where} = {value!r} to TOML: unsupported type {type(value).__name__}"
-    )
-
-
-def _toml_table(lines: list[str], table: Mapping[str, Any], header: tuple[str, ...]) -> None:
-    scalars = [(k, v) for k, v in table.items() if not isinstance(v, Mapping) and v is not None]
-    tables = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
-    if header and (scalars or not tables):
-        if lines:
-            lines.append("")
-        lines.append("[" + ".".join(header) + "]")
-    for key, value in scalars:
-        dotted = ".".join((*header, _toml_key(key)))
-        lines.append(f"{_toml_key(key)} = {_toml_value(value, dotted)}")
-    for key, value in tables:
-        _toml_table(lines, value, (*header, _toml_key(key)))
+    _check_toml_table(data, ())
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        document = tomlkit.document()
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.TOMLKitError):
+        document = tomlkit.document()  # unreadable: replaced (the loader refused it too)
+    _sync_toml_table(document, data)
+    _atomic_write_text(path, tomlkit.dumps(document), 0o644)
 
 
 def dumps_toml(data: Mapping[str, Any]) -> str:
     """Render ``data`` as TOML text (see :func:`save_toml_file` for what is supported)."""
-    lines: list[str] = []
-    _toml_table(lines, data, ())
-    return "\n".join(lines) + "\n" if lines else ""
+    _check_toml_table(data, ())
+    document = tomlkit.document()
+    _sync_toml_table(document, data)
+    return tomlkit.dumps(document)
+
+
+def _check_toml_table(table: Mapping[str, Any], where: tuple[str, ...]) -> None:
+    for key, value in table.items():
+        if not isinstance(key, str):
+            raise TypeError(f"TOML keys must be strings, got {key!r}")
+        if isinstance(value, Mapping):
+            _check_toml_table(value, (*where, key))
+        elif value is not None:
+            _check_toml_value(value, ".".join((*where, key)))
+
+
+def _check_toml_value(value: object, where: str) -> None:
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_toml_value(item, where)
+    elif not isinstance(value, (bool, int, float, str)):
+        raise TypeError(
+            f"Cannot write {where} = {value!r} to TOML: unsupported type {type(value).__name__}"
+        )
+
+
+def _sync_toml_table(container: Any, data: Mapping[str, Any]) -> None:
+    """Make the tomlkit ``container`` hold ``data``, touching only what differs (so the
+    comments and order of untouched entries survive)."""
+    for key in [k for k in container if data.get(k) is None]:
+        del container[key]
+    for key, value in data.items():
+        if value is None:
+            continue
+        current = container.get(key)
+        if isinstance(value, Mapping):
+            if isinstance(current, Mapping):
+                _sync_toml_table(current, value)
+            else:
+                if current is not None:
+                    del container[key]
+                table = tomlkit.table(
+                    is_super_table=bool(value)
+                    and all(isinstance(v, Mapping) for v in value.values())
+                )
+                _sync_toml_table(table, value)
+                container[key] = table
+        elif json.dumps(_unwrap(current)) != json.dumps(_plain(value)):  # True is not 1
+            container[key] = list(value) if isinstance(value, tuple) else value
+
+
+def _plain(value: object) -> object:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _unwrap(item: object) -> object:
+    unwrap = getattr(item, "unwrap", None)
+    return unwrap() if unwrap is not None else item
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +387,9 @@ def _parse_toml_config(data: dict[str, Any], origins: dict[tuple[str, str], Path
         raise ConfigError(f"{where('default')} values must be strings, got {bad_default!r}")
     parsed: dict[str, dict[str, Any]] = {"registry": {}, "profile": {}, "target_roots": {}}
     for table, model in (
-        ("registry", RegistryConfig), ("profile", ProfileConfig), ("target_roots", TargetRootConfig)
+        ("registry", RegistryConfig),
+        ("profile", ProfileConfig),
+        ("target_roots", TargetRootConfig),
     ):
         for name, entry in tables[table].items():
             if table == "target_roots" and isinstance(entry, str):

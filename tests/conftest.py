@@ -52,7 +52,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     skipped = reporter.stats.get("skipped", []) if reporter is not None else []
     if not skipped:
         return
-    lines = [f"  {report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr}" for report in skipped]
-    print(f"\n{len(skipped)} test(s) skipped, but every test is required here "
-          "(STARDAG_NB_TEST_FORBID_SKIPS=1, set by scripts/test.sh):\n" + "\n".join(lines))
+    lines = [
+        f"  {report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr}"
+        for report in skipped
+    ]
+    print(
+        f"\n{len(skipped)} test(s) skipped, but every test is required here "
+        "(STARDAG_NB_TEST_FORBID_SKIPS=1, set by scripts/test.sh):\n" + "\n".join(lines)
+    )
     session.exitstatus = pytest.ExitCode.TESTS_FAILED

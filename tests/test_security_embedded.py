@@ -93,12 +93,21 @@ def test_purge_deletes_exactly_the_recorded_outputs(
     unrecorded = root / "notes.txt"
     unrecorded.write_text("mine, but not an output")
     # hostile records: outputs outside the environment's root
-    (env_id,) = sqlite3.connect(admin.path).execute(
-        "SELECT id FROM environments WHERE name = 'dev' AND deleted_at IS NULL"
-    ).fetchone()
+    (env_id,) = (
+        sqlite3.connect(admin.path)
+        .execute("SELECT id FROM environments WHERE name = 'dev' AND deleted_at IS NULL")
+        .fetchone()
+    )
     with sqlite3.connect(admin.path) as conn:
-        for i, uri in enumerate([str(victim / "Task" / "out.json"), f"{root}/../victim/data",
-                                 f"local://{victim}/Task/out.json", str(root), str(admin.path)]):
+        for i, uri in enumerate(
+            [
+                str(victim / "Task" / "out.json"),
+                f"{root}/../victim/data",
+                f"local://{victim}/Task/out.json",
+                str(root),
+                str(admin.path),
+            ]
+        ):
             conn.execute(
                 "INSERT INTO tasks (environment_id, task_id, namespace, name, body, output_uri,"
                 " created_at) VALUES (?, ?, '', 'Evil', '{}', ?, 0)",

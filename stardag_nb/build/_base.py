@@ -84,7 +84,7 @@ class TaskExecutorABC(ABC):
     """
 
     @abstractmethod
-    async def submit(self, task: BaseTask) -> None | TaskStruct | Exception:
+    async def submit(self, task: BaseTask) -> TaskStruct | Exception | None:
         """Run (or resume) ``task``."""
 
     @abstractmethod
@@ -97,5 +97,3 @@ class TaskExecutorABC(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-

@@ -22,18 +22,20 @@ a ``SYNC_THREAD`` generator runs on a worker, never on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import multiprocessing
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from .._task import BaseTask, _has_custom_run, _has_custom_run_aio, flatten_task_struct
 from ._base import TaskExecutorABC
 from ._workers import CancelFlag, ThreadWorkers
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
     from uuid import UUID
 
     from .._task import TaskStruct
@@ -91,7 +93,9 @@ class DefaultExecutionModeSelector:
     """Async tasks (any custom ``run_aio``) run on the loop; sync-only tasks use
     ``sync_run_default``; a class's ``__execution_mode__`` overrides both."""
 
-    def __init__(self, sync_run_default: Literal["thread", "blocking", "process"] = "thread") -> None:
+    def __init__(
+        self, sync_run_default: Literal["thread", "blocking", "process"] = "thread"
+    ) -> None:
         self.sync_run_default = sync_run_default
         self._default = _REQUESTED[sync_run_default]
         self._cache: dict[type, ExecutionMode] = {}
@@ -127,7 +131,9 @@ class _ChainResult:
 
     __slots__ = ("future", "generators", "task")
 
-    def __init__(self, generators: dict[UUID, tuple[Any, ExecutionMode]], task: BaseTask, future: Any) -> None:
+    def __init__(
+        self, generators: dict[UUID, tuple[Any, ExecutionMode]], task: BaseTask, future: Any
+    ) -> None:
         self.generators, self.task, self.future = generators, task, future
 
     def __await__(self) -> Any:
@@ -146,7 +152,7 @@ def _finished_step(result: Any) -> bool:
     return result[1] is _FINISHED
 
 
-def _start_sync(task: BaseTask) -> Any:
+def _start_sync(task: BaseTask) -> tuple[Any, Any]:
     """Run ``task.run()``; for a generator, also take its first step. -> (gen, step)."""
     result = task.run()
     if inspect.isgenerator(result):
@@ -161,15 +167,16 @@ def _run_in_process(task: BaseTask) -> list[BaseTask] | None:
     result = task.run()
     if not inspect.isgenerator(result):
         return None
+    gen = cast("Generator[TaskStruct, None, object]", result)  # run() is typed Any
     try:
-        struct = next(result)
+        struct = next(gen)
         while True:
             deps = flatten_task_struct(struct)
             missing = [d for d in deps if not d.complete()]
             if missing:
-                result.close()
+                gen.close()
                 return missing
-            struct = result.send(None)
+            struct = gen.send(None)
     except StopIteration:
         return None
 
@@ -255,7 +262,7 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
             )
         return self._processes
 
-    async def submit(self, task: BaseTask) -> None | TaskStruct | Exception:
+    async def submit(self, task: BaseTask) -> TaskStruct | Exception | None:
         try:
             saved = self._generators.pop(task.id, None)
             if saved is not None:
@@ -282,7 +289,7 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
 
     def submit_chain(
         self, tasks: list[BaseTask]
-    ) -> list[tuple[Awaitable[bool] | None, Awaitable[None | TaskStruct | Exception]]]:
+    ) -> list[tuple[Awaitable[bool] | None, Awaitable[TaskStruct | Exception | None]]]:
         """Run ``tasks`` (each of which :meth:`chains`) one after another on one worker
         thread, each only if the one before finished successfully: a chain of tasks each
         waiting only for the one before runs without a trip through the event loop
@@ -291,13 +298,17 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
         its result, as :meth:`submit` gives it (for a prefix of ``tasks`` in general: here
         all of them)."""
         steps = self._workers().submit_chain(_start_sync, tasks, _finished_step)
-        return [(started, _ChainResult(self._generators, task, result)) for task, (started, result) in zip(tasks, steps)]
+        return [
+            (started, _ChainResult(self._generators, task, result))
+            for task, (started, result) in zip(tasks, steps, strict=True)
+        ]
 
     async def _start(self, task: BaseTask, mode: ExecutionMode) -> tuple[Any, Any]:
         if mode is ExecutionMode.SYNC_BLOCKING:
             return _start_sync(task)
         if mode is ExecutionMode.SYNC_THREAD:
-            return await self._workers().submit(_start_sync, task)  # type: ignore[no-any-return]
+            started: tuple[Any, Any] = await self._workers().submit(_start_sync, task)
+            return started
         if mode is ExecutionMode.SYNC_PROCESS:
             loop = asyncio.get_running_loop()
             missing = await loop.run_in_executor(self._process_pool(), _run_in_process, task)
@@ -332,10 +343,8 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
 def _terminate_workers(pool: ProcessPoolExecutor) -> None:
     """Stop a cancelled build's process-mode tasks now rather than when they finish."""
     for process in list(getattr(pool, "_processes", {}).values()):
-        try:
+        with contextlib.suppress(Exception):  # the process may already be gone
             process.terminate()
-        except Exception:  # pragma: no cover - already gone
-            pass
 
 
 def _close_generator(gen: Any) -> None:
@@ -386,7 +395,7 @@ class RoutedTaskExecutor(TaskExecutorABC):
 
     def submit_chain(
         self, tasks: list[BaseTask]
-    ) -> list[tuple[Awaitable[bool] | None, Awaitable[None | TaskStruct | Exception]]]:
+    ) -> list[tuple[Awaitable[bool] | None, Awaitable[TaskStruct | Exception | None]]]:
         """Chains the leading tasks that go to the same executor as the first."""
         executor = self._executor_for(tasks[0])
         same = 1
@@ -394,7 +403,7 @@ class RoutedTaskExecutor(TaskExecutorABC):
             same += 1
         return executor.submit_chain(tasks[:same])  # type: ignore[attr-defined,no-any-return]
 
-    async def submit(self, task: BaseTask) -> None | TaskStruct | Exception:
+    async def submit(self, task: BaseTask) -> TaskStruct | Exception | None:
         try:
             executor = self._executor_for(task)
         except KeyError as exc:

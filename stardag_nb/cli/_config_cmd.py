@@ -9,6 +9,7 @@ own client reads: ``[registry.NAME]`` / ``[profile.NAME]`` / ``[default]`` in th
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -196,9 +197,7 @@ def _service_environment(config: Any, url: str) -> tuple[EnvironmentInfo | None,
     return info, None
 
 
-def _effective_roots(
-    config: Any, env: EnvironmentInfo | None
-) -> tuple[dict[str, str], str]:
+def _effective_roots(config: Any, env: EnvironmentInfo | None) -> tuple[dict[str, str], str]:
     """The roots builds will write under and where they come from: the environment's
     (a build start adopts them) unless STARDAG_TARGET_ROOTS* variables set them."""
     from ..registry._target_roots import roots_from_variables
@@ -233,7 +232,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 workspace, environment = scope.workspace, scope.environment
             except CLIError:
                 pass
-    data = {
+    data: dict[str, Any] = {
         "profile": config.context.profile,
         "registry": {
             "kind": admin.kind,
@@ -265,10 +264,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         if unreachable:
             data["registry_error"] = unreachable
     if admin.kind != "service" and workspace and environment:
-        try:
+        # the recorded environment may be gone: then show what config says
+        with contextlib.suppress(Exception):
             data["environment_target_roots"] = admin.list_target_roots(workspace, environment)
-        except Exception:  # the recorded environment is gone: show what config says
-            pass
     if args.json:
         print_json(data)
         return EXIT_OK
@@ -276,10 +274,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     def with_id(name: Any, ident: Any) -> Any:
         return f"{name} ({ident})" if name and ident and str(ident) != str(name) else name
 
-    registry = admin.location if admin.kind != "service" else (
-        f"{data['registry']['name']}  {admin.location}" if data["registry"]["name"]
-        else admin.location  # fmt: skip
-    )
+    registry = admin.location
+    if admin.kind == "service" and data["registry"]["name"]:
+        registry = f"{data['registry']['name']}  {admin.location}"
     print_fields(
         [
             ("Profile", config.context.profile or "none"),
@@ -403,9 +400,16 @@ def _report_use(scope: Scope, ws: WorkspaceInfo, env: EnvironmentInfo, as_json: 
     if as_json:
         print_json({"workspace": ws, "environment": env})
         return
-    where = f"profile {active_profile(scope.admin.location).name!r}" if (
-        scope.admin.kind == "service"
-    ) else f"the embedded registry {scope.admin.location}"  # fmt: skip
+    if scope.admin.kind != "service":
+        where = f"the embedded registry {scope.admin.location}"
+    else:
+        # _use has just written the profile (it refuses to go on without one)
+        profile = active_profile(scope.admin.location)
+        where = (
+            f"profile {profile.name!r}"
+            if profile is not None
+            else f"the registry service {scope.admin.location}"
+        )
     print(f"Now using workspace {ws.slug!r}, environment {env.slug!r} ({where}).")
     if env.state.value != "running":
         print(f"Note: the environment is {env.state.value}"

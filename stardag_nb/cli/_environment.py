@@ -275,8 +275,10 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     for report in deleted.purged:
         where = f"{report.name} ({report.uri})" if report.name != "-" else "elsewhere"
         print(f"  {where}: {report.message}")
-    if active is not None and matches(active[0], env.workspace_slug, env.workspace_id) and (
-        matches(active[1], env.slug, env.id)
+    if (
+        active is not None
+        and matches(active[0], env.workspace_slug, env.workspace_id)
+        and matches(active[1], env.slug, env.id)
     ):
         print("It was the active environment: switch with stardag-nb config use environment NAME")
     return EXIT_OK

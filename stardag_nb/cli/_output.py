@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import PurePath
+from datetime import datetime
 from typing import Any, TextIO
-from uuid import UUID
+
+import pydantic_core
 
 __all__ = [
     "ELLIPSIS",
@@ -204,25 +202,10 @@ def api_error(exc: Exception) -> CLIError:
 
 
 def to_jsonable(value: Any) -> Any:
-    """``value`` with datetimes as ISO 8601 strings, UUIDs and paths as strings, enums as
-    their values, dataclasses as objects and tuples / sets as lists."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, (UUID, PurePath)):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(to_jsonable(k)): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "model_dump"):  # pydantic models
-        return to_jsonable(value.model_dump(mode="json"))
-    return str(value)
+    """``value`` as plain JSON data, the way the service's responses are: datetimes in ISO
+    8601, UUIDs and paths as strings, enums as their values, dataclasses and pydantic
+    models as objects, tuples and sets as lists; anything else as its ``str()``."""
+    return pydantic_core.to_jsonable_python(value, fallback=str)
 
 
 def print_json(value: Any, stream: TextIO | None = None) -> None:

@@ -99,12 +99,13 @@ def purge_outputs(
     False: some output could not be deleted; the message says which and why).
     """
     protected = list(default_protected() if protected is None else protected)
-    parsed: list[tuple[TargetRootIn, ParsedRoot | None, str | None]] = []
+    # each root with its parsed form, or the reason it is refused
+    parsed: list[tuple[TargetRootIn, ParsedRoot | RootRefused]] = []
     for root in roots:
         try:
-            parsed.append((root, _parsed(root, protected), None))
+            parsed.append((root, _parsed(root, protected)))
         except RootRefused as exc:
-            parsed.append((root, None, str(exc)))
+            parsed.append((root, exc))
     mine: dict[str, list[ParsedRoot]] = {root.name: [] for root in roots}
     outside: list[str] = []
     for uri in dict.fromkeys(outputs):
@@ -116,8 +117,8 @@ def purge_outputs(
         owner = next(
             (
                 r.name
-                for r, p, _ in parsed
-                if p is not None
+                for r, p in parsed
+                if isinstance(p, ParsedRoot)
                 and (p.kind, p.protocol) == (out.kind, out.protocol)
                 and out.path != p.path
                 and is_under(out.path, p.path)
@@ -129,18 +130,20 @@ def purge_outputs(
         else:
             mine[owner].append(out)
     checks = [
-        _fail(root, refusal) if p is None else _purge_root(root, p, mine[root.name])
-        for root, p, refusal in parsed
+        _fail(root, str(p)) if isinstance(p, RootRefused) else _purge_root(root, p, mine[root.name])
+        for root, p in parsed
     ]
     if outside:
         more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
         shown = ", ".join(outside[:5]) + more
         checks.append(
             RootCheck(
-                "-", "", True,
-                f"kept {len(outside)} recorded output(s) under none of the environment's "
+                name="-",
+                uri="",
+                ok=True,
+                message=f"kept {len(outside)} recorded output(s) under none of the environment's "
                 f"target roots: {shown}",
-            )  # fmt: skip
+            )
         )
     return checks
 
@@ -159,7 +162,7 @@ def _purge_root(root: TargetRootIn, parsed: ParsedRoot, outputs: list[ParsedRoot
                 deleted += 1
             else:
                 missing += 1
-        except Exception as exc:  # noqa: BLE001 - reported per output
+        except Exception as exc:  # reported per output
             reason = str(exc) if isinstance(exc, RootRefused) else _os_reason(exc)
             errors.append(f"{out.uri}: {reason}")
     if errors:
@@ -330,7 +333,7 @@ def _provision_remote(
             done = "created"
     except Exception as exc:
         return _fail(
-            root, f"cannot create {bucket and f'bucket {bucket!r}' or 'it'}: {_os_reason(exc)}"
+            root, f"cannot create {(bucket and f'bucket {bucket!r}') or 'it'}: {_os_reason(exc)}"
         )
     probe = f"{path}/{_probe_name()}"
     try:

@@ -16,6 +16,7 @@ root, a system directory, a directory holding the home directory, or one holding
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -114,9 +115,7 @@ def parse_root(uri: str) -> ParsedRoot:
     """
     text = uri.strip() if isinstance(uri, str) else ""
     if not text:
-        raise RootRefused(
-            "the URI is empty; give an absolute path, '~/...' or '<protocol>://...'"
-        )
+        raise RootRefused("the URI is empty; give an absolute path, '~/...' or '<protocol>://...'")
     if "::" in text:
         raise RootRefused(f"{uri!r} is a chained fsspec URL; give one '<protocol>://...' URI")
     if text.startswith(_IN_MEMORY):
@@ -143,10 +142,8 @@ def local_forms(root: ParsedRoot) -> set[str]:
     """The canonical path of a local root, and its real path (symlinks resolved as far
     as they exist on this machine)."""
     forms = {root.path}
-    try:
+    with contextlib.suppress(OSError, ValueError):
         forms.add(os.path.realpath(root.path))
-    except (OSError, ValueError):
-        pass
     return forms
 
 

@@ -153,7 +153,9 @@ class RegistryAdmin(ABC):
         is synced (the root provisioned)."""
 
     @abstractmethod
-    def remove_target_root(self, workspace: str, environment: str, name: str) -> EnvironmentInfo: ...
+    def remove_target_root(
+        self, workspace: str, environment: str, name: str
+    ) -> EnvironmentInfo: ...
 
     @abstractmethod
     def set_target_roots(

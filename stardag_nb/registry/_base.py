@@ -1,5 +1,8 @@
 """The registry interface: where builds, tasks, their events and assets are recorded."""
 
+# RegistryABC's hooks other than task_register/task_get_metadata are optional no-ops
+# ruff: noqa: B027
+
 from __future__ import annotations
 
 import os

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 __all__ = ["ProcessIdentity", "abandon_builds", "find_abandoned", "this_process"]
@@ -86,7 +86,7 @@ def _gone(pid: int, started_at: float | None) -> bool:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,10 @@ def find_abandoned(
             continue
         last = heartbeat if heartbeat is not None else (started or created)
         who = f"the building process {pid} on host {host}" if pid is not None else None
-        since = f"last heartbeat at {_iso(last)}" if heartbeat is not None else (
-            f"started at {_iso(last)}, no heartbeat recorded"
+        since = (
+            f"last heartbeat at {_iso(last)}"
+            if heartbeat is not None
+            else f"started at {_iso(last)}, no heartbeat recorded"
         )
         if pid is not None and host == here and _gone(int(pid), process_started):
             reason = f"{who} is gone; {since}"

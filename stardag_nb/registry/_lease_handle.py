@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from ..build._locks import LockAcquisitionResult
@@ -68,7 +68,7 @@ class LeaseHandle:
         """Where the lease is held, for messages."""
         return str(self.manager)
 
-    async def __aenter__(self) -> LeaseHandle:
+    async def __aenter__(self) -> Self:
         self._result = await self._take()
         if self._result.acquired:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())

@@ -11,7 +11,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 from uuid import UUID, uuid4
 
 from . import _sqlite_schema as schema
@@ -336,6 +336,6 @@ class SQLiteLockHandle(LeaseHandle):
     def _where(self) -> str:
         return str(self.manager.path)
 
-    async def __aenter__(self) -> SQLiteLockHandle:
+    async def __aenter__(self) -> Self:
         await super().__aenter__()
         return self

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar, Union
+from typing import TypeVar
 
 from ..exceptions import StardagError
 
@@ -234,12 +234,15 @@ CREATE INDEX build_tasks_by_task ON build_tasks (task_id)
 _V4_ROOT_OPTIONS = "ALTER TABLE environment_target_roots ADD COLUMN storage_options TEXT"
 
 
-_Migration = Union[str, Callable[[sqlite3.Connection], None]]
+_Migration = str | Callable[[sqlite3.Connection], None]
 
 # _MIGRATIONS[v] upgrades a version-v file to v+1 (v = 0 is an empty file): an SQL script
 # or a function of the connection, run inside the upgrade's transaction.
 _MIGRATIONS: dict[int, _Migration] = {
-    0: _SCHEMA_V1, 1: _v1_to_v2, 2: _V3_BUILD_PROCESS, 3: _V4_ROOT_OPTIONS
+    0: _SCHEMA_V1,
+    1: _v1_to_v2,
+    2: _V3_BUILD_PROCESS,
+    3: _V4_ROOT_OPTIONS,
 }
 
 

@@ -34,7 +34,9 @@ def roots_differ(wanted: dict[str, str], have: dict[str, str]) -> bool:
 def _describe_change(wanted: dict[str, str], have: dict[str, str]) -> str:
     parts = [f"+{k}={v}" for k, v in wanted.items() if k not in have]
     parts += [
-        f"{k}: {have[k]} -> {v}" for k, v in wanted.items() if k in have and _norm(v) != _norm(have[k])
+        f"{k}: {have[k]} -> {v}"
+        for k, v in wanted.items()
+        if k in have and _norm(v) != _norm(have[k])
     ]
     parts += [f"-{k}={v}" for k, v in have.items() if k not in wanted]
     return "; ".join(parts)
@@ -117,9 +119,7 @@ def apply_target_roots(
     if not roots_differ(wanted, _factory_roots()) and _options_applied(options, _factory_options()):
         return False  # applied already (by an earlier build of this process)
     for registry_url, workspace_id, environment_id in sorted(cache_keys):
-        cfg.update_cached_target_roots(
-            registry_url, workspace_id, environment_id, wanted, options
-        )
+        cfg.update_cached_target_roots(registry_url, workspace_id, environment_id, wanted, options)
     cfg.clear_config_cache()
     target_factory_provider.reset()
     config = cfg.get_config()

@@ -5,6 +5,8 @@
 :mod:`stardag_nb.target.serialize`). Nothing heavy (pandas, fsspec) is imported until used.
 """
 
+from typing import TYPE_CHECKING
+
 from stardag_nb.target._base import (
     FileSystemTarget,
     LoadableSaveableFileSystemTarget,
@@ -35,6 +37,9 @@ from stardag_nb.target._remote import (
 )
 from stardag_nb.target.serialize import Serializable
 
+if TYPE_CHECKING:  # imported lazily at run time (pydantic-settings), see __getattr__
+    from stardag_nb.target._cache_config import CachedRemoteFileSystemConfig
+
 
 def __getattr__(name: str) -> object:
     # pydantic-settings is imported only when the settings class is asked for.
@@ -44,7 +49,9 @@ def __getattr__(name: str) -> object:
         return CachedRemoteFileSystemConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = [
+
+# stardag's order first, then ours (tests/target/test_target_imports.py checks it)
+__all__ = [  # noqa: RUF022
     # stardag.target.__all__
     "CachedRemoteFileSystem",
     "CachedRemoteFileSystemConfig",

@@ -8,10 +8,12 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import (
     Any,
     Literal,
     Protocol,
+    Self,
     TypeVar,
     runtime_checkable,
 )
@@ -66,7 +68,12 @@ class FileSystemTargetHandle(Protocol):
 
     def __enter__(self) -> Any: ...
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any: ...
 
 
 @runtime_checkable
@@ -91,7 +98,12 @@ class AIOFileSystemTargetHandle(Protocol):
 
     async def __aenter__(self) -> Any: ...
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any: ...
 
 
 @runtime_checkable
@@ -148,7 +160,12 @@ class _CommittingWriteHandle:
     def __enter__(self) -> Any:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -160,7 +177,9 @@ class _CommittingWriteHandle:
         return getattr(self._stream, name)
 
     def __del__(self) -> None:
-        try:
+        # try/except rather than contextlib.suppress: a finalizer may run at interpreter
+        # shutdown, when module globals such as contextlib can already be gone
+        try:  # noqa: SIM105
             self.discard()
         except Exception:
             pass
@@ -188,10 +207,15 @@ class _AsyncHandle:
     async def close(self) -> None:
         self._handle.close()
 
-    async def __aenter__(self) -> _AsyncHandle:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._handle.__exit__(exc_type, exc, tb)
 
 
@@ -358,7 +382,7 @@ class _UriIdentity:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.uri == other.uri  # type: ignore[attr-defined]
+        return self.uri == other.uri
 
     def __hash__(self) -> int:
         return hash((type(self), self.uri))

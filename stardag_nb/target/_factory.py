@@ -7,7 +7,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 from stardag_nb.config import get_config
 from stardag_nb.exceptions import TargetError, UnknownTargetRootError
@@ -27,7 +27,7 @@ __all__ = [
     "target_factory_provider",
 ]
 
-TargetPrototype = Union[type[FileSystemTarget], Callable[[str], FileSystemTarget]]
+TargetPrototype = type[FileSystemTarget] | Callable[[str], FileSystemTarget]
 
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
@@ -163,9 +163,12 @@ class TargetFactory:
         """The key of the root ``path`` lies under (the longest match), or None."""
         best: str | None = None
         for key, root in self.target_roots.items():
-            if root and (path == root.rstrip("/") or path.startswith(root)):
-                if best is None or len(root) > len(self.target_roots[best]):
-                    best = key
+            if (
+                root
+                and (path == root.rstrip("/") or path.startswith(root))
+                and (best is None or len(root) > len(self.target_roots[best]))
+            ):
+                best = key
         return best
 
     def _get_target_prototype(self, path: str) -> TargetPrototype:

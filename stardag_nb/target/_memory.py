@@ -62,7 +62,7 @@ class InMemoryTarget(_ClassLevelStore, LoadableSaveableTarget[LoadedT]):
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return bool(self.key == other.key)  # type: ignore[attr-defined]
+        return bool(self.key == other.key)
 
     def __hash__(self) -> int:
         return hash((type(self), self.key))
@@ -93,7 +93,6 @@ class InMemoryTarget(_ClassLevelStore, LoadableSaveableTarget[LoadedT]):
     async def save_aio(self, obj: LoadedT) -> None:
         """Async :meth:`save`."""
         self.save(obj)
-
 
 
 class _MemoryWriteHandle(_CommittingWriteHandle):
@@ -145,7 +144,6 @@ class InMemoryFileSystemTarget(_ClassLevelStore, _UriIdentity, FileSystemTarget)
         return _MemoryWriteHandle(self.uri_to_bytes, self.uri, binary=(mode == "wb"))
 
 
-
 class InMemoryRemoteFileSystem(RemoteFileSystemABC):
     """A remote file system (``in-memory://``) whose files are bytes in ``uri_to_bytes``.
 
@@ -185,4 +183,3 @@ class InMemoryRemoteFileSystem(RemoteFileSystemABC):
     async def upload_aio(self, source: Path, uri: str, ok_remove: bool = False) -> None:
         """Async :meth:`upload`."""
         self.upload(source, uri, ok_remove)
-

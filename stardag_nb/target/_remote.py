@@ -11,7 +11,8 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from stardag_nb.exceptions import MissingDependencyError, TargetError
 from stardag_nb.target._base import (
@@ -22,6 +23,9 @@ from stardag_nb.target._base import (
     _require_written,
     _UriIdentity,
 )
+
+if TYPE_CHECKING:  # imported lazily at run time (pydantic-settings), see __getattr__
+    from stardag_nb.target._cache_config import CachedRemoteFileSystemConfig
 
 __all__ = [
     "CachedRemoteFileSystem",
@@ -108,7 +112,12 @@ class _ProxyReadHandle:
         self._rfs = rfs
         self._local_path = local_path
         try:
-            self._file = open(local_path, "rb") if binary else open(local_path, encoding="utf-8")
+            # the handle outlives __init__: close() closes it and releases the proxy
+            self._file = (
+                open(local_path, "rb")  # noqa: SIM115
+                if binary
+                else open(local_path, encoding="utf-8")  # noqa: SIM115
+            )
         except BaseException:
             rfs.exit_readable_proxy_path(local_path)
             raise
@@ -126,10 +135,15 @@ class _ProxyReadHandle:
         finally:
             self._rfs.exit_readable_proxy_path(self._local_path)
 
-    def __enter__(self) -> _ProxyReadHandle:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -146,8 +160,11 @@ class _ProxyWriteHandle(_CommittingWriteHandle):
         self._uri = uri
         self._tmp_dir = Path(tempfile.mkdtemp(prefix="stardag-nb-"))
         self._local_path = self._tmp_dir / _basename(uri)
-        self._stream = open(self._local_path, "xb") if binary else open(
-            self._local_path, "x", encoding="utf-8"
+        # the stream outlives __init__: _commit / _abandon close it
+        self._stream = (
+            open(self._local_path, "xb")  # noqa: SIM115
+            if binary
+            else open(self._local_path, "x", encoding="utf-8")  # noqa: SIM115
         )
         self._done = False
 
@@ -185,11 +202,13 @@ class _AsyncProxyReadHandle:
     async def _ensure_open(self) -> None:
         if self._file is None:
             self._local_path = await self._rfs.enter_readable_proxy_path_aio(self._uri)
+            # Opening the already downloaded local proxy file is a cheap local call; the
+            # handle outlives this method (close() closes it and releases the proxy).
             try:
                 self._file = (
-                    open(self._local_path, "rb")
+                    open(self._local_path, "rb")  # noqa: ASYNC230, SIM115
                     if self._binary
-                    else open(self._local_path, encoding="utf-8")
+                    else open(self._local_path, encoding="utf-8")  # noqa: ASYNC230, SIM115
                 )
             except BaseException:
                 await self._rfs.exit_readable_proxy_path_aio(self._local_path)
@@ -207,11 +226,16 @@ class _AsyncProxyReadHandle:
             finally:
                 await self._rfs.exit_readable_proxy_path_aio(self._local_path)
 
-    async def __aenter__(self) -> _AsyncProxyReadHandle:
+    async def __aenter__(self) -> Self:
         await self._ensure_open()
         return self
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
 
@@ -225,10 +249,15 @@ class _AsyncProxyWriteHandle:
     async def close(self) -> None:
         await self._handle.close_aio()
 
-    async def __aenter__(self) -> _AsyncProxyWriteHandle:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is None:
             await self._handle.close_aio()
         else:
@@ -354,7 +383,7 @@ class CachedRemoteFileSystem(RemoteFileSystemABC):
         self.allow_cache_check_exists = allow_cache_check_exists
 
     @property
-    def URI_PREFIX(self) -> str:  # type: ignore[override]  # noqa: N802
+    def URI_PREFIX(self) -> str:  # type: ignore[override]
         """The wrapped file system's URI prefix."""
         return self.wrapped.URI_PREFIX
 
@@ -402,7 +431,8 @@ class CachedRemoteFileSystem(RemoteFileSystemABC):
             await self.wrapped.download_aio(uri, tmp)
             os.replace(tmp, cache_path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            # a local unlink, without an await so that it runs even on cancellation
+            tmp.unlink(missing_ok=True)  # noqa: ASYNC240
             raise
 
     def _cached(self, uri: str) -> Path:

@@ -31,7 +31,7 @@ def check_storage_options(options: Any, where: str) -> dict[str, Any]:
     if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
         raise ValueError(
             f"{where}: storage_options must be a table of option names to values "
-            f"(e.g. {{endpoint_url = \"http://127.0.0.1:9000\"}}), got {options!r}"
+            f'(e.g. {{endpoint_url = "http://127.0.0.1:9000"}}), got {options!r}'
         )
     try:
         json.dumps(dict(options))

@@ -202,7 +202,7 @@ def get_explicitly_annotated_serializer(annotation: Any) -> Serializer[Any]:
             if _is_serializer_instance(meta):
                 if isinstance(meta, Serializer):
                     return meta
-                return _DuckSerializer(meta)  # type: ignore[return-value]
+                return _DuckSerializer(meta)
     raise ValueError(f"No explicit serializer found for {annotation!r}")
 
 
@@ -210,7 +210,7 @@ def get_explicitly_annotated_serializer(annotation: Any) -> Serializer[Any]:
 # dumps/loads based serializers
 
 
-class _DumpsLoadsSerializer(Generic[LoadedT], ABC):
+class _DumpsLoadsSerializer(ABC, Generic[LoadedT]):
     """A serializer converting values to/from ``str`` or ``bytes`` in one go.
 
     Text formats are stored UTF-8 encoded, read and written in binary mode so the
@@ -446,7 +446,9 @@ class PickleSerializer(_DumpsLoadsSerializer[LoadedT]):
 
     def _decode(self, data: str | bytes, uri: str | None) -> Any:
         try:
-            return pickle.loads(data)  # noqa: S301  (outputs are written by the user's tasks)
+            # outputs are written by the user's own tasks; a str (not pickled data) fails
+            # with TypeError, reported below
+            return pickle.loads(data)  # type: ignore[arg-type]
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
             where = f"{uri!r}" if uri else "pickled data"
             raise SerializationError(
@@ -511,7 +513,7 @@ class PandasDataFrameCSVSerializer(_DumpsLoadsSerializer["pd.DataFrame"]):
 
     def loads(self, data: str) -> pd.DataFrame:
         """Parse CSV text (first column is the index)."""
-        return self._decode(data, None)  # type: ignore[no-any-return]
+        return self._decode(data, None)
 
 
 def __getattr__(name: str) -> Any:
@@ -585,8 +587,10 @@ class SelfSerializer(Generic[LoadedT]):
         return getattr(self.class_, "default_serialized_extension", None)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SelfSerializer) and type(other) is type(self) and (
-            self.class_ == other.class_
+        return (
+            isinstance(other, SelfSerializer)
+            and type(other) is type(self)
+            and self.class_ == other.class_
         )
 
     def __hash__(self) -> int:
@@ -649,7 +653,8 @@ class SerializerFactory(SerializerFactoryProtocol):
             except ValueError as exc:
                 reasons.append(str(exc))
         raise SerializationError(
-            f"No serializer can handle {annotation!r}: " + "; ".join(reasons)
+            f"No serializer can handle {annotation!r}: "
+            + "; ".join(reasons)
             + ". Annotate the type with one: Annotated[T, PickleSerializer()]."
         )
 
@@ -752,4 +757,3 @@ class Serializable(LoadableSaveableFileSystemTarget[LoadedT]):
     async def _writable_proxy_path_aio(self) -> AsyncIterator[Path]:
         async with self.wrapped.proxy_path_aio("w") as path:
             yield path
-

@@ -269,9 +269,7 @@ def test_config_use_show_and_list(backend: Backend) -> None:
     assert nows.code == 2 and "no-such-ws" in nows.err
 
 
-def test_delete_asks_for_confirmation(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_delete_asks_for_confirmation(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     name = unique("gone")
     data = backend.root / "data" / name
     backend.ok("environment", "create", name, "--target-root", f"default={data}")

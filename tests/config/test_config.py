@@ -1025,3 +1025,34 @@ def test_reads_caches_written_by_reference(home: Path) -> None:
     assert get_cached_workspace_id("central", "acme") == "ws-ref"
     assert get_cached_environment_id("central", "ws-ref", "prod") == "env-ref"
     assert get_cached_target_roots("https://u", "ws-ref", "env-ref") == {"default": "/r"}
+
+
+def test_save_toml_keeps_the_users_comments_and_layout(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "# my settings: keep this line\n"
+        "[target_roots]\n"
+        'default = "/data/outputs"  # the big disk\n'
+        'scratch = "/tmp/scratch"\n'
+        "\n"
+        "# profiles I use at work\n"
+        "[profile.work]\n"
+        'registry = "central"\n',
+        encoding="utf-8",
+    )
+    data = load_toml_file(path)
+    data["profile"]["work"]["workspace"] = "team"  # added
+    data["target_roots"]["scratch"] = None  # removed
+    data["default"] = {"profile": "work"}  # a new table
+
+    save_toml_file(path, data)
+
+    text = path.read_text(encoding="utf-8")
+    assert "# my settings: keep this line" in text
+    assert 'default = "/data/outputs"  # the big disk' in text
+    assert "# profiles I use at work" in text
+    assert load_toml_file(path) == {
+        "target_roots": {"default": "/data/outputs"},
+        "profile": {"work": {"registry": "central", "workspace": "team"}},
+        "default": {"profile": "work"},
+    }

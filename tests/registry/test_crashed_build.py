@@ -78,14 +78,13 @@ def crashed(tmp_path: Path) -> Iterator[tuple[Path, UUID, int]]:
     try:
         assert _wait_for(lambda: started.exists() or proc.poll() is not None), "no start"
         assert proc.poll() is None, proc.communicate()
+
         # Wait until the registry wrote the running tasks, as a reader would see them
         # (raw SQL: a registry read would itself look for abandoned builds).
         def written() -> bool:
             with sqlite3.connect(db) as conn:
                 return bool(
-                    conn.execute(
-                        "SELECT 1 FROM build_tasks WHERE status = 'running'"
-                    ).fetchone()
+                    conn.execute("SELECT 1 FROM build_tasks WHERE status = 'running'").fetchone()
                 )
 
         assert _wait_for(written), "the running tasks were never written"
@@ -170,8 +169,7 @@ def test_a_silent_build_of_another_host_is_abandoned_after_the_timeout(tmp_path:
     # the build ran elsewhere, and was last heard of two minutes ago
     with sqlite3.connect(db) as conn:
         conn.execute(
-            "UPDATE builds SET host = 'elsewhere', heartbeat_at = heartbeat_at - 120"
-            " WHERE id = ?",
+            "UPDATE builds SET host = 'elsewhere', heartbeat_at = heartbeat_at - 120 WHERE id = ?",
             (str(build_id),),
         )
     with SQLiteRegistry(db, abandoned_after_seconds=600) as patient:
