@@ -138,8 +138,8 @@ function render({ model, el: root }) {
   // one legend entry for both stale marks: the task's own code changed, or code upstream
   const legendStale = el("span", { class: "stardag-legend-item stardag-legend-stale" }, legend);
   el("span", { class: "stardag-swatch stardag-swatch-changed" }, legendStale, "!");
-  legendStale.appendChild(document.createTextNode("code changed,"));
-  el("span", { class: "stardag-swatch stardag-swatch-stale" }, legendStale);
+  legendStale.appendChild(document.createTextNode("code changed"));
+  el("span", { class: "stardag-swatch stardag-swatch-stale", style: "margin-left:0.9em" }, legendStale);
   legendStale.appendChild(document.createTextNode("stale (code upstream changed)"));
 
   const scroller = el("div", { class: "stardag-scroll" }, root);
