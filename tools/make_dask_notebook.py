@@ -3,9 +3,7 @@ this after editing the cells): python tools/make_dask_notebook.py"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
+from _notebook_file import write_notebook
 
 CELLS: list[tuple[str, str]] = [
     (
@@ -207,22 +205,7 @@ print(f"stopped the cluster and the S3 server (PID {pid})")""",
 
 
 def main() -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    for kind, source in CELLS:
-        cell = (
-            nbformat.v4.new_markdown_cell(source)
-            if kind == "markdown"
-            else nbformat.v4.new_code_cell(source)
-        )
-        nb.cells.append(cell)
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "dask_s3.ipynb"
-    nbformat.write(nb, path)
-    print(f"wrote {path}")
+    write_notebook(CELLS, "dask_s3.ipynb")
 
 
 if __name__ == "__main__":

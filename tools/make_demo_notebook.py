@@ -3,9 +3,7 @@ after editing the cells): python tools/make_demo_notebook.py"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
+from _notebook_file import write_notebook
 
 CELLS: list[tuple[str, str]] = [
     (
@@ -18,7 +16,10 @@ at once with a live DAG widget, and the kernel stays usable while it builds.
 Everything here runs on the embedded defaults: a local target root and a local SQLite
 registry under `~/.stardag`.""",
     ),
-    ("code", "%load_ext stardag_nb"),
+    (
+        "code",
+        """%load_ext stardag_nb""",
+    ),
     (
         "code",
         """import asyncio
@@ -64,14 +65,19 @@ class Report(sd.AutoTask[str]):
     ),
     (
         "markdown",
-        "Build a small DAG. The cell returns a build handle at once; `--as build` also binds it.",
+        """Build a small DAG. The cell returns a build handle at once; `--as build` also binds it.
+When the build ends, the live widget is replaced by the static DAG with its final statuses,
+which the saved notebook keeps.""",
     ),
     (
         "code",
         """%%stardag --as build
 Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])""",
     ),
-    ("markdown", "The kernel answers while the build runs; awaiting the handle waits for it."),
+    (
+        "markdown",
+        """The kernel answers while the build runs; awaiting the handle waits for it.""",
+    ),
     (
         "code",
         """print("still building?", not build.done())
@@ -80,26 +86,32 @@ summary""",
     ),
     (
         "code",
-        "Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).result()",
+        """Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).result()""",
     ),
-    ("markdown", "A task displays as its DAG; building it again finds everything complete."),
+    (
+        "markdown",
+        """A task displays as its DAG; building it again finds everything complete.""",
+    ),
     (
         "code",
-        "Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])",
+        """Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])""",
     ),
     (
         "code",
         """%%stardag --as again
 Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])""",
     ),
-    ("code", "(await again).task_count"),
+    (
+        "code",
+        """(await again).task_count""",
+    ),
     (
         "markdown",
-        "The report's registry assets appeared under the build as it completed; `sd.show_assets` shows them again:",
+        """The report's registry assets appeared under the build as it completed; `sd.show_assets` shows them again:""",
     ),
     (
         "code",
-        "sd.show_assets(Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]))",
+        """sd.show_assets(Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]))""",
     ),
     (
         "markdown",
@@ -113,8 +125,14 @@ so "Run all" reproduces the choice.""",
 
 EnvironmentPicker(extra_environments=["default/scratch"])""",
     ),
-    ("code", "%stardag_env local"),
-    ("markdown", "What the embedded registry recorded for the first build:"),
+    (
+        "code",
+        """%stardag_env local""",
+    ),
+    (
+        "markdown",
+        """What the embedded registry recorded for the first build:""",
+    ),
     (
         "code",
         """registry = sd.registry_provider.get()
@@ -123,7 +141,10 @@ for record in registry.list_build_tasks(summary.build_id):
 report_id = Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)]).id
 [asset.body for asset in registry.get_assets(report_id)]""",
     ),
-    ("markdown", "`--no-run` shows what a build would do without running it:"),
+    (
+        "markdown",
+        """`--no-run` shows what a build would do without running it:""",
+    ),
     (
         "code",
         """%%stardag --no-run
@@ -132,7 +153,8 @@ get_sum(integers=get_range(limit=1000))""",
     (
         "markdown",
         """A failing task: with `--fail-mode continue` everything else still runs, and the
-widget shows the error (click the red node for its traceback). Builds report failures in
+widget shows the error (click the red node for its traceback; once the build ended its
+output is the static DAG, and `failing.widget` shows the interactive view again). Builds report failures in
 their summary; they do not raise.""",
     ),
     (
@@ -153,8 +175,10 @@ outcome.status.value, outcome.task_count.failed, outcome.task_count.succeeded"""
     ),
     (
         "markdown",
-        """Cancelling: the widget's **Cancel** button, or `handle.cancel()` in code, stops a
-build cooperatively; the registry records it as cancelled.""",
+        """Cancelling: the widget's **Cancel** button, `handle.cancel()` in code, or the kernel's
+interrupt (■) stops a build: nothing new starts, and a long sync `run()` that checks
+`sd.cancelled()` returns early. The registry records it as cancelled; awaiting it raises
+one `BuildCancelled` line.""",
     ),
     (
         "code",
@@ -167,14 +191,20 @@ Slowly(value=get_sum(integers=get_range(limit=7)), seconds=30)""",
 long.cancel()
 try:
     await long
-except asyncio.CancelledError:
+except sd.BuildCancelled as stopped:
+    print(stopped)
     print("status:", long.status)""",
     ),
     (
         "markdown",
-        """Redefining a task replaces it. Ids do not depend on code, so changing a body without
-bumping `version` reuses the old output; the widget marks such tasks as **code changed**
-(dashed orange) so you notice.""",
+        """**Stale upstream code.** Ids do not depend on code, so changing a task's body without
+bumping its `version` reuses its old output, and everything built from it. Redefine
+`get_range` and re-run the pipeline: the root is complete, yet the DAG marks
+`get_range` **code changed** (orange outline with a "!") and everything downstream
+**stale** (dashed orange outline). The widget's **Rebuild stale** button, or
+`%%stardag --rebuild-stale` in code, reruns exactly those tasks; bumping the version
+instead gives new ids, so everything downstream is built anew. (A saved notebook keeps
+the static DAG with the marks.)""",
     ),
     (
         "code",
@@ -185,33 +215,53 @@ def get_range(limit: int) -> list[int]:
     (
         "code",
         """%%stardag --as changed
-get_range(limit=5)""",
+Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])""",
     ),
     (
         "code",
         """await changed
-changed.widget.code_changed == [str(get_range(limit=5).id)]  # marked: its code changed""",
+marks = list(changed.widget.stale.values())
+(marks.count("code"), marks.count("upstream")) == (3, 7)  # 3 get_range, 7 downstream""",
+    ),
+    (
+        "markdown",
+        """`--rebuild-stale` (the code twin of the button) reruns the 10 stale tasks, and no other:""",
+    ),
+    (
+        "code",
+        """%%stardag --as rebuilt --rebuild-stale
+Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])""",
+    ),
+    (
+        "code",
+        """rebuilt_summary = await rebuilt
+(rebuilt_summary.task_count.succeeded, rebuilt.widget.stale) == (10, {})""",
+    ),
+    (
+        "markdown",
+        """Putting the original definition back makes them stale again; rebuilding them keeps
+this demo repeatable (a `%%stardag` cell can define tasks too):""",
+    ),
+    (
+        "code",
+        """%%stardag --as restored --rebuild-stale
+@sd.task
+def get_range(limit: int) -> list[int]:
+    return list(range(limit))
+
+
+Report(totals=[Slowly(value=get_sum(integers=get_range(limit=n))) for n in (5, 10, 20)])""",
+    ),
+    (
+        "code",
+        """await restored
+restored.widget.stale == {}""",
     ),
 ]
 
 
 def main() -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    for kind, source in CELLS:
-        cell = (
-            nbformat.v4.new_markdown_cell(source)
-            if kind == "markdown"
-            else nbformat.v4.new_code_cell(source)
-        )
-        nb.cells.append(cell)
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "demo.ipynb"
-    nbformat.write(nb, path)
-    print(f"wrote {path}")
+    write_notebook(CELLS, "demo.ipynb")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,7 @@ this after editing the cells): python tools/make_team_notebook.py"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
+from _notebook_file import write_notebook
 
 CELLS: list[tuple[str, str]] = [
     (
@@ -156,22 +154,7 @@ server.wait(timeout=30) is not None""",
 
 
 def main() -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    for kind, source in CELLS:
-        cell = (
-            nbformat.v4.new_markdown_cell(source)
-            if kind == "markdown"
-            else nbformat.v4.new_code_cell(source)
-        )
-        nb.cells.append(cell)
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "team-registry.ipynb"
-    nbformat.write(nb, path)
-    print(f"wrote {path}")
+    write_notebook(CELLS, "team-registry.ipynb")
 
 
 if __name__ == "__main__":

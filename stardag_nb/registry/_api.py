@@ -24,7 +24,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .._task import BaseTask
     from ..registry_asset import RegistryAsset
     from ._api_batch import WriteBatcher
+    from ._built_code import BuiltCodeRecord
 
 __all__ = [
     "APIRegistry",
@@ -97,7 +98,7 @@ def _utc(value: datetime | None) -> datetime | None:
     """Timestamps of a SQLite-backed server come without a zone: they are UTC."""
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _parse_dt(value: Any) -> datetime | None:
@@ -724,6 +725,24 @@ class APIRegistry(RegistryABC):
                 f"(environment {self.environment or self.environment_id!r}): {exc.detail}"
             ) from exc
         return TaskMetadataResponse.model_validate(data)
+
+    def built_code_hashes(self, task_ids: Sequence[str]) -> dict[str, BuiltCodeRecord]:
+        """One metadata request per task (the protocol has no batched read of them)."""
+        from ._built_code import BuiltCodeRecord
+
+        out: dict[str, BuiltCodeRecord] = {}
+        for task_id in task_ids:
+            try:
+                meta = self._metadata_response(task_id)
+            except TaskNotFoundError:
+                continue
+            if meta.status != "completed":
+                continue
+            done = meta.completed_at
+            if done is not None and done.tzinfo is None:  # a SQLite-backed server's UTC
+                done = done.replace(tzinfo=UTC)
+            out[task_id] = BuiltCodeRecord(meta.code_hash, done.timestamp() if done else None)
+        return out
 
     @staticmethod
     def _metadata(meta: TaskMetadataResponse) -> TaskMetadata:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from .._task import BaseTask
     from ..registry_asset import RegistryAsset
+    from ._built_code import BuiltCodeRecord
 
 __all__ = ["NoOpRegistry", "RegistryABC", "TaskMetadata", "get_git_commit_hash"]
 
@@ -183,6 +184,12 @@ class RegistryABC(ABC):
 
     async def task_get_metadata_aio(self, task_id: UUID) -> TaskMetadata:
         return self.task_get_metadata(task_id)
+
+    def built_code_hashes(self, task_ids: Sequence[str]) -> dict[str, BuiltCodeRecord]:
+        """For each of ``task_ids`` (strings) that a build of this environment completed:
+        the code hash and time of its newest completion. A registry that cannot tell
+        returns ``{}`` (nothing is then found stale)."""
+        return {}
 
 
 class NoOpRegistry(RegistryABC):

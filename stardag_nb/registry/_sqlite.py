@@ -33,6 +33,7 @@ from ._build_liveness import abandon_builds, find_abandoned, this_process
 if TYPE_CHECKING:
     from .._task import BaseTask
     from ..registry_asset import RegistryAsset
+    from ._built_code import BuiltCodeRecord
 
 __all__ = [
     "BuildNotFoundError",
@@ -1205,6 +1206,28 @@ class SQLiteRegistry(RegistryABC):
         self._w.add(fill)
 
     # -- reads -------------------------------------------------------------------------
+
+    def built_code_hashes(self, task_ids: Sequence[str]) -> dict[str, BuiltCodeRecord]:
+        """One query per 500 ids; the newest recorded code hash of each completed task."""
+        from ._built_code import BuiltCodeRecord
+
+        out: dict[str, BuiltCodeRecord] = {}
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            rows = self._read(
+                "SELECT bt.task_id, bt.code_hash, bt.completed_at, bt.build_id FROM build_tasks bt"
+                " JOIN builds b ON b.id = bt.build_id"
+                f" WHERE bt.task_id IN ({','.join('?' * len(chunk))})"
+                " AND b.environment_id = ? AND bt.status = 'completed'"
+                " ORDER BY bt.updated_at",
+                (*chunk, self._env_id),
+            )
+            for task_id, hashed, completed_at, build_id in rows:  # oldest first: newest wins
+                previous = out.get(task_id)
+                if hashed is None and previous is not None:
+                    hashed = previous.code_hash  # keep the newest recorded hash
+                out[task_id] = BuiltCodeRecord(hashed, completed_at, build_id)
+        return out
 
     def _read(self, sql: str, params: Sequence[Any] = (), flush: bool = True) -> list[Any]:
         """Write the pending rows, then run a read query."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -39,15 +39,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..registry._wire import BuildCreate, TaskCreate
 from .auth import SdkScope, parse_uuid
 from .db.ids import utcnow
+from .limits import ASGIApp, Receive, Scope, Send, replay_body
 from .security import digest
 
 __all__ = ["HotRoutes"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _EVENT = re.compile(
     r"^/api/v1/builds/([^/]+)/tasks/([^/]+)/"
@@ -228,13 +224,4 @@ async def _read(receive: Receive) -> tuple[bytes, Receive]:
         if not message.get("more_body", False):
             break
     body = b"".join(chunks)
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return body, replay
+    return body, replay_body(body, receive)

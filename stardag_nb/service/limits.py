@@ -105,7 +105,7 @@ class RequestLimits:
                 "STARDAG_SERVICE_MAX_JSON_DEPTH of the service); send flatter data",
             )
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _read(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
@@ -124,7 +124,7 @@ class RequestLimits:
         return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` giving ``body`` once, then the original channel (disconnects)."""
     sent = False
 
