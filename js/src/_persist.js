@@ -4,7 +4,8 @@
 // no longer reaches. When the kernel restarts or dies during a build, the view says so,
 // and its output becomes a snapshot of the last statuses (never "model not found" later).
 // A finished build with stale tasks keeps its widget (`keep_live`: its Rebuild stale
-// button) until the notebook is saved: the saved file gets the static DAG instead.
+// button) while the kernel lives; a save (autosave too) writes the static DAG to the file
+// and puts the widget back in the view.
 // Uses only public JupyterLab / Notebook 7 APIs (the widget manager's document context);
 // elsewhere (VS Code, Colab) it does nothing.
 const WIDGET_MIME = "application/vnd.jupyter.widget-view+json";
@@ -44,7 +45,14 @@ export function persist({ model, root, onKernelGone }) {
     if (data && Object.keys(data).length) replaceOutputs(context, model.get("model_ref"), data, buildOnly);
   };
   const onFinal = () => { if (!model.get("keep_live")) finish(true); };
-  const onSave = (_, state) => { if (state === "started") finish(true); };
+  const onSave = (_, state) => { if (state === "started" && !model.get("keep_live")) finish(true); };
+  const cleanupSave = saveStatic({
+    model,
+    modelRef: () => model.get("model_ref"),
+    when: () => model.get("keep_live"),
+    replacement: () => model.get("final_output"),
+    buildOutputsOnly: true,
+  });
   const snapshot = (why) => {
     const svg = root.querySelector("svg");
     const id = model.get("build_id") || "";
@@ -78,6 +86,7 @@ export function persist({ model, root, onKernelGone }) {
     model.off("change:final_output", onFinal);
     model.off("change:keep_live", onFinal);
     context?.saveState?.disconnect(onSave);
+    cleanupSave();
     if (session?.statusChanged) {
       session.statusChanged.disconnect(check);
       session.kernelChanged.disconnect(check);
@@ -85,14 +94,19 @@ export function persist({ model, root, onKernelGone }) {
   };
 }
 
+/** The other entries of an output's own bundle (text/html, text/plain). */
+const ownFallback = (data) => Object.fromEntries(Object.entries(data).filter(([k]) => k !== WIDGET_MIME));
+
 /**
  * Keep the saved file free of a live-only widget output: while the notebook is being
- * saved, the output showing `modelRef` holds only its static fallback (the other entries
- * of its own bundle: text/html, text/plain), and afterwards the live widget is put back,
- * so the view stays interactive while the kernel lives and a reopened file never says
- * "model not found". Returns the cleanup function.
+ * saved (and `when()` holds), the output showing `modelRef` holds only a static bundle
+ * (`replacement(data)`, by default the other entries of its own bundle), and afterwards
+ * the live widget is put back, so the view stays interactive while the kernel lives and
+ * a reopened file never says "model not found". Returns the cleanup function.
  */
-export function saveStatic({ model, modelRef }) {
+export function saveStatic({
+  model, modelRef, when = () => true, replacement = ownFallback, buildOutputsOnly = false,
+}) {
   const context = model.widget_manager?.context;
   if (!context?.saveState) return () => {};
   let swapped = [];
@@ -100,7 +114,7 @@ export function saveStatic({ model, modelRef }) {
   const onSave = (_, state) => {
     const cells = context.model?.cells;
     const id = modelRef();
-    if (state === "started" && cells && id) {
+    if (state === "started" && cells && id && when()) {
       swapped = [];
       for (let i = 0; i < cells.length; i++) {
         const outputs = cells.get(i).outputs;
@@ -109,9 +123,10 @@ export function saveStatic({ model, modelRef }) {
           const item = outputs.get(j);
           const data = item.data || {};
           if (data[WIDGET_MIME]?.model_id !== id) continue;
+          if (buildOutputsOnly && !item.metadata?.stardag_nb?.build_output) continue;
           const original = item.toJSON();
-          const fallback = Object.fromEntries(Object.entries(data).filter(([k]) => k !== WIDGET_MIME));
-          if (!Object.keys(fallback).length) continue;
+          const fallback = replacement(data);
+          if (!fallback || !Object.keys(fallback).length) continue;
           outputs.set(j, { output_type: "display_data", data: fallback, metadata: item.metadata || {} });
           swapped.push([outputs, j, original]);
         }

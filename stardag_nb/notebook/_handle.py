@@ -243,9 +243,10 @@ class BuildHandle:
             self._loop = asyncio.get_running_loop()
         self.state = DagState()
         self.widget.state = self.state
-        self.widget.keep_live = False
-        self.widget.final_output = {}
-        self.widget.sync_from_state()
+        with self.widget.hold_sync():  # one update: never the old static DAG shown live
+            self.widget.final_output = {}
+            self.widget.keep_live = False
+            self.widget.sync_from_state()
         self._finished = False
         self._final = None
         self._build_id = None

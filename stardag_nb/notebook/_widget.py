@@ -47,7 +47,7 @@ class DagWidget(anywidget.AnyWidget):
     #: per stale node: why (``code``, ``upstream`` or ``rebuilt``)
     stale = traitlets.Dict({}).tag(sync=True)
     #: a finished build whose output stays this widget (it has stale tasks to rebuild);
-    #: the front end puts ``final_output`` in its place when the notebook is saved
+    #: the front end saves ``final_output`` in its place (and keeps the widget in view)
     keep_live = traitlets.Bool(False).tag(sync=True)
     counts = traitlets.Dict({}).tag(sync=True)
     #: per task family (collapsed views): how many of its members are in each status

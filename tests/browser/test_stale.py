@@ -4,7 +4,8 @@ the DAG marks the changed task ("code changed", with a badge) and the task downs
 ("stale"), in the legend, the header and the details panel, legible in the light and the
 dark theme. The output stays the widget, whose Rebuild stale button reruns exactly those
 tasks; then the marks are gone and the output is the static DAG. A notebook saved while
-stale marks are shown keeps the static DAG with the marks, never the widget."""
+stale marks are shown (autosave too) has the static DAG with the marks in its file, never
+the widget, while the view keeps the widget and its button."""
 
 from __future__ import annotations
 
@@ -123,18 +124,23 @@ def test_stale_marks_and_the_rebuild_button(page: Any, lab: LabServer, frontend:
     view.scroll_into_view_if_needed()
     screenshot(page, f"stale-{frontend}-rebuilt")
 
-    # stale again, then saved: the saved file has the static DAG with the marks
+    # stale again, then saved (as autosave does): the saved file has the static DAG with
+    # the marks, and the view keeps the widget with its Rebuild stale button
     for i in (8, 9, 10):
         nb.run(i)
     again = nb.cell(9)
     expect(again.locator(".stardag-dag .stardag-node[data-stale]")).to_have_count(2)
     nb.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     nb.page.wait_for_function("() => !window.__nb.context.model.dirty")
-    expect(again.locator(".stardag-static g.node[data-stale]")).to_have_count(2)
-    expect(again.locator(".stardag-static")).to_contain_text("2 tasks are stale")
-    again.scroll_into_view_if_needed()
-    screenshot(page, f"stale-{frontend}-saved")
     saved = (lab.root / path).read_text()
     assert WIDGET not in saved, "a widget output was saved: the file would show 'model not found'"
-    assert 'data-stale=\\"code\\"' in saved
+    assert 'data-stale=\\"code\\"' in saved and "2 tasks are stale" in saved
+    expect(again.locator(".stardag-dag .stardag-node[data-stale]")).to_have_count(2)
+    button = again.locator("button.stardag-rebuild")
+    expect(button).to_be_enabled()
+    again.scroll_into_view_if_needed()
+    screenshot(page, f"stale-{frontend}-saved")
+    button.click()  # still works after the save
+    expect(again.locator(".stardag-static g.node[data-stale]")).to_have_count(0)
+    expect(again.locator('.stardag-static g.node[data-status="completed"]')).to_have_count(2)
     nb.assert_clean()

@@ -223,6 +223,33 @@ def test_the_handle_rebuilds_its_stale_tasks_in_place(shell: Any) -> None:
     assert handle.widget.final_output["image/svg+xml"].count('data-status="completed"') == 2
 
 
+def test_a_rebuild_never_shows_the_previous_static_dag(shell: Any) -> None:
+    """The front end shows ``final_output`` whenever ``keep_live`` is off: the rebuild
+    clears the old static DAG before (in the same update as) it turns ``keep_live`` off."""
+    import asyncio
+
+    _build(shell)
+    shell.run_cell(CHANGED).raise_error()
+    handle = _build(shell)
+    handle.widget.keep_live = True  # as when a front end drew it: it stays the widget
+    assert handle.widget.final_output
+    seen: list[tuple[bool, bool]] = []
+    handle.widget.observe(
+        lambda _: seen.append((handle.widget.keep_live, bool(handle.widget.final_output))),
+        names=["keep_live", "final_output"],
+    )
+
+    async def rebuild() -> Any:
+        handle.rebuild_stale()
+        shown = list(seen)  # what the front end was told before the rebuild ran
+        await handle
+        return shown
+
+    shown = asyncio.run(rebuild())
+    assert shown and (False, True) not in shown, shown  # never: static, the old DAG
+    assert shown[-1] == (False, False)  # the live view of the new build
+
+
 def test_a_failed_rebuild_puts_the_old_output_back(shell: Any) -> None:
     _build(shell)
     report = shell.user_ns["report"]
