@@ -21,6 +21,7 @@ not care which registry they have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -462,8 +463,15 @@ class APIRegistry(RegistryABC):
         except BaseException:
             await asyncio.gather(environment, return_exceptions=True)
             raise
-        self._sync_target_roots(await environment)
-        return UUID(str(response.json()["id"]))
+        build_id = UUID(str(response.json()["id"]))
+        try:
+            self._sync_target_roots(await environment)
+        except BaseException as exc:  # the build exists: it must not stay running
+            reason = f"the build could not start: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.build_fail, build_id, reason)
+            raise
+        return build_id
 
     # The end of a build: with batching, in the build's last batch (waited for).
 

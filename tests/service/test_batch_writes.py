@@ -364,6 +364,28 @@ def test_reads_and_sync_writes_come_after_the_queued_writes(
     registry.close()
 
 
+def test_a_build_whose_start_fails_after_it_was_created_is_not_left_running(
+    server: ServiceServer, env: tuple[str, str, dict[str, str]]
+) -> None:
+    """The environment is asked for beside the build's creation: when that answer fails
+    (here: the connection drops), the created build is recorded failed, with the reason."""
+    _, key, _ = env
+
+    class DroppedEnvironment(APIRegistry):
+        def fetch_environment(self) -> Any:
+            raise httpx.ConnectError("connection dropped")
+
+    registry = DroppedEnvironment(api_url=server.url, api_key=key)
+    description = f"dropped-{time.time_ns()}"
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(registry.build_start_aio([], description=description))
+    [found] = [b for b in registry.list_builds(limit=50) if b.description == description]
+    build = registry.get_build(found.id)
+    assert build.status == "failed"
+    assert "connection dropped" in (build.error_message or "")
+    registry.close()
+
+
 def test_a_lock_release_records_the_completion_after_the_queued_writes(
     server: ServiceServer, env: tuple[str, str, dict[str, str]]
 ) -> None:
