@@ -25,8 +25,8 @@ from .._version import __version__
 from . import roots
 from .db.migrate import upgrade_head
 from .db.models import User
-from .db.session import Database
-from .hot_routes import HotRoutes
+from .db.session import Database, unavailable_detail
+from .hot_routes import RETRY_AFTER, HotRoutes
 from .keycache import ApiKeyCache, AuthEpoch, watch_auth_changes
 from .lifecycle import Lifecycle, fail_interrupted
 from .limits import RequestLimits
@@ -57,14 +57,8 @@ logger = logging.getLogger("stardag_nb.service")
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("database error on %s %s: %s", request.method, request.url.path, exc)
-    # the driver's message only: SQLAlchemy's text would show the statement's parameters
-    reason = (str(getattr(exc, "orig", None) or type(exc).__name__).splitlines() or ["?"])[0]
     return JSONResponse(
-        status_code=503,
-        content={
-            "detail": f"The registry database is unavailable right now ({reason[:200]}); retry"
-        },
-        headers={"Retry-After": "1"},
+        status_code=503, content={"detail": unavailable_detail(exc)}, headers=RETRY_AFTER
     )
 
 

@@ -18,8 +18,10 @@ route's would be:
 Only when the caller's API key is in the verified-key cache (and, for a write, needs no
 ``last_used_at`` touch); anything else (a user token, a key to look up, a body that does
 not validate, a
-build id that is not a UUID, a database error) goes to FastAPI unchanged, which answers
-as it always does. An :class:`~fastapi.HTTPException` of the route function (404 for a
+build id that is not a UUID, a database error before anything was written) goes to
+FastAPI unchanged, which answers as it always does. A database error in an event route,
+whose one INSERT commits by itself, is answered 503 here (FastAPI running the route
+again could record the event twice). An :class:`~fastapi.HTTPException` of the route function (404 for a
 build or task that is not the caller's) is answered as FastAPI would (``{"detail":
 ...}``). Every answer is written after the session committed.
 """
@@ -27,6 +29,7 @@ build or task that is not the caller's) is answered as FastAPI would (``{"detail
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,10 +42,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..registry._wire import BuildCreate, TaskCreate
 from .auth import SdkScope, parse_uuid
 from .db.ids import utcnow
+from .db.session import unavailable_detail
 from .limits import ASGIApp, Receive, Scope, Send, replay_body
 from .security import digest
 
-__all__ = ["HotRoutes"]
+__all__ = ["RETRY_AFTER", "HotRoutes"]
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER = {"Retry-After": "1"}
+"""Headers of a 503 answer: the database is unavailable right now."""
 
 
 _EVENT = re.compile(
@@ -76,6 +85,8 @@ class HotRoutes:
             return
         status, content = answer
         headers = [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]
+        if status == 503:
+            headers += [(k.lower().encode(), v.encode()) for k, v in RETRY_AFTER.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
@@ -194,8 +205,9 @@ async def _in_session(
     autocommit: bool,
 ) -> Answer:
     """Run the route function in a session as the route's would be (a write session
-    committed before the answer is made); None (FastAPI takes the request) on a database
-    error: nothing was committed."""
+    committed before the answer is made). On a database error: None (FastAPI takes the
+    request) when nothing was committed, a 503 when a statement may have committed by
+    itself (``autocommit``)."""
     db = scope["app"].state.db
     try:
         async with db.session(write=write, autocommit=autocommit) as session:
@@ -208,8 +220,12 @@ async def _in_session(
                 return exc.status_code, detail.encode()
             content: bytes = result.__pydantic_serializer__.to_json(result)
             await session.commit()
-    except SQLAlchemyError:
-        return None
+    except SQLAlchemyError as exc:
+        if not autocommit:
+            return None
+        logger.warning("database error on %s: %s", scope["path"], exc)
+        detail = json.dumps({"detail": unavailable_detail(exc)}, ensure_ascii=False)
+        return 503, detail.encode()
     return status, content
 
 

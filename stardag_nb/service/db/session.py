@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["Database"]
+__all__ = ["Database", "unavailable_detail"]
 
 _IMMEDIATE = "stardag_sqlite_immediate"
 _AUTOCOMMIT = "stardag_sqlite_autocommit"
@@ -51,6 +51,13 @@ SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
 )
+
+
+def unavailable_detail(exc: BaseException) -> str:
+    """What a client is told when the database failed (a 503): the driver's first line
+    only (SQLAlchemy's text would show the statement's parameters)."""
+    reason = (str(getattr(exc, "orig", None) or type(exc).__name__).splitlines() or ["?"])[0]
+    return f"The registry database is unavailable right now ({reason[:200]}); retry"
 
 
 class Database:
