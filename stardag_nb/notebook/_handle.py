@@ -97,10 +97,7 @@ class BuildHandle:
         """Stale task id → why a rebuild of stale tasks could not rerun it in place."""
         if rebuild_stale:
             self._set_aside_stale()
-        self._task = self._loop.create_task(
-            self._run(fail_mode, sequential, registry, task_executor),
-            context=widget_build_context(),
-        )
+        self._start()
         watch(self)  # a kernel interrupt cancels this build
 
     async def _run(
@@ -254,16 +251,22 @@ class BuildHandle:
         self._assets_due = []
         self.stale_report = None
         self._set_aside_stale()
+        self._start()
+        self._update_display()
+        return self
+
+    def _start(self) -> None:
+        """Run the build as a task on the loop; if it cannot start, the outputs set aside
+        for it are put back."""
         try:
             self._task = self._loop.create_task(
                 self._run(*self._args), context=widget_build_context()
             )
-        except BaseException:  # never started: put the set-aside outputs back
+        except BaseException:
             if self._aside is not None:
                 self._aside.restore()
+                self._aside = None
             raise
-        self._update_display()
-        return self
 
     # -- the handle API ------------------------------------------------------------------
 
