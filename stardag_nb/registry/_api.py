@@ -866,7 +866,8 @@ class APIRegistry(RegistryABC):
             data = self._get(f"/builds/{build_id}/tasks")
         except (NotFoundError, AuthorizationError) as exc:
             raise self._not_found_build(build_id, exc.detail) from exc
-        return data.get("tasks", []) if isinstance(data, dict) else data
+        tasks = data.get("tasks", []) if isinstance(data, dict) else data
+        return list(tasks)
 
     def list_build_tasks(self, build_id: UUID | str) -> list[BuildTaskRecord]:
         """The tasks a build registered, with their status."""

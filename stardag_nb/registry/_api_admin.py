@@ -248,8 +248,9 @@ class APIAdmin(RegistryAdmin):
             checks = [c for c in purge_outputs(roots, recorded.output_uris) if c.name != "-"]
             body = {
                 "client_checks": [
-                    RootReport(name=c.name, uri=c.uri, ok=c.ok, message=c.message[:4000])
-                    .model_dump()
+                    RootReport(
+                        name=c.name, uri=c.uri, ok=c.ok, message=c.message[:4000]
+                    ).model_dump()
                     for c in checks
                 ]
             }

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from uuid import NAMESPACE_OID, UUID, uuid4, uuid5
 
 from ._api import note_completed_on_release, running_build_of
@@ -370,7 +370,7 @@ class RegistryGlobalConcurrencyLockManager:
         self._keeper.close()
         self._http.close()
 
-    async def __aenter__(self) -> RegistryGlobalConcurrencyLockManager:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: object, exc_val: object, exc_tb: object) -> bool:
@@ -411,7 +411,7 @@ class RegistryLockHandle(LeaseHandle):
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = cfg.lock_wait_initial_interval_seconds
         while True:
-            result = await self.manager.acquire(self.task_id)
+            result: LockAcquisitionResult = await self.manager.acquire(self.task_id)
             if result.status not in waiting:
                 return result
             left = None if deadline is None else deadline - time.monotonic()
@@ -432,6 +432,6 @@ class RegistryLockHandle(LeaseHandle):
     def _where(self) -> str:
         return str(self.manager.settings.api_url)
 
-    async def __aenter__(self) -> RegistryLockHandle:
+    async def __aenter__(self) -> Self:
         await super().__aenter__()
         return self

@@ -188,7 +188,7 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(detail, str):
         return detail
     if isinstance(detail, dict) and isinstance(detail.get("error_message"), str):
-        return detail["error_message"]
+        return str(detail["error_message"])
     if isinstance(detail, list):  # pydantic 422
         parts = []
         for item in detail:
@@ -262,7 +262,7 @@ def _transient_errors(method: str, idempotent: bool = False) -> tuple[type[BaseE
         httpx.ReadError,
         httpx.WriteError,
     )
-    return errors + (httpx.ReadTimeout,) if idempotent or method in _IDEMPOTENT else errors
+    return (*errors, httpx.ReadTimeout) if idempotent or method in _IDEMPOTENT else errors
 
 
 _tls_contexts: dict[bool, Any] = {}
@@ -417,9 +417,10 @@ class RegistryHTTP:
             except backoff.fatal as exc:
                 raise backoff.no_answer(exc) from exc
             else:
-                wait = backoff.after_response(response, ok)
-                if wait is None:
+                retry = backoff.after_response(response, ok)
+                if retry is None:
                     return self._checked(response, method, path, ok)
+                wait = retry
             finally:
                 backoff.unwatch(watched)
             time.sleep(wait)
@@ -451,9 +452,10 @@ class RegistryHTTP:
             except backoff.fatal as exc:
                 raise backoff.no_answer(exc) from exc
             else:
-                wait = backoff.after_response(response, ok)
-                if wait is None:
+                retry = backoff.after_response(response, ok)
+                if retry is None:
                     return self._checked(response, method, path, ok)
+                wait = retry
             finally:
                 backoff.unwatch(watched)
             await asyncio.sleep(wait)

@@ -373,7 +373,7 @@ class TargetRootOut(BaseModel):
 
     # no return annotation: the JSON schema stays the model's
     @model_serializer(mode="wrap")
-    def _dump(self, handler: Any):  # type: ignore[no-untyped-def]
+    def _dump(self, handler: Any):
         data = handler(self)
         if isinstance(data, dict) and not self.storage_options:
             data.pop("storage_options", None)

@@ -3,8 +3,8 @@
 At start-up (the lifespan) the database is migrated to the latest schema (Alembic
 ``upgrade head``, in-process) and environments left ``provisioning`` by a previous run
 are marked ``failed``; request bodies are limited in size and JSON depth
-(:class:`~stardag_nb.service.limits.RequestLimits`); at shutdown background provisioning is cancelled and the
-connections closed.
+(:class:`~stardag_nb.service.limits.RequestLimits`); at shutdown background provisioning
+is cancelled and the connections closed.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..registry._wire import Role
 from .db.ids import utcnow
-from .db.models import ApiKey, Environment, User, UserToken, Workspace, WorkspaceMember
+from .db.models import ApiKey, Environment, User, UserToken, Workspace, WorkspaceMember, table_of
 from .db.session import Database
 from .keycache import ApiKeyCache
 from .names import slugify
@@ -227,9 +227,10 @@ _API_KEY_SCOPE = (
     .where(ApiKey.key_hash == bindparam("key_hash"))
 )
 # Core: the ORM's bulk-update machinery costs more than the statement
+_API_KEYS = table_of(ApiKey)
 _TOUCH_KEY = (
-    update(ApiKey.__table__)
-    .where(ApiKey.__table__.c.id == bindparam("key_id"))
+    update(_API_KEYS)
+    .where(_API_KEYS.c.id == bindparam("key_id"))
     .values(last_used_at=bindparam("now"))
 )
 

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..registry._wire import BatchOp, BatchOpKind, BatchRequest
 from .auth import SdkScope
 from .db.ids import new_ids, utcnow
-from .db.models import Asset, BatchReceipt, Event, Task, TaskDependency
+from .db.models import Asset, BatchReceipt, Event, Task, TaskDependency, table_of
 from .queries import CHUNK, TASK_NOT_FOUND, check_build_in_scope, dialect_insert
 from .status import EventType, in_build_status
 
@@ -56,11 +56,11 @@ _BUILD_EVENTS: dict[BatchOpKind, EventType] = {
     K.BUILD_EXIT_EARLY: EventType.BUILD_EXIT_EARLY,
 }
 
-_TASKS = Task.__table__
-_EVENTS = Event.__table__
-_EDGES = TaskDependency.__table__
-_ASSETS = Asset.__table__
-_RECEIPTS = BatchReceipt.__table__
+_TASKS = table_of(Task)
+_EVENTS = table_of(Event)
+_EDGES = table_of(TaskDependency)
+_ASSETS = table_of(Asset)
+_RECEIPTS = table_of(BatchReceipt)
 
 # statements built once (per dialect where the dialect matters; see queries.py)
 _INSERT_EVENTS = insert(_EVENTS)

@@ -21,9 +21,9 @@ not validate, a
 build id that is not a UUID, a database error before anything was written) goes to
 FastAPI unchanged, which answers as it always does. A database error in an event route,
 whose one INSERT commits by itself, is answered 503 here (FastAPI running the route
-again could record the event twice). An :class:`~fastapi.HTTPException` of the route function (404 for a
-build or task that is not the caller's) is answered as FastAPI would (``{"detail":
-...}``). Every answer is written after the session committed.
+again could record the event twice). An :class:`~fastapi.HTTPException` of the route
+function (404 for a build or task that is not the caller's) is answered as FastAPI would
+(``{"detail": ...}``). Every answer is written after the session committed.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ every root of the current run (since its start event) has one, the environment e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -139,7 +140,9 @@ async def roots_of(session: AsyncSession, env_id: UUID) -> list[TargetRootIn]:
     ).scalars()
     return [
         TargetRootIn(
-            name=r.name, uri=r.uri_prefix, create=r.create_missing,
+            name=r.name,
+            uri=r.uri_prefix,
+            create=r.create_missing,
             storage_options=r.storage_options or {},
         )
         for r in rows
@@ -159,30 +162,27 @@ def _daemon_thread_call(func: Callable[[Any], Any], arg: Any, name: str) -> asyn
     def run() -> None:
         try:
             outcome: tuple[bool, Any] = (True, func(arg))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+        except BaseException as exc:
             outcome = (False, exc)
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: the service has stopped
             loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop is closed: the service has stopped
-            pass
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future
 
 
 async def _in_thread(
-    func: Callable[[TargetRootIn], Any], root: TargetRootIn, timeout: float, action: str
+    func: Callable[[TargetRootIn], Any], root: TargetRootIn, seconds: float, action: str
 ) -> RootOutcome:
     try:
-        check = await asyncio.wait_for(
-            _daemon_thread_call(func, root, f"stardag-root-{root.name}"), timeout
-        )
+        async with asyncio.timeout(seconds):
+            check = await _daemon_thread_call(func, root, f"stardag-root-{root.name}")
     except TimeoutError:
         return RootOutcome(
             root.name, root.uri, False,
-            f"target root {root.name!r} ({root.uri}): {action} timed out after {timeout:g} s",
+            f"target root {root.name!r} ({root.uri}): {action} timed out after {seconds:g} s",
         )  # fmt: skip
-    except Exception as exc:  # noqa: BLE001 - the contract is "never raises"; stay safe anyway
+    except Exception as exc:
         return RootOutcome(
             root.name, root.uri, False,
             f"target root {root.name!r} ({root.uri}): {type(exc).__name__}: {exc}",
@@ -212,7 +212,12 @@ async def run_outcomes(session: AsyncSession, env_id: UUID) -> dict[str, tuple[b
 
 
 def record_root_outcome(
-    session: AsyncSession, env: Environment, name: str, uri: str, ok: bool, message: str,
+    session: AsyncSession,
+    env: Environment,
+    name: str,
+    uri: str,
+    ok: bool,
+    message: str,
     by: str,
 ) -> None:
     """Record a root's outcome (``by``: ``service`` or ``client``)."""
@@ -254,19 +259,18 @@ def _purge_here(job: tuple[Sequence[TargetRootIn], Sequence[str]]) -> list[Any]:
 
 
 async def purge_outputs_here(
-    roots: Sequence[TargetRootIn], outputs: Sequence[str], timeout: float
+    roots: Sequence[TargetRootIn], outputs: Sequence[str], seconds: float
 ) -> list[RootOutcome]:
     """Delete exactly the recorded ``outputs`` under the service-handled ``roots`` (a
     worker thread); outputs under no root are kept and reported (a check named ``-``)."""
     job = (list(roots), list(outputs))
     uris = ", ".join(r.uri for r in roots) or "-"
     try:
-        checks = await asyncio.wait_for(
-            _daemon_thread_call(_purge_here, job, "stardag-purge"), timeout
-        )
+        async with asyncio.timeout(seconds):
+            checks = await _daemon_thread_call(_purge_here, job, "stardag-purge")
     except TimeoutError:
-        return [RootOutcome("-", uris, False, f"purging {uris} timed out after {timeout:g} s")]
-    except Exception as exc:  # noqa: BLE001 - reported as a failed purge
+        return [RootOutcome("-", uris, False, f"purging {uris} timed out after {seconds:g} s")]
+    except Exception as exc:
         return [RootOutcome("-", uris, False, f"purging {uris}: {type(exc).__name__}: {exc}")]
     return [RootOutcome(c.name, c.uri, bool(c.ok), str(c.message)) for c in checks]
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..registry._wire import EnvironmentInfo
 from .auth import SdkScope, parse_uuid
-from .db.models import Asset, Build, Environment, Event, TargetRoot, Task, Workspace
+from .db.models import Asset, Build, Environment, Event, TargetRoot, Task, Workspace, table_of
 from .names import slugify
 from .status import BuildState, TaskState, build_state, global_task_state
 from .views import environment_info
@@ -27,8 +27,8 @@ __all__ = [
     "asset_counts",
     "build_and_task",
     "build_in_scope",
-    "check_build_in_scope",
     "build_states",
+    "check_build_in_scope",
     "chunks",
     "dialect_insert",
     "environment_info_for",
@@ -83,13 +83,11 @@ _BUILD_AND_TASK = (
     .select_from(Build)
     .outerjoin(
         Task,
-        and_(
-            Task.environment_id == bindparam("env_id"), Task.task_id == bindparam("task_id")
-        ),
+        and_(Task.environment_id == bindparam("env_id"), Task.task_id == bindparam("task_id")),
     )
     .where(Build.id == bindparam("build_id"))
 )
-_INSERT_EVENT = insert(Event.__table__)  # Core: no unit of work for an append-only row
+_INSERT_EVENT = insert(table_of(Event))  # Core: no unit of work for an append-only row
 
 
 async def check_build_in_scope(session: AsyncSession, scope: SdkScope, build_id: UUID) -> None:
@@ -141,9 +139,9 @@ async def add_event(
     )
 
 
-_EVENTS = Event.__table__
-_BUILDS = Build.__table__
-_TASKS = Task.__table__
+_EVENTS = table_of(Event)
+_BUILDS = table_of(Build)
+_TASKS = table_of(Task)
 # A task event in one statement: the build must be the caller environment's and the task
 # registered there, else nothing is inserted (and build_and_task tells which is missing).
 _INSERT_TASK_EVENT = (
@@ -168,7 +166,10 @@ _INSERT_TASK_EVENT = (
                 _TASKS.c.task_id == bindparam("task_id"),
             ),
         )
-        .where(_BUILDS.c.id == bindparam("build_id"), _BUILDS.c.environment_id == bindparam("env_id")),
+        .where(
+            _BUILDS.c.id == bindparam("build_id"),
+            _BUILDS.c.environment_id == bindparam("env_id"),
+        ),
     )
     .returning(_EVENTS.c.task_pk)
 )  # fmt: skip

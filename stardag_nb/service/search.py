@@ -10,6 +10,7 @@ as wildcard; a plain substring otherwise).
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ __all__ = [
 CORE_KEYS = ("task_id", "task_name", "task_namespace", "version", "output_uri", "created_at")
 _ALIASES = {"name": "task_name", "namespace": "task_namespace", "id": "task_id"}
 _OPS = (">=", "<=", "!=", "=", ">", "<", "~")
+_COMPARE = {
+    "=": operator.eq, "!=": operator.ne, ">": operator.gt,
+    "<": operator.lt, ">=": operator.ge, "<=": operator.le,
+}  # fmt: skip
 SORTABLE = (*CORE_KEYS, "status")
 
 
@@ -133,15 +138,8 @@ def _compare(actual: Any, op: str, expected: str) -> bool:
     else:
         left = actual.isoformat() if hasattr(actual, "isoformat") else str(actual)
     try:
-        return {
-            "=": left == right,
-            "!=": left != right,
-            ">": left > right,
-            "<": left < right,
-            ">=": left >= right,
-            "<=": left <= right,
-        }[op]
-    except TypeError:
+        return bool(_COMPARE[op](left, right))
+    except TypeError:  # not comparable (e.g. a number and a list)
         return False
 
 

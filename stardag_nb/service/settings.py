@@ -22,7 +22,8 @@ def _default_root_protocols() -> tuple[str, ...]:
 
 
 def default_database_url() -> str:
-    """``sqlite+aiosqlite:///<stardag dir>/service.sqlite3`` (``~/.stardag`` or ``$STARDAG_HOME``)."""
+    """``sqlite+aiosqlite:///<stardag dir>/service.sqlite3`` (the stardag dir:
+    ``~/.stardag`` or ``$STARDAG_HOME``)."""
     from .._config_files import get_stardag_dir
 
     return f"sqlite+aiosqlite:///{get_stardag_dir() / 'service.sqlite3'}"

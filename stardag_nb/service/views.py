@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Row
 
 from ..registry._wire import (
     ApiKeyInfo,
@@ -113,7 +116,7 @@ def event_response(event: Event, stardag_task_id: str | None) -> EventResponse:
     )
 
 
-def asset_out(asset: Asset, task_id: str) -> AssetOut:
+def asset_out(asset: Asset | Row[Any], task_id: str) -> AssetOut:
     """An asset of the task ``task_id`` (the stardag task id)."""
     return AssetOut(
         id=asset.id,

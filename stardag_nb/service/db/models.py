@@ -12,7 +12,7 @@ checks that upgrading an empty database gives exactly these models.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from uuid import UUID
 
 from sqlalchemy import (
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -50,6 +51,7 @@ __all__ = [
     "UserToken",
     "Workspace",
     "WorkspaceMember",
+    "table_of",
 ]
 
 NAMING_CONVENTION = {
@@ -73,6 +75,11 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSON(),
         list[str]: JSON(),
     }
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class (for statements that skip the ORM's unit of work)."""
+    return cast(Table, model.__table__)
 
 
 def _id() -> Mapped[UUID]:

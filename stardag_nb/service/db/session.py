@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
@@ -224,9 +224,7 @@ def _aiosqlite_creator(url: Any) -> Callable[[], Any] | None:
     args, kwargs = url.get_dialect()().create_connect_args(url)
 
     async def creator() -> Any:
-        connection = _prefetching_connection_class()(
-            partial(sqlite3.connect, *args, **kwargs), 64
-        )
+        connection = _prefetching_connection_class()(partial(sqlite3.connect, *args, **kwargs), 64)
         connection._thread.daemon = True  # as SQLAlchemy's own aiosqlite connect does
         return await connection
 
@@ -250,7 +248,7 @@ class _PrefetchingCursor:
         self.rowcount = -1
         self.lastrowid: int | None = None
 
-    async def __aenter__(self) -> _PrefetchingCursor:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -259,9 +257,7 @@ class _PrefetchingCursor:
     def __await__(self) -> Any:
         return self.__aenter__().__await__()
 
-    def _run(
-        self, method: str, operation: str, parameters: Any
-    ) -> tuple[Any, list[Any], int, Any]:
+    def _run(self, method: str, operation: str, parameters: Any) -> tuple[Any, list[Any], int, Any]:
         cursor = self._connection._conn.cursor()
         try:
             getattr(cursor, method)(operation, parameters)
@@ -272,9 +268,12 @@ class _PrefetchingCursor:
             cursor.close()
 
     async def _call(self, method: str, operation: str, parameters: Any) -> _PrefetchingCursor:
-        self.description, self._rows, self.rowcount, self.lastrowid = (
-            await self._connection._execute(self._run, method, operation, parameters)
-        )
+        (
+            self.description,
+            self._rows,
+            self.rowcount,
+            self.lastrowid,
+        ) = await self._connection._execute(self._run, method, operation, parameters)
         return self
 
     async def execute(self, operation: str, parameters: Any = None) -> _PrefetchingCursor:

@@ -22,7 +22,7 @@ from ...registry._wire import (
 )
 from ..auth import SdkScope, SdkScopeDep, SessionDep
 from ..db.ids import new_id, utcnow
-from ..db.models import Build, Event, Task, TaskDependency, User, WorkspaceMember
+from ..db.models import Build, Event, Task, TaskDependency, User, WorkspaceMember, table_of
 from ..names import build_name
 from ..queries import add_event, asset_counts, build_in_scope, build_states, chunks, task_states
 from ..status import BuildState, EventType
@@ -32,8 +32,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/builds", tags=["builds"])
 
-_INSERT_BUILD = insert(Build.__table__)
-_BUILD_COLUMNS = tuple(Build.__table__.columns)
+_INSERT_BUILD = insert(table_of(Build))
+_BUILD_COLUMNS = tuple(table_of(Build).columns)
 
 
 def _not_running_message(scope: SdkScope) -> str:

@@ -35,7 +35,7 @@ from ...registry._wire import (
 )
 from ..auth import SdkScope, SdkScopeDep, SessionDep
 from ..db.ids import utcnow
-from ..db.models import Environment, Event, Lock, Task
+from ..db.models import Environment, Event, Lock, Task, table_of
 from ..queries import add_event, build_and_task, dialect_insert
 from ..status import COMPLETION_EVENTS, EventType
 from ..views import lock_info
@@ -74,7 +74,7 @@ def _newest_completion_statement(*columns: Any) -> Any:
 # statements of the hot routes, built once (see queries.py)
 _NEWEST_COMPLETION_KIND = _newest_completion_statement(Event.event_type)  # acquire's check
 _NEWEST_COMPLETION = _newest_completion_statement(Event.event_type, Event.build_id, Event.task_pk)
-_LOCKS = Lock.__table__
+_LOCKS = table_of(Lock)
 _RELEASE = (
     delete(_LOCKS)
     .where(

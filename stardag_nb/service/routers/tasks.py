@@ -25,7 +25,7 @@ from ...registry._wire import (
 )
 from ..auth import SdkScope, SdkScopeDep, SessionDep, autocommit
 from ..db.ids import new_id, utcnow
-from ..db.models import Asset, Build, Event, Task, TaskDependency
+from ..db.models import Asset, Build, Event, Task, TaskDependency, table_of
 from ..queries import (
     BUILD_NOT_FOUND,
     add_task_event,
@@ -69,10 +69,10 @@ _UPSTREAM_PKS = select(Task.id).where(
 _TASK_BY_ID = select(Task).where(
     Task.environment_id == bindparam("env_id"), Task.task_id == bindparam("task_id")
 )
-_TASK_TABLE = Task.__table__
-_ASSET_TABLE = Asset.__table__
-_EDGE_TABLE = TaskDependency.__table__
-_EVENT_TABLE = Event.__table__
+_TASK_TABLE = table_of(Task)
+_ASSET_TABLE = table_of(Asset)
+_EDGE_TABLE = table_of(TaskDependency)
+_EVENT_TABLE = table_of(Event)
 # a registration's event, written only if the build is the caller environment's: the
 # build check and the insert in one statement (RETURNING nothing: not the caller's)
 _INSERT_REGISTERED = (
@@ -80,15 +80,15 @@ _INSERT_REGISTERED = (
     .from_select(
         ["environment_id", "build_id", "task_pk", "event_type", "created_at", "event_metadata"],
         select(
-            Build.__table__.c.environment_id,
-            Build.__table__.c.id,
+            table_of(Build).c.environment_id,
+            table_of(Build).c.id,
             bindparam("task_pk", type_=_EVENT_TABLE.c.task_pk.type),
             bindparam("event_type", type_=_EVENT_TABLE.c.event_type.type),
             bindparam("created_at", type_=_EVENT_TABLE.c.created_at.type),
             bindparam("event_metadata", type_=_EVENT_TABLE.c.event_metadata.type),
         ).where(
-            Build.__table__.c.id == bindparam("build_id"),
-            Build.__table__.c.environment_id == bindparam("env_id"),
+            table_of(Build).c.id == bindparam("build_id"),
+            table_of(Build).c.environment_id == bindparam("env_id"),
         ),
     )
     .returning(_EVENT_TABLE.c.task_pk)
@@ -146,7 +146,7 @@ async def _add_edges(
     if upstream:
         now = utcnow()
         await session.execute(
-            dialect_insert(session, TaskDependency.__table__)
+            dialect_insert(session, table_of(TaskDependency))
             .values(
                 [
                     {

@@ -138,17 +138,21 @@ async def remove(username: str, access: MemberAccess, session: SessionDep) -> Me
         access.require(Role.OWNER if member.role == Role.OWNER else Role.ADMIN)
     await _check_not_last_owner(session, access, member, username)
     keys = (
-        await session.execute(
-            select(ApiKey)
-            .join(Environment, Environment.id == ApiKey.environment_id)
-            .where(
-                Environment.workspace_id == access.workspace.id,
-                ApiKey.created_by_id == user.id,
-                ApiKey.revoked_at.is_(None),
+        (
+            await session.execute(
+                select(ApiKey)
+                .join(Environment, Environment.id == ApiKey.environment_id)
+                .where(
+                    Environment.workspace_id == access.workspace.id,
+                    ApiKey.created_by_id == user.id,
+                    ApiKey.revoked_at.is_(None),
+                )
+                .order_by(ApiKey.created_at, ApiKey.id)
             )
-            .order_by(ApiKey.created_at, ApiKey.id)
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     now = utcnow()
     for key in keys:
         key.revoked_at = now
