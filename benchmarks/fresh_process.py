@@ -43,9 +43,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 UNNEEDED_MODULES = [
     "httpx",
-    "stardag_nb.registry._api",
-    "stardag_nb.registry._http",
-    "stardag_nb.registry._wire",
+    "stardag_nb.registry.client.registry",
+    "stardag_nb.registry.client.http",
+    "stardag_nb.registry.wire",
     "fastapi",
     "sqlalchemy",
 ]

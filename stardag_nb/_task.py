@@ -364,6 +364,15 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
             self, mode="json", context={CONTEXT_MODE_KEY: _REF_MODE, _HASH_ROOT_KEY: self}
         )
 
+    def _registry_dependency_ids(self) -> list[str]:
+        """The ids of the tasks ``requires()`` returns (what a registry records as the
+        task's static edges); none when ``requires()`` fails: that is the build's to
+        report, not the registry's."""
+        try:
+            return [str(dep.id) for dep in flatten_task_struct(self.requires())]
+        except Exception:
+            return []
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
         """Copy the task; with ``update``, the copy is re-validated and gets its own id."""
         if update:

@@ -221,7 +221,7 @@ class ServiceProcess:
         roots the service leaves to the client (local paths), and report the outcome;
         the environment as the service then has it."""
         from stardag_nb.environments import provision_target_root
-        from stardag_nb.registry._wire import TargetRootIn
+        from stardag_nb.registry.wire import TargetRootIn
 
         info = self.environment(environment, workspace)
         mine = [r for r in info["target_roots"] if r.get("provisioned_by") == "client"]

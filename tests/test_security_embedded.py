@@ -13,7 +13,7 @@ import pytest
 import stardag_nb as sd
 from stardag_nb.exceptions import APIError
 from stardag_nb.registry import EmbeddedAdmin, SQLiteRegistry
-from stardag_nb.registry._wire import TargetRootIn
+from stardag_nb.registry.wire import TargetRootIn
 from stardag_nb.target import InMemoryFileSystemTarget, TargetFactory, target_factory_provider
 
 

@@ -42,7 +42,7 @@ def use_embedded_defaults() -> dict[str, str]:
     """Point this process's environment (inherited by the kernels) at the embedded defaults;
     return the STARDAG_* variables set."""
     from stardag_nb.config import DEFAULT_TARGET_ROOT_KEY, _default_target_root
-    from stardag_nb.registry._sqlite import default_registry_path
+    from stardag_nb.registry.embedded.store import default_registry_path
 
     for key in [k for k in os.environ if k.startswith("STARDAG_") and k != "STARDAG_HOME"]:
         del os.environ[key]

@@ -127,7 +127,7 @@ def command_path(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _run(args: argparse.Namespace) -> int:
     if command_path(args)[:3] in READ_ONLY or command_path(args)[:2] in READ_ONLY:
-        from ..registry._http import give_up_quickly
+        from ..registry.client.http import give_up_quickly
 
         with give_up_quickly():
             return int(args.handler(args))

@@ -40,7 +40,7 @@ from ._output import EXIT_FAILURE, EXIT_OK, CLIError, api_error, is_tty, print_f
 
 if TYPE_CHECKING:
     from ..registry._admin import RegistryAdmin
-    from ..registry._wire import MeResponse
+    from ..registry.wire import MeResponse
 
 __all__ = ["add_parser", "registry_name_for"]
 

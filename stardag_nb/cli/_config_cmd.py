@@ -31,7 +31,7 @@ from ._output import EXIT_OK, CLIError, Column, print_fields, print_json, print_
 
 if TYPE_CHECKING:
     from ..registry._admin import RegistryAdmin
-    from ..registry._wire import EnvironmentInfo, WorkspaceInfo
+    from ..registry.wire import EnvironmentInfo, WorkspaceInfo
 
 __all__ = [
     "add_parser",

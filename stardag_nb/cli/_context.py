@@ -25,7 +25,7 @@ from ._output import CLIError
 
 if TYPE_CHECKING:
     from ..registry._admin import RegistryAdmin
-    from ..registry._wire import EnvironmentInfo, WorkspaceInfo
+    from ..registry.wire import EnvironmentInfo, WorkspaceInfo
 
 __all__ = [
     "Scope",

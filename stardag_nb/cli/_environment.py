@@ -41,7 +41,7 @@ from ._output import (
 )
 
 if TYPE_CHECKING:
-    from ..registry._wire import EnvironmentInfo
+    from ..registry.wire import EnvironmentInfo
 
 __all__ = ["add_parser", "parse_root"]
 

@@ -42,7 +42,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from ..registry._wire import Role
+    from ..registry.wire import Role
 
     scope = _scope(args)
     added = scope.admin.add_member(scope.workspace, args.user, Role(args.role))
@@ -77,7 +77,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
 
 
 def _cmd_role(args: argparse.Namespace) -> int:
-    from ..registry._wire import Role
+    from ..registry.wire import Role
 
     scope = _scope(args)
     member = scope.admin.set_member_role(scope.workspace, args.user, Role(args.role))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..registry._wire import TargetRootIn
+from ..registry.wire import TargetRootIn
 from ._roots import ParsedRoot, RootRefused, is_under, parse_root, root_refusal
 
 __all__ = ["RootCheck", "default_protected", "provision_target_root", "purge_outputs"]

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from ..exceptions import ConfigError
 from ..utils.resource_provider import resource_provider
 from ._base import NoOpRegistry, RegistryABC, TaskMetadata, get_git_commit_hash
-from ._sqlite import (
+from ._records import (
     BuildNotFoundError,
     BuildRecord,
     BuildTaskRecord,
@@ -41,30 +41,30 @@ from ._sqlite import (
     EnvironmentUnavailableError,
     EventRecord,
     RegistryEventKind,
-    SQLiteRegistry,
     TaskNotFoundError,
     WorkspaceRecord,
 )
-from ._sqlite_locks import SQLiteGlobalLockManager, SQLiteLockHandle
+from .embedded.locks import SQLiteGlobalLockManager, SQLiteLockHandle
+from .embedded.store import SQLiteRegistry
 
 if TYPE_CHECKING:
     from ._admin import RegistryAdmin
-    from ._api import APIRegistry
-    from ._api_admin import APIAdmin
-    from ._api_locks import RegistryGlobalConcurrencyLockManager, RegistryLockHandle
-    from ._http import EnvironmentDeletedError
-    from ._sqlite_admin import EmbeddedAdmin
+    from .client.admin import APIAdmin
+    from .client.http import EnvironmentDeletedError
+    from .client.locks import RegistryGlobalConcurrencyLockManager, RegistryLockHandle
+    from .client.registry import APIRegistry
+    from .embedded.admin import EmbeddedAdmin
 
 # The registry service's client and the admin interfaces are imported on first use, so
 # that `import stardag_nb` pays neither for httpx nor for their wire models.
 _LAZY = {
-    "APIAdmin": "._api_admin",
-    "APIRegistry": "._api",
-    "EmbeddedAdmin": "._sqlite_admin",
-    "EnvironmentDeletedError": "._http",
+    "APIAdmin": ".client.admin",
+    "APIRegistry": ".client.registry",
+    "EmbeddedAdmin": ".embedded.admin",
+    "EnvironmentDeletedError": ".client.http",
     "RegistryAdmin": "._admin",
-    "RegistryGlobalConcurrencyLockManager": "._api_locks",
-    "RegistryLockHandle": "._api_locks",
+    "RegistryGlobalConcurrencyLockManager": ".client.locks",
+    "RegistryLockHandle": ".client.locks",
 }
 
 
@@ -169,7 +169,7 @@ def init_registry() -> RegistryABC:
     if value.lower() in _NOOP_VALUES:
         return NoOpRegistry()
     if _is_url(value) or (not value and _config_wants_service()):
-        from ._api import APIRegistry  # the service client (httpx, wire models) only now
+        from .client.registry import APIRegistry  # the service client (httpx, wire models) only now
 
         return APIRegistry(api_url=value) if value else APIRegistry()
     return _embedded_registry(_sqlite_path_or_error(value) if value else None)
@@ -178,7 +178,7 @@ def init_registry() -> RegistryABC:
 def _is_api_registry(registry: object) -> TypeGuard[APIRegistry]:
     """Whether ``registry`` is an :class:`APIRegistry`, without importing the service client
     (an instance exists only once its module has been imported)."""
-    api = sys.modules.get(f"{__name__}._api")
+    api = sys.modules.get(f"{__name__}.client.registry")
     return api is not None and isinstance(registry, api.APIRegistry)
 
 
@@ -186,7 +186,7 @@ def _embedded_registry(path: Path | None) -> SQLiteRegistry:
     """The embedded registry in ``path`` (default file when None), scoped to the workspace
     and environment ``stardag-nb config use`` recorded for that file, if any."""
     from .._config_files import recorded_embedded_choice
-    from ._sqlite import default_registry_path
+    from .embedded.store import default_registry_path
 
     choice = recorded_embedded_choice(path if path is not None else default_registry_path())
     if choice is None:
@@ -204,8 +204,8 @@ def init_admin() -> RegistryAdmin:
             malformed, or the configuration is malformed.
     """
     from ..config import get_config
-    from ._api_admin import APIAdmin
-    from ._sqlite_admin import EmbeddedAdmin
+    from .client.admin import APIAdmin
+    from .embedded.admin import EmbeddedAdmin
 
     value = _registry_value()
     if value.lower() in _NOOP_VALUES:
@@ -286,7 +286,7 @@ def _require_embedded_environment(
 ) -> None:
     """Raise NotFoundError naming the known environments unless ``environment`` exists."""
     from ..exceptions import NotFoundError
-    from ._sqlite_admin import EmbeddedAdmin, _not_found
+    from .embedded.admin import EmbeddedAdmin, _not_found
 
     with EmbeddedAdmin(current.path) as admin:
         try:
@@ -302,8 +302,8 @@ def _service_environment(
 ) -> APIRegistry:
     from ..config import get_config
     from ..exceptions import AuthorizationError
-    from ._api import APIRegistry
-    from ._api_admin import APIAdmin
+    from .client.admin import APIAdmin
+    from .client.registry import APIRegistry
 
     token = current.settings.access_token or get_config().access_token
     if current.settings.api_key or not token:
@@ -360,7 +360,7 @@ def use_environment(
     if _is_api_registry(registry):
         info = registry.fetch_environment()
         if info is not None:
-            from ._api import apply_environment_target_roots
+            from .client.registry import apply_environment_target_roots
 
             apply_environment_target_roots(registry.api_url, info)
     elif isinstance(registry, SQLiteRegistry):

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._wire import (
+from .wire import (
     ApiKeyCreated,
     ApiKeyInfo,
     EnvironmentDeleted,

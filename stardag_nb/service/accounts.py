@@ -10,7 +10,7 @@ from fastapi import HTTPException
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..registry._wire import EnvironmentEventType, EnvironmentState, Role, TargetRootIn
+from ..registry.wire import EnvironmentEventType, EnvironmentState, Role, TargetRootIn
 from .db.ids import new_id, utcnow
 from .db.models import Environment, TargetRoot, User, UserToken, Workspace, WorkspaceMember
 from .lifecycle import begin_provisioning, record_event

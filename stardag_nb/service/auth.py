@@ -24,7 +24,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..registry._wire import Role
+from ..registry.wire import Role
 from .db.ids import utcnow
 from .db.models import ApiKey, Environment, User, UserToken, Workspace, WorkspaceMember, table_of
 from .db.session import Database

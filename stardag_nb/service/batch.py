@@ -27,7 +27,7 @@ from fastapi import HTTPException
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..registry._wire import BatchOp, BatchOpKind, BatchRequest
+from ..registry.wire import BatchOp, BatchOpKind, BatchRequest
 from .auth import SdkScope
 from .db.ids import new_ids, utcnow
 from .db.models import Asset, BatchReceipt, Event, Task, TaskDependency, table_of

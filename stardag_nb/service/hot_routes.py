@@ -39,7 +39,7 @@ from fastapi import HTTPException
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..registry._wire import BuildCreate, TaskCreate
+from ..registry.wire import BuildCreate, TaskCreate
 from .auth import SdkScope, parse_uuid
 from .db.ids import utcnow
 from .db.session import unavailable_detail

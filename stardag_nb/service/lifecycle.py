@@ -27,7 +27,7 @@ from uuid import UUID
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..registry._wire import EnvironmentEventType, EnvironmentState, TargetRootIn
+from ..registry.wire import EnvironmentEventType, EnvironmentState, TargetRootIn
 from .db.ids import utcnow
 from .db.models import (
     ApiKey,

@@ -12,7 +12,7 @@ from sqlalchemy import and_, bindparam, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..registry._wire import EnvironmentInfo
+from ..registry.wire import EnvironmentInfo
 from .auth import SdkScope, parse_uuid
 from .db.models import Asset, Build, Environment, Event, TargetRoot, Task, Workspace, table_of
 from .names import slugify

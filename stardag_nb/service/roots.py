@@ -23,7 +23,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..environments import ParsedRoot, RootRefused, parse_root, root_refusal, roots_overlap
-from ..registry._wire import TargetRootIn
+from ..registry.wire import TargetRootIn
 from .db.models import Environment, TargetRoot, Workspace, WorkspaceMember
 from .settings import ServiceSettings
 

@@ -1,4 +1,4 @@
-"""Rows as wire models (:mod:`stardag_nb.registry._wire`)."""
+"""Rows as wire models (:mod:`stardag_nb.registry.wire`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from ..registry._wire import (
+from ..registry.wire import (
     ApiKeyInfo,
     AssetOut,
     BuildResponse,

@@ -108,7 +108,7 @@ def backend(
 ) -> Backend:
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal
     if request.param == "embedded":
-        from stardag_nb.registry._sqlite_admin import EmbeddedAdmin
+        from stardag_nb.registry.embedded.admin import EmbeddedAdmin
 
         path = tmp_path / "reg.sqlite3"
         monkeypatch.setenv("STARDAG_REGISTRY", str(path))

@@ -15,9 +15,9 @@ import pytest
 
 UNNEEDED = [
     "httpx",
-    "stardag_nb.registry._api",
-    "stardag_nb.registry._http",
-    "stardag_nb.registry._wire",
+    "stardag_nb.registry.client.registry",
+    "stardag_nb.registry.client.http",
+    "stardag_nb.registry.wire",
     "fastapi",
     "sqlalchemy",
 ]

@@ -14,7 +14,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from stardag_nb.environments import RootCheck, provision_target_root
-from stardag_nb.registry._wire import TargetRootIn
+from stardag_nb.registry.wire import TargetRootIn
 
 
 def _root(uri: str, create: bool = True, name: str = "default") -> TargetRootIn:
@@ -85,7 +85,7 @@ def test_missing_fsspec_backend_names_the_package() -> None:
     code = (
         "import sys; sys.modules['s3fs'] = None\n"
         "from stardag_nb.environments import provision_target_root\n"
-        "from stardag_nb.registry._wire import TargetRootIn\n"
+        "from stardag_nb.registry.wire import TargetRootIn\n"
         "check = provision_target_root("
         "TargetRootIn(name='default', uri='s3://some-bucket/prefix', create=True))\n"
         "print(check.ok, check.message)\n"

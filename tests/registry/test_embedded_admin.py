@@ -21,7 +21,7 @@ from stardag_nb.registry import (
     SQLiteRegistry,
     init_admin,
 )
-from stardag_nb.registry._wire import EnvironmentState, TargetRootIn
+from stardag_nb.registry.wire import EnvironmentState, TargetRootIn
 from stardag_nb.registry_asset import JSONRegistryAsset
 from stardag_nb.target import TargetFactory, target_factory_provider
 

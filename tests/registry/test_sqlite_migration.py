@@ -12,7 +12,7 @@ import pytest
 
 import stardag_nb as sd
 from stardag_nb.registry import EmbeddedAdmin, SQLiteGlobalLockManager, SQLiteRegistry
-from stardag_nb.registry import _sqlite_schema as schema
+from stardag_nb.registry.embedded import schema
 from stardag_nb.registry_asset import MarkdownRegistryAsset
 
 V1_SCRIPT = schema._MIGRATIONS[0]

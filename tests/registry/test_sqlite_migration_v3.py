@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stardag_nb.registry import SQLiteRegistry
-from stardag_nb.registry import _sqlite_schema as schema
+from stardag_nb.registry.embedded import schema
 
 STALE = str(uuid.uuid4())  # running, started two hours ago by a version-2 stardag_nb
 RECENT = str(uuid.uuid4())  # running, started a moment ago

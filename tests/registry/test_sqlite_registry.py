@@ -23,7 +23,7 @@ from stardag_nb.registry import (
     TaskNotFoundError,
     init_registry,
 )
-from stardag_nb.registry import _sqlite_schema as schema
+from stardag_nb.registry.embedded import schema
 from stardag_nb.registry_asset import (
     ImageRegistryAsset,
     JSONRegistryAsset,

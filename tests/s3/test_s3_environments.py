@@ -8,7 +8,7 @@ from __future__ import annotations
 import textwrap
 
 from stardag_nb.environments import provision_target_root, purge_outputs
-from stardag_nb.registry._wire import TargetRootIn
+from stardag_nb.registry.wire import TargetRootIn
 from tests.cli.test_admin_cli import DAG, Backend, backend, service, unique  # noqa: F401
 from tests.s3_server import S3Server
 
@@ -98,7 +98,7 @@ def test_an_embedded_registry_of_schema_3_gains_root_storage_options(
     from pathlib import Path
 
     from stardag_nb.registry import EmbeddedAdmin
-    from stardag_nb.registry import _sqlite_schema as schema
+    from stardag_nb.registry.embedded import schema
 
     path = Path(str(tmp_path)) / "old.sqlite3"
     with EmbeddedAdmin(path, username="alice") as admin:

@@ -136,7 +136,7 @@ class ServiceServer(ServiceProcess):
         """Play the client (as ``APIAdmin`` does): provision the roots the service leaves
         to the client (local paths) in this process, and report the outcome."""
         from stardag_nb.environments import provision_target_root
-        from stardag_nb.registry._wire import TargetRootIn
+        from stardag_nb.registry.wire import TargetRootIn
 
         info = self.environment(workspace, env, token=token)
         mine = [r for r in info["target_roots"] if r.get("provisioned_by") == "client"]
@@ -163,7 +163,7 @@ class ServiceServer(ServiceProcess):
         """Play the client: delete here the recorded outputs under client roots, then
         ``DELETE ...?purge_data=true`` with the report."""
         from stardag_nb.environments import purge_outputs
-        from stardag_nb.registry._wire import TargetRootIn
+        from stardag_nb.registry.wire import TargetRootIn
 
         base = f"/workspaces/{workspace}/environments/{env}"
         recorded = self.ui("GET", f"{base}/outputs", token=token)

@@ -21,7 +21,7 @@ import pytest
 
 import stardag_nb as sd
 from stardag_nb.registry import APIRegistry, RegistryGlobalConcurrencyLockManager
-from stardag_nb.registry._wire import BATCH_EXTENSION, MAX_BATCH_OPS
+from stardag_nb.registry.wire import BATCH_EXTENSION, MAX_BATCH_OPS
 from stardag_nb.registry_asset import JSONRegistryAsset
 from stardag_nb.target import TargetFactory, target_factory_provider
 from tests.service.conftest import ServiceServer, unique

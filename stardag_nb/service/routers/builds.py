@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import and_, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...registry._wire import (
+from ...registry.wire import (
     BuildCreate,
     BuildList,
     BuildResponse,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ...registry._wire import EnvironmentInfo
+from ...registry.wire import EnvironmentInfo
 from ..auth import SdkScopeDep, SessionDep
 from ..queries import environment_info_for
 from .ext import offered

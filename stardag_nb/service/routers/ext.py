@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from ...registry._wire import BATCH_EXTENSION, MAX_BATCH_OPS, BatchRequest, BatchResponse
+from ...registry.wire import BATCH_EXTENSION, MAX_BATCH_OPS, BatchRequest, BatchResponse
 from ..auth import SdkScopeDep, SessionDep
 from ..batch import apply_batch
 from ..settings import ServiceSettings

@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...registry._wire import (
+from ...registry.wire import (
     CompletionStatus,
     LockAcquireRequest,
     LockAcquireResponse,

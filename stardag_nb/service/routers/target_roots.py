@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from ...registry._wire import TargetRootOut
+from ...registry.wire import TargetRootOut
 from ..auth import SdkScopeDep, SessionDep
 from ..db.models import TargetRoot
 from ..views import target_root_out

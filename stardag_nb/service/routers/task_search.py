@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...registry._wire import AssetOut, BuildTaskResponse
+from ...registry.wire import AssetOut, BuildTaskResponse
 from ..auth import SdkScope, SdkScopeDep, SessionDep
 from ..db.models import Asset, Build, Event, Task
 from ..queries import task_states

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...registry._wire import (
+from ...registry.wire import (
     AssetIn,
     AssetList,
     BuildTaskResponse,

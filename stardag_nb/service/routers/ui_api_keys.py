@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
-from ...registry._wire import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo
+from ...registry.wire import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo
 from ..auth import AdminAccess, SessionDep, parse_uuid
 from ..db.ids import new_id, utcnow
 from ..db.models import ApiKey, User

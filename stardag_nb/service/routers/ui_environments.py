@@ -22,7 +22,7 @@ from fastapi import APIRouter, Body, HTTPException, Request
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...registry._wire import (
+from ...registry.wire import (
     EnvironmentCreate,
     EnvironmentDeleted,
     EnvironmentEvent,

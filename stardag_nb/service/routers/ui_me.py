@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...registry._wire import MeResponse, WorkspaceInfo
+from ...registry.wire import MeResponse, WorkspaceInfo
 from ..auth import CurrentUser, SessionDep
 from ..db.models import User, Workspace, WorkspaceMember
 from ..views import workspace_info

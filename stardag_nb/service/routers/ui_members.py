@@ -12,14 +12,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...registry._wire import (
-    MemberAdd,
-    MemberAdded,
-    MemberInfo,
-    MemberRemoved,
-    MemberUpdate,
-    Role,
-)
+from ...registry.wire import MemberAdd, MemberAdded, MemberInfo, MemberRemoved, MemberUpdate, Role
 from ..accounts import add_member, create_user, ensure_personal_environment, validate_username
 from ..auth import AdminAccess, MemberAccess, SessionDep, WorkspaceAccess
 from ..db.ids import utcnow

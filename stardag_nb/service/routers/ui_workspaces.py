@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import delete, select
 
-from ...registry._wire import Role, WorkspaceCreate, WorkspaceInfo
+from ...registry.wire import Role, WorkspaceCreate, WorkspaceInfo
 from ..accounts import create_workspace, ensure_personal_environment
 from ..auth import CurrentUser, MemberAccess, OwnerAccess, SessionDep
 from ..db.ids import utcnow

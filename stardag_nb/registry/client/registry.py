@@ -7,7 +7,7 @@ stardag's own service too; stardag_nb's extension routes (``…/dependencies``,
 
 When the server offers the ``batch-v1`` extension (``GET /environment`` lists it, at
 every build start), the ``*_aio`` writes of a build (what the build engine calls) are
-queued and sent in batches by a :class:`~stardag_nb.registry._api_batch.WriteBatcher`:
+queued and sent in batches by a :class:`~stardag_nb.registry.client.batch.WriteBatcher`:
 a build waits for no round trip per task or event. The build's end goes in its last
 batch and is waited for; reads, sync writes and the lock manager's releases first wait
 until the queued writes are sent. Otherwise every call is one v1 request.
@@ -29,10 +29,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from ..exceptions import AuthorizationError, NotFoundError
-from ._base import RegistryABC, TaskMetadata, get_git_commit_hash
-from ._http import HTTPSettings, RegistryHTTP, error_for_response, is_missing_route
-from ._sqlite import (
+from ...exceptions import AuthorizationError, NotFoundError
+from .._base import RegistryABC, TaskMetadata, get_git_commit_hash
+from .._records import (
     BuildNotFoundError,
     BuildRecord,
     BuildTaskRecord,
@@ -41,16 +40,17 @@ from ._sqlite import (
     RegistryEventKind,
     TaskNotFoundError,
 )
-from ._target_roots import apply_target_roots
-from ._wire import BATCH_EXTENSION, EnvironmentInfo, TaskMetadataResponse
+from .._target_roots import apply_target_roots
+from ..wire import BATCH_EXTENSION, EnvironmentInfo, TaskMetadataResponse
+from .http import HTTPSettings, RegistryHTTP, error_for_response, is_missing_route
 
 if TYPE_CHECKING:
     import httpx
 
-    from .._task import BaseTask
-    from ..registry_asset import RegistryAsset
-    from ._api_batch import WriteBatcher
-    from ._built_code import BuiltCodeRecord
+    from ..._task import BaseTask
+    from ...registry_asset import RegistryAsset
+    from .._built_code import BuiltCodeRecord
+    from .batch import WriteBatcher
 
 __all__ = [
     "APIRegistry",
@@ -130,15 +130,6 @@ def _task_data(task: BaseTask) -> dict[str, Any]:
         except Exception as exc:  # recorded, not raised: the build must go on
             logger.warning("Cannot serialize %s for the registry: %s", task.id, exc)
             return {"__error": f"{type(exc).__name__}: {exc}"}
-
-
-def _dependency_ids(task: BaseTask) -> list[str]:
-    from .._task import flatten_task_struct
-
-    try:
-        return [str(dep.id) for dep in flatten_task_struct(task.requires())]
-    except Exception:  # a failing requires() is the build's to report, not the registry's
-        return []
 
 
 def _asset_in(asset: RegistryAsset) -> dict[str, Any]:
@@ -279,7 +270,7 @@ class APIRegistry(RegistryABC):
         is sent first)."""
         offered = self.batch_writes and info is not None and BATCH_EXTENSION in info.extensions
         if offered and self._batcher is None:
-            from ._api_batch import WriteBatcher
+            from .batch import WriteBatcher
 
             self._batcher = WriteBatcher(self._http, self._send_v1)
         elif not offered and self._batcher is not None:
@@ -315,7 +306,7 @@ class APIRegistry(RegistryABC):
         batcher = self._batcher
         if batcher is None or not batcher.enabled:
             return False
-        from ._api_batch import BatchWriteError
+        from .batch import BatchWriteError
 
         ack = batcher.submit(build_id, lambda: op, ack=True)
         assert ack is not None
@@ -512,7 +503,7 @@ class APIRegistry(RegistryABC):
     ) -> dict[str, Any]:
         """``TaskCreate`` of ``task`` (``output_uri`` when known already; without
         ``dependencies`` when the edges are sent on their own)."""
-        from .._code_hash import code_hash
+        from ..._code_hash import code_hash
 
         return {
             "task_id": str(task.id),
@@ -521,7 +512,7 @@ class APIRegistry(RegistryABC):
             "task_data": _task_data(task),
             "version": task.version,
             "output_uri": _output_uri(task) if output_uri is False else output_uri,
-            "dependency_task_ids": _dependency_ids(task) if dependencies else [],
+            "dependency_task_ids": task._registry_dependency_ids() if dependencies else [],
             "code_hash": code_hash(type(task)),
         }
 
@@ -736,7 +727,7 @@ class APIRegistry(RegistryABC):
 
     def built_code_hashes(self, task_ids: Sequence[str]) -> dict[str, BuiltCodeRecord]:
         """One metadata request per task (the protocol has no batched read of them)."""
-        from ._built_code import BuiltCodeRecord
+        from .._built_code import BuiltCodeRecord
 
         out: dict[str, BuiltCodeRecord] = {}
         for task_id in task_ids:
@@ -926,7 +917,7 @@ class APIRegistry(RegistryABC):
         not know are skipped."""
         from pydantic import TypeAdapter, ValidationError
 
-        from ..registry_asset import RegistryAsset
+        from ...registry_asset import RegistryAsset
 
         try:
             data = self._get(f"/tasks/{task_id}/assets")
@@ -981,7 +972,7 @@ def apply_environment_target_roots(api_url: str, info: EnvironmentInfo) -> bool:
     """Make this process write where the service environment's target roots say (see
     :func:`~stardag_nb.registry._target_roots.apply_target_roots`). True if the
     configuration changed."""
-    from .. import config as cfg
+    from ... import config as cfg
 
     wanted = {root.name: root.uri_prefix for root in info.target_roots}
     keys = {(api_url, str(info.workspace_id), str(info.id))}

@@ -10,13 +10,13 @@ import time
 from typing import TYPE_CHECKING, Any, Self
 from uuid import NAMESPACE_OID, UUID, uuid4, uuid5
 
-from ._api import note_completed_on_release, running_build_of
-from ._api_batch import flush_writes_aio
-from ._http import HTTPSettings, RegistryHTTP, error_for_response, is_missing_route
-from ._lease_handle import LeaseHandle
+from .._lease_handle import LeaseHandle
+from .batch import flush_writes_aio
+from .http import HTTPSettings, RegistryHTTP, error_for_response, is_missing_route
+from .registry import note_completed_on_release, running_build_of
 
 if TYPE_CHECKING:
-    from ..build._locks import GlobalLockConfig, LockAcquisitionResult
+    from ...build._locks import GlobalLockConfig, LockAcquisitionResult
 
 __all__ = ["RegistryGlobalConcurrencyLockManager", "RegistryLockHandle"]
 
@@ -152,7 +152,7 @@ class RegistryGlobalConcurrencyLockManager:
         *,
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
     ) -> None:
-        from ..build._locks import GlobalLockConfig
+        from ...build._locks import GlobalLockConfig
 
         if ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
@@ -184,7 +184,7 @@ class RegistryGlobalConcurrencyLockManager:
     async def acquire(self, task_id: str | UUID) -> LockAcquisitionResult:
         """Try once to take the lease on ``task_id`` (``HELD_BY_OTHER`` while this manager
         holds it; see the class docstring)."""
-        from ..build._locks import LockAcquisitionResult, LockAcquisitionStatus
+        from ...build._locks import LockAcquisitionResult, LockAcquisitionStatus
 
         name = str(task_id)
         with self._held_lock:
@@ -208,7 +208,7 @@ class RegistryGlobalConcurrencyLockManager:
             self._held.discard(name)
 
     async def _acquire(self, name: str) -> LockAcquisitionResult:
-        from ..build._locks import LockAcquisitionResult, LockAcquisitionStatus
+        from ...build._locks import LockAcquisitionResult, LockAcquisitionStatus
 
         body = {"owner_id": self.owner_id, "ttl_seconds": self._ttl, "check_task_completion": True}
         try:
@@ -400,7 +400,7 @@ class RegistryLockHandle(LeaseHandle):
         self.config = config or manager.config
 
     async def _take(self) -> LockAcquisitionResult:
-        from ..build._locks import LockAcquisitionResult, LockAcquisitionStatus
+        from ...build._locks import LockAcquisitionResult, LockAcquisitionStatus
 
         cfg = self.config
         waiting = (

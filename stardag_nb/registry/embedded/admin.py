@@ -22,11 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, Self, TypeVar
 
-from ..exceptions import APIError, NotFoundError
-from . import _sqlite_schema as schema
-from ._admin import RegistryAdmin, TargetRootsArg, normalize_target_roots
-from ._sqlite import default_registry_path
-from ._wire import (
+from ...exceptions import APIError, NotFoundError
+from .._admin import RegistryAdmin, TargetRootsArg, normalize_target_roots
+from ..wire import (
     ApiKeyCreated,
     ApiKeyInfo,
     EnvironmentDeleted,
@@ -44,6 +42,8 @@ from ._wire import (
     TargetRootOut,
     WorkspaceInfo,
 )
+from . import schema
+from .store import default_registry_path
 
 __all__ = ["EmbeddedAdmin"]
 
@@ -216,7 +216,7 @@ class EmbeddedAdmin(RegistryAdmin):
         ]
 
     def _protected(self) -> list[Path]:
-        from ..environments import default_protected
+        from ...environments import default_protected
 
         return [self.path, *default_protected()]
 
@@ -225,7 +225,7 @@ class EmbeddedAdmin(RegistryAdmin):
     ) -> None:
         """Refuse an invalid or dangerous root, or one overlapping a root of another live
         environment of this file (equal, parent or child)."""
-        from ..environments import RootRefused, parse_root, root_refusal, roots_overlap
+        from ...environments import RootRefused, parse_root, root_refusal, roots_overlap
 
         parsed = []
         for root in roots:
@@ -488,7 +488,7 @@ class EmbeddedAdmin(RegistryAdmin):
         """Apply ``change`` (which describes itself), record ``start`` (state
         provisioning), provision every root, then ``running`` or ``failed`` (reason: the
         first failure)."""
-        from ..environments import provision_target_root
+        from ...environments import provision_target_root
 
         def begin(conn: sqlite3.Connection, now: float) -> list[TargetRootIn]:
             what = change(conn, env_id) if change is not None else message
@@ -525,7 +525,7 @@ class EmbeddedAdmin(RegistryAdmin):
     ) -> EnvironmentDeleted:
         """Delete; with ``purge_data`` first delete exactly the outputs its tasks recorded
         under its target roots (never a root or prefix; others are kept and named)."""
-        from ..environments import purge_outputs
+        from ...environments import purge_outputs
 
         with self._lock:
             conn = self._connection()

@@ -13,9 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -23,32 +21,31 @@ from uuid import UUID, uuid4
 
 import pydantic_core
 
-from .._code_hash import code_hash
-from .._config_files import get_stardag_dir
-from ..exceptions import StardagError
-from . import _sqlite_schema as schema
-from ._base import RegistryABC, TaskMetadata, get_git_commit_hash
-from ._build_liveness import abandon_builds, find_abandoned, this_process
+from ..._code_hash import code_hash
+from ..._config_files import get_stardag_dir
+from ...exceptions import StardagError
+from .._base import RegistryABC, TaskMetadata, get_git_commit_hash
+from .._records import (
+    BuildNotFoundError,
+    BuildRecord,
+    BuildTaskRecord,
+    DependencyRecord,
+    EnvironmentRecord,
+    EnvironmentUnavailableError,
+    EventRecord,
+    RegistryEventKind,
+    TaskNotFoundError,
+    WorkspaceRecord,
+)
+from . import schema
+from .liveness import abandon_builds, find_abandoned, this_process
 
 if TYPE_CHECKING:
-    from .._task import BaseTask
-    from ..registry_asset import RegistryAsset
-    from ._built_code import BuiltCodeRecord
+    from ..._task import BaseTask
+    from ...registry_asset import RegistryAsset
+    from .._built_code import BuiltCodeRecord
 
-__all__ = [
-    "BuildNotFoundError",
-    "BuildRecord",
-    "BuildTaskRecord",
-    "DependencyRecord",
-    "EnvironmentRecord",
-    "EnvironmentUnavailableError",
-    "EventRecord",
-    "RegistryEventKind",
-    "SQLiteRegistry",
-    "TaskNotFoundError",
-    "WorkspaceRecord",
-    "default_registry_path",
-]
+__all__ = ["SQLiteRegistry", "default_registry_path"]
 
 logger = logging.getLogger("stardag_nb.registry")
 
@@ -60,124 +57,7 @@ def default_registry_path() -> Path:
     return get_stardag_dir() / DEFAULT_FILE_NAME
 
 
-class TaskNotFoundError(StardagError, LookupError):
-    """The registry has no task with this id (in its workspace and environment)."""
-
-
-class BuildNotFoundError(StardagError, LookupError):
-    """The registry has no build with this id (in its workspace and environment)."""
-
-
-class EnvironmentUnavailableError(StardagError):
-    """The registry's environment takes no builds: it was deleted, or it is not running
-    (its provisioning failed, or has not finished)."""
-
-
-class RegistryEventKind(StrEnum):
-    """The kinds of event in the registry's append-only log."""
-
-    BUILD_STARTED = "build_started"
-    BUILD_COMPLETED = "build_completed"
-    BUILD_FAILED = "build_failed"
-    BUILD_CANCELLED = "build_cancelled"
-    BUILD_EXIT_EARLY = "build_exit_early"
-    BUILD_ABANDONED = "build_abandoned"
-    TASK_REGISTERED = "task_registered"
-    TASK_STARTED = "task_started"
-    TASK_SUSPENDED = "task_suspended"
-    TASK_RESUMED = "task_resumed"
-    TASK_COMPLETED = "task_completed"
-    TASK_FAILED = "task_failed"
-    TASK_CANCELLED = "task_cancelled"
-    TASK_WAITING_FOR_LOCK = "task_waiting_for_lock"
-    TASK_ALREADY_COMPLETE = "task_already_complete"
-
-
 _K = RegistryEventKind
-
-
-# -- records ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkspaceRecord:
-    """A workspace: a namespace of environments."""
-
-    name: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class EnvironmentRecord:
-    """An environment within a workspace: tasks and builds are scoped to one."""
-
-    workspace: str
-    name: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class BuildRecord:
-    """One build: its status is ``running``, ``completed``, ``failed``, ``cancelled``,
-    ``exit_early`` or ``abandoned`` (its process died while it ran: ``error_message``
-    says which and when it was last seen). ``host`` and ``pid`` name the process that
-    ran it, ``heartbeat_at`` when that process last said it was alive (when known)."""
-
-    id: UUID
-    name: str
-    workspace: str
-    environment: str
-    status: str
-    description: str | None
-    commit_hash: str | None
-    root_task_ids: tuple[UUID, ...]
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    error_message: str | None
-    host: str | None = None
-    pid: int | None = None
-    heartbeat_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class BuildTaskRecord:
-    """A task as seen by one build, with its status in that build (``pending``,
-    ``running``, ``suspended``, ``completed``, ``failed``, ``cancelled``, or
-    ``already_complete`` when its output existed before the build). The unfinished tasks
-    of an abandoned build are ``cancelled``, with an error message saying so."""
-
-    task_id: UUID
-    name: str
-    namespace: str
-    status: str
-    registered_at: datetime | None
-    started_at: datetime | None
-    completed_at: datetime | None
-    error_message: str | None
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    """One entry of the event log (``task_id`` is None for build events)."""
-
-    id: int
-    build_id: UUID
-    task_id: UUID | None
-    kind: str
-    created_at: datetime
-    error_message: str | None
-    metadata: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class DependencyRecord:
-    """An edge ``upstream -> downstream``: the downstream task depends on the upstream
-    one; ``dynamic`` when it was yielded by ``run`` rather than returned by ``requires``."""
-
-    upstream_task_id: UUID
-    downstream_task_id: UUID
-    dynamic: bool
 
 
 # -- SQL -------------------------------------------------------------------------------
@@ -977,7 +857,7 @@ class SQLiteRegistry(RegistryABC):
     def apply_target_roots(self) -> bool:
         """Make this process write under the environment's target roots, when it has any
         (done at every build start). True if the roots in use changed."""
-        from ._target_roots import apply_target_roots
+        from .._target_roots import apply_target_roots
 
         roots = self.environment_target_roots()
         if not roots:
@@ -1209,7 +1089,7 @@ class SQLiteRegistry(RegistryABC):
 
     def built_code_hashes(self, task_ids: Sequence[str]) -> dict[str, BuiltCodeRecord]:
         """One query per 500 ids; the newest recorded code hash of each completed task."""
-        from ._built_code import BuiltCodeRecord
+        from .._built_code import BuiltCodeRecord
 
         out: dict[str, BuiltCodeRecord] = {}
         for start in range(0, len(task_ids), 500):
@@ -1416,7 +1296,7 @@ class SQLiteRegistry(RegistryABC):
         first returned them."""
         from pydantic import TypeAdapter
 
-        from ..registry_asset import RegistryAsset
+        from ...registry_asset import RegistryAsset
 
         rows = self._read(
             "SELECT type, name, body FROM assets WHERE environment_id = ? AND task_id = ?"

@@ -187,7 +187,7 @@ class _OneLineOutages(logging.Filter):
     logged (the others are counted, see :meth:`ServiceHealth.lost_record`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from ..exceptions import RegistryUnreachableError
+        from ...exceptions import RegistryUnreachableError
 
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, RegistryUnreachableError):

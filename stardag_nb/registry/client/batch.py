@@ -21,7 +21,7 @@ registry before any read (a client reads its own writes).
 
 A batch that did not get an answer is sent again with the same ``batch_id`` (the
 server applies a batch once: its receipt answers a copy), through the retries of
-:class:`~stardag_nb.registry._http.RegistryHTTP` (connection errors, 502/503/504 and
+:class:`~stardag_nb.registry.client.http.RegistryHTTP` (connection errors, 502/503/504 and
 read timeouts, for up to ``$STARDAG_API_RETRY_SECONDS``). A batch that still fails is
 logged (one line; of an outage, only the first) and dropped, as a failed v1 call is. If
 the server no longer has the route (it was downgraded), the batch is sent over the v1
@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from ..exceptions import APIError
-from ._http import RegistryHTTP, error_for_response, is_missing_route
+from ...exceptions import APIError
+from .http import RegistryHTTP, error_for_response, is_missing_route
 
 __all__ = [
     "BATCH_PATH",

@@ -13,7 +13,7 @@ than guessing; older versions are migrated forward, in place and keeping every r
 the steps in ``_MIGRATIONS`` (all in one transaction).
 
 Version 2 adds the administration data of the embedded registry: workspace and
-environment UUIDs (the ids :mod:`stardag_nb.registry._wire` records carry), environment
+environment UUIDs (the ids :mod:`stardag_nb.registry.wire` records carry), environment
 lifecycle state (``created``/``provisioning``/``running``/``failed``/``deleted``), target
 roots and lifecycle events. A deleted environment stays as a tombstone row
 (``deleted_at`` set) whose name may be reused: names are unique among live environments
@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..exceptions import StardagError
+from ...exceptions import StardagError
 
 __all__ = [
     "SCHEMA_VERSION",

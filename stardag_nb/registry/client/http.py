@@ -10,7 +10,7 @@ httpx is imported when a client is first used, never by ``import stardag_nb``.
   with exponential backoff (0.2 s, doubling, at most 5 s apart) for up to
   ``$STARDAG_API_RETRY_SECONDS`` (60 s); then :class:`RegistryUnreachableError`, as for a
   timeout that is not retried. Within about 2 s of an outage one warning says so and that
-  the client is retrying, and one more when the service answers again (see ``_outage``).
+  the client is retrying, and one more when the service answers again (see ``outage``).
 - :func:`give_up_quickly`: for read-only commands, which fail after a few seconds
   (``QUICK_RETRY_SECONDS``, ``QUICK_TIMEOUT``) unless the variables say otherwise.
 - Errors: 401 by the text of ``detail`` (expired → :class:`TokenExpiredError`, "api key"
@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import (
+from ...exceptions import (
     APIError,
     AuthorizationError,
     EnvironmentAccessError,
@@ -46,7 +46,7 @@ from ..exceptions import (
     RegistryUnreachableError,
     TokenExpiredError,
 )
-from ._outage import ServiceHealth, health_of, watchdog
+from .outage import ServiceHealth, health_of, watchdog
 
 if TYPE_CHECKING:
     import httpx
@@ -105,7 +105,7 @@ def _retry_seconds() -> float:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        from ..exceptions import ConfigError
+        from ...exceptions import ConfigError
 
         raise ConfigError(
             f"{RETRY_SECONDS_ENV}={raw!r} is not a number of seconds "
@@ -138,7 +138,7 @@ class HTTPSettings:
     ) -> HTTPSettings:
         """Arguments win; the rest comes from the active configuration
         (``stardag_nb.config.config_provider``)."""
-        from ..config import config_provider
+        from ...config import config_provider
 
         config = config_provider.get()
         url = (api_url or config.api.url).rstrip("/")
@@ -557,7 +557,7 @@ class _Backoff:
         self.fatal = _transport_error()
 
     def watch(self) -> int | None:
-        """Start watching one attempt for a missing answer (see ``_outage``)."""
+        """Start watching one attempt for a missing answer (see ``outage``)."""
         settings = self.http.settings
         if not settings.notices:
             return None

@@ -17,10 +17,9 @@ from urllib.parse import quote
 
 from pydantic import TypeAdapter
 
-from ..exceptions import NotFoundError
-from ._admin import RegistryAdmin, TargetRootsArg, normalize_target_roots
-from ._http import HTTPSettings, RegistryHTTP
-from ._wire import (
+from ...exceptions import NotFoundError
+from .._admin import RegistryAdmin, TargetRootsArg, normalize_target_roots
+from ..wire import (
     ApiKeyCreated,
     ApiKeyInfo,
     EnvironmentDeleted,
@@ -38,6 +37,7 @@ from ._wire import (
     TargetRootOut,
     WorkspaceInfo,
 )
+from .http import HTTPSettings, RegistryHTTP
 
 __all__ = ["APIAdmin"]
 
@@ -124,7 +124,7 @@ class APIAdmin(RegistryAdmin):
         roots = self._client_roots(info.target_roots)
         if info.state != EnvironmentState.PROVISIONING or not roots:
             return info
-        from ..environments import provision_target_root
+        from ...environments import provision_target_root
 
         checks = [provision_target_root(root) for root in roots]
         body = {
@@ -239,7 +239,7 @@ class APIAdmin(RegistryAdmin):
         its object-store roots and record both."""
         body = None
         if purge_data:
-            from ..environments import purge_outputs
+            from ...environments import purge_outputs
 
             recorded = EnvironmentOutputs.model_validate(
                 self._call("GET", f"{self._env(workspace, environment)}/outputs")
@@ -321,7 +321,7 @@ class APIAdmin(RegistryAdmin):
                 f"{workspace!r}; its active keys: {active or 'none'}."
             )
         if len(match) > 1:
-            from ..exceptions import APIError
+            from ...exceptions import APIError
 
             raise APIError(
                 f"{len(match)} active API keys are named {key!r}; revoke one by its id: "

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self, TypeVar
 from uuid import UUID, uuid4
 
-from . import _sqlite_schema as schema
-from ._lease_handle import LeaseHandle
-from ._sqlite import SQLiteRegistry, default_registry_path
+from .._lease_handle import LeaseHandle
+from . import schema
+from .store import SQLiteRegistry, default_registry_path
 
 if TYPE_CHECKING:
-    from ..build._locks import LockAcquisitionResult, LockAcquisitionStatus
+    from ...build._locks import LockAcquisitionResult, LockAcquisitionStatus
 
 # stardag_nb.build imports this package, so its lock types are imported when first used.
 
@@ -142,7 +142,7 @@ class SQLiteGlobalLockManager:
 
     def acquire_sync(self, task_id: str | UUID) -> LockAcquisitionResult:
         """:meth:`acquire`, blocking."""
-        from ..build._locks import LockAcquisitionResult, LockAcquisitionStatus
+        from ...build._locks import LockAcquisitionResult, LockAcquisitionStatus
 
         name = str(task_id)
         owner, ttl, limit = self.owner_id, self.ttl_seconds, self.max_concurrent_locks
