@@ -28,7 +28,7 @@ from ..registry.wire import Role
 from .db.ids import utcnow
 from .db.models import ApiKey, Environment, User, UserToken, Workspace, WorkspaceMember, table_of
 from .db.session import Database
-from .keycache import ApiKeyCache
+from .keycache import ApiKeyCache, CachedKey
 from .names import slugify
 from .security import digest
 
@@ -118,13 +118,18 @@ def _is_write(request: Request) -> bool:
     return request.method in _WRITE_METHODS
 
 
+def touch_due(last_used: datetime | None, seconds: float) -> bool:
+    """Whether a credential's ``last_used_at`` is due for an update (at most every
+    ``seconds``)."""
+    return last_used is None or utcnow() - last_used >= timedelta(seconds=seconds)
+
+
 def _stale(last_used: datetime | None, request: Request) -> bool:
     """Whether a credential's ``last_used_at`` is due for an update (written only by write
     requests, at most every ``api_key_touch_seconds``)."""
     if not _is_write(request):
         return False
-    seconds = request.app.state.settings.api_key_touch_seconds
-    return last_used is None or utcnow() - last_used >= timedelta(seconds=seconds)
+    return touch_due(last_used, request.app.state.settings.api_key_touch_seconds)
 
 
 def parse_uuid(value: str) -> UUID | None:
@@ -199,6 +204,15 @@ class SdkScope:
     user: User | None = None
     api_key: ApiKey | None = None
 
+    @classmethod
+    def of_cached(cls, cached: CachedKey) -> SdkScope:
+        """The scope of an API key the key cache verified moments ago."""
+        return cls(
+            environment=cached.environment,
+            workspace_slug=cached.workspace_slug,
+            api_key=cached.api_key,
+        )
+
     @property
     def env_id(self) -> UUID:
         """The environment's id."""
@@ -245,11 +259,7 @@ async def _key_scope(request: Request, session: AsyncSession, api_key: str) -> S
         if _stale(cached.last_used_at, request):
             cached.last_used_at = now = utcnow()
             await session.execute(_TOUCH_KEY, {"key_id": cached.key_id, "now": now})
-        return SdkScope(
-            environment=cached.environment,
-            workspace_slug=cached.workspace_slug,
-            api_key=cached.api_key,
-        )
+        return SdkScope.of_cached(cached)
     stamp = cache.epoch.current() if cache is not None else 0
     row = (await session.execute(_API_KEY_SCOPE, {"key_hash": key_hash})).first()
     if row is None:

@@ -40,10 +40,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..registry.wire import BuildCreate, TaskCreate
-from .auth import SdkScope, parse_uuid
-from .db.ids import utcnow
+from .auth import SdkScope, parse_uuid, touch_due
 from .db.session import unavailable_detail
 from .limits import ASGIApp, Receive, Scope, Send, replay_body
+from .routers.tasks import TASK_EVENT_ROUTES
 from .security import digest
 
 __all__ = ["RETRY_AFTER", "HotRoutes"]
@@ -56,7 +56,7 @@ RETRY_AFTER = {"Retry-After": "1"}
 
 _EVENT = re.compile(
     r"^/api/v1/builds/([^/]+)/tasks/([^/]+)/"
-    r"(start|complete|fail|suspend|resume|cancel|waiting-for-lock|already-complete)$"
+    rf"({'|'.join(re.escape(action) for action in TASK_EVENT_ROUTES)})$"
 )
 _REGISTER = re.compile(r"^/api/v1/builds/([^/]+)/tasks$")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -122,20 +122,13 @@ def _cached_caller(scope: Scope, write: bool) -> SdkScope | None:
     cached = cache.get(digest(key))
     if cached is None:
         return None
-    if write:
-        touch = state.settings.api_key_touch_seconds
-        last = cached.last_used_at
-        if last is None or (utcnow() - last).total_seconds() >= touch:
-            return None
-    return SdkScope(
-        environment=cached.environment,
-        workspace_slug=cached.workspace_slug,
-        api_key=cached.api_key,
-    )
+    if write and touch_due(cached.last_used_at, state.settings.api_key_touch_seconds):
+        return None
+    return SdkScope.of_cached(cached)
 
 
 async def _event(scope: Scope, caller: SdkScope, build: str, task_id: str, action: str) -> Answer:
-    from .routers.tasks import TASK_EVENT_ROUTES, record_task_event
+    from .routers.tasks import record_task_event
 
     build_id = parse_uuid(build)
     if build_id is None:

@@ -551,7 +551,6 @@ class APIRegistry(RegistryABC):
         """Dynamic edges go to the ``…/dependencies`` extension; static ones were sent
         with the registration already."""
         if dynamic and dependency_ids:
-            self.flush()
             body = {"dependency_task_ids": [str(d) for d in dependency_ids], "dynamic": True}
             self._extension(
                 "dependencies", "POST", f"/builds/{build_id}/tasks/{task.id}/dependencies", body
@@ -573,14 +572,12 @@ class APIRegistry(RegistryABC):
               "dynamic": bool(dynamic)}  # fmt: skip
         if self._queue_op(build_id, op) or not dynamic:
             return
-        await self.flush_aio()
         body = {"dependency_task_ids": ids, "dynamic": True}
         await self._aextension(
             "dependencies", "POST", f"/builds/{build_id}/tasks/{task.id}/dependencies", body
         )
 
     def task_already_complete(self, build_id: UUID, task: BaseTask) -> None:
-        self.flush()
         self._extension(
             "already-complete", "POST", f"/builds/{build_id}/tasks/{task.id}/already-complete"
         )
@@ -737,9 +734,7 @@ class APIRegistry(RegistryABC):
                 continue
             if meta.status != "completed":
                 continue
-            done = meta.completed_at
-            if done is not None and done.tzinfo is None:  # a SQLite-backed server's UTC
-                done = done.replace(tzinfo=UTC)
+            done = _utc(meta.completed_at)
             out[task_id] = BuiltCodeRecord(meta.code_hash, done.timestamp() if done else None)
         return out
 
