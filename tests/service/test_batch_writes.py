@@ -364,6 +364,33 @@ def test_reads_and_sync_writes_come_after_the_queued_writes(
     registry.close()
 
 
+def test_a_cancelled_wait_for_queued_writes_does_not_stop_the_sending_thread(
+    server: ServiceServer, env: tuple[str, str, dict[str, str]]
+) -> None:
+    """A build that stops (fail fast, an interrupt) cancels tasks that were waiting for a
+    flush; when that batch is answered, the sending thread must live on: the build's
+    end, queued next, is sent and answered (it waited forever)."""
+    _, key, roots = env
+    registry = APIRegistry(api_url=server.url, api_key=key)
+    leaf = BLeaf(i=8, run_no=time.time_ns())
+
+    async def build() -> Any:
+        build_id = await registry.build_start_aio([leaf])
+        await registry.task_register_aio(build_id, leaf)  # queued: the window is open
+        waiter = asyncio.ensure_future(registry.flush_aio())
+        await asyncio.sleep(0)  # it waits for the queued write
+        waiter.cancel()
+        await asyncio.sleep(0.2)  # the batch is sent and answered
+        await registry.task_start_aio(build_id, leaf)
+        await registry.build_cancel_aio(build_id)  # waits for its batch's answer
+        return build_id
+
+    with target_factory_provider.override(TargetFactory(target_roots=roots)):
+        build_id = asyncio.run(asyncio.wait_for(build(), 15))
+    assert registry.get_build(build_id).status == "cancelled"
+    registry.close()
+
+
 def test_a_build_whose_start_fails_after_it_was_created_is_not_left_running(
     server: ServiceServer, env: tuple[str, str, dict[str, str]]
 ) -> None:

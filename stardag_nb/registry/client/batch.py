@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import json
 import logging
 import threading
@@ -144,13 +145,17 @@ class WriteBatcher:
             self._queue.append(op)
             self._queued += 1
             if self._thread is None:  # the first write, or the last thread went idle
-                self._thread = threading.Thread(
-                    target=self._run, name="stardag-nb-registry-writes", daemon=True
-                )
-                self._thread.start()
+                self._start_thread()
             elif len(self._queue) == 1 or len(self._queue) == SEND_AT:
                 self._cond.notify()
         return future
+
+    def _start_thread(self) -> None:
+        """(``self._cond`` held) Start the sending thread."""
+        self._thread = threading.Thread(
+            target=self._run, name="stardag-nb-registry-writes", daemon=True
+        )
+        self._thread.start()
 
     @property
     def pending(self) -> int:
@@ -222,17 +227,27 @@ class WriteBatcher:
             return batch
 
     def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            try:
-                self._send(batch)
-            except Exception as exc:  # never let the thread die with writes queued
-                logger.exception("registry: sending a batch of writes failed: %s", exc)
-                _fail(batch, exc)
-            finally:
-                self._settle(len(batch))
+        try:
+            while True:
+                batch = self._take()
+                if batch is None:
+                    return
+                try:
+                    self._send(batch)
+                except Exception as exc:  # never let the thread die with writes queued
+                    logger.exception("registry: sending a batch of writes failed: %s", exc)
+                    _fail(batch, exc)
+                finally:
+                    self._settle(len(batch))
+        except BaseException:
+            # The thread dies anyway: let the next write (or a queued one) start another,
+            # or every later write and flush would wait forever.
+            with self._cond:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    if self._queue and not self._closed:
+                        self._start_thread()
+            raise
 
     def _settle(self, count: int) -> None:
         with self._cond:
@@ -240,8 +255,8 @@ class WriteBatcher:
             done = [f for upto, f in self._waiters if upto <= self._settled]
             if done:
                 self._waiters = [(u, f) for u, f in self._waiters if u > self._settled]
-        for future in done:
-            future.set_result(None)
+        for future in done:  # a waiter may have been cancelled (its build stopped)
+            _resolve(future, None)
 
     def _encoded(self, batch: list[_Op]) -> list[tuple[_Op, bytes]]:
         encoded = []
@@ -305,7 +320,7 @@ class WriteBatcher:
             if not result.get("ok", True):
                 refused.append((index, result.get("detail")))
             if op.ack is not None:
-                op.ack.set_result(result)
+                _resolve(op.ack, result)
         if refused:
             index, detail = refused[0]
             logger.warning(
@@ -328,13 +343,21 @@ class WriteBatcher:
                 self._lost(build_id, [op], exc)
                 continue
             if op.ack is not None:
-                op.ack.set_result({"ok": True})
+                _resolve(op.ack, {"ok": True})
 
 
 def _fail(ops: list[_Op], error: BaseException) -> None:
     for op in ops:
-        if op.ack is not None and not op.ack.done():
-            op.ack.set_exception(error)
+        if op.ack is not None:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                op.ack.set_exception(error)
+
+
+def _resolve(future: concurrent.futures.Future[Any], result: Any) -> None:
+    """Set ``future``'s result unless it is done already: its waiter cancelled it (the
+    build stopped). Raising here would end the sending thread with writes queued."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(result)
 
 
 def _describe(data: dict[str, Any]) -> str:
