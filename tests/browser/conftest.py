@@ -226,6 +226,35 @@ def new_page(browser: Any) -> Any:
     return page
 
 
+# The page's chrome in the theme: the menu bar's computed background is dark exactly when
+# the theme is, and only that theme's stylesheet is loaded.
+_JS_THEME_PAINTED = """(light) => {
+    const bar = document.querySelector('.lm-MenuBar') || document.body;
+    const rgb = getComputedStyle(bar).backgroundColor.match(/[\\d.]+/g).map(Number);
+    const lum = (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255;
+    const themes = [...document.querySelectorAll('link[rel=stylesheet]')]
+        .map((link) => link.href).filter((href) => href.includes('/api/themes/'));
+    const wanted = light ? 'light' : 'dark';  // no stylesheet of the other theme is left
+    return (light ? lum > 0.5 : lum < 0.5) && themes.every((href) => href.includes(wanted));
+}"""
+_JS_TWO_FRAMES = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+def set_theme(page: Any, name: str) -> None:
+    """Switch JupyterLab (or Notebook 7) to the theme ``name`` and wait until the page
+    is drawn in it, so that screenshots and contrast checks see that theme only."""
+    from playwright.sync_api import expect
+
+    page.evaluate(
+        "(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name
+    )
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-name", name)
+    page.wait_for_function(_JS_THEME_PAINTED, arg="Light" in name)
+    # JupyterLab covers the page with its splash while a theme loads, then fades it out
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0)
+    page.evaluate(_JS_TWO_FRAMES)
+
+
 def screenshot(page: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"

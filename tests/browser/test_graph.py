@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import SCREENSHOTS, LabServer, screenshot
+from .conftest import SCREENSHOTS, LabServer, screenshot, set_theme
 from .test_lab import Notebook, write_notebook
 
 try:
@@ -19,7 +19,7 @@ except ImportError:  # the conftest skips (or, under CI, fails) the module
 
 pytestmark = pytest.mark.slow
 
-PIPELINE = '''import time
+PIPELINE = """import time
 import stardag_nb as sd
 
 
@@ -52,7 +52,7 @@ class Top(sd.AutoTask[int]):
         return [Mid(n=n, ui=self.ui) for n in range(1, 5)]
 
     def run(self):
-        self.output().save(sum(t.output().load() for t in self.requires()))'''
+        self.output().save(sum(t.output().load() for t in self.requires()))"""
 
 _JS_CONTRAST = """(root) => {
     const lum = (rgb) => {
@@ -78,11 +78,6 @@ def _widget_shot(view: Any, name: str) -> None:
     view.locator(".stardag-dag").screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
-def _theme(nb: Notebook, name: str) -> None:
-    nb.page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name)
-    expect(nb.page.locator("body")).to_have_attribute("data-jp-theme-name", name)
-
-
 @pytest.mark.parametrize("frontend", ["lab", "notebook7"])
 def test_the_live_graph_reads_well(page: Any, lab: LabServer, frontend: str) -> None:
     shot = "graph" if frontend == "lab" else "graph-notebook7"
@@ -104,7 +99,10 @@ def test_the_live_graph_reads_well(page: Any, lab: LabServer, frontend: str) -> 
     assert view.locator("marker path.stardag-arrowhead").count() == 1
     edges = view.locator("path.stardag-edge")
     expect(edges).to_have_count(8)
-    assert all(m and m.startswith("url(#") for m in edges.evaluate_all("els => els.map(e => e.getAttribute('marker-end'))"))
+    assert all(
+        m and m.startswith("url(#")
+        for m in edges.evaluate_all("els => els.map(e => e.getAttribute('marker-end'))")
+    )
     expect(view.locator(".stardag-legend-item")).to_have_count(10)
     # the failure, what it blocks, and a header that counts tasks
     expect(view.locator('.stardag-node[data-status="failed"]')).to_have_count(1)
@@ -117,13 +115,12 @@ def test_the_live_graph_reads_well(page: Any, lab: LabServer, frontend: str) -> 
     expect(view.locator(".stardag-node", has_text="n=2")).to_have_count(2)  # Leaf and Mid
     # node text contrasts with its fill (WCAG AA: 4.5)
     for theme, suffix in (("JupyterLab Light", "light"), ("JupyterLab Dark", "dark")):
-        _theme(nb, theme)
-        page.wait_for_timeout(300)
+        set_theme(nb.page, theme)
         assert view.evaluate(_JS_CONTRAST) >= 4.5
         view.scroll_into_view_if_needed()
         screenshot(page, f"{shot}-{suffix}")
         _widget_shot(view, f"{shot}-widget-{suffix}")
-    _theme(nb, "JupyterLab Light")
+    set_theme(nb.page, "JupyterLab Light")
     # search highlights by parameter
     view.locator("input.stardag-search").fill("n=3")
     expect(view.locator(".stardag-node.stardag-match")).to_have_count(2)

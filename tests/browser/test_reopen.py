@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import SCREENSHOTS, LabServer
+from .conftest import SCREENSHOTS, LabServer, set_theme
 from .test_lab import Notebook, write_notebook
 
 try:
@@ -45,24 +45,17 @@ BUILD = "%%stardag --as job\nSlow(xs=numbers(n={n}))"  # n: a task not built bef
 STATIC_NODES = ".stardag-static svg g.node"
 
 
-def _theme(nb: Notebook, name: str) -> None:
-    nb.page.evaluate(
-        "(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name
-    )
-    expect(nb.page.locator("body")).to_have_attribute("data-jp-theme-name", name)
-
-
 def _shots(nb: Notebook, cell: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         for theme, suffix in (("JupyterLab Light", "light"), ("JupyterLab Dark", "dark")):
-            _theme(nb, theme)
+            set_theme(nb.page, theme)
             cell.scroll_into_view_if_needed()
-            nb.page.wait_for_timeout(300)  # the theme's CSS settles
             nb.page.screenshot(path=str(SCREENSHOTS / f"{name}-{suffix}.png"))
             cell.screenshot(path=str(SCREENSHOTS / f"{name}-cell-{suffix}.png"))
     finally:
-        _theme(nb, "JupyterLab Light")  # the setting is the server's: later tests expect light
+        # the setting is the server's: later tests expect light
+        set_theme(nb.page, "JupyterLab Light")
 
 
 @pytest.mark.parametrize("frontend", ["lab", "notebook7"])

@@ -15,7 +15,7 @@ import pytest
 
 from tests.notebook.test_stale import CHANGED, PIPELINE, TASKS
 
-from .conftest import SCREENSHOTS, LabServer, screenshot
+from .conftest import SCREENSHOTS, LabServer, screenshot, set_theme
 from .test_lab import Notebook, write_notebook
 
 try:
@@ -49,13 +49,6 @@ _JS_CONTRAST = """(root) => {
     }
     return [text, outline];
 }"""
-
-
-def _theme(nb: Notebook, name: str) -> None:
-    nb.page.evaluate(
-        "(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name
-    )
-    expect(nb.page.locator("body")).to_have_attribute("data-jp-theme-name", name)
 
 
 @pytest.mark.parametrize("frontend", ["lab", "notebook7"])
@@ -100,8 +93,7 @@ def test_stale_marks_and_the_rebuild_button(page: Any, lab: LabServer, frontend:
     expect(note).to_contain_text("upstream, changed since this output was built")
     expect(note).to_contain_text("rebuild stale")
     for theme, suffix in (("JupyterLab Light", "light"), ("JupyterLab Dark", "dark")):
-        _theme(nb, theme)
-        page.wait_for_timeout(300)
+        set_theme(nb.page, theme)
         text, outline = view.locator(".stardag-dag").evaluate(_JS_CONTRAST)
         assert text >= 4.5, (theme, text)
         assert outline >= 3.0, (theme, outline)  # the stale mark stands out from the page
@@ -110,7 +102,7 @@ def test_stale_marks_and_the_rebuild_button(page: Any, lab: LabServer, frontend:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         widget_shot = SCREENSHOTS / f"stale-{frontend}-widget-{suffix}.png"
         view.locator(".stardag-dag").screenshot(path=str(widget_shot))
-    _theme(nb, "JupyterLab Light")
+    set_theme(nb.page, "JupyterLab Light")
 
     # one click reruns exactly the stale tasks; the marks are gone, the output is static
     rebuild.click()
