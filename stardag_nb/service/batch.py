@@ -150,6 +150,8 @@ def _error(detail: str) -> Result:
     return None, detail
 
 
+_ID_BLOCK = 256  # ids drawn at once (the most)
+
 # the answer's JSON, one piece per outcome (most are one of a few: made once)
 _PIECES: dict[Result, bytes] = {}
 
@@ -186,7 +188,7 @@ class BatchOutcome:
 class _Batch:
     """The rows a batch writes, gathered in one pass over its operations."""
 
-    def __init__(self, scope: SdkScope, build_id: UUID, now: Any) -> None:
+    def __init__(self, scope: SdkScope, build_id: UUID, now: Any, ops: int) -> None:
         self.env_id = scope.env_id
         self.build_id = build_id
         self.now = now
@@ -197,12 +199,16 @@ class _Batch:
         self.assets: dict[tuple[UUID, str, str], dict[str, Any]] = {}
         self.results: list[Result] = []
         self._ids: list[UUID] = []
+        # ids are drawn in blocks (see new_ids): the first for what a batch of this
+        # length usually needs (a row per task and per event), more if it needs more
+        self._block = min(_ID_BLOCK, 2 * ops + 8)
 
     def new_id(self) -> UUID:
-        """An id for a row of the batch (drawn in blocks: see :func:`new_ids`)."""
+        """An id for a row of the batch."""
         if not self._ids:
-            self._ids = new_ids(256)
+            self._ids = new_ids(self._block)
             self._ids.reverse()
+            self._block = _ID_BLOCK
         return self._ids.pop()
 
     def event(
@@ -383,7 +389,7 @@ async def apply_batch(
     )
     if receipt.scalar_one_or_none() is None:
         return await _replay(session, scope, build_id, request)
-    batch = _Batch(scope, build_id, now)
+    batch = _Batch(scope, build_id, now, len(request.ops))
     await _register_tasks(session, batch, request.ops)
     batch.results = [batch.apply(op) for op in request.ops]
     await _write(session, batch)
