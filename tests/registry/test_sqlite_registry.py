@@ -448,6 +448,30 @@ def test_age_triggers_a_write(db: Path) -> None:
     reader.close()
 
 
+def test_a_large_build_writes_larger_batches_and_loses_no_row(db: Path) -> None:
+    """Past 20,000 rows a build's rows are written less often (each write rewrites the
+    index pages its rows touch): still within about a second, and every row arrives."""
+    writer = SQLiteRegistry(db, flush_interval_seconds=0.05)
+    reader = _reader(db)
+    build_id = writer.build_start()
+    tasks = [RegLeaf(n=n) for n in range(5000)]
+    for task in tasks:  # 5 rows a task (task, build row, 2 events, completion)
+        writer.task_register(build_id, task)
+        writer.task_start(build_id, task)
+        writer.task_complete(build_id, task)
+    writer.flush()  # 25,000 rows written: the build is large now
+    time.sleep(0.2)  # a write the flusher had decided on before has run (on nothing)
+    late = RegLeaf(n=-1)
+    writer.task_register(build_id, late)
+    time.sleep(0.3)  # a small build's row would be written by now (0.05 s)
+    assert not _visible(reader, late.id)
+    assert _wait_for(lambda: _visible(reader, late.id), timeout=3)  # within ~1 s
+    writer.build_complete(build_id)
+    statuses = [t.status for t in reader.list_build_tasks(build_id)]
+    assert len(statuses) == 5001 and statuses.count("completed") == 5000
+    writer.close()
+    reader.close()
+
 def test_build_end_close_and_garbage_collection_write(db: Path) -> None:
     reader = _reader(db)
     writer = SQLiteRegistry(db, flush_interval_seconds=60)

@@ -174,6 +174,13 @@ _FINISH_BUILD = "UPDATE builds SET status = ?, completed_at = ?, error_message =
 _HEARTBEAT = "UPDATE builds SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
 
 _BACKLOG_ROWS = 50_000  # pending rows past which a caller waits for the flusher
+# Once the running builds have written this many rows, batches grow (at least this
+# interval, up to this many rows): each write rewrites the index pages its rows touch,
+# and the rows of a large build are spread over many pages (task ids are random), so
+# small batches of a 100k-task build cost twice as much per row as large ones.
+_LARGE_BUILD_ROWS = 20_000
+_LARGE_BUILD_INTERVAL = 1.0
+_LARGE_BUILD_MAX_ROWS = 100_000
 _CACHE_KIB = 64 * 1024  # the writer connection's page cache (filled only as needed)
 
 # Indices into a pending build-task entry (a list, updated in place).
@@ -380,7 +387,7 @@ class _Writer:
         self.interval = interval
         self.heartbeat = heartbeat
         # A caller appending past this many pending rows waits (briefly) for the flusher.
-        self.backlog_rows = max(_BACKLOG_ROWS, 2 * max_rows)
+        self.backlog_rows = max(_BACKLOG_ROWS, 2 * max(max_rows, _LARGE_BUILD_MAX_ROWS))
         # Rows per bulk statement: a power of two within SQLite's limit of parameters
         # (for the widest row: 11 values).
         limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 11
@@ -400,6 +407,7 @@ class _Writer:
         self.retry_at: float | None = None
         self.urgent = False  # max_rows reached: the flusher writes without waiting
         self.live: dict[str, None] = {}  # the builds this registry runs (ordered set)
+        self.live_rows = 0  # rows written while some of them ran (see _LARGE_BUILD_ROWS)
         # Their tasks' rows as last changed, by task UUID as int: changes need no read.
         self.build_rows: dict[str, dict[int, tuple[Any, ...]]] = {}
         self.beat_at: float | None = None  # time.monotonic() of the next heartbeat
@@ -427,7 +435,7 @@ class _Writer:
         if batch.since is None:
             batch.since = time.monotonic()
             self._wake()
-        elif batch.rows >= self.max_rows and not self.urgent:
+        elif batch.rows >= self._max_rows_now() and not self.urgent:
             self.urgent = True
             self.cond.notify()
         if batch.rows > self.backlog_rows:
@@ -493,6 +501,8 @@ class _Writer:
     def build_started(self, key: str) -> None:
         """Keep the heartbeat of build ``key`` until :meth:`build_finished`."""
         with self.lock:
+            if not self.live:
+                self.live_rows = 0
             self.live[key] = None
             self.build_rows[key] = {}
             if self.beat_at is None:
@@ -518,6 +528,8 @@ class _Writer:
                 batch, self.urgent = self.batch, False
                 if batch.rows:
                     self.batch = _Batch()
+                    if self.live:
+                        self.live_rows += batch.rows
                     self.room.notify_all()
             batches = [*self.failed, batch] if batch.rows else self.failed
             if not batches:
@@ -575,6 +587,17 @@ class _Writer:
             except sqlite3.Error as exc:  # the next beat tries again
                 logger.warning("Could not refresh the builds' heartbeat in %s: %s", self.path, exc)
 
+    def _large(self) -> bool:
+        return bool(self.live) and self.live_rows >= _LARGE_BUILD_ROWS
+
+    def _interval_now(self) -> float:
+        """How old the oldest pending row may get (longer during a large build)."""
+        return max(self.interval, _LARGE_BUILD_INTERVAL) if self._large() else self.interval
+
+    def _max_rows_now(self) -> int:
+        """Pending rows that make a write due at once (more during a large build)."""
+        return max(self.max_rows, _LARGE_BUILD_MAX_ROWS) if self._large() else self.max_rows
+
     def _due(self) -> float | None:
         """Seconds until the next write is due (<= 0: now; None: nothing pending)."""
         if self.urgent:
@@ -582,7 +605,7 @@ class _Writer:
         now = time.monotonic()
         waits = []
         if self.batch.since is not None:
-            waits.append(self.batch.since + self.interval - now)
+            waits.append(self.batch.since + self._interval_now() - now)
         if self.retry_at is not None:
             waits.append(self.retry_at - now)
         if self.beat_at is not None:
@@ -660,13 +683,17 @@ class SQLiteRegistry(RegistryABC):
     thread writes the batch in one ``BEGIN IMMEDIATE`` transaction (a few multi-row
     statements per table) once ``flush_max_rows`` rows are pending or the oldest is
     ``flush_interval_seconds`` old; while it writes, new rows gather for the next batch.
+    Once the running builds have written 20,000 rows, batches grow to at least 1 s and
+    up to 100,000 rows: a large build's rows touch many index pages, and every write
+    rewrites the pages it touches (its registry cost per task then stays nearly flat).
     During a build the calling thread runs no SQL (it waits only if the flusher falls
-    more than 50,000 rows, or twice ``flush_max_rows``, behind). Pending rows are written
+    more than 200,000 rows, or twice ``flush_max_rows``, behind). Pending rows are written
     on the calling thread when a build ends, before every read, on :meth:`flush` and
     :meth:`close`; also when the registry is garbage-collected and at interpreter exit.
     Task bodies and output URIs are computed when written, so a call costs a few
     microseconds. A hard kill (SIGKILL,
-    power loss) loses at most the last ~0.2 s of events and never corrupts the file:
+    power loss) loses at most the last ~0.2 s of events (~1 s in a large build) and
+    never corrupts the file:
     the database is in WAL mode and each batch is one atomic transaction. Another
     process (or another ``SQLiteRegistry`` on the same file) sees rows once they are
     written.
