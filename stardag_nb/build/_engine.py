@@ -948,4 +948,7 @@ def _output_uri(task: BaseTask) -> str:
 
 
 def _describe(error: BaseException | None) -> str:
-    return f"{type(error).__name__}: {error}" if error is not None else ""
+    """The error as the registry records it (NUL characters, which PostgreSQL refuses
+    in text, shown as U+FFFD)."""
+    text = f"{type(error).__name__}: {error}" if error is not None else ""
+    return text.replace("\x00", "\ufffd")

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from .._version import __version__
 from . import roots
@@ -60,6 +60,22 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return JSONResponse(
         status_code=503, content={"detail": unavailable_detail(exc)}, headers=RETRY_AFTER
     )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database error other than an outage: a value of the request the database
+    refuses (SQLSTATE class 22, data exception: a NUL character in a text on PostgreSQL,
+    a number out of range) is the request's fault, a 422 naming it; anything else is
+    the server's, a 500."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    if isinstance(exc, DataError) or sqlstate.startswith("22"):
+        logger.info("value refused on %s %s: %s", request.method, request.url.path, exc)
+        reason = (str(orig or type(exc).__name__).splitlines() or ["?"])[0]
+        detail = f"The registry database refused a value of this request: {reason[:200]}"
+        return JSONResponse(status_code=422, content={"detail": detail})
+    logger.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
 
 
 async def _warn_if_no_users(db: Database) -> None:
@@ -134,6 +150,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)  # OperationalError: above
     app.add_middleware(HotRoutes)  # inside the limits (the last added is outermost)
     app.add_middleware(
         RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth

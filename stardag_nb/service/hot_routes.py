@@ -29,7 +29,6 @@ function (404 for a build or task that is not the caller's) is answered as FastA
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,14 +40,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..registry.wire import BuildCreate, TaskCreate
 from .auth import SdkScope, parse_uuid, touch_due
-from .db.session import unavailable_detail
 from .limits import ASGIApp, Receive, Scope, Send, replay_body
 from .routers.tasks import TASK_EVENT_ROUTES
 from .security import digest
+from .status import in_build_status
 
 __all__ = ["RETRY_AFTER", "HotRoutes"]
 
-logger = logging.getLogger(__name__)
 
 RETRY_AFTER = {"Retry-After": "1"}
 """Headers of a 503 answer: the database is unavailable right now."""
@@ -144,7 +142,10 @@ async def _event(scope: Scope, caller: SdkScope, build: str, task_id: str, actio
             session, caller, build_id, task_id, event_type, error, metadata
         )
 
-    return await _in_session(scope, run, 200, write=True, autocommit=True)
+    # the INSERT is the one statement, unless the status is read after it: then a
+    # transaction, so that a failed read leaves no event behind (as the FastAPI route)
+    single = in_build_status(event_type) is not None
+    return await _in_session(scope, run, 200, write=True, autocommit=single)
 
 
 async def _register(scope: Scope, caller: SdkScope, build: str, body: bytes) -> Answer:
@@ -198,9 +199,10 @@ async def _in_session(
     autocommit: bool,
 ) -> Answer:
     """Run the route function in a session as the route's would be (a write session
-    committed before the answer is made). On a database error: None (FastAPI takes the
-    request) when nothing was committed, a 503 when a statement may have committed by
-    itself (``autocommit``)."""
+    committed before the answer is made). On a database error: None, and FastAPI takes
+    the request (its answer: 503 when the database is unavailable, 422 for a value it
+    refuses). Nothing was committed: an autocommit session runs one write statement,
+    and a statement that fails commits nothing."""
     db = scope["app"].state.db
     try:
         async with db.session(write=write, autocommit=autocommit) as session:
@@ -213,12 +215,8 @@ async def _in_session(
                 return exc.status_code, detail.encode()
             content: bytes = result.__pydantic_serializer__.to_json(result)
             await session.commit()
-    except SQLAlchemyError as exc:
-        if not autocommit:
-            return None
-        logger.warning("database error on %s: %s", scope["path"], exc)
-        detail = json.dumps({"detail": unavailable_detail(exc)}, ensure_ascii=False)
-        return 503, detail.encode()
+    except SQLAlchemyError:
+        return None
     return status, content
 
 

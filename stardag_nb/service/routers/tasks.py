@@ -322,7 +322,8 @@ async def cancel_task(
 
 
 @router.post(_TASK + "/waiting-for-lock")
-@autocommit  # one INSERT (add_task_event)
+# a transaction, not autocommit: the status is read after the INSERT, and a failed
+# read must not leave the event behind (a retried request would record it twice)
 async def task_waiting_for_lock(
     build_id: UUID,
     task_id: str,
