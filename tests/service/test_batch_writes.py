@@ -413,6 +413,66 @@ def test_a_build_whose_start_fails_after_it_was_created_is_not_left_running(
     registry.close()
 
 
+def test_a_build_start_interrupted_after_the_build_was_created_is_recorded_cancelled(
+    server: ServiceServer, env: tuple[str, str, dict[str, str]]
+) -> None:
+    """An interrupt (a cancelled start) while the environment is asked for: the created
+    build is recorded cancelled, not failed."""
+    _, key, _ = env
+
+    class SlowEnvironment(APIRegistry):
+        def fetch_environment(self) -> Any:
+            info = super().fetch_environment()
+            time.sleep(1.0)
+            return info
+
+    registry = SlowEnvironment(api_url=server.url, api_key=key)
+    description = f"interrupted-{time.time_ns()}"
+
+    async def interrupted() -> None:
+        start = asyncio.ensure_future(registry.build_start_aio([], description=description))
+        await asyncio.sleep(0.5)  # the build is created; the environment is on its way
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+
+    asyncio.run(interrupted())
+    [found] = [b for b in registry.list_builds(limit=50) if b.description == description]
+    assert registry.get_build(found.id).status == "cancelled"
+    registry.close()
+
+
+def test_a_sending_thread_stopped_by_a_base_exception_leaves_no_write_waiting(
+    server: ServiceServer, env: tuple[str, str, dict[str, str]]
+) -> None:
+    """A write whose encoding raises a BaseException (from task code) ends the sending
+    thread: the writes of its batch that are waited for fail at once (the build's end
+    would wait forever), and later writes go out on a new thread."""
+    _, key, _ = env
+    registry = APIRegistry(api_url=server.url, api_key=key)
+    build_id = registry.build_start([], description=f"dying-{time.time_ns()}")
+    batcher = registry._batcher
+    assert batcher is not None
+
+    class Stop(BaseException):
+        pass
+
+    def explode() -> dict[str, Any]:
+        raise Stop("raised by a task's output()")
+
+    hook, threading.excepthook = threading.excepthook, lambda args: None
+    try:
+        batcher.submit(build_id, explode)
+        end = batcher.submit(build_id, lambda: {"op": "build-complete"}, ack=True)
+        with pytest.raises(RuntimeError, match="stopped"):
+            end.result(timeout=10)
+    finally:
+        threading.excepthook = hook
+    registry.build_complete(build_id)  # a new thread sends it
+    assert registry.get_build(build_id).status == "completed"
+    registry.close()
+
+
 def test_a_lock_release_records_the_completion_after_the_queued_writes(
     server: ServiceServer, env: tuple[str, str, dict[str, str]]
 ) -> None:

@@ -237,6 +237,9 @@ class WriteBatcher:
                 except Exception as exc:  # never let the thread die with writes queued
                     logger.exception("registry: sending a batch of writes failed: %s", exc)
                     _fail(batch, exc)
+                except BaseException as exc:  # the thread dies (below): nobody may wait
+                    _fail(batch, RuntimeError(f"sending the registry writes stopped: {exc!r}"))
+                    raise
                 finally:
                     self._settle(len(batch))
         except BaseException:

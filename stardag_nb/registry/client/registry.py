@@ -458,9 +458,12 @@ class APIRegistry(RegistryABC):
         try:
             self._sync_target_roots(await environment)
         except BaseException as exc:  # the build exists: it must not stay running
-            reason = f"the build could not start: {type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.build_fail, build_id, reason)
+                if isinstance(exc, asyncio.CancelledError):  # an interrupt, a Cancel
+                    await asyncio.shield(asyncio.to_thread(self.build_cancel, build_id))
+                else:
+                    reason = f"the build could not start: {type(exc).__name__}: {exc}"
+                    await asyncio.to_thread(self.build_fail, build_id, reason)
             raise
         return build_id
 
