@@ -18,7 +18,8 @@ loop is blocked while they run). Workloads (``requires()`` style, trivial
 The floor does the same work in plain Python: a uuid5 id over compact sorted JSON for
 each task (with its dependencies' ids), and an atomic write (temp file + rename) of its
 value into ``<name>/<id[:2]>/<id[2:4]>/<id>.json``. Each measurement is the median of
-several runs on fresh directories, framework and floor interleaved in one process.
+several runs on fresh directories, framework and floor interleaved in one process;
+``range`` is the lowest and highest ratio of single runs (how noisy the machine was).
 Targets go to ``--root`` (default: a directory on /dev/shm when it exists, as in the
 reference measurements, so framework overhead shows rather than the disk).
 """
@@ -217,7 +218,8 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
         f"sd.build per task vs plain-Python floor, median of {runs} (registry: {registry_kind}, root: {base})"
     )
     print(
-        f"{'workload':<16}{'executor':>9}{'framework':>12}{'floor':>12}{'per task':>12}{'floor/task':>12}{'ratio':>8}"
+        f"{'workload':<16}{'executor':>9}{'framework':>12}{'floor':>12}{'per task':>12}"
+        f"{'floor/task':>12}{'ratio':>8}{'range':>13}"
     )
     for name, n, make, floor in workloads:
         for mode, executor in MODES.items():
@@ -252,9 +254,13 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
                     floor_times.append(t_floor)
                     noop_times.append(t_noop)
             fw, fl = statistics.median(fw_times), statistics.median(floor_times)
+            # each run's ratio (framework and floor a moment apart): how noisy the machine was
+            ratios = [f / g for f, g in zip(fw_times, floor_times, strict=True)]
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
             print(
                 f"{name:<16}{mode:>9}{fw:>11.3f}s{fl:>11.3f}s{fw / n * 1e6:>10.0f}us"
-                f"{fl / n * 1e6:>10.0f}us{fw / fl:>7.2f}x   no-op rebuild {statistics.median(noop_times) * 1e3:.2f} ms"
+                f"{fl / n * 1e6:>10.0f}us{fw / fl:>7.2f}x{spread:>13}"
+                f"   no-op rebuild {statistics.median(noop_times) * 1e3:.2f} ms"
             )
 
 
