@@ -13,15 +13,17 @@ route's would be:
 - ``POST /api/v1/builds/{build_id}/tasks`` (a ``TaskCreate`` body);
 - ``POST /api/v1/builds/{build_id}/tasks/{task_id}/{start|complete|fail|suspend|resume|
   cancel|waiting-for-lock|already-complete}`` (``error_message``, ``lock_owner`` query);
-- ``POST /api/v1/builds`` and ``GET /api/v1/environment`` (every build's start).
+- ``POST /api/v1/builds`` and ``GET /api/v1/environment`` (every build's start);
+- ``POST /api/v1/builds/{build_id}/{complete|fail|cancel|exit-early}`` (every build's end:
+  ``error_message`` or ``reason`` query; with ``triggered_by_user_id``, FastAPI answers).
 
 Only when the caller's API key is in the verified-key cache (and, for a write, needs no
 ``last_used_at`` touch); anything else (a user token, a key to look up, a body that does
 not validate, a
-build id that is not a UUID, a database error before anything was written) goes to
-FastAPI unchanged, which answers as it always does. A database error in an event route,
-whose one INSERT commits by itself, is answered 503 here (FastAPI running the route
-again could record the event twice). An :class:`~fastapi.HTTPException` of the route
+build id that is not a UUID, a database error) goes to FastAPI unchanged, which answers
+as it always does. A database error leaves nothing behind to record twice: an event
+route's session autocommits only when its INSERT is its one statement, and every other
+runs in a transaction. An :class:`~fastapi.HTTPException` of the route
 function (404 for a build or task that is not the caller's) is answered as FastAPI would
 (``{"detail": ...}``). Every answer is written after the session committed.
 """
@@ -57,6 +59,8 @@ _EVENT = re.compile(
     rf"({'|'.join(re.escape(action) for action in TASK_EVENT_ROUTES)})$"
 )
 _REGISTER = re.compile(r"^/api/v1/builds/([^/]+)/tasks$")
+_FINISH = re.compile(r"^/api/v1/builds/([^/]+)/(complete|fail|cancel|exit-early)$")
+_FINISH_MESSAGE = {"fail": "error_message", "exit-early": "reason"}  # its query parameter
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 Answer = tuple[int, bytes] | None
 """(status, JSON body), or None: FastAPI answers the request."""
@@ -92,13 +96,16 @@ class HotRoutes:
     async def _post(scope: Scope, receive: Receive, path: str) -> tuple[Answer, Receive]:
         event = _EVENT.match(path)
         register = None if event else _REGISTER.match(path)
-        if not (event or register or path == "/api/v1/builds"):
+        finish = None if event or register else _FINISH.match(path)
+        if not (event or register or finish or path == "/api/v1/builds"):
             return None, receive
         caller = _cached_caller(scope, write=True)
         if caller is None:
             return None, receive
         if event is not None:
             return await _event(scope, caller, *event.groups()), receive
+        if finish is not None:
+            return await _finish_build(scope, caller, *finish.groups()), receive
         body, receive = await _read(receive)
         if register is not None:
             return await _register(scope, caller, register.group(1), body), receive
@@ -146,6 +153,29 @@ async def _event(scope: Scope, caller: SdkScope, build: str, task_id: str, actio
     # transaction, so that a failed read leaves no event behind (as the FastAPI route)
     single = in_build_status(event_type) is not None
     return await _in_session(scope, run, 200, write=True, autocommit=single)
+
+
+async def _finish_build(scope: Scope, caller: SdkScope, build: str, action: str) -> Answer:
+    from .routers.builds import finish_build
+    from .status import EventType
+
+    build_id = parse_uuid(build)
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    if build_id is None or "triggered_by_user_id" in query:
+        return None  # FastAPI's 422, or its check of the user
+    event_type = {
+        "complete": EventType.BUILD_COMPLETED,
+        "fail": EventType.BUILD_FAILED,
+        "cancel": EventType.BUILD_CANCELLED,
+        "exit-early": EventType.BUILD_EXIT_EARLY,
+    }[action]
+    param = _FINISH_MESSAGE.get(action)
+    message = query.get(param) if param is not None else None
+
+    async def run(session: Any) -> Any:
+        return await finish_build(session, caller, build_id, event_type, message)
+
+    return await _in_session(scope, run, 200, write=True, autocommit=False)
 
 
 async def _register(scope: Scope, caller: SdkScope, build: str, body: bytes) -> Answer:

@@ -110,6 +110,40 @@ def test_build_lifecycle_and_derived_status(sdk: httpx.Client) -> None:
     assert events_of(sdk, early["id"])[-1]["error_message"] == "all locked"
 
 
+def test_build_ends_answer_alike_through_fastapi_and_the_hot_route(
+    server: ServiceServer, sdk: httpx.Client
+) -> None:
+    """A build's end is answered by the hot route when the key is cached (``sdk``) and by
+    FastAPI otherwise (a key used once): the same answers, events and errors."""
+
+    def fresh() -> httpx.Client:  # a key not cached yet: FastAPI answers
+        key = server.api_key("default", "main", name=f"fresh-{uuid.uuid4().hex[:8]}")
+        return server.client(api_key=key)
+
+    for action, params, status in (
+        ("complete", {}, "completed"),
+        ("fail", {"error_message": "boom"}, "failed"),
+        ("cancel", {}, "cancelled"),
+        ("exit-early", {"reason": "all locked"}, "exit_early"),
+    ):
+        answers = []
+        for client in (sdk, fresh()):
+            build = start_build(sdk)
+            out = client.post(f"/api/v1/builds/{build['id']}/{action}", params=params)
+            assert out.status_code == 200, out.text
+            answer = out.json()
+            assert answer["status"] == status
+            last = events_of(sdk, build["id"])[-1]
+            assert last["error_message"] == (params.get("error_message") or params.get("reason"))
+            answers.append(
+                {k: v for k, v in answer.items() if not k.endswith(("id", "_at", "name"))}
+            )
+        assert answers[0] == answers[1], answers
+    for client in (sdk, fresh()):  # another tenant's build, or none: one 404 on both paths
+        missing = client.post(f"/api/v1/builds/{uuid.uuid4()}/complete")
+        assert (missing.status_code, missing.json()) == (404, {"detail": "Build not found"})
+
+
 def test_build_list_paging_and_errors(sdk: httpx.Client) -> None:
     ids = [start_build(sdk)["id"] for _ in range(3)]
     page = sdk.get("/api/v1/builds", params={"page": 1, "page_size": 2}).json()

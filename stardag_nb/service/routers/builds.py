@@ -141,7 +141,7 @@ async def _triggered_by(
     return {"triggered_by_user": {"id": str(row[0]), "username": row[1]}}
 
 
-async def _finish(
+async def finish_build(
     session: AsyncSession,
     scope: SdkScope,
     build_id: UUID,
@@ -171,7 +171,7 @@ async def complete_build(
     triggered_by_user_id: UUID | None = None,
 ) -> BuildResponse:
     """Mark the build completed (event ``build_completed``)."""
-    return await _finish(
+    return await finish_build(
         session, scope, build_id, EventType.BUILD_COMPLETED, None, triggered_by_user_id
     )
 
@@ -185,7 +185,7 @@ async def fail_build(
     triggered_by_user_id: UUID | None = None,
 ) -> BuildResponse:
     """Mark the build failed (event ``build_failed`` with the error)."""
-    return await _finish(
+    return await finish_build(
         session, scope, build_id, EventType.BUILD_FAILED, error_message, triggered_by_user_id
     )
 
@@ -198,7 +198,7 @@ async def cancel_build(
     triggered_by_user_id: UUID | None = None,
 ) -> BuildResponse:
     """Mark the build cancelled (event ``build_cancelled``)."""
-    return await _finish(
+    return await finish_build(
         session, scope, build_id, EventType.BUILD_CANCELLED, None, triggered_by_user_id
     )
 
@@ -208,7 +208,7 @@ async def exit_early_build(
     build_id: UUID, scope: SdkScopeDep, session: SessionDep, reason: str | None = None
 ) -> BuildResponse:
     """Mark the build exited early (event ``build_exit_early``, the reason as its error)."""
-    return await _finish(session, scope, build_id, EventType.BUILD_EXIT_EARLY, reason)
+    return await finish_build(session, scope, build_id, EventType.BUILD_EXIT_EARLY, reason)
 
 
 async def _build_task_pks(session: AsyncSession, build_id: UUID) -> list[UUID]:
