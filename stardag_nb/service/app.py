@@ -25,8 +25,8 @@ from .._version import __version__
 from . import roots
 from .db.migrate import upgrade_head
 from .db.models import User
-from .db.session import Database, unavailable_detail
-from .hot_routes import RETRY_AFTER, HotRoutes
+from .db.session import RETRY_AFTER, Database, database_reason, unavailable_detail
+from .hot_routes import HotRoutes
 from .keycache import ApiKeyCache, AuthEpoch, watch_auth_changes
 from .lifecycle import Lifecycle, fail_interrupted
 from .limits import RequestLimits
@@ -71,8 +71,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
     if isinstance(exc, DataError) or sqlstate.startswith("22"):
         logger.info("value refused on %s %s: %s", request.method, request.url.path, exc)
-        reason = (str(orig or type(exc).__name__).splitlines() or ["?"])[0]
-        detail = f"The registry database refused a value of this request: {reason[:200]}"
+        detail = f"The registry database refused a value of this request: {database_reason(exc)}"
         return JSONResponse(status_code=422, content={"detail": detail})
     logger.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})

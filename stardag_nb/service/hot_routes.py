@@ -45,13 +45,9 @@ from .auth import SdkScope, parse_uuid, touch_due
 from .limits import ASGIApp, Receive, Scope, Send, replay_body
 from .routers.tasks import TASK_EVENT_ROUTES
 from .security import digest
-from .status import in_build_status
+from .status import EventType, in_build_status
 
-__all__ = ["RETRY_AFTER", "HotRoutes"]
-
-
-RETRY_AFTER = {"Retry-After": "1"}
-"""Headers of a 503 answer: the database is unavailable right now."""
+__all__ = ["HotRoutes"]
 
 
 _EVENT = re.compile(
@@ -60,7 +56,13 @@ _EVENT = re.compile(
 )
 _REGISTER = re.compile(r"^/api/v1/builds/([^/]+)/tasks$")
 _FINISH = re.compile(r"^/api/v1/builds/([^/]+)/(complete|fail|cancel|exit-early)$")
-_FINISH_MESSAGE = {"fail": "error_message", "exit-early": "reason"}  # its query parameter
+# each build end's event, and the query parameter of its message
+_FINISH_ACTIONS: dict[str, tuple[EventType, str | None]] = {
+    "complete": (EventType.BUILD_COMPLETED, None),
+    "fail": (EventType.BUILD_FAILED, "error_message"),
+    "cancel": (EventType.BUILD_CANCELLED, None),
+    "exit-early": (EventType.BUILD_EXIT_EARLY, "reason"),
+}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 Answer = tuple[int, bytes] | None
 """(status, JSON body), or None: FastAPI answers the request."""
@@ -87,8 +89,6 @@ class HotRoutes:
             return
         status, content = answer
         headers = [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]
-        if status == 503:
-            headers += [(k.lower().encode(), v.encode()) for k, v in RETRY_AFTER.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
@@ -132,13 +132,18 @@ def _cached_caller(scope: Scope, write: bool) -> SdkScope | None:
     return SdkScope.of_cached(cached)
 
 
+def _query(scope: Scope) -> dict[str, str]:
+    """The request's query parameters (the last value of a repeated one)."""
+    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+
+
 async def _event(scope: Scope, caller: SdkScope, build: str, task_id: str, action: str) -> Answer:
     from .routers.tasks import record_task_event
 
     build_id = parse_uuid(build)
     if build_id is None:
         return None
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    query = _query(scope)
     event_type = TASK_EVENT_ROUTES[action]
     error = query.get("error_message") if action == "fail" else None
     owner = query.get("lock_owner") if action == "waiting-for-lock" else None
@@ -157,19 +162,12 @@ async def _event(scope: Scope, caller: SdkScope, build: str, task_id: str, actio
 
 async def _finish_build(scope: Scope, caller: SdkScope, build: str, action: str) -> Answer:
     from .routers.builds import finish_build
-    from .status import EventType
 
     build_id = parse_uuid(build)
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    query = _query(scope)
     if build_id is None or "triggered_by_user_id" in query:
         return None  # FastAPI's 422, or its check of the user
-    event_type = {
-        "complete": EventType.BUILD_COMPLETED,
-        "fail": EventType.BUILD_FAILED,
-        "cancel": EventType.BUILD_CANCELLED,
-        "exit-early": EventType.BUILD_EXIT_EARLY,
-    }[action]
-    param = _FINISH_MESSAGE.get(action)
+    event_type, param = _FINISH_ACTIONS[action]
     message = query.get(param) if param is not None else None
 
     async def run(session: Any) -> Any:

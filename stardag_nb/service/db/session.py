@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["Database", "unavailable_detail"]
+__all__ = ["RETRY_AFTER", "Database", "database_reason", "unavailable_detail"]
 
 _IMMEDIATE = "stardag_sqlite_immediate"
 _AUTOCOMMIT = "stardag_sqlite_autocommit"
@@ -53,11 +53,19 @@ SQLITE_PRAGMAS = (
 )
 
 
+RETRY_AFTER = {"Retry-After": "1"}
+"""Headers of a 503 answer: the database is unavailable right now."""
+
+
+def database_reason(exc: BaseException) -> str:
+    """The driver's first line of a database error, shortened (SQLAlchemy's text would
+    show the statement's parameters)."""
+    return (str(getattr(exc, "orig", None) or type(exc).__name__).splitlines() or ["?"])[0][:200]
+
+
 def unavailable_detail(exc: BaseException) -> str:
-    """What a client is told when the database failed (a 503): the driver's first line
-    only (SQLAlchemy's text would show the statement's parameters)."""
-    reason = (str(getattr(exc, "orig", None) or type(exc).__name__).splitlines() or ["?"])[0]
-    return f"The registry database is unavailable right now ({reason[:200]}); retry"
+    """What a client is told when the database failed (a 503)."""
+    return f"The registry database is unavailable right now ({database_reason(exc)}); retry"
 
 
 class Database:
