@@ -6,7 +6,7 @@ a handful of statements whatever its length: the tasks in one multi-row insert, 
 primary keys in one select, then the events, edges and assets in one insert each.
 
 Retries are harmless: the batch's receipt (environment, ``batch_id``) is inserted first,
-in the same transaction, so a batch sent again (its answer was lost) finds the receipt
+in the same transaction (by the statement that checks that the build is the caller's), so a batch sent again (its answer was lost) finds the receipt
 and is answered from it, never applied twice; two copies racing each other serialise on
 the receipt's key.
 
@@ -25,12 +25,12 @@ from uuid import UUID
 
 from fastapi import HTTPException
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..registry.wire import BatchOp, BatchOpKind, BatchRequest
 from .auth import SdkScope
 from .db.ids import new_ids, utcnow
-from .db.models import Asset, BatchReceipt, Event, Task, TaskDependency, table_of
+from .db.models import Asset, BatchReceipt, Build, Event, Task, TaskDependency, table_of
 from .queries import CHUNK, TASK_NOT_FOUND, check_build_in_scope, dialect_insert
 from .status import EventType, in_build_status
 
@@ -61,6 +61,7 @@ _EVENTS = table_of(Event)
 _EDGES = table_of(TaskDependency)
 _ASSETS = table_of(Asset)
 _RECEIPTS = table_of(BatchReceipt)
+_BUILDS = table_of(Build)
 
 # statements built once (per dialect where the dialect matters; see queries.py)
 _INSERT_EVENTS = insert(_EVENTS)
@@ -83,30 +84,45 @@ _RECEIPT_RESULTS = (
 _by_dialect: dict[tuple[str, str], Any] = {}
 
 
-def _dialect_statement(session: AsyncSession, name: str, build: Callable[[Any], Any]) -> Any:
+def _dialect_statement(conn: AsyncConnection, name: str, build: Callable[[Any], Any]) -> Any:
     """A statement that depends on the dialect (``ON CONFLICT``), built once per dialect."""
-    key = (session.get_bind().dialect.name, name)
+    key = (conn.dialect.name, name)
     statement = _by_dialect.get(key)
     if statement is None:
-        statement = _by_dialect[key] = build(session)
+        statement = _by_dialect[key] = build(conn)
     return statement
 
 
-def _insert_receipt(session: AsyncSession) -> Any:
-    return _dialect_statement(
-        session,
-        "receipt",
-        lambda s: (
-            dialect_insert(s, _RECEIPTS)
+def _insert_receipt(conn: AsyncConnection) -> Any:
+    """The receipt, inserted only if the build is in the caller's environment (one
+    statement for the check and the insert): no row back means a replay or a build
+    that is not the caller's."""
+
+    def build(c: AsyncConnection) -> Any:
+        r = _RECEIPTS.c
+        columns = (r.environment_id, r.batch_id, r.build_id, r.op_count, r.created_at)
+        source = select(
+            bindparam("env_id", type_=r.environment_id.type),
+            bindparam("batch_id", type_=r.batch_id.type),
+            _BUILDS.c.id,
+            bindparam("op_count", type_=r.op_count.type),
+            bindparam("created_at", type_=r.created_at.type),
+        ).where(
+            _BUILDS.c.id == bindparam("build_id"), _BUILDS.c.environment_id == bindparam("env_id")
+        )
+        return (
+            dialect_insert(c, _RECEIPTS)
+            .from_select(columns, source)
             .on_conflict_do_nothing(index_elements=["environment_id", "batch_id"])
-            .returning(_RECEIPTS.c.batch_id)
-        ),
-    )
+            .returning(r.batch_id)
+        )
+
+    return _dialect_statement(conn, "receipt", build)
 
 
-def _insert_tasks(session: AsyncSession) -> Any:
+def _insert_tasks(conn: AsyncConnection) -> Any:
     return _dialect_statement(
-        session,
+        conn,
         "tasks",
         lambda s: (
             dialect_insert(s, _TASKS)
@@ -116,9 +132,9 @@ def _insert_tasks(session: AsyncSession) -> Any:
     )
 
 
-def _insert_edges(session: AsyncSession) -> Any:
+def _insert_edges(conn: AsyncConnection) -> Any:
     return _dialect_statement(
-        session,
+        conn,
         "edges",
         lambda s: dialect_insert(s, _EDGES).on_conflict_do_nothing(
             index_elements=["upstream_id", "downstream_id"]
@@ -126,8 +142,8 @@ def _insert_edges(session: AsyncSession) -> Any:
     )
 
 
-def _upsert_assets(session: AsyncSession) -> Any:
-    def build(s: AsyncSession) -> Any:
+def _upsert_assets(conn: AsyncConnection) -> Any:
+    def build(s: AsyncConnection) -> Any:
         statement = dialect_insert(s, _ASSETS)
         return statement.on_conflict_do_update(
             index_elements=["task_pk", "asset_type", "name"],
@@ -138,7 +154,7 @@ def _upsert_assets(session: AsyncSession) -> Any:
             },
         )
 
-    return _dialect_statement(session, "assets", build)
+    return _dialect_statement(conn, "assets", build)
 
 
 Result = tuple[str | None, str | None]
@@ -289,7 +305,7 @@ class _Batch:
         return in_build_status(event_type), None
 
 
-async def _register_tasks(session: AsyncSession, batch: _Batch, ops: list[BatchOp]) -> None:
+async def _register_tasks(conn: AsyncConnection, batch: _Batch, ops: list[BatchOp]) -> None:
     """Insert the batch's new tasks (an existing row is kept as it is, as in v1) and look
     up the primary keys of every task the batch names."""
     rows: dict[str, dict[str, Any]] = {}
@@ -308,7 +324,7 @@ async def _register_tasks(session: AsyncSession, batch: _Batch, ops: list[BatchO
                 "created_at": batch.now,
             }
     if rows:
-        inserted = await session.execute(_insert_tasks(session), list(rows.values()))
+        inserted = await conn.execute(_insert_tasks(conn), list(rows.values()))
         batch.created = set(inserted.scalars())
         batch.pks.update((task_id, rows[task_id]["id"]) for task_id in batch.created)
     wanted: set[str] = set()
@@ -321,18 +337,18 @@ async def _register_tasks(session: AsyncSession, batch: _Batch, ops: list[BatchO
         wanted.update(op.dependency_task_ids)
     missing = sorted(wanted - batch.pks.keys())
     for start in range(0, len(missing), CHUNK):
-        found = await session.execute(
+        found = await conn.execute(
             _TASK_PKS, {"env_id": batch.env_id, "task_ids": missing[start : start + CHUNK]}
         )
         batch.pks.update((task_id, pk) for task_id, pk in found.tuples())
 
 
-async def _write(session: AsyncSession, batch: _Batch) -> None:
+async def _write(conn: AsyncConnection, batch: _Batch) -> None:
     if batch.events:
-        await session.execute(_INSERT_EVENTS, batch.events)
+        await conn.execute(_INSERT_EVENTS, batch.events)
     if batch.edges:
-        await session.execute(
-            _insert_edges(session),
+        await conn.execute(
+            _insert_edges(conn),
             [
                 {
                     "upstream_id": up,
@@ -345,15 +361,15 @@ async def _write(session: AsyncSession, batch: _Batch) -> None:
             ],
         )
     if batch.assets:
-        await session.execute(_upsert_assets(session), list(batch.assets.values()))
+        await conn.execute(_upsert_assets(conn), list(batch.assets.values()))
 
 
 async def _replay(
-    session: AsyncSession, scope: SdkScope, build_id: UUID, request: BatchRequest
+    conn: AsyncConnection, scope: SdkScope, build_id: UUID, request: BatchRequest
 ) -> BatchOutcome:
     """The answer to a batch applied before (its receipt)."""
     row = (
-        await session.execute(_RECEIPT, {"env_id": scope.env_id, "batch_id": request.batch_id})
+        await conn.execute(_RECEIPT, {"env_id": scope.env_id, "batch_id": request.batch_id})
     ).first()
     if row is None or row[0] != build_id or row[1] != len(request.ops):
         raise HTTPException(
@@ -374,28 +390,30 @@ async def apply_batch(
     session's transaction; answer one result per operation. An operation that cannot be
     applied (a task not registered in the environment: ``"Task not found"``) is
     reported in its result and skipped; the others are applied."""
-    await check_build_in_scope(session, scope, build_id)
+    # the statements run on the session's connection (its transaction) through
+    # SQLAlchemy Core: the ORM session adds nothing to them but its per-call cost
+    conn = await session.connection()
     now = utcnow()
-    receipt = await session.execute(
-        _insert_receipt(session),
+    receipt = await conn.execute(
+        _insert_receipt(conn),
         {
-            "environment_id": scope.env_id,
+            "env_id": scope.env_id,
             "batch_id": request.batch_id,
             "build_id": build_id,
             "op_count": len(request.ops),
-            "results": None,
             "created_at": now,
         },
     )
-    if receipt.scalar_one_or_none() is None:
-        return await _replay(session, scope, build_id, request)
+    if receipt.scalar_one_or_none() is None:  # not the caller's build (404), or a replay
+        await check_build_in_scope(conn, scope, build_id)
+        return await _replay(conn, scope, build_id, request)
     batch = _Batch(scope, build_id, now, len(request.ops))
-    await _register_tasks(session, batch, request.ops)
+    await _register_tasks(conn, batch, request.ops)
     batch.results = [batch.apply(op) for op in request.ops]
-    await _write(session, batch)
+    await _write(conn, batch)
     failed = {str(i): detail for i, (_, detail) in enumerate(batch.results) if detail is not None}
     if failed:  # a replay answers these; the others are plain successes
-        await session.execute(
+        await conn.execute(
             _RECEIPT_RESULTS,
             {"env_id": scope.env_id, "the_batch_id": request.batch_id, "new_results": failed},
         )

@@ -1,7 +1,7 @@
-"""A shortcut past FastAPI for the SDK writes a v1 build sends for every task.
+"""A shortcut past FastAPI for the SDK writes a build sends for every task.
 
-stardag 0.1.0's client sends three requests per task (register, start, complete), and
-every build starts with one or two more. Through
+stardag 0.1.0's client sends three requests per task (register, start, complete), ours
+the same writes in batches, and every build starts with one or two more. Through
 FastAPI each costs route matching over every route, dependency resolution (session,
 credentials, query), and a response model, several times the database work itself.
 :class:`HotRoutes` (an ASGI middleware inside the request limits) answers these requests
@@ -15,7 +15,9 @@ route's would be:
   cancel|waiting-for-lock|already-complete}`` (``error_message``, ``lock_owner`` query);
 - ``POST /api/v1/builds`` and ``GET /api/v1/environment`` (every build's start);
 - ``POST /api/v1/builds/{build_id}/{complete|fail|cancel|exit-early}`` (every build's end:
-  ``error_message`` or ``reason`` query; with ``triggered_by_user_id``, FastAPI answers).
+  ``error_message`` or ``reason`` query; with ``triggered_by_user_id``, FastAPI answers);
+- ``POST /api/v1/ext/batch/builds/{build_id}`` (our client's batches, extension
+  ``batch-v1``, while the server offers it: :func:`~stardag_nb.service.batch.apply_batch`).
 
 Only when the caller's API key is in the verified-key cache (and, for a write, needs no
 ``last_used_at`` touch); anything else (a user token, a key to look up, a body that does
@@ -40,7 +42,7 @@ from fastapi import HTTPException
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..registry.wire import BuildCreate, TaskCreate
+from ..registry.wire import BATCH_EXTENSION, BatchRequest, BuildCreate, TaskCreate
 from .auth import SdkScope, parse_uuid, touch_due
 from .limits import ASGIApp, Receive, Scope, Send, replay_body
 from .routers.tasks import TASK_EVENT_ROUTES
@@ -56,6 +58,7 @@ _EVENT = re.compile(
 )
 _REGISTER = re.compile(r"^/api/v1/builds/([^/]+)/tasks$")
 _FINISH = re.compile(r"^/api/v1/builds/([^/]+)/(complete|fail|cancel|exit-early)$")
+_BATCH = re.compile(r"^/api/v1/ext/batch/builds/([^/]+)$")
 # each build end's event, and the query parameter of its message
 _FINISH_ACTIONS: dict[str, tuple[EventType, str | None]] = {
     "complete": (EventType.BUILD_COMPLETED, None),
@@ -97,7 +100,8 @@ class HotRoutes:
         event = _EVENT.match(path)
         register = None if event else _REGISTER.match(path)
         finish = None if event or register else _FINISH.match(path)
-        if not (event or register or finish or path == "/api/v1/builds"):
+        batch = None if event or register or finish else _BATCH.match(path)
+        if not (event or register or finish or batch or path == "/api/v1/builds"):
             return None, receive
         caller = _cached_caller(scope, write=True)
         if caller is None:
@@ -109,6 +113,8 @@ class HotRoutes:
         body, receive = await _read(receive)
         if register is not None:
             return await _register(scope, caller, register.group(1), body), receive
+        if batch is not None:
+            return await _batch(scope, caller, batch.group(1), body), receive
         return await _start_build(scope, caller, body), receive
 
 
@@ -193,6 +199,24 @@ async def _register(scope: Scope, caller: SdkScope, build: str, body: bytes) -> 
     return await _in_session(scope, run, 201, write=True, autocommit=False)
 
 
+async def _batch(scope: Scope, caller: SdkScope, build: str, body: bytes) -> Answer:
+    from .batch import apply_batch
+    from .routers.ext import offered
+
+    build_id = parse_uuid(build)
+    if build_id is None or BATCH_EXTENSION not in offered(scope["app"].state.settings):
+        return None  # FastAPI's 422, or its 404 for a route not offered
+    try:
+        request = BatchRequest.model_validate_json(body)
+    except ValidationError:
+        return None  # FastAPI's 422
+
+    async def run(session: Any) -> bytes:
+        return (await apply_batch(session, caller, build_id, request)).json()
+
+    return await _in_session(scope, run, 200, write=True, autocommit=False)
+
+
 async def _start_build(scope: Scope, caller: SdkScope, body: bytes) -> Answer:
     from .routers.builds import create_build
 
@@ -226,11 +250,12 @@ async def _in_session(
     write: bool,
     autocommit: bool,
 ) -> Answer:
-    """Run the route function in a session as the route's would be (a write session
-    committed before the answer is made). On a database error: None, and FastAPI takes
-    the request (its answer: 503 when the database is unavailable, 422 for a value it
-    refuses). Nothing was committed: an autocommit session runs one write statement,
-    and a statement that fails commits nothing."""
+    """Run the route function (its answer: a pydantic model, or JSON bytes) in a session
+    as the route's would be (a write session committed before the answer is made). On a
+    database error: None, and FastAPI takes the request (its answer: 503 when the
+    database is unavailable, 422 for a value it refuses). Nothing was committed: an
+    autocommit session runs one write statement, and a statement that fails commits
+    nothing."""
     db = scope["app"].state.db
     try:
         async with db.session(write=write, autocommit=autocommit) as session:
@@ -241,7 +266,11 @@ async def _in_session(
                     {"detail": exc.detail}, ensure_ascii=False, separators=(",", ":")
                 )
                 return exc.status_code, detail.encode()
-            content: bytes = result.__pydantic_serializer__.to_json(result)
+            content: bytes = (
+                result
+                if isinstance(result, bytes)
+                else result.__pydantic_serializer__.to_json(result)
+            )
             await session.commit()
     except SQLAlchemyError:
         return None

@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import HTTPException
 from sqlalchemy import and_, bindparam, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..registry.wire import EnvironmentInfo
 from .auth import SdkScope, parse_uuid
@@ -42,9 +42,11 @@ CHUNK = 5000  # ids per IN (...) list: well below SQLite's and asyncpg's paramet
 TASK_NOT_FOUND = "Task not found"
 
 
-def dialect_insert(session: AsyncSession, table: Any) -> Any:
-    """``INSERT`` with ``on_conflict_do_*`` for the session's dialect (SQLite or PostgreSQL)."""
-    name = session.get_bind().dialect.name
+def dialect_insert(session: AsyncSession | AsyncConnection, table: Any) -> Any:
+    """``INSERT`` with ``on_conflict_do_*`` for the dialect (SQLite or PostgreSQL) of a
+    session or connection."""
+    bind = session if isinstance(session, AsyncConnection) else session.get_bind()
+    name = bind.dialect.name
     if name == "postgresql":
         return postgresql.insert(table)
     if name == "sqlite":
@@ -90,7 +92,9 @@ _BUILD_AND_TASK = (
 _INSERT_EVENT = insert(table_of(Event))  # Core: no unit of work for an append-only row
 
 
-async def check_build_in_scope(session: AsyncSession, scope: SdkScope, build_id: UUID) -> None:
+async def check_build_in_scope(
+    session: AsyncSession | AsyncConnection, scope: SdkScope, build_id: UUID
+) -> None:
     """:func:`build_in_scope` without loading the build (404)."""
     build_env = (await session.execute(_BUILD_ENV, {"build_id": build_id})).scalar_one_or_none()
     _check_build_env(build_env, scope)

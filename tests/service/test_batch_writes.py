@@ -693,6 +693,64 @@ def test_the_hot_v1_routes_answer_as_fastapi_does(
     ]
 
 
+def test_batches_answer_alike_through_fastapi_and_the_hot_route(
+    server: ServiceServer, sdk: httpx.Client
+) -> None:
+    """A batch is answered by the hot route when the key is cached (``sdk``) and by
+    FastAPI otherwise (a key on its first request): the same results, events, replays
+    and errors."""
+    other = unique("batch-alike")
+    server.create_environment(WS, other)
+    with server.client(api_key=server.api_key(WS, other)) as client:
+        foreign = _build(client)
+
+    def first_use() -> httpx.Client:  # a key not cached yet: FastAPI answers
+        return server.client(api_key=server.api_key(WS, "main", name=unique("fresh")))
+
+    answers = []
+    for hot in (False, True):
+        build = _build(sdk)
+        up, down = _task("Up"), _task("Down", deps=[])
+        down["dependency_task_ids"] = [up["task_id"]]
+        ops = [
+            {"op": "register", "task": up},
+            {"op": "register", "task": down},
+            {"op": "start", "task_id": up["task_id"]},
+            {"op": "complete", "task_id": "not-registered"},
+            {"op": "build-complete"},
+        ]
+        body = {"batch_id": str(uuid.uuid4()), "ops": ops}
+        path = f"/api/v1/ext/batch/builds/{build}"
+        calls = [
+            (path, body),  # applied
+            (path, body),  # sent again: answered from its receipt
+            (path, {**body, "ops": ops[:1]}),  # its batch_id with other ops: 409
+            (f"/api/v1/ext/batch/builds/{foreign}", {**body, "batch_id": str(uuid.uuid4())}),
+            (f"/api/v1/ext/batch/builds/{uuid.uuid4()}", body),
+            ("/api/v1/ext/batch/builds/not-a-uuid", body),
+            (path, {"batch_id": str(uuid.uuid4()), "ops": [{"op": "explode"}]}),
+        ]
+        seen = []
+        for url, payload in calls:
+            if hot:
+                out = sdk.post(url, json=payload)
+            else:
+                with first_use() as client:
+                    out = client.post(url, json=payload)
+            text = out.text.replace(body["batch_id"], "B") if out.status_code != 422 else ""
+            seen.append((out.status_code, out.headers["content-type"], text))
+        events = _events(sdk, build)
+        seen.append([(kind, tid and tid[:0]) for kind, tid in events])
+        answers.append(seen)
+    assert answers[0] == answers[1]
+    statuses = [status for status, *_ in answers[1][:-1]]
+    assert statuses == [200, 200, 409, 404, 404, 422, 422]
+    assert json.loads(answers[1][1][2])["replayed"] is True
+    assert [kind for kind, _ in answers[1][-1]] == [
+        "build_started", "task_pending", "task_pending", "task_started", "build_completed",
+    ]  # fmt: skip
+
+
 def test_a_revoked_key_is_refused_at_once_on_the_hot_routes(
     server: ServiceServer, sdk: httpx.Client
 ) -> None:
