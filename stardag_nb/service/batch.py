@@ -6,9 +6,9 @@ a handful of statements whatever its length: the tasks in one multi-row insert, 
 primary keys in one select, then the events, edges and assets in one insert each.
 
 Retries are harmless: the batch's receipt (environment, ``batch_id``) is inserted first,
-in the same transaction (by the statement that checks that the build is the caller's), so a batch sent again (its answer was lost) finds the receipt
-and is answered from it, never applied twice; two copies racing each other serialise on
-the receipt's key.
+in the same transaction (by the statement that checks that the build is the caller's),
+so a batch sent again (its answer was lost) finds the receipt and is answered from it,
+never applied twice; two copies racing each other serialise on the receipt's key.
 
 Events of a batch share one ``created_at`` and take increasing ids (UUIDv7, strictly
 increasing within the process), so ordering by ``(created_at, id)`` (every status
