@@ -2,6 +2,7 @@
 
     stardag-nb serve [--host 127.0.0.1] [--port 8000] [--database-url URL] [--workers N]
                      [--init [--username admin] [--token-file F]] [--log-level info]
+                     [--access-log]
 
 With ``--init`` an empty database gets a first user (an owner), a workspace ``default``
 and the environments ``main`` and ``personal-{username}``; the user's token is printed as
@@ -13,6 +14,10 @@ imported only when the command runs.
 PostgreSQL above all (SQLite allows one writer at a time whatever the workers). The
 database is migrated once, before the workers start; the workers share the API-key cache
 epoch through a file, so a revoked key stops working at once in all of them.
+
+Requests are not logged one line each unless ``--access-log`` is given: a build writes
+through the service for every task (the registry records each write anyway), and the
+lines cost the server time on every request.
 """
 
 from __future__ import annotations
@@ -90,6 +95,12 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         default="info",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
         help="server log level (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request, one line each (off by default: a build sends a few "
+        "requests per task, and the registry records each write anyway)",
     )
     parser.set_defaults(handler=_cmd_serve)
 
@@ -202,6 +213,7 @@ async def _serve(args: argparse.Namespace, settings: ServiceSettings) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
+            access_log=args.access_log,
             lifespan="on",
         )
     )
@@ -250,6 +262,7 @@ def _serve_workers(args: argparse.Namespace, settings: ServiceSettings) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
+            access_log=args.access_log,
             lifespan="on",
             workers=args.workers,
         )
