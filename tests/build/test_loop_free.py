@@ -9,9 +9,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import stardag_nb as sd
 from stardag_nb.build import BuildExitStatus
-from stardag_nb.registry import SQLiteRegistry
+from stardag_nb.registry import NoOpRegistry, SQLiteRegistry
 
 _running = 0
 _most = 0
@@ -112,6 +114,64 @@ def test_sync_tasks_overlap_and_the_loop_keeps_ticking() -> None:
     assert elapsed < 1.0, f"100 x 10 ms took {elapsed:.2f} s: not concurrent"
     assert longest_gap < 0.25, f"the loop stalled for {longest_gap:.3f} s"
     assert ticks > 20
+
+
+class SlowRequires(sd.AutoTask[int]):
+    """A chain whose every requires() holds the loop ~3 ms: discovery takes many slices."""
+
+    i: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        end = time.perf_counter() + 0.003
+        while time.perf_counter() < end:
+            pass
+        return SlowRequires(i=self.i - 1) if self.i else None
+
+    def run(self) -> None:
+        self.output().save(self.i)
+
+
+def test_a_coroutine_woken_meanwhile_runs_at_every_yield_of_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whenever the engine yields between two slices of its work, a coroutine whose timer
+    came due meanwhile (a ticker, a kernel's message handler) runs before the next slice,
+    not after it (which would double the longest stall of the loop)."""
+    from stardag_nb.build._engine import BuildEngine
+
+    yields: list[tuple[float, float]] = []
+    original = BuildEngine._yield_slice
+
+    async def recorded(self: BuildEngine) -> None:
+        start = time.perf_counter()
+        await original(self)
+        yields.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(BuildEngine, "_yield_slice", recorded)
+    ticks: list[float] = []
+
+    async def scenario() -> None:
+        done = False
+
+        async def ticker() -> None:
+            while not done:
+                await asyncio.sleep(0.001)
+                ticks.append(time.perf_counter())
+
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.005)
+        summary = await sd.build_aio(SlowRequires(i=60), registry=NoOpRegistry())
+        done = True
+        await tick
+        assert summary.status == "success"
+
+    asyncio.run(scenario())
+    # yields that began with the ticker's timer due: its last run 2 ms or more before
+    due = [(s, e) for s, e in yields if any(t <= s - 0.002 for t in ticks)
+           and not any(s - 0.002 < t <= s for t in ticks)]  # fmt: skip
+    assert len(due) >= 5, (len(yields), len(due))  # discovery took many slices
+    missed = [(s, e) for s, e in due if not any(s <= t <= e for t in ticks)]
+    assert not missed, f"{len(missed)} of {len(due)} yields let the next slice run first"
 
 
 def test_a_2000_task_build_with_the_registry_never_stalls_the_loop(tmp_path: Path) -> None:
