@@ -68,8 +68,7 @@ class _Node:
 
 
 _SLICE_SECONDS = 0.02  # the longest the engine holds the loop between yields
-_YIELD_TURNS = 3  # loop turns a yield gives at least (see _yield_slice)
-_BUSY_TURN_SECONDS = 0.0005  # a turn this long ran other work: give it another
+_YIELD_TURNS = 3  # loop turns a yield gives (see _yield_slice)
 _SPAWN_BATCH = 64  # tasks spawned before their first steps run
 _DIRECT_SPAWNS = 8  # dependents a completion starts itself; more go through the queue
 _MAX_CHAIN = 64  # tasks handed to the executor as one chain after the first
@@ -429,22 +428,14 @@ class BuildEngine:
 
     async def _yield_slice(self) -> None:
         """Let the loop run other work (a notebook's cells, widget messages)."""
-        # Three turns at least: after the first, this coroutine runs first in the next
-        # turn, ahead of the timers and I/O that turn found due; after the second, behind
-        # their callbacks; after the third, behind the coroutines those callbacks woke (a
-        # ticker's sleep, a kernel's message handler). More while the other work keeps
-        # the loop busy (a cell running): its next steps come one turn after another.
-        clock = time.perf_counter
-        deadline = clock() + _SLICE_SECONDS
-        turns = 0
-        while True:
-            start = clock()
+        # Three turns: after the first, this coroutine runs first in the next turn, ahead
+        # of the timers and I/O that turn found due; after the second, behind their
+        # callbacks; after the third, behind the coroutines those callbacks woke (a
+        # ticker's sleep, a kernel's message handler), which would otherwise wait for
+        # the next slice.
+        for _ in range(_YIELD_TURNS):
             await asyncio.sleep(0)
-            turns += 1
-            now = clock()
-            if turns >= _YIELD_TURNS and (now - start < _BUSY_TURN_SECONDS or now >= deadline):
-                break
-        self._slice_end = now + _SLICE_SECONDS
+        self._slice_end = time.perf_counter() + _SLICE_SECONDS
 
     async def _complete(self, task: BaseTask) -> bool:
         if self._checks_locally(task):
