@@ -92,6 +92,7 @@ _GROW_AFTER_SECONDS = 0.002  # a worker busy this long with one job may be block
 # (another thread's long Python stretch: a lock switch takes up to 5 ms), and a second
 # worker would only fight the first for it. Such a job must be busy this long.
 _SHORT_JOB_SECONDS = 0.0005
+_CROWDED_JOB_SECONDS = 0.002  # CPU of a short job slowed down by others' turns at the GIL
 _GROW_AFTER_SHORT_JOBS_SECONDS = 0.025
 _MEAN_WEIGHT = 0.2  # of the latest job in the running mean of job durations
 _BLOCKED_SHARE = 0.3  # ... if it used less CPU than this share of that time
@@ -370,12 +371,10 @@ class ThreadWorkers:
                 crowded = self._busy > 2
             # Several workers taking turns at the GIL make each other's trivial jobs
             # slow: none would look short, and none would ever leave.
-            if cpu >= _SHORT_JOB_SECONDS:
-                short = _LONG
-            elif wall < sys.getswitchinterval():
+            if cpu < _SHORT_JOB_SECONDS and wall < sys.getswitchinterval():
                 short = _SHORT
-            elif crowded and process_cpu >= _SATURATED * wall:
-                short = _CROWDED
+            elif crowded and cpu < _CROWDED_JOB_SECONDS and process_cpu >= _SATURATED * wall:
+                short = _CROWDED  # (its own CPU time grows too, with the threads' turns)
             else:
                 short = _LONG
             self._hand_back(job.futures[i], ok, value)
