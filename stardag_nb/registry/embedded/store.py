@@ -175,12 +175,15 @@ _HEARTBEAT = "UPDATE builds SET heartbeat_at = ? WHERE id = ? AND status = 'runn
 
 _BACKLOG_ROWS = 50_000  # pending rows past which a caller waits for the flusher
 # Once the running builds have written this many rows, batches grow (at least this
-# interval, up to this many rows): each write rewrites the index pages its rows touch,
-# and the rows of a large build are spread over many pages (task ids are random), so
-# small batches of a 100k-task build cost twice as much per row as large ones.
+# interval per such number of rows written, up to the longest interval, or this many
+# rows): each write rewrites the index pages its rows touch, and the rows of a large
+# build are spread over many pages (task ids are random), so a write costs about as
+# much as the tables are large, whatever its rows: a 100k-task build wrote its rows at
+# twice the cost per row of a 10k-task one with a write every second.
 _LARGE_BUILD_ROWS = 20_000
 _LARGE_BUILD_INTERVAL = 1.0
-_LARGE_BUILD_MAX_ROWS = 100_000
+_LARGE_BUILD_MAX_INTERVAL = 5.0
+_LARGE_BUILD_MAX_ROWS = 500_000
 _CACHE_KIB = 64 * 1024  # the writer connection's page cache (filled only as needed)
 
 # Indices into a pending build-task entry (a list, updated in place).
@@ -592,7 +595,10 @@ class _Writer:
 
     def _interval_now(self) -> float:
         """How old the oldest pending row may get (longer during a large build)."""
-        return max(self.interval, _LARGE_BUILD_INTERVAL) if self._large() else self.interval
+        if not self._large():
+            return self.interval
+        grown = _LARGE_BUILD_INTERVAL * self.live_rows / _LARGE_BUILD_ROWS
+        return max(self.interval, min(grown, _LARGE_BUILD_MAX_INTERVAL))
 
     def _max_rows_now(self) -> int:
         """Pending rows that make a write due at once (more during a large build)."""
@@ -683,16 +689,16 @@ class SQLiteRegistry(RegistryABC):
     thread writes the batch in one ``BEGIN IMMEDIATE`` transaction (a few multi-row
     statements per table) once ``flush_max_rows`` rows are pending or the oldest is
     ``flush_interval_seconds`` old; while it writes, new rows gather for the next batch.
-    Once the running builds have written 20,000 rows, batches grow to at least 1 s and
-    up to 100,000 rows: a large build's rows touch many index pages, and every write
-    rewrites the pages it touches (its registry cost per task then stays nearly flat).
-    During a build the calling thread runs no SQL (it waits only if the flusher falls
-    more than 200,000 rows, or twice ``flush_max_rows``, behind). Pending rows are written
+    Once the running builds have written 20,000 rows, batches grow to at least 1 s per
+    20,000 rows written (up to 5 s) and up to 500,000 rows: a large build's rows touch
+    many index pages, and every write rewrites the pages it touches. During a build the
+    calling thread runs no SQL (it waits only if the flusher falls more than 1,000,000
+    rows, or twice ``flush_max_rows``, behind). Pending rows are written
     on the calling thread when a build ends, before every read, on :meth:`flush` and
     :meth:`close`; also when the registry is garbage-collected and at interpreter exit.
     Task bodies and output URIs are computed when written, so a call costs a few
     microseconds. A hard kill (SIGKILL,
-    power loss) loses at most the last ~0.2 s of events (~1 s in a large build) and
+    power loss) loses at most the last ~0.2 s of events (1-5 s in a large build) and
     never corrupts the file:
     the database is in WAL mode and each batch is one atomic transaction. Another
     process (or another ``SQLiteRegistry`` on the same file) sees rows once they are
