@@ -210,7 +210,9 @@ def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     key: list[Any] = [cls]
     for name, value in kwargs.items():
         kind = value.__class__
-        if kind not in _INTERNABLE:
+        if kind is float:
+            value = value.hex()  # 0.0 == -0.0, but their ids differ
+        elif kind not in _INTERNABLE:
             if not isinstance(value, BaseTask):
                 return None
             value = _Same(value)

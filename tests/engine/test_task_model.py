@@ -379,3 +379,20 @@ def test_equal_calls_return_one_interned_instance() -> None:
     # equal-but-different-type values never alias: 1, 1.0 and True give other tasks
     assert len({Num(x=1).id, Num(x=1.0).id, Num(x=True).id}) == 3
     assert Num(x=1) is not Num(x=1.0)
+
+
+def test_zero_and_negative_zero_are_other_tasks() -> None:
+    """0.0 == -0.0, but the ids differ (their JSON differs, as in stardag): a task made
+    with one while the other is alive must not be the other's interned instance."""
+
+    class Shift(sd.AutoTask[float]):
+        x: float
+
+        def run(self) -> None:
+            self.output().save(self.x)
+
+    plus = Shift(x=0.0)
+    minus = Shift(x=-0.0)
+    assert minus is not plus
+    assert minus.id == Shift.model_construct(x=-0.0).id != plus.id
+    assert str(minus.x) == "-0.0"
