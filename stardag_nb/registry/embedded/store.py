@@ -64,31 +64,54 @@ _K = RegistryEventKind
 
 
 class _Bulk:
-    """A statement that writes many rows at once: ``prefix``, then ``VALUES (?, ...), ...``
-    (``columns`` parameters a row), then ``suffix``.
+    """A statement that writes many rows at once: ``sql`` with ``{rows}`` where the rows
+    go, ``columns`` values each: as ``VALUES`` lists of at most ``max_chunk`` rows (and
+    then powers of two, so a few prepared statements serve every batch), or as one JSON
+    array unpacked by ``json_each``.
 
-    A batch runs as a few such statements per table rather than an ``executemany``: SQLite
-    runs each statement without the GIL, but ``executemany`` takes the GIL back after
-    every row, and a writer thread then waits for it while the build's thread runs
-    Python (20,000 rows took seconds instead of milliseconds). Rows go in chunks of at
-    most 256 and then powers of two, so a few prepared statements serve every batch."""
+    ``VALUES`` is the cheaper of the two for SQLite, but takes the GIL back after every
+    statement (``executemany``: after every row), and a writer thread beside a build
+    running Python waits up to a switch interval (5 ms) for it each time: 100,000 task
+    rows took 3.3 s beside a busy thread against 0.9 s as JSON, which SQLite parses and
+    writes without the GIL. So writes beside a running build go as JSON, and the last
+    write of a build (nothing else runs) as ``VALUES``."""
 
-    def __init__(self, prefix: str, columns: int, suffix: str = "") -> None:
-        self.prefix, self.columns, self.suffix = prefix, columns, suffix
+    def __init__(self, sql: str, columns: int) -> None:
+        self.template, self.columns = sql, columns
+        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(columns))
+        # (WHERE: an INSERT ... SELECT before ON CONFLICT must not end in a join)
+        self.json_sql = sql.format(rows=f"SELECT {picks} FROM json_each(?) WHERE true")
         self.row = "(" + ",".join("?" * columns) + ")"
         self._sql: dict[int, str] = {}
 
     def sql(self, rows: int) -> str:
         text = self._sql.get(rows)
         if text is None:
-            text = self._sql[rows] = f"{self.prefix}{','.join([self.row] * rows)}{self.suffix}"
+            text = self._sql[rows] = self.template.format(
+                rows="VALUES " + ",".join([self.row] * rows)
+            )
         return text
 
     def run(
-        self, conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], max_chunk: int
+        self,
+        conn: sqlite3.Connection,
+        rows: Iterable[tuple[Any, ...]],
+        max_chunk: int,
+        as_json: bool = False,
     ) -> None:
+        """Write ``rows``, in ``VALUES`` lists of at most ``max_chunk`` rows, or as JSON
+        (a chunk that JSON would not carry exactly, with a NUL character, as ``VALUES``)."""
         source = iter(rows)
-        while chunk := list(islice(source, max_chunk)):
+        while chunk := list(islice(source, _JSON_CHUNK_ROWS if as_json else max_chunk)):
+            if as_json:
+                try:
+                    text = _ROWS_ENCODER.encode(chunk)
+                except ValueError:  # a NaN or infinity
+                    text = None
+                # (SQLite's JSON functions end a text at a NUL character)
+                if text is not None and "\\u0000" not in text:
+                    conn.execute(self.json_sql, (text,))
+                    continue
             start, total, size = 0, len(chunk), max_chunk
             while start < total:
                 while size > total - start:
@@ -98,12 +121,13 @@ class _Bulk:
                 start += size
 
 
+_JSON_CHUNK_ROWS = 16_384  # rows per JSON statement (a few MB of text at most)
+_ROWS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _MAX_CHUNK_ROWS = 256
 
 _UPSERT_TASKS = _Bulk(
     "INSERT INTO tasks (environment_id, task_id, namespace, name, version, body, output_uri,"
-    " created_at) VALUES ",
-    8,
+    " created_at) {rows}"
     " ON CONFLICT (environment_id, task_id) DO UPDATE SET namespace = excluded.namespace,"
     " name = excluded.name, version = excluded.version, body = excluded.body,"
     " output_uri = coalesce(excluded.output_uri, tasks.output_uri)"
@@ -111,24 +135,24 @@ _UPSERT_TASKS = _Bulk(
     " WHERE tasks.body IS NOT excluded.body OR tasks.name IS NOT excluded.name"
     " OR tasks.namespace IS NOT excluded.namespace OR tasks.version IS NOT excluded.version"
     " OR tasks.output_uri IS NOT coalesce(excluded.output_uri, tasks.output_uri)",
+    8,
 )
 # A build's task as a whole row: the builds this registry started, whose rows it keeps.
 _UPSERT_BUILD_TASK_ROWS = _Bulk(
     "INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
-    " completed_at, error_message, updated_at, code_hash) VALUES ",
-    9,
+    " completed_at, error_message, updated_at, code_hash) {rows}"
     " ON CONFLICT (build_id, task_id) DO UPDATE SET status = excluded.status,"
     " registered_at = excluded.registered_at, started_at = excluded.started_at,"
     " completed_at = excluded.completed_at, error_message = excluded.error_message,"
     " updated_at = excluded.updated_at, code_hash = excluded.code_hash",
+    9,
 )
 # Changes of a build's task merged with its stored row, if any (builds started elsewhere:
 # resumed): a NULL status keeps the status (a new row starts 'pending'); ss / fs say
 # whether the start / finish columns were set (possibly to NULL) since the last write.
 _MERGE_BUILD_TASKS = _Bulk(
-    "WITH j (b, t, s, r, st, f, e, ss, fs, u, h) AS (VALUES ",
-    11,
-    ") INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
+    "WITH j (b, t, s, r, st, f, e, ss, fs, u, h) AS ({rows})"
+    " INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
     " completed_at, error_message, updated_at, code_hash)"
     " SELECT j.b, j.t, coalesce(j.s, bt.status, 'pending'), coalesce(bt.registered_at, j.r),"
     " CASE WHEN j.ss THEN j.st ELSE bt.started_at END,"
@@ -140,21 +164,21 @@ _MERGE_BUILD_TASKS = _Bulk(
     " registered_at = excluded.registered_at, started_at = excluded.started_at,"
     " completed_at = excluded.completed_at, error_message = excluded.error_message,"
     " updated_at = excluded.updated_at, code_hash = excluded.code_hash",
+    11,
 )
 _INSERT_EDGES = _Bulk(
     "INSERT INTO task_dependencies (environment_id, downstream_task_id, dynamic, digest,"
-    " upstream_task_ids, created_at) VALUES ",
+    " upstream_task_ids, created_at) {rows} ON CONFLICT DO NOTHING",
     6,
-    " ON CONFLICT DO NOTHING",
 )
 _INSERT_EVENTS = _Bulk(
-    "INSERT INTO events (build_id, task_id, kind, created_at, error_message, metadata) VALUES ",
+    "INSERT INTO events (build_id, task_id, kind, created_at, error_message, metadata) {rows}",
     6,
 )
 _INSERT_COMPLETIONS = _Bulk(
-    "INSERT INTO task_completions (environment_id, task_id, build_id, completed_at) VALUES ",
-    4,
+    "INSERT INTO task_completions (environment_id, task_id, build_id, completed_at) {rows}"
     " ON CONFLICT DO NOTHING",
+    4,
 )
 _INSERT_EVENT = (
     "INSERT INTO events (build_id, task_id, kind, created_at, error_message, metadata)"
@@ -199,6 +223,14 @@ _NOUNS = (
     "kestrel", "lagoon", "meadow", "nebula", "otter", "pebble", "quartz", "raven", "spruce",
     "tundra", "walrus",
 )  # fmt: skip
+
+
+def _has_json(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has its JSON functions (built in since 3.38; an option before)."""
+    try:
+        return bool(conn.execute("SELECT json_extract('[1]', '$[0]')").fetchone()[0] == 1)
+    except sqlite3.OperationalError:
+        return False
 
 
 def _build_name() -> str:
@@ -333,9 +365,9 @@ class _Statement:
     def __init__(self, sql: _Bulk | str, rows: Iterable[tuple[Any, ...]]) -> None:
         self.sql, self.rows = sql, rows
 
-    def run(self, conn: sqlite3.Connection, max_chunk: int) -> None:
+    def run(self, conn: sqlite3.Connection, max_chunk: int, as_json: bool = False) -> None:
         if isinstance(self.sql, _Bulk):
-            self.sql.run(conn, self.rows, max_chunk)
+            self.sql.run(conn, self.rows, max_chunk, as_json)
         else:
             conn.executemany(self.sql, self.rows)
 
@@ -391,10 +423,12 @@ class _Writer:
         self.heartbeat = heartbeat
         # A caller appending past this many pending rows waits (briefly) for the flusher.
         self.backlog_rows = max(_BACKLOG_ROWS, 2 * max(max_rows, _LARGE_BUILD_MAX_ROWS))
-        # Rows per bulk statement: a power of two within SQLite's limit of parameters
-        # (for the widest row: 11 values).
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 11
+        # Rows per bulk statement as parameters, if SQLite has no JSON functions (else
+        # 0: rows go as JSON): a power of two within its limit of parameters (for the
+        # widest row: 11 values).
+        self.json = _has_json(conn)
         self.max_chunk = _MAX_CHUNK_ROWS
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 11
         while self.max_chunk > max(1, limit):
             self.max_chunk //= 2
         # Reentrant: a garbage collection on a thread inside these locks may close us.
@@ -521,9 +555,9 @@ class _Writer:
 
     # -- writing -----------------------------------------------------------------------
 
-    def flush(self, raise_errors: bool = True, final: bool = False) -> None:
+    def flush(self, raise_errors: bool = True, final: bool = False, beside: bool = False) -> None:
         """Write every pending row in one transaction (once closed, only the final
-        write runs)."""
+        write runs); ``beside``: while a build runs (rows go as JSON, see _Bulk)."""
         with self.db_lock:
             with self.lock:
                 if self.closed and not final:
@@ -539,7 +573,7 @@ class _Writer:
                 return
             try:
                 statements = [st for b in batches for st in b.statements(self.env)]
-                self._write(statements)
+                self._write(statements, beside)
             except sqlite3.OperationalError as exc:
                 # Busy, or trouble with the disk: keep the rows; the flusher retries.
                 self.failed = batches
@@ -562,12 +596,12 @@ class _Writer:
             self.failed = []
             self.retry_at = None
 
-    def _write(self, statements: list[_Statement]) -> None:
+    def _write(self, statements: list[_Statement], beside: bool = False) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in statements:
-                statement.run(conn, self.max_chunk)
+                statement.run(conn, self.max_chunk, beside and self.json)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -632,7 +666,7 @@ class _Writer:
                 self._finish()
                 return
             try:
-                self.flush(raise_errors=False)
+                self.flush(raise_errors=False, beside=bool(self.live))
                 if beat:
                     self._beat()
             except Exception:  # never let the flusher die
