@@ -92,7 +92,11 @@ _GROW_AFTER_SECONDS = 0.002  # a worker busy this long with one job may be block
 # (another thread's long Python stretch: a lock switch takes up to 5 ms), and a second
 # worker would only fight the first for it. Such a job must be busy this long.
 _SHORT_JOB_SECONDS = 0.0005
-_CROWDED_JOB_SECONDS = 0.002  # CPU of a short job slowed down by others' turns at the GIL
+# A short job slowed down by other workers' turns at the GIL: its own CPU time grows too
+# (0.3-0.9 ms for a 0.1 ms body among 8 workers), and it ends within a few switch
+# intervals; longer, it more likely waited for something else (a sleep, I/O).
+_CROWDED_JOB_SECONDS = 0.002
+_CROWDED_JOB_WALL_SECONDS = 0.01
 _GROW_AFTER_SHORT_JOBS_SECONDS = 0.025
 _MEAN_WEIGHT = 0.2  # of the latest job in the running mean of job durations
 _BLOCKED_SHARE = 0.3  # ... if it used less CPU than this share of that time
@@ -218,7 +222,9 @@ class ThreadWorkers:
         self._tick_armed = False
         if self._finished and not self._reporting and self._held_too_long():
             self._deliver()
-        if self._busy or not self._jobs.empty():
+        # (while results are held, too: a worker may have taken a job without being
+        # counted busy yet, and no one else would hand them back before it ends)
+        if self._busy or self._finished or not self._jobs.empty():
             self._tick_armed = True
             self._loop.call_later(_TICK_SECONDS, self._tick)  # type: ignore[union-attr]
 
@@ -297,6 +303,7 @@ class ThreadWorkers:
             with lock:
                 self._idle -= 1
             if job is _STOP:
+                self._report()
                 return
             with lock:
                 self._busy += 1
@@ -316,15 +323,14 @@ class ThreadWorkers:
 
     def _surplus(self, short: int) -> bool:
         """(self._lock held, by a worker between jobs) Whether this worker should leave
-        the pool: its last job was ``short`` (little CPU, done within a GIL switch
-        interval), so it was at most waiting for the GIL, and more workers would only
-        take turns at it. Not while another worker's job looks blocked (this one is then
-        needed). It is no longer counted; growth may start another later."""
+        the pool: its last job was short (see :meth:`_run`), so it was at most waiting
+        for the GIL, and more workers would only take turns at it. Not while another
+        worker's job looks blocked (this one is then needed), unless this job was
+        ``_CROWDED`` (the others then most likely wait for the GIL too). It is no longer
+        counted; growth may start another later."""
         if short == _LONG or self._closed or len(self._threads) < 2:
             return False
         now = time.monotonic()
-        # Jobs of other workers running a while may be blocked, unless this one was
-        # short only by the crowd (they are then most likely waiting for the GIL too).
         if short == _SHORT and any(
             now - since >= _GROW_AFTER_SECONDS for since, _ in self._running_since.values()
         ):
@@ -373,8 +379,13 @@ class ThreadWorkers:
             # slow: none would look short, and none would ever leave.
             if cpu < _SHORT_JOB_SECONDS and wall < sys.getswitchinterval():
                 short = _SHORT
-            elif crowded and cpu < _CROWDED_JOB_SECONDS and process_cpu >= _SATURATED * wall:
-                short = _CROWDED  # (its own CPU time grows too, with the threads' turns)
+            elif (
+                crowded
+                and cpu < _CROWDED_JOB_SECONDS
+                and wall < _CROWDED_JOB_WALL_SECONDS
+                and process_cpu >= _SATURATED * wall
+            ):
+                short = _CROWDED
             else:
                 short = _LONG
             self._hand_back(job.futures[i], ok, value)

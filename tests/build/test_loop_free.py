@@ -526,3 +526,46 @@ class SleeperBeside(sd.AutoTask[int]):
 
     def run(self) -> None:
         self.output().save(self.n)
+
+
+_napping_threads: set[str] = set()
+
+
+class Spinner(sd.AutoTask[int]):
+    """Pure Python for a while: holds the GIL, keeps the process busy."""
+
+    seconds: float
+
+    def run(self) -> None:
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            pass
+        self.output().save(1)
+
+
+class Napper(sd.AutoTask[int]):
+    i: int
+
+    def run(self) -> None:
+        _napping_threads.add(threading.current_thread().name)
+        time.sleep(0.03)
+        self.output().save(self.i)
+
+
+class SpinAndNaps(sd.AutoTask[int]):
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Spinner(seconds=0.8), *(Napper(i=i) for i in range(60))]
+
+    def run(self) -> None:
+        self.output().save(0)
+
+
+def test_sleeping_bodies_beside_a_busy_one_keep_their_workers() -> None:
+    """A body that sleeps while the process is busy (another body computing in Python)
+    is not mistaken for a short one slowed by the GIL: its worker stays in the pool
+    rather than leaving and being replaced (each sleeper's worker is one of at most
+    max_thread_workers threads)."""
+    _napping_threads.clear()
+    summary = sd.build(SpinAndNaps(), registry=NoOpRegistry())
+    assert summary.status is BuildExitStatus.SUCCESS
+    assert len(_napping_threads) <= 10, sorted(_napping_threads)

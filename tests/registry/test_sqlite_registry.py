@@ -701,48 +701,50 @@ def _rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
         conn.close()
 
 
-def test_rows_written_beside_a_build_equal_rows_written_at_its_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rows_written_beside_a_build_equal_rows_written_at_its_end(tmp_path: Path) -> None:
     """Beside a running build the flusher sends rows as JSON (SQLite parses them without
-    the GIL), at a build's end as parameters: both write the same values, including
-    texts JSON cannot carry to SQLite (a NUL character), quotes and non-ASCII."""
-    from stardag_nb.registry.embedded import store
-
-    ways: list[bool] = []  # how each statement went: as JSON or not
-    run = store._Bulk.run
-
-    def noting(self: store._Bulk, conn: sqlite3.Connection, rows, max_chunk, as_json=False):  # type: ignore[no-untyped-def]
-        ways.append(as_json)
-        run(self, conn, rows, max_chunk, as_json)
-
-    monkeypatch.setattr(store._Bulk, "run", noting)
+    the GIL), at a build's end as parameters: both write the same values, quotes and
+    non-ASCII included; texts JSON cannot carry to SQLite (a NUL character) still go as
+    parameters."""
     files = [tmp_path / "beside.sqlite3", tmp_path / "end.sqlite3"]
-    labels = ["plain", 'quote " and \\ back', "snow \u2603 \U0001f600", "nul \x00 inside"]
+    plain = ["plain", 'quote " and \\ back', "snow \u2603 \U0001f600"]
+    json_writes: list[int] = []  # JSON statements run in each write beside the build
     for beside, path in zip((True, False), files, strict=True):
         registry = SQLiteRegistry(path, flush_interval_seconds=3600)
+        statements: list[str] = []
+        registry._w.conn.set_trace_callback(statements.append)
+
+        def write_beside() -> None:
+            if beside:
+                statements.clear()
+                registry._w.flush(beside=True)  # as the flusher does during a build
+                json_writes.append(sum("json_each" in sql for sql in statements))
+
         build_id = registry.build_start()
         leaves = [RegLeaf(n=n) for n in range(40)]
-        parents = [RegParent(label=label, child=leaves[i]) for i, label in enumerate(labels)]
+        parents = [RegParent(label=label, child=leaves[i]) for i, label in enumerate(plain)]
         for task in [*leaves, *parents]:
             registry.task_register(build_id, task)
         for parent in parents:
             registry.task_add_dependencies(build_id, parent, [parent.child.id])
-        if beside:
-            registry._w.flush(beside=True)  # as the flusher does during a build
+        write_beside()  # tasks, build rows, edges, events
         for task in leaves:
             registry.task_start(build_id, task)
             registry.task_complete(build_id, task)
         registry.task_already_complete(build_id, parents[0])
         registry.task_start(build_id, parents[1])
-        registry.task_fail(build_id, parents[1], "broke: \x00 \u2603 \"'")
-        if beside:
-            registry._w.flush(beside=True)
-            assert ways.count(True) >= 5 and ways.count(False) == 0
+        registry.task_fail(build_id, parents[1], "broke: \u2603 \"'")
+        write_beside()  # build rows, events, completions
+        nul = RegParent(label="nul \x00 inside", child=leaves[0])
+        registry.task_register(build_id, nul)
+        registry.task_start(build_id, nul)
+        registry.task_fail(build_id, nul, "broke: \x00")
+        write_beside()  # as parameters: JSON would end these texts at the NUL
         registry.build_complete(build_id)
         registry.close()
     beside_rows, end_rows = (_rows(path) for path in files)
     assert beside_rows == end_rows
+    assert json_writes[0] == 4 and json_writes[1] == 3 and json_writes[2] == 0
     assert any("nul \\u0000 inside" in row[4] for row in beside_rows["tasks"])
-    assert ("broke: \x00 \u2603 \"'",) in [(row[2],) for row in beside_rows["build_tasks"]]
+    assert ("broke: \x00",) in [(row[2],) for row in beside_rows["build_tasks"]]
     assert len(beside_rows["completions"]) == 41

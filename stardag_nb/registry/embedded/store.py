@@ -109,7 +109,7 @@ class _Bulk:
                 except ValueError:  # a NaN or infinity
                     text = None
                 # (SQLite's JSON functions end a text at a NUL character)
-                if text is not None and "\\u0000" not in text:
+                if text is not None and len(text) <= _JSON_MAX_CHARS and "\\u0000" not in text:
                     conn.execute(self.json_sql, (text,))
                     continue
             start, total, size = 0, len(chunk), max_chunk
@@ -121,7 +121,8 @@ class _Bulk:
                 start += size
 
 
-_JSON_CHUNK_ROWS = 16_384  # rows per JSON statement (a few MB of text at most)
+_JSON_CHUNK_ROWS = 16_384  # rows per JSON statement
+_JSON_MAX_CHARS = 64 * 1024 * 1024  # a longer text (large task bodies) goes as parameters
 _ROWS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _MAX_CHUNK_ROWS = 256
 
@@ -423,10 +424,9 @@ class _Writer:
         self.heartbeat = heartbeat
         # A caller appending past this many pending rows waits (briefly) for the flusher.
         self.backlog_rows = max(_BACKLOG_ROWS, 2 * max(max_rows, _LARGE_BUILD_MAX_ROWS))
-        # Rows per bulk statement as parameters, if SQLite has no JSON functions (else
-        # 0: rows go as JSON): a power of two within its limit of parameters (for the
-        # widest row: 11 values).
-        self.json = _has_json(conn)
+        self.json = _has_json(conn)  # rows written beside a build go as JSON (see _Bulk)
+        # Rows per bulk statement as parameters: a power of two within SQLite's limit of
+        # parameters (for the widest row: 11 values).
         self.max_chunk = _MAX_CHUNK_ROWS
         limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 11
         while self.max_chunk > max(1, limit):
@@ -732,7 +732,8 @@ class SQLiteRegistry(RegistryABC):
     :meth:`close`; also when the registry is garbage-collected and at interpreter exit.
     Task bodies and output URIs are computed when written, so a call costs a few
     microseconds. A hard kill (SIGKILL,
-    power loss) loses at most the last ~0.2 s of events (1-5 s in a large build) and
+    power loss) loses at most the last ~0.2 s of events (in a large build up to ~5 s,
+    plus the time a write of its rows takes) and
     never corrupts the file:
     the database is in WAL mode and each batch is one atomic transaction. Another
     process (or another ``SQLiteRegistry`` on the same file) sees rows once they are
