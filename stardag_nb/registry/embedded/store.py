@@ -573,7 +573,7 @@ class _Writer:
                 return
             try:
                 statements = [st for b in batches for st in b.statements(self.env)]
-                self._write(statements, beside)
+                self._write(statements, as_json=beside and self.json)
             except sqlite3.OperationalError as exc:
                 # Busy, or trouble with the disk: keep the rows; the flusher retries.
                 self.failed = batches
@@ -596,12 +596,12 @@ class _Writer:
             self.failed = []
             self.retry_at = None
 
-    def _write(self, statements: list[_Statement], beside: bool = False) -> None:
+    def _write(self, statements: list[_Statement], as_json: bool = False) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in statements:
-                statement.run(conn, self.max_chunk, beside and self.json)
+                statement.run(conn, self.max_chunk, as_json)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
