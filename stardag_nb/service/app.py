@@ -2,9 +2,10 @@
 
 At start-up (the lifespan) the database is migrated to the latest schema (Alembic
 ``upgrade head``, in-process) and environments left ``provisioning`` by a previous run
-are marked ``failed``; request bodies are limited in size and JSON depth
-(:class:`~stardag_nb.service.limits.RequestLimits`); at shutdown background provisioning
-is cancelled and the connections closed.
+are marked ``failed``; on PostgreSQL the tables' statistics are kept fresh while they
+grow (:class:`~stardag_nb.service.db.statistics.StatisticsKeeper`); request bodies are
+limited in size and JSON depth (:class:`~stardag_nb.service.limits.RequestLimits`); at
+shutdown background provisioning is cancelled and the connections closed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from . import roots
 from .db.migrate import upgrade_head
 from .db.models import User
 from .db.session import RETRY_AFTER, Database, database_reason, unavailable_detail
+from .db.statistics import StatisticsKeeper
 from .hot_routes import HotRoutes
 from .keycache import ApiKeyCache, AuthEpoch, watch_auth_changes
 from .lifecycle import Lifecycle, fail_interrupted
@@ -132,10 +134,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             app.state.key_cache = ApiKeyCache(settings.api_key_cache_seconds, epoch)
             app.state.db = db
             app.state.lifecycle = lifecycle
+            statistics = StatisticsKeeper(db.engine, settings.analyze_seconds)
+            statistics.start()
             _settle_garbage_collector()
             try:
                 yield
             finally:
+                await statistics.close()
                 await lifecycle.close()
         finally:
             await db.dispose()

@@ -80,6 +80,15 @@ class ServiceSettings(BaseSettings):
         "the same database",
     )
 
+    analyze_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="on PostgreSQL, every this many seconds the tables builds write to are "
+        "analyzed when they changed by a fifth since their last analysis (the query "
+        "planner's statistics of a new, growing registry; autovacuum looks once a minute); "
+        "0: leave it to autovacuum",
+    )
+
     provision_timeout_seconds: float = Field(
         default=300.0,
         description="provisioning (or purging) one target root fails after this long",
