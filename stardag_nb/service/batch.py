@@ -2,8 +2,10 @@
 
 A batch is a list of operations (register a task, task events, edges, assets, the
 build's end), each what one v1 route would do, applied in order in one transaction with
-a handful of statements whatever its length: the tasks in one multi-row insert, their
-primary keys in one select, then the events, edges and assets in one insert each.
+a handful of statements whatever its length: on SQLite the tasks in one multi-row
+insert, their primary keys in one select, then the events, edges and assets in one
+insert each; on PostgreSQL the same rows in two statements on the driver's connection
+(:mod:`.batch_pg`). The operations are applied to rows by the same code on both.
 
 Retries are harmless: the batch's receipt (environment, ``batch_id``) is inserted first,
 in the same transaction (by the statement that checks that the build is the caller's),
@@ -28,6 +30,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..registry.wire import BatchOp, BatchOpKind, BatchRequest
+from . import batch_pg
 from .auth import SdkScope
 from .db.ids import new_ids, utcnow
 from .db.models import Asset, BatchReceipt, Build, Event, Task, TaskDependency, table_of
@@ -305,9 +308,8 @@ class _Batch:
         return in_build_status(event_type), None
 
 
-async def _register_tasks(conn: AsyncConnection, batch: _Batch, ops: list[BatchOp]) -> None:
-    """Insert the batch's new tasks (an existing row is kept as it is, as in v1) and look
-    up the primary keys of every task the batch names."""
+def _task_rows(batch: _Batch, ops: list[BatchOp]) -> dict[str, dict[str, Any]]:
+    """The row of each task the batch registers (its first registration's), by task id."""
     rows: dict[str, dict[str, Any]] = {}
     for op in ops:
         task = op.task
@@ -323,10 +325,11 @@ async def _register_tasks(conn: AsyncConnection, batch: _Batch, ops: list[BatchO
                 "output_uri": task.output_uri,
                 "created_at": batch.now,
             }
-    if rows:
-        inserted = await conn.execute(_insert_tasks(conn), list(rows.values()))
-        batch.created = set(inserted.scalars())
-        batch.pks.update((task_id, rows[task_id]["id"]) for task_id in batch.created)
+    return rows
+
+
+def _named_tasks(ops: list[BatchOp]) -> set[str]:
+    """The ids of every task the batch names (its own, and upstream ones)."""
     wanted: set[str] = set()
     for op in ops:
         if op.task_id:
@@ -335,7 +338,18 @@ async def _register_tasks(conn: AsyncConnection, batch: _Batch, ops: list[BatchO
             wanted.add(op.task.task_id)
             wanted.update(op.task.dependency_task_ids)
         wanted.update(op.dependency_task_ids)
-    missing = sorted(wanted - batch.pks.keys())
+    return wanted
+
+
+async def _register_tasks(conn: AsyncConnection, batch: _Batch, ops: list[BatchOp]) -> None:
+    """Insert the batch's new tasks (an existing row is kept as it is, as in v1) and look
+    up the primary keys of every task the batch names."""
+    rows = _task_rows(batch, ops)
+    if rows:
+        inserted = await conn.execute(_insert_tasks(conn), list(rows.values()))
+        batch.created = set(inserted.scalars())
+        batch.pks.update((task_id, rows[task_id]["id"]) for task_id in batch.created)
+    missing = sorted(_named_tasks(ops) - batch.pks.keys())
     for start in range(0, len(missing), CHUNK):
         found = await conn.execute(
             _TASK_PKS, {"env_id": batch.env_id, "task_ids": missing[start : start + CHUNK]}
@@ -384,15 +398,37 @@ async def _replay(
 
 
 async def apply_batch(
-    session: AsyncSession, scope: SdkScope, build_id: UUID, request: BatchRequest
+    session: AsyncSession | AsyncConnection, scope: SdkScope, build_id: UUID, request: BatchRequest
 ) -> BatchOutcome:
-    """Apply ``request`` to the build (in the caller's environment, else 404) in the
-    session's transaction; answer one result per operation. An operation that cannot be
-    applied (a task not registered in the environment: ``"Task not found"``) is
-    reported in its result and skipped; the others are applied."""
-    # the statements run on the session's connection (its transaction) through
-    # SQLAlchemy Core: the ORM session adds nothing to them but its per-call cost
-    conn = await session.connection()
+    """Apply ``request`` to the build (in the caller's environment, else 404); answer one
+    result per operation. An operation that cannot be applied (a task not registered in
+    the environment: ``"Task not found"``) is reported in its result and skipped; the
+    others are applied.
+
+    On SQLite the batch is written in the session's (or connection's) transaction, which
+    the caller commits. On PostgreSQL it runs in a transaction of its own on the driver's
+    connection beneath (committed when this returns; see :mod:`.batch_pg`)."""
+    # the statements run on the session's connection through SQLAlchemy Core (or the
+    # driver): the ORM session adds nothing to them but its per-call cost
+    conn = session if isinstance(session, AsyncConnection) else await session.connection()
+    if conn.dialect.name == "postgresql":
+        outcome = await _apply_on_postgres(conn, scope, build_id, request)
+    else:
+        outcome = await _apply_with_core(conn, scope, build_id, request)
+    if outcome is None:  # not the caller's build (404), or a replay
+        await check_build_in_scope(conn, scope, build_id)
+        return await _replay(conn, scope, build_id, request)
+    return outcome
+
+
+def _refused(results: list[Result]) -> dict[str, str]:
+    """The details of the operations not applied, by index (what a replay answers)."""
+    return {str(i): detail for i, (_, detail) in enumerate(results) if detail is not None}
+
+
+async def _apply_with_core(
+    conn: AsyncConnection, scope: SdkScope, build_id: UUID, request: BatchRequest
+) -> BatchOutcome | None:
     now = utcnow()
     receipt = await conn.execute(
         _insert_receipt(conn),
@@ -404,17 +440,58 @@ async def apply_batch(
             "created_at": now,
         },
     )
-    if receipt.scalar_one_or_none() is None:  # not the caller's build (404), or a replay
-        await check_build_in_scope(conn, scope, build_id)
-        return await _replay(conn, scope, build_id, request)
+    if receipt.scalar_one_or_none() is None:
+        return None
     batch = _Batch(scope, build_id, now, len(request.ops))
     await _register_tasks(conn, batch, request.ops)
     batch.results = [batch.apply(op) for op in request.ops]
     await _write(conn, batch)
-    failed = {str(i): detail for i, (_, detail) in enumerate(batch.results) if detail is not None}
-    if failed:  # a replay answers these; the others are plain successes
+    refused = _refused(batch.results)
+    if refused:  # a replay answers these; the others are plain successes
         await conn.execute(
             _RECEIPT_RESULTS,
-            {"env_id": scope.env_id, "the_batch_id": request.batch_id, "new_results": failed},
+            {"env_id": scope.env_id, "the_batch_id": request.batch_id, "new_results": refused},
         )
+    return BatchOutcome(request.batch_id, batch.results)
+
+
+async def _apply_on_postgres(
+    conn: AsyncConnection, scope: SdkScope, build_id: UUID, request: BatchRequest
+) -> BatchOutcome | None:
+    """The batch in two statements on the driver's connection (see :mod:`.batch_pg`)."""
+    pg = await batch_pg.driver_connection(conn)
+    now = utcnow()
+    batch = _Batch(scope, build_id, now, len(request.ops))
+    rows = _task_rows(batch, request.ops)
+    named = _named_tasks(request.ops)
+    try:
+        async with pg.transaction():
+            claimed = await batch_pg.claim_and_register(
+                pg, scope.env_id, build_id, request, now, list(rows.values()), list(named)
+            )
+            if claimed is None:
+                return None
+            batch.created, earlier = claimed
+            batch.pks.update(earlier)
+            batch.pks.update((task_id, rows[task_id]["id"]) for task_id in batch.created)
+            missing = named - batch.pks.keys()
+            if missing:  # created by another transaction meanwhile, or not registered
+                batch.pks.update(await batch_pg.find_tasks(pg, scope.env_id, list(missing)))
+            batch.results = [batch.apply(op) for op in request.ops]
+            await batch_pg.write_rows(
+                pg,
+                scope.env_id,
+                build_id,
+                request.batch_id,
+                now,
+                batch.events,
+                [(up, down, dynamic) for (up, down), dynamic in batch.edges.items()],
+                list(batch.assets.values()),
+                _refused(batch.results),
+            )
+    except Exception as exc:
+        error = await batch_pg.database_error(conn, exc)
+        if error is None:
+            raise
+        raise error from exc
     return BatchOutcome(request.batch_id, batch.results)

@@ -214,7 +214,11 @@ async def _batch(scope: Scope, caller: SdkScope, build: str, body: bytes) -> Ans
     async def run(session: Any) -> bytes:
         return (await apply_batch(session, caller, build_id, request)).json()
 
-    return await _in_session(scope, run, 200, write=True, autocommit=False)
+    if scope["app"].state.db.is_sqlite:
+        return await _in_session(scope, run, 200, write=True, autocommit=False)
+    # PostgreSQL: the batch runs in a transaction of its own on the driver's connection
+    # (see batch_pg.py); a pooled connection is all it needs, not a session
+    return await _on_connection(scope, run, 200)
 
 
 async def _start_build(scope: Scope, caller: SdkScope, body: bytes) -> Answer:
@@ -262,10 +266,7 @@ async def _in_session(
             try:
                 result = await run(session)
             except HTTPException as exc:
-                detail = json.dumps(
-                    {"detail": exc.detail}, ensure_ascii=False, separators=(",", ":")
-                )
-                return exc.status_code, detail.encode()
+                return _http_error(exc)
             content: bytes = (
                 result
                 if isinstance(result, bytes)
@@ -275,6 +276,29 @@ async def _in_session(
     except SQLAlchemyError:
         return None
     return status, content
+
+
+async def _on_connection(
+    scope: Scope, run: Callable[[Any], Awaitable[bytes]], status: int
+) -> Answer:
+    """Run the route function on a pooled connection (it commits what it writes itself);
+    errors are answered as by :func:`_in_session`."""
+    db = scope["app"].state.db
+    try:
+        async with db.engine.connect() as conn:
+            try:
+                content = await run(conn)
+            except HTTPException as exc:
+                return _http_error(exc)
+    except SQLAlchemyError:
+        return None
+    return status, content
+
+
+def _http_error(exc: HTTPException) -> tuple[int, bytes]:
+    """An :class:`HTTPException` answered as FastAPI does (``{"detail": ...}``)."""
+    detail = json.dumps({"detail": exc.detail}, ensure_ascii=False, separators=(",", ":"))
+    return exc.status_code, detail.encode()
 
 
 async def _read(receive: Receive) -> tuple[bytes, Receive]:

@@ -1,0 +1,208 @@
+"""Batched writes on PostgreSQL: a batch in two statements on the driver's connection.
+
+:mod:`~stardag_nb.service.batch` applies a batch through SQLAlchemy Core, five or six
+statements in a transaction. On PostgreSQL that is most of a batch's cost: each
+statement is a round trip, and SQLAlchemy's work per statement and per row (compiling,
+processing parameters, one bind per row of an ``executemany``) costs several times the
+database's own. Here the same rows are written by two statements with fixed texts
+(prepared once per connection), their rows passed as arrays (``unnest``), run on the
+asyncpg connection beneath the session in one transaction:
+
+1. *claim and register*: the receipt is inserted (only for a build in the caller's
+   environment), then the new tasks (only when the receipt was), and the statement
+   returns the receipt, the tasks it created and the primary keys of the named tasks
+   that existed before it;
+2. *write*: the events, edges and assets, and the results of refused operations on the
+   receipt.
+
+The operations themselves are applied by the same code as on SQLite (``_Batch``), so
+both write the same rows. A task another transaction creates while the first statement
+runs is not in that statement's snapshot: named tasks it did not find are looked up
+once more (a new snapshot), as the Core path does. Database errors are raised as
+SQLAlchemy's (``OperationalError`` for a lost connection, which is then discarded;
+``DBAPIError`` carrying the SQLSTATE otherwise), so callers handle them as any other;
+a lost connection renews the pool as SQLAlchemy's own disconnect handling does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..registry.wire import BatchRequest
+
+__all__ = ["claim_and_register", "database_error", "driver_connection", "find_tasks", "write_rows"]
+
+_CLAIM = """
+WITH receipt AS (
+    INSERT INTO batch_receipts (environment_id, batch_id, build_id, op_count, created_at)
+    SELECT $1, $2, builds.id, $4, $5 FROM builds
+    WHERE builds.id = $3 AND builds.environment_id = $1
+    ON CONFLICT (environment_id, batch_id) DO NOTHING
+    RETURNING 1
+), created AS (
+    INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, task_data,
+                       version, output_uri, created_at)
+    SELECT t.id, $1, t.task_id, t.task_namespace, t.task_name, t.task_data::json,
+           t.version, t.output_uri, $5
+    FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                $12::text[])
+        AS t(id, task_id, task_namespace, task_name, task_data, version, output_uri)
+    WHERE EXISTS (SELECT FROM receipt)
+    ON CONFLICT (environment_id, task_id) DO NOTHING
+    RETURNING task_id
+)
+SELECT 0, NULL::text, NULL::uuid FROM receipt
+UNION ALL SELECT 1, task_id, NULL FROM created
+UNION ALL SELECT 2, task_id, id FROM tasks
+    WHERE environment_id = $1 AND task_id = ANY($13::text[]) AND EXISTS (SELECT FROM receipt)
+"""
+# 0: the receipt was inserted (the batch is new, its build the caller's); 1: a task the
+# statement created; 2: a named task that existed before it
+
+_FIND = "SELECT task_id, id FROM tasks WHERE environment_id = $1 AND task_id = ANY($2::text[])"
+
+_WRITE = """
+WITH new_events AS (
+    INSERT INTO events (id, environment_id, build_id, task_pk, event_type, created_at,
+                        error_message, event_metadata)
+    SELECT e.id, $1, $2, e.task_pk, e.event_type, $3, e.error_message, e.event_metadata::json
+    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[])
+        AS e(id, task_pk, event_type, error_message, event_metadata)
+), new_edges AS (
+    INSERT INTO task_dependencies (upstream_id, downstream_id, environment_id, dynamic,
+                                   created_at)
+    SELECT d.upstream_id, d.downstream_id, $1, d.dynamic, $3
+    FROM unnest($9::uuid[], $10::uuid[], $11::bool[]) AS d(upstream_id, downstream_id, dynamic)
+    ON CONFLICT (upstream_id, downstream_id) DO NOTHING
+), new_assets AS (
+    INSERT INTO assets (id, environment_id, task_pk, build_id, asset_type, name, body,
+                        created_at, updated_at)
+    SELECT a.id, $1, a.task_pk, $2, a.asset_type, a.name, a.body::json, $3, $3
+    FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::text[])
+        AS a(id, task_pk, asset_type, name, body)
+    ON CONFLICT (task_pk, asset_type, name) DO UPDATE
+        SET body = excluded.body, build_id = excluded.build_id, updated_at = excluded.updated_at
+), refused AS (
+    UPDATE batch_receipts SET results = $18::json
+    WHERE $18::text IS NOT NULL AND environment_id = $1 AND batch_id = $17
+)
+SELECT 1
+"""
+
+# SQLSTATE classes of a connection lost or refused: the request may be retried
+_UNAVAILABLE = ("08", "53", "57P")
+
+
+def _json(value: Any) -> str:
+    """A JSON column's text, as SQLAlchemy's ``JSON`` type writes it (``None``: ``null``)."""
+    return json.dumps(value)
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection beneath ``conn`` (checked out by it)."""
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+async def database_error(conn: AsyncConnection, exc: Exception) -> DBAPIError | None:
+    """The driver's error ``exc`` as SQLAlchemy's (None: not a database error). A lost
+    connection is discarded from the pool."""
+    import asyncpg
+
+    sqlstate = str(getattr(exc, "sqlstate", "") or "")
+    if isinstance(exc, asyncpg.PostgresError) and not sqlstate.startswith(_UNAVAILABLE):
+        return DBAPIError("(batch)", None, exc)
+    # a connection lost (or left mid-operation by a lost one: InternalClientError)
+    lost = asyncpg.PostgresError | asyncpg.InterfaceError | asyncpg.InternalClientError
+    if isinstance(exc, lost | OSError | TimeoutError):
+        # as SQLAlchemy does on a disconnect: every pooled connection as old as this one
+        # is replaced at its next checkout (the server restarted: all of them are dead)
+        raw = await conn.get_raw_connection()
+        conn.sync_engine.pool._invalidate(raw, exc)
+        await conn.invalidate(exc)
+        return OperationalError("(batch)", None, exc, connection_invalidated=True)
+    return None
+
+
+async def claim_and_register(
+    pg: Any,
+    env_id: UUID,
+    build_id: UUID,
+    request: BatchRequest,
+    now: Any,
+    task_rows: list[dict[str, Any]],
+    named: list[str],
+) -> tuple[set[str], dict[str, UUID]] | None:
+    """Run statement 1: (the tasks it created, primary keys of named tasks that existed
+    before it), or None when it claimed nothing (a replay, or another's build)."""
+    rows = await pg.fetch(
+        _CLAIM,
+        env_id,
+        request.batch_id,
+        build_id,
+        len(request.ops),
+        now,
+        [row["id"] for row in task_rows],
+        [row["task_id"] for row in task_rows],
+        [row["task_namespace"] for row in task_rows],
+        [row["task_name"] for row in task_rows],
+        [_json(row["task_data"]) for row in task_rows],
+        [row["version"] for row in task_rows],
+        [row["output_uri"] for row in task_rows],
+        named,
+    )
+    if not rows:
+        return None
+    created: set[str] = set()
+    earlier: dict[str, UUID] = {}
+    for kind, task_id, pk in rows:
+        if kind == 1:
+            created.add(task_id)
+        elif kind == 2:
+            earlier[task_id] = pk
+    return created, earlier
+
+
+async def find_tasks(pg: Any, env_id: UUID, task_ids: list[str]) -> dict[str, UUID]:
+    """Primary keys of the named tasks in the environment (a new snapshot)."""
+    return {task_id: pk for task_id, pk in await pg.fetch(_FIND, env_id, task_ids)}
+
+
+async def write_rows(
+    pg: Any,
+    env_id: UUID,
+    build_id: UUID,
+    batch_id: UUID,
+    now: Any,
+    events: list[dict[str, Any]],
+    edges: list[tuple[UUID, UUID, bool]],
+    assets: list[dict[str, Any]],
+    refused: dict[str, str] | None,
+) -> None:
+    """Run statement 2: the batch's events, edges and assets, and its refused operations."""
+    await pg.execute(
+        _WRITE,
+        env_id,
+        build_id,
+        now,
+        [e["id"] for e in events],
+        [e["task_pk"] for e in events],
+        [e["event_type"] for e in events],
+        [e["error_message"] for e in events],
+        [_json(e["event_metadata"]) for e in events],
+        [up for up, _, _ in edges],
+        [down for _, down, _ in edges],
+        [dynamic for _, _, dynamic in edges],
+        [a["id"] for a in assets],
+        [a["task_pk"] for a in assets],
+        [a["asset_type"] for a in assets],
+        [a["name"] for a in assets],
+        [_json(a["body"]) for a in assets],
+        batch_id,
+        _json(refused) if refused else None,
+    )

@@ -1,0 +1,228 @@
+"""Batches on PostgreSQL, where they run as two statements on the driver's connection
+(``stardag_nb/service/batch_pg.py``), and the planner statistics the service keeps fresh
+(``stardag_nb/service/db/statistics.py``). Real server, real PostgreSQL.
+
+- The database dropping every connection of the service (as a restart does): at most
+  one batch fails (503, sent again by the client), and each is applied once.
+- Builds racing to register the same new tasks: every batch finds every task (the one
+  that did not create a task finds it after the creator committed), exactly one creates it.
+- A growing registry's busy tables are analyzed within seconds, so that a lookup of
+  tasks by id probes the unique index; with the keeper off they are not.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service.conftest import ServiceServer
+
+WS = "default"
+
+
+@pytest.fixture(scope="module")
+def pg() -> Any:
+    pg_server = pytest.importorskip(
+        "tests.pg_server", reason="tests/pg_server.py (the PostgreSQL test server) is missing"
+    )
+    return pg_server.require_postgres_server()
+
+
+def _start(pg: Any, workdir: Path, env: dict[str, str] | None = None) -> tuple[ServiceServer, str]:
+    database = pg.new_database("pgbatch")
+    server = ServiceServer(pg.sqlalchemy_url(database), workdir, env)
+    server.start()
+    return server, database
+
+
+@pytest.fixture(scope="module")
+def served(
+    pg: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServiceServer, str]]:
+    server, database = _start(pg, tmp_path_factory.mktemp("pgbatch"))
+    try:
+        yield server, database
+    finally:
+        server.stop()
+
+
+def _task(name: str = "T", task_id: str | None = None) -> dict[str, Any]:
+    task_id = task_id or str(uuid.uuid4())
+    return {"task_id": task_id, "task_name": name, "task_data": {"id": task_id}}
+
+
+def _build(client: httpx.Client) -> str:
+    response = client.post("/api/v1/builds", json={"root_task_ids": []})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _send(
+    client: httpx.Client, build: str, ops: list[dict[str, Any]], batch_id: str
+) -> httpx.Response:
+    payload = {"batch_id": batch_id, "ops": ops}
+    return client.post(f"/api/v1/ext/batch/builds/{build}", json=payload)
+
+
+def _run_ops(task_id: str) -> list[dict[str, Any]]:
+    return [
+        {"op": "register", "task": _task("Run", task_id)},
+        {"op": "start", "task_id": task_id},
+        {"op": "complete", "task_id": task_id},
+    ]
+
+
+def _events(client: httpx.Client, build: str) -> list[tuple[str, str | None]]:
+    response = client.get(f"/api/v1/builds/{build}/events")
+    assert response.status_code == 200, response.text
+    return [(e["event_type"], e.get("stardag_task_id")) for e in response.json()]
+
+
+def test_batches_after_the_database_dropped_every_connection_are_applied_once(
+    pg: Any, served: tuple[ServiceServer, str]
+) -> None:
+    server, database = served
+    key = server.api_key(WS, "main")
+    with server.client(api_key=key) as sdk:
+        build = _build(sdk)
+        before = str(uuid.uuid4())
+        assert _send(sdk, build, _run_ops(before), str(uuid.uuid4())).status_code == 200
+        # many pooled connections, all in use a moment ago
+        clients = [server.client(api_key=key) for _ in range(12)]
+        barrier = threading.Barrier(len(clients))
+
+        def read(client: httpx.Client) -> None:
+            barrier.wait()
+            assert client.get(f"/api/v1/builds/{build}/events").status_code == 200
+
+        threads = [threading.Thread(target=read, args=(client,)) for client in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        for client in clients:
+            client.close()
+
+        dropped = pg.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()",
+            database,
+        )
+        assert int(dropped.strip()) >= 2
+
+        # each batch as our client sends it: a 503 is sent again with its batch_id; at
+        # most one fails (the pool is renewed at the first lost connection), none twice
+        after = [str(uuid.uuid4()) for _ in range(8)]
+        unavailable = 0
+        for task_id in after:
+            batch_id = str(uuid.uuid4())
+            for _ in range(3):
+                response = _send(sdk, build, _run_ops(task_id), batch_id)
+                if response.status_code == 200:
+                    break
+                assert response.status_code == 503, response.text
+                unavailable += 1
+            assert response.status_code == 200, response.text
+        assert unavailable <= 1
+
+        events = Counter(_events(sdk, build))
+        for task_id in (before, *after):
+            for kind in ("task_pending", "task_started", "task_completed"):
+                assert events[(kind, task_id)] == 1, (kind, task_id, events)
+
+
+def test_builds_racing_to_register_the_same_new_tasks_each_find_every_task(
+    served: tuple[ServiceServer, str],
+) -> None:
+    server, _ = served
+    key = server.api_key(WS, "main")
+    racers, rounds = 6, 4
+    failures: list[str] = []
+    created: Counter[str] = Counter()
+    lock = threading.Lock()
+    clients = [server.client(api_key=key) for _ in range(racers)]
+    try:
+        for _ in range(rounds):
+            shared = [str(uuid.uuid4()) for _ in range(20)]
+            builds = [_build(client) for client in clients]
+            barrier = threading.Barrier(racers)
+
+            def race(n: int, shared: list[str] = shared, builds: list[str] = builds) -> None:
+                ops = [op for task_id in shared for op in _run_ops(task_id)]
+                barrier.wait()
+                response = _send(clients[n], builds[n], ops, str(uuid.uuid4()))
+                with lock:
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code} {response.text[:200]}")
+                        return
+                    for op, result in zip(ops, response.json()["results"], strict=True):
+                        if not result["ok"]:
+                            failures.append(f"{op['op']}: {result['detail']}")
+                        elif result["status"] == "created":
+                            created[op["task"]["task_id"]] += 1
+
+            threads = [threading.Thread(target=race, args=(n,)) for n in range(racers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert not failures, failures[:5]
+            assert [created[task_id] for task_id in shared] == [1] * len(shared)
+            for client, build in zip(clients, builds, strict=True):
+                completed = {t for kind, t in _events(client, build) if kind == "task_completed"}
+                assert completed == set(shared)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _analyzed(pg: Any, database: str, table: str) -> int:
+    out = pg.psql(
+        f"SELECT analyze_count FROM pg_stat_user_tables WHERE relname = '{table}'", database
+    )
+    return int(out.strip())
+
+
+def _register_many(server: ServiceServer, count: int) -> None:
+    with server.client(api_key=server.api_key(WS, "main")) as sdk:
+        build = _build(sdk)
+        ops = [{"op": "register", "task": _task("Many")} for _ in range(count)]
+        assert _send(sdk, build, ops, str(uuid.uuid4())).status_code == 200
+
+
+def test_a_growing_registry_is_analyzed_within_seconds_and_lookups_probe_the_unique_index(
+    pg: Any, tmp_path: Path
+) -> None:
+    server, database = _start(pg, tmp_path / "on")
+    try:
+        _register_many(server, 1500)
+        deadline = time.monotonic() + 15
+        while _analyzed(pg, database, "tasks") == 0:
+            assert time.monotonic() < deadline, "tasks was not analyzed within 15 s"
+            time.sleep(0.2)
+        plan = pg.psql(
+            "EXPLAIN SELECT task_id, id FROM tasks WHERE environment_id = "
+            "(SELECT id FROM environments LIMIT 1) AND task_id = ANY(ARRAY['a', 'b'])",
+            database,
+        )
+        assert "uq_tasks_environment_id_task_id" in plan, plan
+    finally:
+        server.stop()
+
+
+def test_with_the_keeper_off_the_tables_are_left_to_autovacuum(pg: Any, tmp_path: Path) -> None:
+    server, database = _start(pg, tmp_path / "off", {"STARDAG_SERVICE_ANALYZE_SECONDS": "0"})
+    try:
+        _register_many(server, 1500)
+        time.sleep(3)
+        assert _analyzed(pg, database, "tasks") == 0
+    finally:
+        server.stop()
