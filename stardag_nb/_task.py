@@ -314,15 +314,23 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
         # cached ids: O(params + deps) per task, no recursion through deep DAGs.
         self.__dict__["id"] = self._compute_id()
 
-    @property
-    def id(self) -> UUID:
-        """The task id (a UUID5), stable across processes and identical to stardag's."""
-        try:
-            cached: UUID = self.__dict__["id"]
-            return cached
-        except KeyError:  # built without __init__ (model_construct)
-            value = self.__dict__["id"] = self._compute_id()
-            return value
+    if TYPE_CHECKING:
+
+        @property
+        def id(self) -> UUID:
+            """The task id (a UUID5), stable across processes and identical to stardag's."""
+            ...
+
+    else:
+
+        def __getattr__(self, name: str) -> Any:
+            # ``id`` lives in the instance's __dict__ (set by model_post_init), read
+            # as a plain attribute; only an instance built without __init__
+            # (model_construct) computes it here, once
+            if name == "id":
+                value = self.__dict__["id"] = self._compute_id()
+                return value
+            return super().__getattr__(name)
 
     def _hash_jsonable(self) -> dict[str, Any]:
         """The JSON-able dict the id is computed from."""
