@@ -226,3 +226,82 @@ def test_with_the_keeper_off_the_tables_are_left_to_autovacuum(pg: Any, tmp_path
         assert _analyzed(pg, database, "tasks") == 0
     finally:
         server.stop()
+
+
+def test_a_batch_cancelled_mid_transaction_leaves_no_transaction_open_on_its_connection(
+    pg: Any, served: tuple[ServiceServer, str]
+) -> None:
+    """A batch whose request is cancelled while the database makes it wait (a shutdown, a
+    timeout) must not hand its connection back to the pool inside the transaction: the
+    next batch on it would only add a savepoint to that open transaction, answer 200,
+    and be lost when the connection closes."""
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy import select
+
+    from stardag_nb.registry.wire import BatchRequest
+    from stardag_nb.service.auth import SdkScope
+    from stardag_nb.service.batch import apply_batch
+    from stardag_nb.service.db.models import Environment, Workspace
+    from stardag_nb.service.db.session import Database
+
+    server, database = served
+    with server.client(api_key=server.api_key(WS, "main")) as sdk:
+        build = uuid.UUID(_build(sdk))
+    contested, later = str(uuid.uuid4()), str(uuid.uuid4())
+    dsn = pg.dsn_for(database)
+
+    async def run() -> int:
+        db = Database(pg.sqlalchemy_url(database))
+        blocker = await asyncpg.connect(dsn)
+        try:
+            async with db.session() as session:
+                row = (
+                    await session.execute(
+                        select(Environment, Workspace.slug)
+                        .join(Workspace, Workspace.id == Environment.workspace_id)
+                        .where(Environment.slug == "main", Workspace.slug == WS)
+                    )
+                ).one()
+            scope = SdkScope(environment=row[0], workspace_slug=row[1])
+            # another transaction inserts the contested task and holds it uncommitted
+            blocking = blocker.transaction()
+            await blocking.start()
+            await blocker.execute(
+                "INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, "
+                "task_data, created_at) VALUES ($1, $2, $3, '', 'Blocker', '{}', now())",
+                uuid.uuid4(), scope.env_id, contested,
+            )  # fmt: skip
+
+            def batch(task_id: str) -> BatchRequest:
+                return BatchRequest.model_validate(
+                    {"batch_id": str(uuid.uuid4()), "ops": _run_ops(task_id)}
+                )
+
+            async def waits() -> None:
+                async with db.engine.connect() as conn:
+                    await apply_batch(conn, scope, build, batch(contested))
+
+            waiting = asyncio.create_task(waits())
+            await asyncio.sleep(0.5)  # blocked on the uncommitted row
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await blocking.rollback()
+
+            async with db.engine.connect() as conn:  # the pool's one connection again
+                outcome = await apply_batch(conn, scope, build, batch(later))
+            assert [result[1] for result in outcome.results] == [None, None, None]
+            await db.dispose()  # closes the connection: an open transaction would roll back
+            return int(
+                await blocker.fetchval(
+                    "SELECT count(*) FROM events e JOIN tasks t ON t.id = e.task_pk "
+                    "WHERE t.task_id = $1",
+                    later,
+                )
+            )
+        finally:
+            await blocker.close()
+
+    assert asyncio.run(run()) == 3
