@@ -406,8 +406,9 @@ async def apply_batch(
     others are applied.
 
     On SQLite the batch is written in the session's (or connection's) transaction, which
-    the caller commits. On PostgreSQL it runs in a transaction of its own on the driver's
-    connection beneath (committed when this returns; see :mod:`.batch_pg`)."""
+    the caller commits. On PostgreSQL it runs on the driver's connection beneath (see
+    :mod:`.batch_pg`): in a transaction of its own, committed when this returns, or in
+    a savepoint when the session's transaction had begun (committed with it)."""
     # the statements run on the session's connection through SQLAlchemy Core (or the
     # driver): the ORM session adds nothing to them but its per-call cost
     conn = session if isinstance(session, AsyncConnection) else await session.connection()
@@ -464,10 +465,17 @@ async def _apply_on_postgres(
     batch = _Batch(scope, build_id, now, len(request.ops))
     rows = _task_rows(batch, request.ops)
     named = _named_tasks(request.ops)
+    owned = not pg.is_in_transaction()  # else a savepoint of the session's transaction
     try:
         async with pg.transaction():
             claimed = await batch_pg.claim_and_register(
-                pg, scope.env_id, build_id, request, now, list(rows.values()), list(named)
+                pg,
+                scope.env_id,
+                build_id,
+                request,
+                now,
+                sorted(rows.values(), key=_by_task_id),  # one order for every batch
+                list(named),
             )
             if claimed is None:
                 return None
@@ -485,13 +493,19 @@ async def _apply_on_postgres(
                 request.batch_id,
                 now,
                 batch.events,
-                [(up, down, dynamic) for (up, down), dynamic in batch.edges.items()],
-                list(batch.assets.values()),
+                sorted((up, down, dynamic) for (up, down), dynamic in batch.edges.items()),
+                [batch.assets[key] for key in sorted(batch.assets)],
                 _refused(batch.results),
             )
-    except Exception as exc:
-        error = await batch_pg.database_error(conn, exc)
-        if error is None:
-            raise
-        raise error from exc
+    except BaseException as exc:  # a cancellation too: see discard_unless_clean
+        error = await batch_pg.database_error(conn, pg, exc) if isinstance(exc, Exception) else None
+        if not conn.invalidated:
+            await batch_pg.discard_unless_clean(conn, pg, owned)
+        if error is not None:
+            raise error from exc
+        raise
     return BatchOutcome(request.batch_id, batch.results)
+
+
+def _by_task_id(row: dict[str, Any]) -> str:
+    return str(row["task_id"])

@@ -21,21 +21,32 @@ runs is not in that statement's snapshot: named tasks it did not find are looked
 once more (a new snapshot), as the Core path does. Database errors are raised as
 SQLAlchemy's (``OperationalError`` for a lost connection, which is then discarded;
 ``DBAPIError`` carrying the SQLSTATE otherwise), so callers handle them as any other;
-a lost connection renews the pool as SQLAlchemy's own disconnect handling does.
+a lost connection renews the pool as SQLAlchemy's own disconnect handling does. A
+connection is never handed back to the pool inside a transaction of a batch (an error
+or a cancellation at any await discards it). Rows are written in the order of their
+keys, so that batches racing to register the same tasks cannot deadlock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..registry.wire import BatchRequest
 
-__all__ = ["claim_and_register", "database_error", "driver_connection", "find_tasks", "write_rows"]
+__all__ = [
+    "claim_and_register",
+    "database_error",
+    "discard_unless_clean",
+    "driver_connection",
+    "find_tasks",
+    "write_rows",
+]
 
 _CLAIM = """
 WITH receipt AS (
@@ -94,8 +105,11 @@ WITH new_events AS (
 SELECT 1
 """
 
-# SQLSTATE classes of a connection lost or refused: the request may be retried
-_UNAVAILABLE = ("08", "53", "57P")
+# SQLSTATE classes of a connection lost (the server went away or shut it down)
+_LOST = ("08", "57P")
+# ... and of a transaction the server gave up (a deadlock, a serialization failure):
+# nothing was written, and sending the batch again is safe (its receipt)
+_RETRY = ("40",)
 
 
 def _json(value: Any) -> str:
@@ -109,24 +123,52 @@ async def driver_connection(conn: AsyncConnection) -> Any:
     return raw.driver_connection
 
 
-async def database_error(conn: AsyncConnection, exc: Exception) -> DBAPIError | None:
-    """The driver's error ``exc`` as SQLAlchemy's (None: not a database error). A lost
-    connection is discarded from the pool."""
+async def database_error(conn: AsyncConnection, pg: Any, exc: Exception) -> DBAPIError | None:
+    """The driver's error ``exc`` as SQLAlchemy's (None: not a database error): a lost
+    connection or a transaction the server gave up as ``OperationalError`` (the client
+    is told to retry: 503), any other as ``DBAPIError`` carrying the SQLSTATE (a value
+    the database refused: 422). A lost connection renews the pool, as SQLAlchemy does
+    on a disconnect: every pooled connection as old as it is replaced at its next
+    checkout (a restarted server dropped all of them)."""
     import asyncpg
 
     sqlstate = str(getattr(exc, "sqlstate", "") or "")
-    if isinstance(exc, asyncpg.PostgresError) and not sqlstate.startswith(_UNAVAILABLE):
-        return DBAPIError("(batch)", None, exc)
-    # a connection lost (or left mid-operation by a lost one: InternalClientError)
-    lost = asyncpg.PostgresError | asyncpg.InterfaceError | asyncpg.InternalClientError
-    if isinstance(exc, lost | OSError | TimeoutError):
-        # as SQLAlchemy does on a disconnect: every pooled connection as old as this one
-        # is replaced at its next checkout (the server restarted: all of them are dead)
+    lost = (
+        pg.is_closed()
+        or sqlstate.startswith(_LOST)
+        # (InternalClientError: left mid-operation by a connection lost under it)
+        or isinstance(
+            exc,
+            asyncpg.ConnectionDoesNotExistError
+            | asyncpg.InternalClientError
+            | OSError
+            | TimeoutError,
+        )
+    )
+    if lost:
         raw = await conn.get_raw_connection()
         conn.sync_engine.pool._invalidate(raw, exc)
         await conn.invalidate(exc)
         return OperationalError("(batch)", None, exc, connection_invalidated=True)
+    if sqlstate.startswith(_RETRY):
+        return OperationalError("(batch)", None, exc)
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+        return DataError("(batch)", None, exc)  # a value the driver cannot send: 422
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return DBAPIError("(batch)", None, exc)
     return None
+
+
+async def discard_unless_clean(conn: AsyncConnection, pg: Any, owned: bool) -> None:
+    """After an error or a cancellation: discard the connection unless it is as it was
+    before the batch (no transaction of the batch's left open, even half-started: a
+    pooled connection inside one would make every later transaction on it a savepoint
+    of a transaction never committed)."""
+    if pg.is_closed():
+        return  # the pool drops it anyway
+    left_open = pg.is_in_transaction() or getattr(pg, "_top_xact", None) is not None
+    if owned and left_open:
+        await asyncio.shield(conn.invalidate())
 
 
 async def claim_and_register(

@@ -84,9 +84,9 @@ class ServiceSettings(BaseSettings):
         default=1.0,
         ge=0,
         description="on PostgreSQL, every this many seconds the tables builds write to are "
-        "analyzed when they changed by a fifth since their last analysis (the query "
-        "planner's statistics of a new, growing registry; autovacuum looks once a minute); "
-        "0: leave it to autovacuum",
+        "analyzed when more of their rows changed since their last analysis than they had "
+        "then (the query planner's statistics of a new, growing registry; autovacuum looks "
+        "once a minute); 0: leave it to autovacuum",
     )
 
     provision_timeout_seconds: float = Field(

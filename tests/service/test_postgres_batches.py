@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -20,9 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy import select
 
+from stardag_nb.registry.wire import BatchRequest
+from stardag_nb.service.auth import SdkScope
+from stardag_nb.service.batch import apply_batch
+from stardag_nb.service.db.models import Environment, Workspace
+from stardag_nb.service.db.session import Database
 from tests.service.conftest import ServiceServer
 
 WS = "default"
@@ -155,7 +164,12 @@ def test_builds_racing_to_register_the_same_new_tasks_each_find_every_task(
             builds = [_build(client) for client in clients]
             barrier = threading.Barrier(racers)
 
-            def race(n: int, shared: list[str] = shared, builds: list[str] = builds) -> None:
+            def race(
+                n: int,
+                shared: list[str] = shared,
+                builds: list[str] = builds,
+                barrier: threading.Barrier = barrier,
+            ) -> None:
                 ops = [op for task_id in shared for op in _run_ops(task_id)]
                 barrier.wait()
                 response = _send(clients[n], builds[n], ops, str(uuid.uuid4()))
@@ -235,17 +249,6 @@ def test_a_batch_cancelled_mid_transaction_leaves_no_transaction_open_on_its_con
     timeout) must not hand its connection back to the pool inside the transaction: the
     next batch on it would only add a savepoint to that open transaction, answer 200,
     and be lost when the connection closes."""
-    import asyncio
-
-    import asyncpg
-    from sqlalchemy import select
-
-    from stardag_nb.registry.wire import BatchRequest
-    from stardag_nb.service.auth import SdkScope
-    from stardag_nb.service.batch import apply_batch
-    from stardag_nb.service.db.models import Environment, Workspace
-    from stardag_nb.service.db.session import Database
-
     server, database = served
     with server.client(api_key=server.api_key(WS, "main")) as sdk:
         build = uuid.UUID(_build(sdk))
@@ -256,15 +259,7 @@ def test_a_batch_cancelled_mid_transaction_leaves_no_transaction_open_on_its_con
         db = Database(pg.sqlalchemy_url(database))
         blocker = await asyncpg.connect(dsn)
         try:
-            async with db.session() as session:
-                row = (
-                    await session.execute(
-                        select(Environment, Workspace.slug)
-                        .join(Workspace, Workspace.id == Environment.workspace_id)
-                        .where(Environment.slug == "main", Workspace.slug == WS)
-                    )
-                ).one()
-            scope = SdkScope(environment=row[0], workspace_slug=row[1])
+            scope = await _main_scope(db)
             # another transaction inserts the contested task and holds it uncommitted
             blocking = blocker.transaction()
             await blocking.start()
@@ -275,9 +270,7 @@ def test_a_batch_cancelled_mid_transaction_leaves_no_transaction_open_on_its_con
             )  # fmt: skip
 
             def batch(task_id: str) -> BatchRequest:
-                return BatchRequest.model_validate(
-                    {"batch_id": str(uuid.uuid4()), "ops": _run_ops(task_id)}
-                )
+                return _request(_run_ops(task_id))
 
             async def waits() -> None:
                 async with db.engine.connect() as conn:
@@ -305,3 +298,131 @@ def test_a_batch_cancelled_mid_transaction_leaves_no_transaction_open_on_its_con
             await blocker.close()
 
     assert asyncio.run(run()) == 3
+
+
+async def _main_scope(db: Database) -> SdkScope:
+    """The scope of an SDK call in ``default/main`` (what the API key's would be)."""
+    async with db.session() as session:
+        environment, slug = (
+            await session.execute(
+                select(Environment, Workspace.slug)
+                .join(Workspace, Workspace.id == Environment.workspace_id)
+                .where(Environment.slug == "main", Workspace.slug == WS)
+            )
+        ).one()
+    return SdkScope(environment=environment, workspace_slug=slug)
+
+
+def _request(ops: list[dict[str, Any]]) -> BatchRequest:
+    return BatchRequest.model_validate({"batch_id": str(uuid.uuid4()), "ops": ops})
+
+
+def test_batches_registering_the_same_new_tasks_in_opposite_orders_do_not_deadlock(
+    pg: Any, served: tuple[ServiceServer, str]
+) -> None:
+    """Each batch's rows are written in the order of their keys: two batches registering
+    the same new tasks, one in the opposite order, never wait for each other in a
+    circle (PostgreSQL would abort one with a deadlock: a 500 without the hot route's
+    second try)."""
+    server, database = served
+    with server.client(api_key=server.api_key(WS, "main")) as sdk:
+        builds = [uuid.UUID(_build(sdk)) for _ in range(2)]
+
+    async def run() -> None:
+        db = Database(pg.sqlalchemy_url(database))
+        try:
+            scope = await _main_scope(db)
+            for _ in range(5):  # large batches: long enough to overlap
+                shared = [str(uuid.uuid4()) for _ in range(400)]
+                forward = [{"op": "register", "task": _task("Shared", t)} for t in shared]
+                backward = forward[::-1]
+
+                async def one(build: uuid.UUID, ops: list[dict[str, Any]]) -> None:
+                    async with db.engine.connect() as conn:
+                        outcome = await apply_batch(conn, scope, build, _request(ops))
+                    assert all(detail is None for _, detail in outcome.results)
+
+                await asyncio.gather(one(builds[0], forward), one(builds[1], backward))
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+def test_batches_cancelled_at_any_await_leave_their_connection_clean(
+    pg: Any, served: tuple[ServiceServer, str]
+) -> None:
+    """Cancelled after 0, 1, 2, ... turns of the loop (while BEGIN, a statement or the
+    COMMIT is under way), a batch's connection must not go back to the pool inside a
+    transaction: every batch answered afterwards on the pool must be durable."""
+    server, database = served
+    with server.client(api_key=server.api_key(WS, "main")) as sdk:
+        build = uuid.UUID(_build(sdk))
+    answered: list[str] = []
+
+    async def run() -> int:
+        db = Database(pg.sqlalchemy_url(database))
+        try:
+            scope = await _main_scope(db)
+
+            async def apply(task_id: str) -> None:
+                async with db.engine.connect() as conn:
+                    await apply_batch(conn, scope, build, _request(_run_ops(task_id)))
+
+            for turns in range(12):
+                cancelled = asyncio.create_task(apply(str(uuid.uuid4())))
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                cancelled.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cancelled
+                task_id = str(uuid.uuid4())
+                await apply(task_id)  # answered: it must be durable
+                answered.append(task_id)
+        finally:
+            await db.dispose()  # an open transaction would roll back here
+        check = await asyncpg.connect(pg.dsn_for(database))
+        try:
+            return int(
+                await check.fetchval(
+                    "SELECT count(*) FROM events e JOIN tasks t ON t.id = e.task_pk "
+                    "WHERE t.task_id = ANY($1::text[])",
+                    answered,
+                )
+            )
+        finally:
+            await check.close()
+
+    assert asyncio.run(run()) == 3 * 12
+
+
+def test_the_keeper_leaves_alone_tables_its_role_may_not_analyze(pg: Any, tmp_path: Path) -> None:
+    """A role that may write the tables but does not own them cannot analyze them
+    (PostgreSQL skips them with a warning): the keeper must not pick them again every
+    second, nor report them analyzed."""
+    from stardag_nb.service.db.statistics import StatisticsKeeper
+
+    server, database = _start(pg, tmp_path / "perm", {"STARDAG_SERVICE_ANALYZE_SECONDS": "0"})
+    try:
+        _register_many(server, 1500)
+    finally:
+        server.stop()
+    role = f"writer_{uuid.uuid4().hex[:8]}"
+    pg.psql(f"CREATE ROLE {role} LOGIN", database)
+    pg.psql(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}", database)
+    url = pg.sqlalchemy_url(database).replace(f"//{pg.user}@", f"//{role}@")
+
+    async def run() -> tuple[list[str], list[str]]:
+        owner_db, writer_db = Database(pg.sqlalchemy_url(database)), Database(url)
+        try:
+            as_writer = await StatisticsKeeper(writer_db.engine, 1.0).analyze_stale()
+            as_owner = await StatisticsKeeper(owner_db.engine, 1.0).analyze_stale()
+            return as_writer, as_owner
+        finally:
+            await writer_db.dispose()
+            await owner_db.dispose()
+
+    as_writer, as_owner = asyncio.run(run())
+    assert as_writer == []
+    assert "tasks" in as_owner
+    assert _analyzed(pg, database, "tasks") == 1

@@ -23,7 +23,6 @@ import contextlib
 import logging
 
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["BUSY_TABLES", "StatisticsKeeper"]
@@ -35,10 +34,15 @@ BUSY_TABLES = ("builds", "tasks", "events", "task_dependencies", "batch_receipts
 
 _LOCK_KEY = 0x5D_A9_57A7  # pg_try_advisory_xact_lock key: one keeper at a time per database
 _STALE = text(
-    "SELECT relname FROM pg_stat_user_tables "
-    "WHERE schemaname = current_schema() AND relname = ANY(:tables) "
+    "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+    "WHERE s.schemaname = current_schema() AND s.relname = ANY(:tables) "
     # rows changed since the last analysis, against the rows there were then
-    "AND n_mod_since_analyze >= :rows + :fraction * greatest(n_live_tup - n_mod_since_analyze, 0)"
+    "AND s.n_mod_since_analyze >= "
+    ":rows + :fraction * greatest(s.n_live_tup - s.n_mod_since_analyze, 0) "
+    # tables this role may analyze (another's are skipped with a warning, and would be
+    # found stale again every time)
+    "AND (pg_has_role(c.relowner, 'USAGE') OR pg_has_role("
+    "(SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE'))"
 )
 
 
@@ -76,8 +80,8 @@ class StatisticsKeeper:
             await asyncio.sleep(self.interval)
             try:
                 await self.analyze_stale()
-            except (SQLAlchemyError, OSError) as exc:
-                if not self._failing:  # once, not every few seconds
+            except Exception as exc:  # never the end of the keeper, nor of the server
+                if not self._failing:  # once, not every second
                     logger.warning("could not refresh table statistics: %s", exc)
                 self._failing = True
             else:
@@ -96,6 +100,7 @@ class StatisticsKeeper:
             stale = [
                 table for table in (await conn.scalars(_STALE, parameters)) if table in BUSY_TABLES
             ]
-            for table in stale:  # names of ours only (checked above), quoted
-                await conn.execute(text(f'ANALYZE "{table}"'))
+            for table in stale:  # names of ours only (checked above), quoted; a table
+                # autovacuum holds is skipped (waiting, this would cancel autovacuum)
+                await conn.execute(text(f'ANALYZE (SKIP_LOCKED) "{table}"'))
             return stale
