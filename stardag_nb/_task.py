@@ -291,6 +291,12 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        if "id" in cls.model_fields:
+            raise TaskDefinitionError(
+                f"Task class {cls.__qualname__} has a parameter named 'id', which is the "
+                "name of every task's id (computed from its parameters): rename the "
+                "parameter (e.g. 'item_id')."
+            )
         if (
             abc.ABC in cls.__bases__
             or inspect.isabstract(cls)

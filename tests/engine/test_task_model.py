@@ -396,3 +396,21 @@ def test_zero_and_negative_zero_are_other_tasks() -> None:
     assert minus is not plus
     assert minus.id == Shift.model_construct(x=-0.0).id != plus.id
     assert str(minus.x) == "-0.0"
+
+
+def test_a_parameter_named_id_is_a_definition_error_naming_it() -> None:
+    # a task's id is computed from its parameters; a parameter named 'id' would be
+    # silently replaced by it
+    with pytest.raises(TaskDefinitionError, match=r"WithId has a parameter named 'id'.*rename"):
+
+        class WithId(sd.AutoTask[int]):
+            id: int  # type: ignore[assignment]
+
+            def run(self) -> None:
+                self.output().save(self.id)
+
+    with pytest.raises(TaskDefinitionError, match=r"parameter named 'id'"):
+
+        @sd.task
+        def by_id(id: int) -> int:
+            return id
