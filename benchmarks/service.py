@@ -444,7 +444,7 @@ def _server_cpu(svc: Service) -> float:
 def load_run(url_for: Callable[[str], str], work: Path, clients: int, tasks: int) -> None:
     print(
         f"\nload on PostgreSQL: {clients} clients at once, each building {tasks}-task builds "
-        f"(v1: {3 * tasks + 2} requests per build; batch: {2 + -(-tasks // BATCH_TASKS)}); "
+        f"(v1: {3 * tasks + 2} requests per build; batch: {1 + -(-tasks // BATCH_TASKS)}); "
         "targets: 0 errors, p99 < 100 ms"
     )
     print(
