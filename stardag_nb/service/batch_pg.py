@@ -19,12 +19,14 @@ The operations themselves are applied by the same code as on SQLite (``_Batch``)
 both write the same rows. A task another transaction creates while the first statement
 runs is not in that statement's snapshot: named tasks it did not find are looked up
 once more (a new snapshot), as the Core path does. Database errors are raised as
-SQLAlchemy's (``OperationalError`` for a lost connection, which is then discarded;
-``DBAPIError`` carrying the SQLSTATE otherwise), so callers handle them as any other;
-a lost connection renews the pool as SQLAlchemy's own disconnect handling does. A
-connection is never handed back to the pool inside a transaction of a batch (an error
-or a cancellation at any await discards it). Rows are written in the order of their
-keys, so that batches racing to register the same tasks cannot deadlock.
+SQLAlchemy's, so callers handle them as any other: ``OperationalError`` (a 503, which
+the client sends again) for a lost connection, which also renews the pool as
+SQLAlchemy's own disconnect handling does, and for a deadlock; ``DataError`` for a
+value the driver cannot send; ``DBAPIError`` carrying the SQLSTATE otherwise. A
+connection is never handed back to the pool inside a transaction of a batch: one that
+an error or a cancellation (at any await) left open is discarded. Rows are written in
+the order of their keys, so that batches racing to register the same tasks cannot
+deadlock.
 """
 
 from __future__ import annotations

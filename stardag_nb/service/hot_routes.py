@@ -17,7 +17,8 @@ route's would be:
 - ``POST /api/v1/builds/{build_id}/{complete|fail|cancel|exit-early}`` (every build's end:
   ``error_message`` or ``reason`` query; with ``triggered_by_user_id``, FastAPI answers);
 - ``POST /api/v1/ext/batch/builds/{build_id}`` (our client's batches, extension
-  ``batch-v1``, while the server offers it: :func:`~stardag_nb.service.batch.apply_batch`).
+  ``batch-v1``, while the server offers it: :func:`~stardag_nb.service.batch.apply_batch`;
+  on PostgreSQL on a pooled connection, no session: it runs its own transaction).
 
 Only when the caller's API key is in the verified-key cache (and, for a write, needs no
 ``last_used_at`` touch); anything else (a user token, a key to look up, a body that does
