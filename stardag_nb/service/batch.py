@@ -499,8 +499,7 @@ async def _apply_on_postgres(
             )
     except BaseException as exc:  # a cancellation too: see discard_unless_clean
         error = await batch_pg.database_error(conn, pg, exc) if isinstance(exc, Exception) else None
-        if not conn.invalidated:
-            await batch_pg.discard_unless_clean(conn, pg, owned)
+        await batch_pg.discard_unless_clean(conn, pg, owned)
         if error is not None:
             raise error from exc
         raise

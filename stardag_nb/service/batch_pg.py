@@ -21,8 +21,9 @@ runs is not in that statement's snapshot: named tasks it did not find are looked
 once more (a new snapshot), as the Core path does. Database errors are raised as
 SQLAlchemy's, so callers handle them as any other: ``OperationalError`` (a 503, which
 the client sends again) for a lost connection, which also renews the pool as
-SQLAlchemy's own disconnect handling does, and for a deadlock; ``DataError`` for a
-value the driver cannot send; ``DBAPIError`` carrying the SQLSTATE otherwise. A
+SQLAlchemy's own disconnect handling does, and for a transaction the server gave up for
+now (a deadlock, a disk full, a timeout); ``DBAPIError`` carrying the SQLSTATE
+otherwise (22, a value refused: a 422). A
 connection is never handed back to the pool inside a transaction of a batch: one that
 an error or a cancellation (at any await) left open is discarded. Rows are written in
 the order of their keys, so that batches racing to register the same tasks cannot
@@ -31,12 +32,11 @@ deadlock.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..registry.wire import BatchRequest
@@ -109,9 +109,10 @@ SELECT 1
 
 # SQLSTATE classes of a connection lost (the server went away or shut it down)
 _LOST = ("08", "57P")
-# ... and of a transaction the server gave up (a deadlock, a serialization failure):
-# nothing was written, and sending the batch again is safe (its receipt)
-_RETRY = ("40",)
+# ... and of a transaction the server gave up for now (a deadlock, a serialization
+# failure, a disk or memory full, a lock or statement timeout): nothing was written, and
+# sending the batch again is safe (its receipt)
+_RETRY = ("40", "53", "55P03", "57014")
 
 
 def _json(value: Any) -> str:
@@ -127,11 +128,10 @@ async def driver_connection(conn: AsyncConnection) -> Any:
 
 async def database_error(conn: AsyncConnection, pg: Any, exc: Exception) -> DBAPIError | None:
     """The driver's error ``exc`` as SQLAlchemy's (None: not a database error): a lost
-    connection or a transaction the server gave up as ``OperationalError`` (the client
-    is told to retry: 503), any other as ``DBAPIError`` carrying the SQLSTATE (a value
-    the database refused: 422). A lost connection renews the pool, as SQLAlchemy does
-    on a disconnect: every pooled connection as old as it is replaced at its next
-    checkout (a restarted server dropped all of them)."""
+    connection or a transaction the server gave up for now as ``OperationalError`` (the
+    client is told to retry: 503), any other as ``DBAPIError`` carrying the SQLSTATE (a
+    value the database refused: 422). A lost connection renews the pool, as SQLAlchemy
+    does on a disconnect (a restarted server dropped all of them)."""
     import asyncpg
 
     sqlstate = str(getattr(exc, "sqlstate", "") or "")
@@ -148,29 +148,44 @@ async def database_error(conn: AsyncConnection, pg: Any, exc: Exception) -> DBAP
         )
     )
     if lost:
-        raw = await conn.get_raw_connection()
-        conn.sync_engine.pool._invalidate(raw, exc)
-        await conn.invalidate(exc)
+        await _discard(conn, exc, whole_pool=True)
         return OperationalError("(batch)", None, exc, connection_invalidated=True)
     if sqlstate.startswith(_RETRY):
         return OperationalError("(batch)", None, exc)
-    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
-        return DataError("(batch)", None, exc)  # a value the driver cannot send: 422
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
-        return DBAPIError("(batch)", None, exc)
+        return DBAPIError("(batch)", None, exc)  # SQLSTATE 22, a value refused: 422
     return None
 
 
 async def discard_unless_clean(conn: AsyncConnection, pg: Any, owned: bool) -> None:
     """After an error or a cancellation: discard the connection unless it is as it was
-    before the batch (no transaction of the batch's left open, even half-started: a
-    pooled connection inside one would make every later transaction on it a savepoint
-    of a transaction never committed)."""
-    if pg.is_closed():
-        return  # the pool drops it anyway
-    left_open = pg.is_in_transaction() or getattr(pg, "_top_xact", None) is not None
-    if owned and left_open:
-        await asyncio.shield(conn.invalidate())
+    before the batch (closed, or a transaction of the batch's left open, even
+    half-started: a pooled connection inside one would make every later transaction on
+    it a savepoint of a transaction never committed)."""
+    if conn.invalidated:
+        return  # discarded already (a lost connection)
+    if pg.is_closed() or (
+        owned and (pg.is_in_transaction() or getattr(pg, "_top_xact", None) is not None)
+    ):
+        await _discard(conn)
+
+
+async def _discard(
+    conn: AsyncConnection, exc: BaseException | None = None, whole_pool: bool = False
+) -> None:
+    """Close the driver's connection now and have the pool replace it (``whole_pool``:
+    every pooled connection as old as it too, at its next checkout). The closing is
+    done before any await, so that a second cancellation cannot interrupt it and hand
+    the connection back to the pool half-closed (outside SQLAlchemy's greenlet, its
+    invalidation terminates the connection at once); the await only marks ``conn``."""
+    sync = conn.sync_connection
+    if sync is None or conn.invalidated:
+        return
+    pooled = sync.connection
+    if whole_pool:
+        conn.sync_engine.pool._invalidate(pooled, exc, _checkin=False)
+    pooled.invalidate(exc)
+    await conn.invalidate(exc)
 
 
 async def claim_and_register(

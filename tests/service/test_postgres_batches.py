@@ -426,3 +426,54 @@ def test_the_keeper_leaves_alone_tables_its_role_may_not_analyze(pg: Any, tmp_pa
     assert as_writer == []
     assert "tasks" in as_owner
     assert _analyzed(pg, database, "tasks") == 1
+
+
+def test_a_batch_cancelled_twice_never_hands_a_half_closed_connection_to_the_next_request(
+    pg: Any, served: tuple[ServiceServer, str]
+) -> None:
+    """A second cancellation landing while a batch discards its connection (a timeout
+    around a cancelled request) must not return the connection to the pool while it is
+    still being closed: the request waiting for it would fail (a 500 over HTTP)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    server, database = served
+    with server.client(api_key=server.api_key(WS, "main")) as sdk:
+        build = uuid.UUID(_build(sdk))
+    failures: list[str] = []
+
+    async def run() -> None:
+        db = Database(pg.sqlalchemy_url(database))
+        scope = await _main_scope(db)
+        await db.dispose()
+        engine = create_async_engine(pg.sqlalchemy_url(database), pool_size=1, max_overflow=0)
+        try:
+            for first in range(4):
+                for second in range(8):
+
+                    async def batch() -> None:
+                        async with engine.connect() as conn:
+                            ops = _run_ops(str(uuid.uuid4()))
+                            await apply_batch(conn, scope, build, _request(ops))
+
+                    async def waiting() -> Any:  # for the pool's only connection
+                        await asyncio.sleep(0)
+                        async with engine.connect() as conn:
+                            return await conn.scalar(text("SELECT 1"))
+
+                    cancelled, waiter = asyncio.create_task(batch()), asyncio.create_task(waiting())
+                    for turns in (first, second):
+                        for _ in range(turns):
+                            await asyncio.sleep(0)
+                        cancelled.cancel()
+                    with contextlib.suppress(BaseException):
+                        await cancelled
+                    try:
+                        assert await asyncio.wait_for(waiter, 10) == 1
+                    except Exception as exc:
+                        failures.append(f"{first}/{second}: {type(exc).__name__}: {exc}"[:200])
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    assert not failures, failures[:3]

@@ -88,8 +88,9 @@ class StatisticsKeeper:
                 self._failing = False
 
     async def analyze_stale(self) -> list[str]:
-        """Analyze the busy tables that changed enough; the names of those analyzed
-        (none when another process holds the keeper's lock)."""
+        """Analyze the busy tables that changed enough; their names (a table another
+        process holds is skipped, and found again next time; none when another process
+        holds the keeper's lock)."""
         async with self.engine.begin() as conn:  # the lock is the transaction's
             locked = await conn.scalar(
                 text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _LOCK_KEY}
