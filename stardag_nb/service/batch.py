@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -474,7 +475,7 @@ async def _apply_on_postgres(
                 build_id,
                 request,
                 now,
-                sorted(rows.values(), key=_by_task_id),  # one order for every batch
+                sorted(rows.values(), key=itemgetter("task_id")),  # one order for every batch
                 list(named),
             )
             if claimed is None:
@@ -504,7 +505,3 @@ async def _apply_on_postgres(
             raise error from exc
         raise
     return BatchOutcome(request.batch_id, batch.results)
-
-
-def _by_task_id(row: dict[str, Any]) -> str:
-    return str(row["task_id"])

@@ -115,6 +115,11 @@ _LOST = ("08", "57P")
 _RETRY = ("40", "53", "55P03", "57014")
 
 
+def _columns(rows: list[dict[str, Any]], *keys: str) -> list[list[Any]]:
+    """The values of ``keys`` in ``rows``, a list per key (the arrays ``unnest`` reads)."""
+    return [[row[key] for row in rows] for key in keys]
+
+
 def _json(value: Any) -> str:
     """A JSON column's text, as SQLAlchemy's ``JSON`` type writes it (``None``: ``null``)."""
     return json.dumps(value)
@@ -206,13 +211,9 @@ async def claim_and_register(
         build_id,
         len(request.ops),
         now,
-        [row["id"] for row in task_rows],
-        [row["task_id"] for row in task_rows],
-        [row["task_namespace"] for row in task_rows],
-        [row["task_name"] for row in task_rows],
+        *_columns(task_rows, "id", "task_id", "task_namespace", "task_name"),
         [_json(row["task_data"]) for row in task_rows],
-        [row["version"] for row in task_rows],
-        [row["output_uri"] for row in task_rows],
+        *_columns(task_rows, "version", "output_uri"),
         named,
     )
     if not rows:
@@ -249,18 +250,12 @@ async def write_rows(
         env_id,
         build_id,
         now,
-        [e["id"] for e in events],
-        [e["task_pk"] for e in events],
-        [e["event_type"] for e in events],
-        [e["error_message"] for e in events],
+        *_columns(events, "id", "task_pk", "event_type", "error_message"),
         [_json(e["event_metadata"]) for e in events],
         [up for up, _, _ in edges],
         [down for _, down, _ in edges],
         [dynamic for _, _, dynamic in edges],
-        [a["id"] for a in assets],
-        [a["task_pk"] for a in assets],
-        [a["asset_type"] for a in assets],
-        [a["name"] for a in assets],
+        *_columns(assets, "id", "task_pk", "asset_type", "name"),
         [_json(a["body"]) for a in assets],
         batch_id,
         _json(refused) if refused else None,

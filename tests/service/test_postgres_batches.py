@@ -74,6 +74,12 @@ def _build(client: httpx.Client) -> str:
     return str(response.json()["id"])
 
 
+def _new_build(server: ServiceServer) -> uuid.UUID:
+    """A new build of ``default/main``, started over HTTP."""
+    with server.client(api_key=server.api_key(WS, "main")) as sdk:
+        return uuid.UUID(_build(sdk))
+
+
 def _send(
     client: httpx.Client, build: str, ops: list[dict[str, Any]], batch_id: str
 ) -> httpx.Response:
@@ -258,8 +264,7 @@ def test_a_batch_cancelled_mid_transaction_leaves_no_transaction_open_on_its_con
     next batch on it would only add a savepoint to that open transaction, answer 200,
     and be lost when the connection closes."""
     server, database = served
-    with server.client(api_key=server.api_key(WS, "main")) as sdk:
-        build = uuid.UUID(_build(sdk))
+    build = _new_build(server)
     contested, later = str(uuid.uuid4()), str(uuid.uuid4())
     dsn = pg.dsn_for(database)
 
@@ -333,8 +338,7 @@ def test_batches_registering_the_same_new_tasks_in_opposite_orders_do_not_deadlo
     circle (PostgreSQL would abort one with a deadlock: a 500 without the hot route's
     second try)."""
     server, database = served
-    with server.client(api_key=server.api_key(WS, "main")) as sdk:
-        builds = [uuid.UUID(_build(sdk)) for _ in range(2)]
+    builds = [_new_build(server) for _ in range(2)]
 
     async def run() -> None:
         db = Database(pg.sqlalchemy_url(database))
@@ -364,8 +368,7 @@ def test_batches_cancelled_at_any_await_leave_their_connection_clean(
     COMMIT is under way), a batch's connection must not go back to the pool inside a
     transaction: every batch answered afterwards on the pool must be durable."""
     server, database = served
-    with server.client(api_key=server.api_key(WS, "main")) as sdk:
-        build = uuid.UUID(_build(sdk))
+    build = _new_build(server)
     answered: list[str] = []
 
     async def run() -> int:
@@ -447,8 +450,7 @@ def test_a_batch_cancelled_twice_never_hands_a_half_closed_connection_to_the_nex
     from sqlalchemy.ext.asyncio import create_async_engine
 
     server, database = served
-    with server.client(api_key=server.api_key(WS, "main")) as sdk:
-        build = uuid.UUID(_build(sdk))
+    build = _new_build(server)
     failures: list[str] = []
 
     async def run() -> None:
