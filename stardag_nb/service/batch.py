@@ -1,15 +1,16 @@
 """Batched writes of one build (protocol extension ``batch-v1``).
 
 A batch is a list of operations (register a task, task events, edges, assets, the
-build's end), each what one v1 route would do, applied in order in one transaction with
-a handful of statements whatever its length: on SQLite the tasks in one multi-row
-insert, their primary keys in one select, then the events, edges and assets in one
-insert each; on PostgreSQL the same rows in two statements on the driver's connection
-(:mod:`.batch_pg`). The operations are applied to rows by the same code on both.
+build's end), each what one v1 route would do, applied in order and atomically with a
+handful of statements whatever its length: on SQLite, in one transaction, the tasks in
+one multi-row insert, their primary keys in one select, then the events, edges and
+assets in one insert each; on PostgreSQL the same rows in a look-up and one statement
+on the driver's connection (:mod:`.batch_pg`). The operations are applied to rows by
+the same code on both.
 
-Retries are harmless: the batch's receipt (environment, ``batch_id``) is inserted first,
-in the same transaction (by the statement that checks that the build is the caller's),
-so a batch sent again (its answer was lost) finds the receipt and is answered from it,
+Retries are harmless: the batch's receipt (environment, ``batch_id``) is written
+with it, atomically (by the statement that checks that the build is the caller's), so
+a batch sent again (its answer was lost) finds the receipt and is answered from it,
 never applied twice; two copies racing each other serialise on the receipt's key.
 
 Events of a batch share one ``created_at`` and take increasing ids (UUIDv7, strictly
@@ -28,10 +29,11 @@ from uuid import UUID
 
 from fastapi import HTTPException
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..registry.wire import BatchOp, BatchOpKind, BatchRequest
-from . import batch_pg
+from . import batch_pg, pg_driver
 from .auth import SdkScope
 from .db.ids import new_ids, utcnow
 from .db.models import Asset, BatchReceipt, Build, Event, Task, TaskDependency, table_of
@@ -460,8 +462,57 @@ async def _apply_with_core(
 async def _apply_on_postgres(
     conn: AsyncConnection, scope: SdkScope, build_id: UUID, request: BatchRequest
 ) -> BatchOutcome | None:
-    """The batch in two statements on the driver's connection (see :mod:`.batch_pg`)."""
-    pg = await batch_pg.driver_connection(conn)
+    """The batch on the driver's connection (see :mod:`.batch_pg`): a look-up and one
+    statement that writes it, or, within a transaction the session began and when a
+    task it registers was registered meanwhile by another, two in a transaction."""
+    pg = await pg_driver.driver_connection(conn)
+    if not pg.is_in_transaction():
+        try:
+            return await _apply_in_one_statement(conn, pg, scope, build_id, request)
+        except DBAPIError as exc:
+            if not batch_pg.registered_meanwhile(exc.orig):
+                raise
+            # it wrote nothing: applied again below, in a transaction that sees that task
+    return await _apply_in_transaction(conn, pg, scope, build_id, request)
+
+
+async def _apply_in_one_statement(
+    conn: AsyncConnection, pg: Any, scope: SdkScope, build_id: UUID, request: BatchRequest
+) -> BatchOutcome | None:
+    now = utcnow()
+    batch = _Batch(scope, build_id, now, len(request.ops))
+    rows = _task_rows(batch, request.ops)
+    async with pg_driver.one_statement_errors(conn, pg):
+        found = await batch_pg.look_up(
+            pg, scope.env_id, request.batch_id, list(_named_tasks(request.ops))
+        )
+        if found is None:
+            return None  # a replay
+        batch.pks.update(found)
+        new = [row for task_id, row in rows.items() if task_id not in found]
+        for row in new:
+            batch.created.add(row["task_id"])
+            batch.pks[row["task_id"]] = row["id"]
+        batch.results = [batch.apply(op) for op in request.ops]
+        applied = await batch_pg.apply_in_one_statement(
+            pg,
+            scope.env_id,
+            build_id,
+            request,
+            now,
+            sorted(new, key=itemgetter("task_id")),  # one order for every batch
+            batch.events,
+            sorted((up, down, dynamic) for (up, down), dynamic in batch.edges.items()),
+            [batch.assets[key] for key in sorted(batch.assets)],
+            _refused(batch.results),
+        )
+    return BatchOutcome(request.batch_id, batch.results) if applied else None
+
+
+async def _apply_in_transaction(
+    conn: AsyncConnection, pg: Any, scope: SdkScope, build_id: UUID, request: BatchRequest
+) -> BatchOutcome | None:
+    """The batch in two statements in a transaction (a savepoint of the session's)."""
     now = utcnow()
     batch = _Batch(scope, build_id, now, len(request.ops))
     rows = _task_rows(batch, request.ops)
@@ -499,8 +550,10 @@ async def _apply_on_postgres(
                 _refused(batch.results),
             )
     except BaseException as exc:  # a cancellation too: see discard_unless_clean
-        error = await batch_pg.database_error(conn, pg, exc) if isinstance(exc, Exception) else None
-        await batch_pg.discard_unless_clean(conn, pg, owned)
+        error = (
+            await pg_driver.database_error(conn, pg, exc) if isinstance(exc, Exception) else None
+        )
+        await pg_driver.discard_unless_clean(conn, pg, owned)
         if error is not None:
             raise error from exc
         raise

@@ -4,30 +4,31 @@
 statements in a transaction. On PostgreSQL that is most of a batch's cost: each
 statement is a round trip, and SQLAlchemy's work per statement and per row (compiling,
 processing parameters, one bind per row of an ``executemany``) costs several times the
-database's own. Here the same rows are written by two statements with fixed texts
-(prepared once per connection), their rows passed as arrays (``unnest``), run on the
-asyncpg connection beneath the session in one transaction:
+database's own. Here the same rows are written by statements with fixed texts (prepared
+once per connection), their rows passed as arrays (``unnest``), on the asyncpg
+connection beneath a pooled one (:mod:`.pg_driver`). Two statements, and no
+transaction around them (no BEGIN and COMMIT, two round trips fewer):
 
-1. *claim and register*: the receipt is inserted (only for a build in the caller's
-   environment), then the new tasks (only when the receipt was), and the statement
-   returns the receipt, the tasks it created and the primary keys of the named tasks
-   that existed before it;
-2. *write*: the events, edges and assets, and the results of refused operations on the
-   receipt.
+1. *look up*: whether the batch has a receipt (a replay), and the primary keys of the
+   tasks it names;
+2. *apply*: the tasks not found (with keys the batch gave them), the receipt (only for
+   a build in the caller's environment), and, only when the receipt was inserted, the
+   events, edges, assets, and the results of refused operations on the receipt. One
+   statement is atomic on its own.
+
+A task that another transaction registers between the two makes the second fail
+without writing anything (see ``_APPLY``); the batch is then applied in a transaction,
+the way a batch within a session's transaction always is:
+
+1. *claim and register*: the receipt, then the new tasks (only when the receipt was
+   inserted); it returns the receipt, the tasks it created and the primary keys of the
+   named tasks that existed before it (named tasks it did not find are looked up once
+   more, in a new snapshot: another transaction may have created them meanwhile);
+2. *write*: the events, edges and assets, and the results of refused operations.
 
 The operations themselves are applied by the same code as on SQLite (``_Batch``), so
-both write the same rows. A task another transaction creates while the first statement
-runs is not in that statement's snapshot: named tasks it did not find are looked up
-once more (a new snapshot), as the Core path does. Database errors are raised as
-SQLAlchemy's, so callers handle them as any other: ``OperationalError`` (a 503, which
-the client sends again) for a lost connection, which also renews the pool as
-SQLAlchemy's own disconnect handling does, and for a transaction the server gave up for
-now (a deadlock, a disk full, a timeout); ``DBAPIError`` carrying the SQLSTATE
-otherwise (22, a value refused: a 422). A
-connection is never handed back to the pool inside a transaction of a batch: one that
-an error or a cancellation (at any await) left open is discarded. Rows are written in
-the order of their keys, so that batches racing to register the same tasks cannot
-deadlock.
+all ways write the same rows. Rows are written in the order of their keys, so that
+batches racing to register the same tasks cannot deadlock.
 """
 
 from __future__ import annotations
@@ -36,17 +37,14 @@ import json
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ..registry.wire import BatchRequest
 
 __all__ = [
+    "apply_in_one_statement",
     "claim_and_register",
-    "database_error",
-    "discard_unless_clean",
-    "driver_connection",
     "find_tasks",
+    "look_up",
+    "registered_meanwhile",
     "write_rows",
 ]
 
@@ -107,12 +105,63 @@ WITH new_events AS (
 SELECT 1
 """
 
-# SQLSTATE classes of a connection lost (the server went away or shut it down)
-_LOST = ("08", "57P")
-# ... and of a transaction the server gave up for now (a deadlock, a serialization
-# failure, a disk or memory full, a lock or statement timeout): nothing was written, and
-# sending the batch again is safe (its receipt)
-_RETRY = ("40", "53", "55P03", "57014")
+_LOOK_UP = """
+SELECT 0, NULL::text, NULL::uuid FROM batch_receipts WHERE environment_id = $1 AND batch_id = $2
+UNION ALL SELECT 1, task_id, id FROM tasks WHERE environment_id = $1 AND task_id = ANY($3::text[])
+"""
+# 0: the batch has a receipt (a replay); 1: a named task and its primary key
+
+_APPLY = """
+WITH build AS (
+    SELECT id FROM builds WHERE id = $3 AND environment_id = $1
+), created AS (
+    INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, task_data,
+                       version, output_uri, created_at)
+    SELECT t.id, $1, t.task_id, t.task_namespace, t.task_name, t.task_data::json,
+           t.version, t.output_uri, $5
+    FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                $12::text[])
+        AS t(id, task_id, task_namespace, task_name, task_data, version, output_uri)
+    WHERE EXISTS (SELECT FROM build)
+    ON CONFLICT (environment_id, task_id) DO NOTHING
+), receipt AS (
+    INSERT INTO batch_receipts (environment_id, batch_id, build_id, op_count, created_at,
+                                results)
+    SELECT $1, $2, build.id, $4, $5, $13::json FROM build
+    ON CONFLICT (environment_id, batch_id) DO NOTHING
+    RETURNING 1
+), new_events AS (
+    INSERT INTO events (id, environment_id, build_id, task_pk, event_type, created_at,
+                        error_message, event_metadata)
+    SELECT e.id, $1, $3, e.task_pk, e.event_type, $5, e.error_message, e.event_metadata::json
+    FROM unnest($14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[])
+        AS e(id, task_pk, event_type, error_message, event_metadata)
+    WHERE EXISTS (SELECT FROM receipt)
+), new_edges AS (
+    INSERT INTO task_dependencies (upstream_id, downstream_id, environment_id, dynamic,
+                                   created_at)
+    SELECT d.upstream_id, d.downstream_id, $1, d.dynamic, $5
+    FROM unnest($19::uuid[], $20::uuid[], $21::bool[]) AS d(upstream_id, downstream_id, dynamic)
+    WHERE EXISTS (SELECT FROM receipt)
+    ON CONFLICT (upstream_id, downstream_id) DO NOTHING
+), new_assets AS (
+    INSERT INTO assets (id, environment_id, task_pk, build_id, asset_type, name, body,
+                        created_at, updated_at)
+    SELECT a.id, $1, a.task_pk, $3, a.asset_type, a.name, a.body::json, $5, $5
+    FROM unnest($22::uuid[], $23::uuid[], $24::text[], $25::text[], $26::text[])
+        AS a(id, task_pk, asset_type, name, body)
+    WHERE EXISTS (SELECT FROM receipt)
+    ON CONFLICT (task_pk, asset_type, name) DO UPDATE
+        SET body = excluded.body, build_id = excluded.build_id, updated_at = excluded.updated_at
+)
+SELECT count(*) FROM receipt
+"""
+# The tasks the look-up did not find are inserted with the primary keys the batch gave
+# them, and its events (each registration has one), edges and assets name them by those
+# keys. A task another transaction registered since the look-up is left as it is (ON
+# CONFLICT), so a key of ours then names no row: the foreign key check at the end of
+# the statement fails it (SQLSTATE 23503), the statement writes nothing, and the batch
+# is applied again in a transaction (see registered_meanwhile).
 
 
 def _columns(rows: list[dict[str, Any]], *keys: str) -> list[list[Any]]:
@@ -125,72 +174,62 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
-async def driver_connection(conn: AsyncConnection) -> Any:
-    """The asyncpg connection beneath ``conn`` (checked out by it)."""
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
+async def look_up(
+    pg: Any, env_id: UUID, batch_id: UUID, named: list[str]
+) -> dict[str, UUID] | None:
+    """The primary keys of the named tasks in the environment, or None when the batch
+    has a receipt (a replay). One statement, outside any transaction."""
+    rows = await pg.fetch(_LOOK_UP, env_id, batch_id, named)
+    found: dict[str, UUID] = {}
+    for kind, task_id, pk in rows:
+        if kind == 0:
+            return None
+        found[task_id] = pk
+    return found
 
 
-async def database_error(conn: AsyncConnection, pg: Any, exc: Exception) -> DBAPIError | None:
-    """The driver's error ``exc`` as SQLAlchemy's (None: not a database error): a lost
-    connection or a transaction the server gave up for now as ``OperationalError`` (the
-    client is told to retry: 503), any other as ``DBAPIError`` carrying the SQLSTATE (a
-    value the database refused: 422). A lost connection renews the pool, as SQLAlchemy
-    does on a disconnect (a restarted server dropped all of them)."""
-    import asyncpg
-
-    sqlstate = str(getattr(exc, "sqlstate", "") or "")
-    lost = (
-        pg.is_closed()
-        or sqlstate.startswith(_LOST)
-        # (InternalClientError: left mid-operation by a connection lost under it)
-        or isinstance(
-            exc,
-            asyncpg.ConnectionDoesNotExistError
-            | asyncpg.InternalClientError
-            | OSError
-            | TimeoutError,
+async def apply_in_one_statement(
+    pg: Any,
+    env_id: UUID,
+    build_id: UUID,
+    request: BatchRequest,
+    now: Any,
+    new_tasks: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    edges: list[tuple[UUID, UUID, bool]],
+    assets: list[dict[str, Any]],
+    refused: dict[str, str] | None,
+) -> bool:
+    """Write the batch (its receipt, new tasks, events, edges and assets) in one
+    statement, atomic without a transaction around it: False when it wrote nothing (not
+    a build of the caller's environment, or a copy of the batch applied meanwhile)."""
+    return bool(
+        await pg.fetchval(
+            _APPLY,
+            env_id,
+            request.batch_id,
+            build_id,
+            len(request.ops),
+            now,
+            *_columns(new_tasks, "id", "task_id", "task_namespace", "task_name"),
+            [_json(row["task_data"]) for row in new_tasks],
+            *_columns(new_tasks, "version", "output_uri"),
+            _json(refused) if refused else None,
+            *_columns(events, "id", "task_pk", "event_type", "error_message"),
+            [_json(e["event_metadata"]) for e in events],
+            [up for up, _, _ in edges],
+            [down for _, down, _ in edges],
+            [dynamic for _, _, dynamic in edges],
+            *_columns(assets, "id", "task_pk", "asset_type", "name"),
+            [_json(a["body"]) for a in assets],
         )
     )
-    if lost:
-        await _discard(conn, exc, whole_pool=True)
-        return OperationalError("(batch)", None, exc, connection_invalidated=True)
-    if sqlstate.startswith(_RETRY):
-        return OperationalError("(batch)", None, exc)
-    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
-        return DBAPIError("(batch)", None, exc)  # SQLSTATE 22, a value refused: 422
-    return None
 
 
-async def discard_unless_clean(conn: AsyncConnection, pg: Any, owned: bool) -> None:
-    """After an error or a cancellation: discard the connection unless it is as it was
-    before the batch (closed, or a transaction of the batch's left open, even
-    half-started: a pooled connection inside one would make every later transaction on
-    it a savepoint of a transaction never committed)."""
-    if conn.invalidated:
-        return  # discarded already (a lost connection)
-    if pg.is_closed() or (
-        owned and (pg.is_in_transaction() or getattr(pg, "_top_xact", None) is not None)
-    ):
-        await _discard(conn)
-
-
-async def _discard(
-    conn: AsyncConnection, exc: BaseException | None = None, whole_pool: bool = False
-) -> None:
-    """Close the driver's connection now and have the pool replace it (``whole_pool``:
-    every pooled connection as old as it too, at its next checkout). The closing is
-    done before any await, so that a second cancellation cannot interrupt it and hand
-    the connection back to the pool half-closed (outside SQLAlchemy's greenlet, its
-    invalidation terminates the connection at once); the await only marks ``conn``."""
-    sync = conn.sync_connection
-    if sync is None or conn.invalidated:
-        return
-    pooled = sync.connection
-    if whole_pool:
-        conn.sync_engine.pool._invalidate(pooled, exc, _checkin=False)
-    pooled.invalidate(exc)
-    await conn.invalidate(exc)
+def registered_meanwhile(exc: BaseException | None) -> bool:
+    """Whether :func:`apply_in_one_statement` failed because a task it was to create was
+    registered by another transaction after the look-up (it wrote nothing)."""
+    return str(getattr(exc, "sqlstate", "") or "") == "23503"
 
 
 async def claim_and_register(

@@ -488,3 +488,65 @@ def test_a_batch_cancelled_twice_never_hands_a_half_closed_connection_to_the_nex
 
     asyncio.run(run())
     assert not failures, failures[:3]
+
+
+def test_a_task_registered_by_another_transaction_after_the_look_up_is_referenced_once(
+    pg: Any, served: tuple[ServiceServer, str]
+) -> None:
+    """A batch looks up the tasks it names, then writes in one statement the ones it did
+    not find. When another transaction registers one of them in between, that statement
+    must write nothing (its events would name a key no task has); the batch is then
+    applied in a transaction that sees the task: referenced, not created, every event
+    recorded once, nothing refused."""
+    server, database = served
+    build = _new_build(server)
+    contested, other = str(uuid.uuid4()), str(uuid.uuid4())
+    dsn = pg.dsn_for(database)
+
+    async def run() -> tuple[list[tuple[str, str | None]], int, list[tuple[str, str]]]:
+        db = Database(pg.sqlalchemy_url(database))
+        blocker = await asyncpg.connect(dsn)
+        try:
+            scope = await _main_scope(db)
+            registering = blocker.transaction()
+            await registering.start()
+            await blocker.execute(
+                "INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, "
+                "task_data, created_at) VALUES ($1, $2, $3, '', 'Elsewhere', '{}', now())",
+                uuid.uuid4(), scope.env_id, contested,
+            )  # fmt: skip
+            request = _request(_run_ops(contested) + _run_ops(other))
+
+            async def apply() -> Any:
+                async with db.engine.connect() as conn:
+                    return await apply_batch(conn, scope, build, request)
+
+            applying = asyncio.create_task(apply())
+            await asyncio.sleep(0.5)  # past the look-up: waiting on the uncommitted task
+            assert not applying.done()
+            await registering.commit()
+            outcome = await asyncio.wait_for(applying, 30)
+            tasks = await blocker.fetchval(
+                "SELECT count(*) FROM tasks WHERE task_id = $1", contested
+            )
+            events = await blocker.fetch(
+                "SELECT t.task_id, e.event_type FROM events e JOIN tasks t ON t.id = e.task_pk "
+                "WHERE e.build_id = $1 ORDER BY e.created_at, e.id",
+                build,
+            )
+            return outcome.results, int(tasks), [(r[0], r[1]) for r in events]
+        finally:
+            await blocker.close()
+            await db.dispose()
+
+    results, tasks, events = asyncio.run(run())
+    assert results == [
+        ("referenced", None), ("running", None), ("completed", None),
+        ("created", None), ("running", None), ("completed", None),
+    ]  # fmt: skip
+    assert tasks == 1
+    assert events == [
+        (contested, "task_referenced"), (contested, "task_started"),
+        (contested, "task_completed"), (other, "task_pending"), (other, "task_started"),
+        (other, "task_completed"),
+    ]  # fmt: skip
