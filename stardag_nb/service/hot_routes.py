@@ -13,12 +13,13 @@ route's would be:
 - ``POST /api/v1/builds/{build_id}/tasks`` (a ``TaskCreate`` body);
 - ``POST /api/v1/builds/{build_id}/tasks/{task_id}/{start|complete|fail|suspend|resume|
   cancel|waiting-for-lock|already-complete}`` (``error_message``, ``lock_owner`` query);
-- ``POST /api/v1/builds`` and ``GET /api/v1/environment`` (every build's start);
+- ``POST /api/v1/builds`` and ``GET /api/v1/environment`` (every build's start; on
+  PostgreSQL the start is one statement on a pooled connection: :mod:`.builds_pg`);
 - ``POST /api/v1/builds/{build_id}/{complete|fail|cancel|exit-early}`` (every build's end:
   ``error_message`` or ``reason`` query; with ``triggered_by_user_id``, FastAPI answers);
 - ``POST /api/v1/ext/batch/builds/{build_id}`` (our client's batches, extension
   ``batch-v1``, while the server offers it: :func:`~stardag_nb.service.batch.apply_batch`;
-  on PostgreSQL on a pooled connection, no session: it runs its own transaction).
+  on PostgreSQL on a pooled connection, no session: it runs its own statements).
 
 Only when the caller's API key is in the verified-key cache (and, for a write, needs no
 ``last_used_at`` touch); anything else (a user token, a key to look up, a body that does
@@ -217,12 +218,13 @@ async def _batch(scope: Scope, caller: SdkScope, build: str, body: bytes) -> Ans
 
     if scope["app"].state.db.is_sqlite:
         return await _in_session(scope, run, 200, write=True, autocommit=False)
-    # PostgreSQL: the batch runs in a transaction of its own on the driver's connection
-    # (see batch_pg.py); a pooled connection is all it needs, not a session
+    # PostgreSQL: the batch runs its own statements on the driver's connection (see
+    # batch_pg.py); a pooled connection is all it needs, not a session
     return await _on_connection(scope, run, 200)
 
 
 async def _start_build(scope: Scope, caller: SdkScope, body: bytes) -> Answer:
+    from .builds_pg import start_build
     from .routers.builds import create_build
 
     try:
@@ -233,7 +235,13 @@ async def _start_build(scope: Scope, caller: SdkScope, body: bytes) -> Answer:
     async def run(session: Any) -> Any:
         return await create_build(build, caller, session)
 
-    return await _in_session(scope, run, 201, write=True, autocommit=False)
+    if scope["app"].state.db.is_sqlite:
+        return await _in_session(scope, run, 201, write=True, autocommit=False)
+
+    async def start(conn: Any) -> bytes:  # PostgreSQL: one statement (see builds_pg.py)
+        return await start_build(conn, build, caller)
+
+    return await _on_connection(scope, start, 201)
 
 
 async def _environment(scope: Scope, caller: SdkScope) -> Answer:

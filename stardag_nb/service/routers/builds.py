@@ -28,7 +28,7 @@ from ..queries import add_event, asset_counts, build_in_scope, build_states, chu
 from ..status import BuildState, EventType
 from ..views import build_response, build_task_response, event_response
 
-__all__ = ["router"]
+__all__ = ["new_build", "router", "started_build_response"]
 
 router = APIRouter(prefix="/api/v1/builds", tags=["builds"])
 
@@ -49,19 +49,7 @@ def _not_running_message(scope: SdkScope) -> str:
 @router.post("", status_code=201)
 async def create_build(body: BuildCreate, scope: SdkScopeDep, session: SessionDep) -> BuildResponse:
     """Start a build (event ``build_started``); the environment must be running."""
-    if scope.environment.state != EnvironmentState.RUNNING:
-        raise HTTPException(409, _not_running_message(scope))
-    now = utcnow()
-    build = Build(
-        id=new_id(),
-        environment_id=scope.env_id,
-        user_id=scope.user.id if scope.user else None,
-        name=build_name(),
-        description=body.description,
-        commit_hash=body.commit_hash,
-        root_task_ids=list(body.root_task_ids),
-        created_at=now,
-    )
+    build = new_build(body, scope)
     # Core inserts: the ORM's unit of work costs more than the two statements
     await session.execute(
         _INSERT_BUILD,
@@ -72,9 +60,31 @@ async def create_build(body: BuildCreate, scope: SdkScopeDep, session: SessionDe
         environment_id=scope.env_id,
         build_id=build.id,
         event_type=EventType.BUILD_STARTED,
-        created_at=now,
+        created_at=build.created_at,
     )
-    return build_response(build, BuildState("running", started_at=now))
+    return started_build_response(build)
+
+
+def new_build(body: BuildCreate, scope: SdkScope) -> Build:
+    """The row of a build ``body`` starts (not yet written); 409 unless the environment
+    is running."""
+    if scope.environment.state != EnvironmentState.RUNNING:
+        raise HTTPException(409, _not_running_message(scope))
+    return Build(
+        id=new_id(),
+        environment_id=scope.env_id,
+        user_id=scope.user.id if scope.user else None,
+        name=build_name(),
+        description=body.description,
+        commit_hash=body.commit_hash,
+        root_task_ids=list(body.root_task_ids),
+        created_at=utcnow(),
+    )
+
+
+def started_build_response(build: Build) -> BuildResponse:
+    """The answer to starting ``build``."""
+    return build_response(build, BuildState("running", started_at=build.created_at))
 
 
 @router.get("")
