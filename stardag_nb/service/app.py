@@ -155,7 +155,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_error)  # OperationalError: above
-    app.add_middleware(HotRoutes)  # inside the limits (the last added is outermost)
+    # inside the limits (the last added is outermost)
+    app.add_middleware(HotRoutes, slots=settings.sdk_slots)
     app.add_middleware(
         RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
     )

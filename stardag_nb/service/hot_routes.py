@@ -30,13 +30,21 @@ route's session autocommits only when its INSERT is its one statement, and every
 runs in a transaction. An :class:`~fastapi.HTTPException` of the route
 function (404 for a build or task that is not the caller's) is answered as FastAPI would
 (``{"detail": ...}``). Every answer is written after the session committed.
+
+A worker runs only a few of these calls at once (``sdk_slots``, 4 by default; the
+others wait their turn in the order they came, with their bodies read whole). Fifty clients
+interleaved in one worker each waited for the others' every step: a batch was answered
+after several event-loop turns that each ran dozens of calls' work. A few at a time
+keep the database busy, and each call, once begun, finishes within a few turns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -72,12 +80,35 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 Answer = tuple[int, bytes] | None
 """(status, JSON body), or None: FastAPI answers the request."""
 
+SLOT_WAIT = 1.0
+"""Seconds a call waits for a slot before it runs without one. The slots shape a
+steady load (a few calls at once, each answered sooner); when calls holding them are
+stuck (waiting for rows another transaction holds, e.g. an environment being deleted),
+the others must not wait with them."""
+
 
 class HotRoutes:
     """ASGI middleware answering the hot SDK calls itself (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, slots: int = 4) -> None:
         self.app = app
+        # (FIFO: a slot freed goes to the call that has waited longest)
+        self._slots = asyncio.Semaphore(slots)
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the calls this worker runs at once: taken in the order calls came, or
+        none after :data:`SLOT_WAIT` seconds (see there)."""
+        try:
+            async with asyncio.timeout(SLOT_WAIT):
+                await self._slots.acquire()
+        except TimeoutError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer: Answer = None
@@ -88,7 +119,8 @@ class HotRoutes:
             elif method == "GET" and path == "/api/v1/environment":
                 caller = _cached_caller(scope, write=False)
                 if caller is not None:
-                    answer = await _environment(scope, caller)
+                    async with self._slot():
+                        answer = await _environment(scope, caller)
         if answer is None:
             await self.app(scope, receive, send)
             return
@@ -97,8 +129,7 @@ class HotRoutes:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    @staticmethod
-    async def _post(scope: Scope, receive: Receive, path: str) -> tuple[Answer, Receive]:
+    async def _post(self, scope: Scope, receive: Receive, path: str) -> tuple[Answer, Receive]:
         event = _EVENT.match(path)
         register = None if event else _REGISTER.match(path)
         finish = None if event or register else _FINISH.match(path)
@@ -108,16 +139,19 @@ class HotRoutes:
         caller = _cached_caller(scope, write=True)
         if caller is None:
             return None, receive
-        if event is not None:
-            return await _event(scope, caller, *event.groups()), receive
-        if finish is not None:
-            return await _finish_build(scope, caller, *finish.groups()), receive
-        body, receive = await _read(receive)
-        if register is not None:
-            return await _register(scope, caller, register.group(1), body), receive
-        if batch is not None:
-            return await _batch(scope, caller, batch.group(1), body), receive
-        return await _start_build(scope, caller, body), receive
+        # the body is read before the call takes a slot (RequestLimits, outside, has it
+        # whole already): a client sending it slowly holds none
+        body, receive = (b"", receive) if event or finish else await _read(receive)
+        async with self._slot():
+            if event is not None:
+                return await _event(scope, caller, *event.groups()), receive
+            if finish is not None:
+                return await _finish_build(scope, caller, *finish.groups()), receive
+            if register is not None:
+                return await _register(scope, caller, register.group(1), body), receive
+            if batch is not None:
+                return await _batch(scope, caller, batch.group(1), body), receive
+            return await _start_build(scope, caller, body), receive
 
 
 def _cached_caller(scope: Scope, write: bool) -> SdkScope | None:

@@ -89,6 +89,14 @@ class ServiceSettings(BaseSettings):
         "once a minute); 0: leave it to autovacuum",
     )
 
+    sdk_slots: int = Field(
+        default=4,
+        ge=1,
+        description="the SDK's build and task writes (and batches) a worker process runs at "
+        "once; more wait their turn, in the order they came (a few at a time keep the "
+        "database busy and answer each sooner than many interleaved)",
+    )
+
     provision_timeout_seconds: float = Field(
         default=300.0,
         description="provisioning (or purging) one target root fails after this long",
