@@ -11,10 +11,11 @@ transaction around them (no BEGIN and COMMIT, two round trips fewer):
 
 1. *look up*: whether the batch has a receipt (a replay), and the primary keys of the
    tasks it names;
-2. *apply*: the tasks not found (with keys the batch gave them), the receipt (only for
-   a build in the caller's environment), and, only when the receipt was inserted, the
-   events, edges, assets, and the results of refused operations on the receipt. One
-   statement is atomic on its own.
+2. *apply*: the receipt (only for a build in the caller's environment, with the
+   results of refused operations), and, only when it was inserted, the tasks not found
+   (with keys the batch gave them), then the events, edges and assets. One statement is
+   atomic on its own; its row locks are taken in the transactional way's order
+   (receipt, tasks, the rest), so the two ways cannot deadlock each other.
 
 A task that another transaction registers between the two makes the second fail
 without writing anything (see ``_APPLY``); the batch is then applied in a transaction,
@@ -114,6 +115,12 @@ UNION ALL SELECT 1, task_id, id FROM tasks WHERE environment_id = $1 AND task_id
 _APPLY = """
 WITH build AS (
     SELECT id FROM builds WHERE id = $3 AND environment_id = $1
+), receipt AS (
+    INSERT INTO batch_receipts (environment_id, batch_id, build_id, op_count, created_at,
+                                results)
+    SELECT $1, $2, build.id, $4, $5, $13::json FROM build
+    ON CONFLICT (environment_id, batch_id) DO NOTHING
+    RETURNING 1
 ), created AS (
     INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, task_data,
                        version, output_uri, created_at)
@@ -122,13 +129,8 @@ WITH build AS (
     FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                 $12::text[])
         AS t(id, task_id, task_namespace, task_name, task_data, version, output_uri)
-    WHERE EXISTS (SELECT FROM build)
+    WHERE EXISTS (SELECT FROM receipt)
     ON CONFLICT (environment_id, task_id) DO NOTHING
-), receipt AS (
-    INSERT INTO batch_receipts (environment_id, batch_id, build_id, op_count, created_at,
-                                results)
-    SELECT $1, $2, build.id, $4, $5, $13::json FROM build
-    ON CONFLICT (environment_id, batch_id) DO NOTHING
     RETURNING 1
 ), new_events AS (
     INSERT INTO events (id, environment_id, build_id, task_pk, event_type, created_at,
@@ -154,14 +156,17 @@ WITH build AS (
     ON CONFLICT (task_pk, asset_type, name) DO UPDATE
         SET body = excluded.body, build_id = excluded.build_id, updated_at = excluded.updated_at
 )
-SELECT count(*) FROM receipt
+SELECT (SELECT count(*) FROM receipt), (SELECT count(*) FROM created)
 """
 # The tasks the look-up did not find are inserted with the primary keys the batch gave
 # them, and its events (each registration has one), edges and assets name them by those
 # keys. A task another transaction registered since the look-up is left as it is (ON
-# CONFLICT), so a key of ours then names no row: the foreign key check at the end of
-# the statement fails it (SQLSTATE 23503), the statement writes nothing, and the batch
-# is applied again in a transaction (see registered_meanwhile).
+# CONFLICT), so a key of ours then names no row: the foreign key check of events.task_pk
+# at the end of the statement fails it (SQLSTATE 23503), the statement writes nothing,
+# and the batch is applied again in a transaction (see registered_meanwhile). That
+# detection needs both the foreign key and an event for every registration. `created`
+# is read by the final SELECT, so it runs right after `receipt` (data-modifying CTEs
+# that nothing reads run last), before the events, edges and assets.
 
 
 def _columns(rows: list[dict[str, Any]], *keys: str) -> list[list[Any]]:

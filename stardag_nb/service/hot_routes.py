@@ -99,16 +99,20 @@ class HotRoutes:
     async def _slot(self) -> AsyncIterator[None]:
         """One of the calls this worker runs at once: taken in the order calls came, or
         none after :data:`SLOT_WAIT` seconds (see there)."""
-        try:
-            async with asyncio.timeout(SLOT_WAIT):
-                await self._slots.acquire()
-        except TimeoutError:
-            yield
-            return
+        held = True
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(SLOT_WAIT):
+                    await self._slots.acquire()
+            except TimeoutError:
+                held = False
+        else:
+            await self._slots.acquire()  # (at once: no timer for the common case)
         try:
             yield
         finally:
-            self._slots.release()
+            if held:
+                self._slots.release()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer: Answer = None

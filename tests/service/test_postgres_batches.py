@@ -550,3 +550,131 @@ def test_a_task_registered_by_another_transaction_after_the_look_up_is_reference
         (contested, "task_completed"), (other, "task_pending"), (other, "task_started"),
         (other, "task_completed"),
     ]  # fmt: skip
+
+
+def _register_op(task_id: str) -> dict[str, Any]:
+    return {"op": "register", "task": _task("T", task_id)}
+
+
+def test_a_batch_in_one_statement_and_one_in_a_transaction_do_not_deadlock(
+    pg: Any, served: tuple[ServiceServer, str]
+) -> None:
+    """The one-statement way and the transactional way (a batch within a session's
+    transaction, or after a race) take their row locks in the same order: receipt, new
+    tasks, then the rest. Here the transactional one has registered a new task (not yet
+    committed) that the other registers too, and both write the same asset and edge of
+    tasks that exist: each waits at most for the other to commit, never in a circle
+    (PostgreSQL would abort one: 40P01)."""
+    from stardag_nb.service import batch_pg
+    from stardag_nb.service.db.ids import utcnow
+
+    server, database = served
+    fast_build, other_build = _new_build(server), _new_build(server)
+    up, down, shared = (str(uuid.uuid4()) for _ in range(3))
+    asset = {"type": "markdown", "name": "out", "body": {"v": 1}}
+
+    async def run() -> tuple[Any, Any]:
+        db = Database(pg.sqlalchemy_url(database))
+        other = await asyncpg.connect(pg.dsn_for(database))
+        try:
+            scope = await _main_scope(db)
+            async with db.engine.connect() as conn:
+                await apply_batch(
+                    conn, scope, fast_build, _request([_register_op(up), _register_op(down)])
+                )
+            # the transactional way, step by step: claim (registers `shared`), then write
+            held = other.transaction()
+            await held.start()
+            claim = _request([_register_op(shared)])
+            now = utcnow()
+            row = {"id": uuid.uuid4(), "task_id": shared, "task_namespace": "", "task_name": "T",
+                   "task_data": {}, "version": None, "output_uri": None}  # fmt: skip
+            claimed = await batch_pg.claim_and_register(
+                other, scope.env_id, other_build, claim, now, [row], [shared, up, down]
+            )
+            assert claimed is not None
+            pks = claimed[1]
+            fast = _request([
+                _register_op(shared),
+                {"op": "dependencies", "task_id": down, "dependency_task_ids": [up]},
+                {"op": "assets", "task_id": up, "assets": [asset]},
+            ])  # fmt: skip
+
+            async def apply() -> Any:
+                async with db.engine.connect() as conn:
+                    return await apply_batch(conn, scope, fast_build, fast)
+
+            applying = asyncio.create_task(apply())
+            await asyncio.sleep(0.5)  # waiting for `shared`, or past it
+            written: Any = None
+            try:
+                await batch_pg.write_rows(
+                    other, scope.env_id, other_build, claim.batch_id, now, [],
+                    [(pks[up], pks[down], False)],
+                    [{"id": uuid.uuid4(), "task_pk": pks[up], "asset_type": "markdown",
+                      "name": "out", "body": {"v": 2}}],
+                    None,
+                )  # fmt: skip
+                await held.commit()
+            except Exception as exc:  # a deadlock: this one aborted
+                written = exc
+                await held.rollback()
+            try:
+                applied: Any = await asyncio.wait_for(applying, 30)
+            except Exception as exc:  # ... or that one
+                applied = exc
+            return written, applied
+        finally:
+            await other.close()
+            await db.dispose()
+
+    written, applied = asyncio.run(run())
+    assert written is None
+    assert not isinstance(applied, Exception), repr(applied)
+    assert [detail for _, detail in applied.results] == [None, None, None]
+
+
+def test_a_batch_whose_receipt_another_request_holds_writes_no_task(
+    pg: Any, served: tuple[ServiceServer, str]
+) -> None:
+    """A batch id in flight in another request (its receipt not yet committed): this one
+    waits, then is answered from that receipt (409 here: other operations), and writes
+    nothing, not even the tasks it would have registered (rows no event would name)."""
+    from fastapi import HTTPException
+
+    server, database = served
+    build = _new_build(server)
+    orphan = str(uuid.uuid4())
+
+    async def run() -> tuple[Any, int]:
+        db = Database(pg.sqlalchemy_url(database))
+        other = await asyncpg.connect(pg.dsn_for(database))
+        try:
+            scope = await _main_scope(db)
+            request = _request([_register_op(orphan), _register_op(str(uuid.uuid4()))])
+            held = other.transaction()
+            await held.start()
+            await other.execute(
+                "INSERT INTO batch_receipts (environment_id, batch_id, build_id, op_count, "
+                "created_at) VALUES ($1, $2, $3, 1, now())",
+                scope.env_id, request.batch_id, build,
+            )  # fmt: skip
+
+            async def apply() -> Any:
+                async with db.engine.connect() as conn:
+                    return await apply_batch(conn, scope, build, request)
+
+            applying = asyncio.create_task(apply())
+            await asyncio.sleep(0.5)
+            await held.commit()
+            try:
+                answer: Any = await asyncio.wait_for(applying, 30)
+            except HTTPException as exc:
+                answer = exc.status_code
+            tasks = await other.fetchval("SELECT count(*) FROM tasks WHERE task_id = $1", orphan)
+            return answer, int(tasks)
+        finally:
+            await other.close()
+            await db.dispose()
+
+    assert asyncio.run(run()) == (409, 0)
