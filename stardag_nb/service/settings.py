@@ -81,7 +81,7 @@ class ServiceSettings(BaseSettings):
     )
 
     analyze_seconds: float = Field(
-        default=1.0,
+        default=0.25,
         ge=0,
         description="on PostgreSQL, every this many seconds the tables builds write to are "
         "analyzed when more of their rows changed since their last analysis than they had "

@@ -241,6 +241,14 @@ def test_a_growing_registry_is_analyzed_within_seconds_and_lookups_probe_the_uni
             database,
         )
         assert "uq_tasks_environment_id_task_id" in plan, plan
+        # from a small sample (statistics target 10: a histogram of at most 11 bounds,
+        # where PostgreSQL's default target gives up to 101)
+        bounds = pg.psql(
+            "SELECT array_length(histogram_bounds::text::text[], 1) FROM pg_stats "
+            "WHERE tablename = 'tasks' AND attname = 'task_id'",
+            database,
+        )
+        assert 2 <= int(bounds.strip()) <= 11, bounds
     finally:
         server.stop()
 

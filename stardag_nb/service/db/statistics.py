@@ -8,12 +8,22 @@ change. The autovacuum daemon refreshes statistics at most once a minute
 measured, a batch's database time grew from 1 ms to 14 ms within 30 s of a new
 database.
 
-:class:`StatisticsKeeper` looks at the busiest tables every second (by default) and
+:class:`StatisticsKeeper` looks at the busiest tables four times a second (by default) and
 analyzes those whose rows changed as many times over as they had at their last
 analysis (plus a few hundred): a plan's shape depends on a table's order of magnitude,
-and a table that grows from empty to millions of rows is analyzed some twenty times.
+and a table that grows from empty to millions of rows is analyzed some twenty times. It
+looks often because a prepared statement planned while a table was small keeps its plan
+until the table is analyzed: a new registry's lookup of tasks by id took 0.46 ms, not
+0.04, on average over its first seconds under load when the first look came after a
+second.
 One process at a time does it (an advisory lock), so the workers of one server do not
 repeat each other's work.
+
+Its analyses sample 3,000 rows (statistics target 10), not PostgreSQL's 30,000: enough
+for row counts and the distinct values of the keys the registry's lookups use, and a
+tenth of the work. Analyzing the events table of a registry under load took 30-80 ms
+of the database's CPU at once, felt by every request then under way; it now takes
+about 8 ms. Autovacuum's own analyses, when they come, use the default target.
 """
 
 from __future__ import annotations
@@ -32,6 +42,10 @@ logger = logging.getLogger(__name__)
 BUSY_TABLES = ("builds", "tasks", "events", "task_dependencies", "batch_receipts", "assets")
 """The tables every build writes to."""
 
+SAMPLE_TARGET = 10
+"""The statistics target of the keeper's analyses (PostgreSQL's default: 100)."""
+
+_SMALL_SAMPLE = text(f"SET LOCAL default_statistics_target = {SAMPLE_TARGET}")
 _LOCK_KEY = 0x5D_A9_57A7  # pg_try_advisory_xact_lock key: one keeper at a time per database
 _STALE = text(
     "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
@@ -81,7 +95,7 @@ class StatisticsKeeper:
             try:
                 await self.analyze_stale()
             except Exception as exc:  # never the end of the keeper, nor of the server
-                if not self._failing:  # once, not every second
+                if not self._failing:  # once, not at every look
                     logger.warning("could not refresh table statistics: %s", exc)
                 self._failing = True
             else:
@@ -101,6 +115,8 @@ class StatisticsKeeper:
             stale = [
                 table for table in (await conn.scalars(_STALE, parameters)) if table in BUSY_TABLES
             ]
+            if stale:  # a sample of 3,000 rows, not 30,000 (see the module docstring)
+                await conn.execute(_SMALL_SAMPLE)
             for table in stale:  # names of ours only (checked above), quoted; a table
                 # autovacuum holds is skipped (waiting, this would cancel autovacuum)
                 await conn.execute(text(f'ANALYZE (SKIP_LOCKED) "{table}"'))
