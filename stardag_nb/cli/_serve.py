@@ -253,7 +253,7 @@ def _serve_workers(args: argparse.Namespace, settings: ServiceSettings) -> int:
             {
                 "STARDAG_SERVICE_DATABASE_URL": settings.database_url,
                 EPOCH_FILE_ENV: os.path.join(shared, "auth-epoch"),
-                WORKER_ENV: "1",
+                WORKER_ENV: str(args.workers),  # (a worker shares out the SDK slots)
             }
         )
         config = uvicorn.Config(

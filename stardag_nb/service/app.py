@@ -51,7 +51,7 @@ from .settings import ServiceSettings
 
 __all__ = ["WORKER_ENV", "create_app"]
 
-# set by `stardag-nb serve --workers N` for its worker processes
+# set by `stardag-nb serve --workers N` for its worker processes: N
 WORKER_ENV = "STARDAG_SERVICE_WORKER"
 
 logger = logging.getLogger("stardag_nb.service")
@@ -86,6 +86,13 @@ async def _warn_if_no_users(db: Database) -> None:
                 "The registry database has no users yet, so nobody can log in: start once "
                 "with 'stardag-nb serve --init' to create the first user and print its token."
             )
+
+
+def worker_slots(slots: int) -> int:
+    """This process's share of the server's ``slots`` (a worker of ``serve --workers N``
+    gets 1/N of them, at least one)."""
+    workers = int(os.environ.get(WORKER_ENV) or 1)
+    return max(1, -(-slots // max(1, workers)))
 
 
 def _settle_garbage_collector() -> None:
@@ -156,7 +163,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_error)  # OperationalError: above
     # inside the limits (the last added is outermost)
-    app.add_middleware(HotRoutes, slots=settings.sdk_slots)
+    app.add_middleware(HotRoutes, slots=worker_slots(settings.sdk_slots))
     app.add_middleware(
         RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
     )

@@ -92,8 +92,9 @@ class ServiceSettings(BaseSettings):
     sdk_slots: int = Field(
         default=4,
         ge=1,
-        description="the SDK's build and task writes (and batches) a worker process runs at "
-        "once; more wait their turn, in the order they came (a few at a time keep the "
+        description="the SDK's build and task writes (and batches) the server runs at once, "
+        "shared out among its workers (serve --workers N: each runs 1/N of them, at least "
+        "one); more wait their turn, in the order they came (a few at a time keep the "
         "database busy and answer each sooner than many interleaved)",
     )
 

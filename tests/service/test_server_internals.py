@@ -58,3 +58,17 @@ def test_ids_of_a_block_follow_each_other_and_the_single_ones() -> None:
     assert ids == sorted(ids)  # time-ordered: insertion order
     assert {(u.version, u.variant) for u in ids} == {(7, "specified in RFC 4122")}
     assert all(str(u) == str(type(u)(str(u))) for u in ids)
+
+
+def test_the_sdk_slots_are_shared_out_among_the_workers(monkeypatch: Any) -> None:
+    """``STARDAG_SERVICE_SDK_SLOTS`` is the server's: each of N workers runs 1/N of the
+    calls at once (rounded up, at least one); a server without workers runs them all."""
+    from stardag_nb.service.app import WORKER_ENV, worker_slots
+
+    monkeypatch.delenv(WORKER_ENV, raising=False)
+    assert worker_slots(4) == 4
+    shares = {}
+    for workers in (1, 2, 3, 8):
+        monkeypatch.setenv(WORKER_ENV, str(workers))
+        shares[workers] = worker_slots(4)
+    assert shares == {1: 4, 2: 2, 3: 2, 8: 1}
