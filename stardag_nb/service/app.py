@@ -88,11 +88,22 @@ async def _warn_if_no_users(db: Database) -> None:
             )
 
 
+MIN_WORKER_SLOTS = 2
+"""A worker's least share of the SDK slots: one call stuck in the database (waiting for
+rows another transaction holds) must not leave it none."""
+
+
 def worker_slots(slots: int) -> int:
-    """This process's share of the server's ``slots`` (a worker of ``serve --workers N``
-    gets 1/N of them, at least one)."""
-    workers = int(os.environ.get(WORKER_ENV) or 1)
-    return max(1, -(-slots // max(1, workers)))
+    """This process's share of the server's ``slots``: for a worker of ``serve --workers
+    N``, 1/N of them rounded up, at least :data:`MIN_WORKER_SLOTS` (or ``slots`` if
+    fewer); all of them otherwise (also when the variable is not a count)."""
+    try:
+        workers = int(os.environ.get(WORKER_ENV) or 1)
+    except ValueError:
+        workers = 1
+    if workers <= 1:
+        return slots
+    return max(min(slots, MIN_WORKER_SLOTS), -(-slots // workers))
 
 
 def _settle_garbage_collector() -> None:

@@ -93,9 +93,9 @@ class ServiceSettings(BaseSettings):
         default=4,
         ge=1,
         description="the SDK's build and task writes (and batches) the server runs at once, "
-        "shared out among its workers (serve --workers N: each runs 1/N of them, at least "
-        "one); more wait their turn, in the order they came (a few at a time keep the "
-        "database busy and answer each sooner than many interleaved)",
+        "shared out among its workers (serve --workers N: each runs 1/N of them, rounded "
+        "up, at least 2); more wait their turn, in the order they came (a few at a time "
+        "keep the database busy and answer each sooner than many interleaved)",
     )
 
     provision_timeout_seconds: float = Field(

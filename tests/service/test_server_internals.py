@@ -62,13 +62,16 @@ def test_ids_of_a_block_follow_each_other_and_the_single_ones() -> None:
 
 def test_the_sdk_slots_are_shared_out_among_the_workers(monkeypatch: Any) -> None:
     """``STARDAG_SERVICE_SDK_SLOTS`` is the server's: each of N workers runs 1/N of the
-    calls at once (rounded up, at least one); a server without workers runs them all."""
+    calls at once (rounded up, at least two, so that one stuck call leaves it one); a
+    server without workers runs them all, as does a worker whose count is not one."""
     from stardag_nb.service.app import WORKER_ENV, worker_slots
 
     monkeypatch.delenv(WORKER_ENV, raising=False)
     assert worker_slots(4) == 4
     shares = {}
-    for workers in (1, 2, 3, 8):
-        monkeypatch.setenv(WORKER_ENV, str(workers))
+    for workers in ("1", "2", "3", "8", "0", "yes"):
+        monkeypatch.setenv(WORKER_ENV, workers)
         shares[workers] = worker_slots(4)
-    assert shares == {1: 4, 2: 2, 3: 2, 8: 1}
+    assert shares == {"1": 4, "2": 2, "3": 2, "8": 2, "0": 4, "yes": 4}
+    monkeypatch.setenv(WORKER_ENV, "8")
+    assert (worker_slots(1), worker_slots(16)) == (1, 2)

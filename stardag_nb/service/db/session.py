@@ -98,6 +98,11 @@ class Database:
             kwargs["pool_size"] = 40
             kwargs["max_overflow"] = 0
             kwargs["pool_use_lifo"] = True
+            # ... so those may idle for long: a connection is renewed at checkout once it
+            # is POOL_RECYCLE_SECONDS old, before a NAT or load balancer on the way could
+            # have dropped its idle flow without a word (a ping on it would then wait for
+            # TCP to give up, ~15 minutes)
+            kwargs["pool_recycle"] = POOL_RECYCLE_SECONDS
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
@@ -172,6 +177,9 @@ def _ensure_sqlite_dir(database: str | None) -> None:
 
 
 IDLE_PING_SECONDS = 5.0
+POOL_RECYCLE_SECONDS = 180
+"""A pooled PostgreSQL connection this old is renewed at its next checkout (below the
+idle timeouts of common NATs and load balancers, 4 minutes and more)."""
 _CHECKED_IN = "stardag_checked_in"
 
 
