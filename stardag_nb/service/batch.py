@@ -410,7 +410,8 @@ async def apply_batch(
 
     On SQLite the batch is written in the session's (or connection's) transaction, which
     the caller commits. On PostgreSQL it runs on the driver's connection beneath (see
-    :mod:`.batch_pg`): in a transaction of its own, committed when this returns, or in
+    :mod:`.batch_pg`): as one statement after a look-up, committed when this returns (in
+    a transaction of its own when another registered one of its tasks meanwhile), or in
     a savepoint when the session's transaction had begun (committed with it)."""
     # the statements run on the session's connection through SQLAlchemy Core (or the
     # driver): the ORM session adds nothing to them but its per-call cost

@@ -1,4 +1,5 @@
-"""Batched writes on PostgreSQL: a batch in two statements on the driver's connection.
+"""Batched writes on PostgreSQL: a batch in two statements on the driver's connection
+(a look-up, then one that writes it).
 
 :mod:`~stardag_nb.service.batch` applies a batch through SQLAlchemy Core, five or six
 statements in a transaction. On PostgreSQL that is most of a batch's cost: each
