@@ -253,6 +253,15 @@ class _Batch:
             }
         )
 
+    def edge_rows(self) -> list[tuple[UUID, UUID, bool]]:
+        """(upstream, downstream, dynamic) of the edges, in key order (as every batch
+        writes its rows: batches racing each other cannot deadlock)."""
+        return sorted((up, down, dynamic) for (up, down), dynamic in self.edges.items())
+
+    def asset_rows(self) -> list[dict[str, Any]]:
+        """The assets' rows, in key order (see :meth:`edge_rows`)."""
+        return [self.assets[key] for key in sorted(self.assets)]
+
     def edges_into(self, downstream: UUID, upstream_ids: Iterable[str], dynamic: bool) -> None:
         """Edges from the upstream tasks registered in the environment (others skipped,
         as in v1); an edge met twice keeps its first kind."""
@@ -480,6 +489,8 @@ async def _apply_on_postgres(
 async def _apply_in_one_statement(
     conn: AsyncConnection, pg: Any, scope: SdkScope, build_id: UUID, request: BatchRequest
 ) -> BatchOutcome | None:
+    """The batch as a look-up and one statement, outside any transaction (None: a
+    replay, or not a build of the caller's)."""
     now = utcnow()
     batch = _Batch(scope, build_id, now, len(request.ops))
     rows = _task_rows(batch, request.ops)
@@ -503,8 +514,8 @@ async def _apply_in_one_statement(
             now,
             sorted(new, key=itemgetter("task_id")),  # one order for every batch
             batch.events,
-            sorted((up, down, dynamic) for (up, down), dynamic in batch.edges.items()),
-            [batch.assets[key] for key in sorted(batch.assets)],
+            batch.edge_rows(),
+            batch.asset_rows(),
             _refused(batch.results),
         )
     return BatchOutcome(request.batch_id, batch.results) if applied else None
@@ -546,8 +557,8 @@ async def _apply_in_transaction(
                 request.batch_id,
                 now,
                 batch.events,
-                sorted((up, down, dynamic) for (up, down), dynamic in batch.edges.items()),
-                [batch.assets[key] for key in sorted(batch.assets)],
+                batch.edge_rows(),
+                batch.asset_rows(),
                 _refused(batch.results),
             )
     except BaseException as exc:  # a cancellation too: see discard_unless_clean

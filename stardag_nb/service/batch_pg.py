@@ -50,25 +50,68 @@ __all__ = [
     "write_rows",
 ]
 
-_CLAIM = """
+
+def _arrays(first: int, *types: str) -> str:
+    """``$first::type[], ...``: a run of array parameters, numbered from ``first``."""
+    return ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types))
+
+
+_CREATED = f"""created AS (
+    INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, task_data,
+                       version, output_uri, created_at)
+    SELECT t.id, $1, t.task_id, t.task_namespace, t.task_name, t.task_data::json,
+           t.version, t.output_uri, $5
+    FROM unnest({_arrays(6, "uuid", "text", "text", "text", "text", "text", "text")})
+        AS t(id, task_id, task_namespace, task_name, task_data, version, output_uri)
+    WHERE EXISTS (SELECT FROM receipt)
+    ON CONFLICT (environment_id, task_id) DO NOTHING
+    RETURNING task_id
+)"""
+# the tasks a batch registers that are new ($1 environment, $5 time, $6-$12 their
+# columns), only when its receipt was inserted; both ways write them with this text
+
+
+def _row_writes(build: str, now: str, first: int, when: str = "") -> str:
+    """The CTEs that write a batch's events, edges and assets (``when``: a condition on
+    all three), their columns as arrays from parameter ``first`` on (5, 3 and 5
+    arrays), with ``$1`` the environment and ``build`` and ``now`` the parameters of the
+    build and the time."""
+    edges, assets = first + 5, first + 8
+    return f"""new_events AS (
+    INSERT INTO events (id, environment_id, build_id, task_pk, event_type, created_at,
+                        error_message, event_metadata)
+    SELECT e.id, $1, {build}, e.task_pk, e.event_type, {now}, e.error_message,
+           e.event_metadata::json
+    FROM unnest({_arrays(first, "uuid", "uuid", "text", "text", "text")})
+        AS e(id, task_pk, event_type, error_message, event_metadata)
+    {when}
+), new_edges AS (
+    INSERT INTO task_dependencies (upstream_id, downstream_id, environment_id, dynamic,
+                                   created_at)
+    SELECT d.upstream_id, d.downstream_id, $1, d.dynamic, {now}
+    FROM unnest({_arrays(edges, "uuid", "uuid", "bool")}) AS d(upstream_id, downstream_id, dynamic)
+    {when}
+    ON CONFLICT (upstream_id, downstream_id) DO NOTHING
+), new_assets AS (
+    INSERT INTO assets (id, environment_id, task_pk, build_id, asset_type, name, body,
+                        created_at, updated_at)
+    SELECT a.id, $1, a.task_pk, {build}, a.asset_type, a.name, a.body::json, {now}, {now}
+    FROM unnest({_arrays(assets, "uuid", "uuid", "text", "text", "text")})
+        AS a(id, task_pk, asset_type, name, body)
+    {when}
+    ON CONFLICT (task_pk, asset_type, name) DO UPDATE
+        SET body = excluded.body, build_id = excluded.build_id, updated_at = excluded.updated_at
+)"""
+
+
+_CLAIM = f"""
 WITH receipt AS (
     INSERT INTO batch_receipts (environment_id, batch_id, build_id, op_count, created_at)
     SELECT $1, $2, builds.id, $4, $5 FROM builds
     WHERE builds.id = $3 AND builds.environment_id = $1
     ON CONFLICT (environment_id, batch_id) DO NOTHING
     RETURNING 1
-), created AS (
-    INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, task_data,
-                       version, output_uri, created_at)
-    SELECT t.id, $1, t.task_id, t.task_namespace, t.task_name, t.task_data::json,
-           t.version, t.output_uri, $5
-    FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                $12::text[])
-        AS t(id, task_id, task_namespace, task_name, task_data, version, output_uri)
-    WHERE EXISTS (SELECT FROM receipt)
-    ON CONFLICT (environment_id, task_id) DO NOTHING
-    RETURNING task_id
-)
+), {_CREATED}
 SELECT 0, NULL::text, NULL::uuid FROM receipt
 UNION ALL SELECT 1, task_id, NULL FROM created
 UNION ALL SELECT 2, task_id, id FROM tasks
@@ -79,33 +122,14 @@ UNION ALL SELECT 2, task_id, id FROM tasks
 
 _FIND = "SELECT task_id, id FROM tasks WHERE environment_id = $1 AND task_id = ANY($2::text[])"
 
-_WRITE = """
-WITH new_events AS (
-    INSERT INTO events (id, environment_id, build_id, task_pk, event_type, created_at,
-                        error_message, event_metadata)
-    SELECT e.id, $1, $2, e.task_pk, e.event_type, $3, e.error_message, e.event_metadata::json
-    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[])
-        AS e(id, task_pk, event_type, error_message, event_metadata)
-), new_edges AS (
-    INSERT INTO task_dependencies (upstream_id, downstream_id, environment_id, dynamic,
-                                   created_at)
-    SELECT d.upstream_id, d.downstream_id, $1, d.dynamic, $3
-    FROM unnest($9::uuid[], $10::uuid[], $11::bool[]) AS d(upstream_id, downstream_id, dynamic)
-    ON CONFLICT (upstream_id, downstream_id) DO NOTHING
-), new_assets AS (
-    INSERT INTO assets (id, environment_id, task_pk, build_id, asset_type, name, body,
-                        created_at, updated_at)
-    SELECT a.id, $1, a.task_pk, $2, a.asset_type, a.name, a.body::json, $3, $3
-    FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::text[])
-        AS a(id, task_pk, asset_type, name, body)
-    ON CONFLICT (task_pk, asset_type, name) DO UPDATE
-        SET body = excluded.body, build_id = excluded.build_id, updated_at = excluded.updated_at
-), refused AS (
+_WRITE = f"""
+WITH {_row_writes("$2", "$3", 4)}, refused AS (
     UPDATE batch_receipts SET results = $18::json
     WHERE $18::text IS NOT NULL AND environment_id = $1 AND batch_id = $17
 )
 SELECT 1
 """
+# $1 environment, $2 build, $3 time, $4-$16 rows, $17 batch, $18 refused operations
 
 _LOOK_UP = """
 SELECT 0, NULL::text, NULL::uuid FROM batch_receipts WHERE environment_id = $1 AND batch_id = $2
@@ -113,7 +137,7 @@ UNION ALL SELECT 1, task_id, id FROM tasks WHERE environment_id = $1 AND task_id
 """
 # 0: the batch has a receipt (a replay); 1: a named task and its primary key
 
-_APPLY = """
+_APPLY = f"""
 WITH build AS (
     SELECT id FROM builds WHERE id = $3 AND environment_id = $1
 ), receipt AS (
@@ -122,43 +146,11 @@ WITH build AS (
     SELECT $1, $2, build.id, $4, $5, $13::json FROM build
     ON CONFLICT (environment_id, batch_id) DO NOTHING
     RETURNING 1
-), created AS (
-    INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, task_data,
-                       version, output_uri, created_at)
-    SELECT t.id, $1, t.task_id, t.task_namespace, t.task_name, t.task_data::json,
-           t.version, t.output_uri, $5
-    FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                $12::text[])
-        AS t(id, task_id, task_namespace, task_name, task_data, version, output_uri)
-    WHERE EXISTS (SELECT FROM receipt)
-    ON CONFLICT (environment_id, task_id) DO NOTHING
-    RETURNING 1
-), new_events AS (
-    INSERT INTO events (id, environment_id, build_id, task_pk, event_type, created_at,
-                        error_message, event_metadata)
-    SELECT e.id, $1, $3, e.task_pk, e.event_type, $5, e.error_message, e.event_metadata::json
-    FROM unnest($14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[])
-        AS e(id, task_pk, event_type, error_message, event_metadata)
-    WHERE EXISTS (SELECT FROM receipt)
-), new_edges AS (
-    INSERT INTO task_dependencies (upstream_id, downstream_id, environment_id, dynamic,
-                                   created_at)
-    SELECT d.upstream_id, d.downstream_id, $1, d.dynamic, $5
-    FROM unnest($19::uuid[], $20::uuid[], $21::bool[]) AS d(upstream_id, downstream_id, dynamic)
-    WHERE EXISTS (SELECT FROM receipt)
-    ON CONFLICT (upstream_id, downstream_id) DO NOTHING
-), new_assets AS (
-    INSERT INTO assets (id, environment_id, task_pk, build_id, asset_type, name, body,
-                        created_at, updated_at)
-    SELECT a.id, $1, a.task_pk, $3, a.asset_type, a.name, a.body::json, $5, $5
-    FROM unnest($22::uuid[], $23::uuid[], $24::text[], $25::text[], $26::text[])
-        AS a(id, task_pk, asset_type, name, body)
-    WHERE EXISTS (SELECT FROM receipt)
-    ON CONFLICT (task_pk, asset_type, name) DO UPDATE
-        SET body = excluded.body, build_id = excluded.build_id, updated_at = excluded.updated_at
-)
+), {_CREATED}, {_row_writes("$3", "$5", 14, "WHERE EXISTS (SELECT FROM receipt)")}
 SELECT (SELECT count(*) FROM receipt), (SELECT count(*) FROM created)
 """
+# $1 environment, $2 batch, $3 build, $4 operations, $5 time, $6-$12 new tasks, $13
+# refused operations, $14-$26 rows.
 # The tasks the look-up did not find are inserted with the primary keys the batch gave
 # them, and its events (each registration has one), edges and assets name them by those
 # keys. A task another transaction registered since the look-up is left as it is (ON

@@ -226,3 +226,16 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield proc
     finally:
         proc.stop()
+
+
+async def hold_task(conn: Any, env_id: Any, task_id: str) -> Any:
+    """Begin a transaction on ``conn`` that inserts the task ``task_id`` and holds it,
+    uncommitted (another client registering it); the transaction."""
+    holding = conn.transaction()
+    await holding.start()
+    await conn.execute(
+        "INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, "
+        "task_data, created_at) VALUES ($1, $2, $3, '', 'Elsewhere', '{}', now())",
+        uuid.uuid4(), env_id, task_id,
+    )  # fmt: skip
+    return holding

@@ -32,7 +32,7 @@ from stardag_nb.service.auth import SdkScope
 from stardag_nb.service.batch import apply_batch
 from stardag_nb.service.db.models import Environment, Workspace
 from stardag_nb.service.db.session import Database
-from tests.service.conftest import ServiceServer
+from tests.service.conftest import ServiceServer, hold_task
 
 WS = "default"
 
@@ -282,13 +282,7 @@ def test_a_batch_cancelled_mid_transaction_leaves_no_transaction_open_on_its_con
         try:
             scope = await _main_scope(db)
             # another transaction inserts the contested task and holds it uncommitted
-            blocking = blocker.transaction()
-            await blocking.start()
-            await blocker.execute(
-                "INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, "
-                "task_data, created_at) VALUES ($1, $2, $3, '', 'Blocker', '{}', now())",
-                uuid.uuid4(), scope.env_id, contested,
-            )  # fmt: skip
+            blocking = await hold_task(blocker, scope.env_id, contested)
 
             def batch(task_id: str) -> BatchRequest:
                 return _request(_run_ops(task_id))
@@ -516,13 +510,7 @@ def test_a_task_registered_by_another_transaction_after_the_look_up_is_reference
         blocker = await asyncpg.connect(dsn)
         try:
             scope = await _main_scope(db)
-            registering = blocker.transaction()
-            await registering.start()
-            await blocker.execute(
-                "INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, "
-                "task_data, created_at) VALUES ($1, $2, $3, '', 'Elsewhere', '{}', now())",
-                uuid.uuid4(), scope.env_id, contested,
-            )  # fmt: skip
+            registering = await hold_task(blocker, scope.env_id, contested)
             request = _request(_run_ops(contested) + _run_ops(other))
 
             async def apply() -> Any:

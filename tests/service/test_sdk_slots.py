@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from stardag_nb.service.hot_routes import SLOT_WAIT
-from tests.service.conftest import ServiceServer, make_database_url
+from tests.service.conftest import ServiceServer, hold_task, make_database_url
 
 WS = "default"
 
@@ -96,14 +96,7 @@ def test_calls_stuck_in_the_database_do_not_hold_back_the_others(
             "WHERE e.slug = 'main' AND w.slug = $1",
             WS,
         )
-        holding = conn.transaction()
-        await holding.start()
-        await conn.execute(
-            "INSERT INTO tasks (id, environment_id, task_id, task_namespace, task_name, "
-            "task_data, created_at) VALUES ($1, $2, $3, '', 'Held', '{}', now())",
-            uuid.uuid4(), env, contested,
-        )  # fmt: skip
-        return conn, holding
+        return conn, await hold_task(conn, env, contested)
 
     loop = asyncio.new_event_loop()
     try:
