@@ -300,12 +300,13 @@ class ThreadWorkers:
             except queue.Empty:
                 self._report()  # nothing more to run now: hand back what is held
                 job = jobs.get()
-            with lock:
-                self._idle -= 1
             if job is _STOP:
+                with lock:
+                    self._idle -= 1
                 self._report()
                 return
             with lock:
+                self._idle -= 1
                 self._busy += 1
             short = _LONG
             try:
@@ -345,8 +346,13 @@ class ThreadWorkers:
     def _run(self, job: _Job, me: int, clock: Callable[[], float] | None) -> int:
         """Run a job's calls in turn, handing back each result (and each start).
         How short the last call was: _SHORT (little CPU, done within a GIL switch
-        interval), _CROWDED (little CPU, slow only while the process was busy) or _LONG."""
+        interval), _CROWDED (little CPU, slow only while the process was busy) or _LONG.
+
+        CPU clocks (system calls) are read only while jobs have not all been short of
+        late: a call shorter than _SHORT_JOB_SECONDS of wall time is short whatever its
+        CPU time; a longer one among short ones counts as long (its worker stays)."""
         short = _LONG
+        lock = self._lock
         for i, arg in enumerate(job.args):
             started = job.started[i]
             # A cancelled future is final, so reading its state here is safe: the job
@@ -356,9 +362,11 @@ class ThreadWorkers:
                 return short
             if started is not None:
                 self._hand_back(started, True, True)
-            with self._lock:
+            timed = self._mean_job >= _SHORT_JOB_SECONDS  # (a hint: read without the lock)
+            with lock:
                 self._running_since[me] = (time.monotonic(), clock)
-            cpu, process_cpu = time.thread_time(), time.process_time()
+            if timed:
+                cpu, process_cpu = time.thread_time(), time.process_time()
             try:
                 value, ok = job.fn(arg), True
             except Exception as exc:  # handed to the awaiting coroutine
@@ -368,16 +376,29 @@ class ThreadWorkers:
                 # fails; re-raised on the loop they would stop it (and a kernel).
                 value, ok = RuntimeError(f"the task body raised {exc!r}"), False
                 value.__cause__ = exc
-            cpu = time.thread_time() - cpu
-            process_cpu = time.process_time() - process_cpu
-            with self._lock:
+            if timed:
+                cpu = time.thread_time() - cpu
+                process_cpu = time.process_time() - process_cpu
+            with lock:  # the call ends, and its result is held for the loop
                 since, _ = self._running_since.pop(me)
-                wall = time.monotonic() - since
+                now = time.monotonic()
+                wall = now - since
                 self._mean_job += _MEAN_WEIGHT * (wall - self._mean_job)
                 crowded = self._busy > 2
+                finished = self._finished
+                if not finished:
+                    self._held_since = now
+                finished.append((job.futures[i], ok, value))
+                due = self._due()
+            if due:
+                self._report()
             # Several workers taking turns at the GIL make each other's trivial jobs
             # slow: none would look short, and none would ever leave.
-            if cpu < _SHORT_JOB_SECONDS and wall < sys.getswitchinterval():
+            if wall < _SHORT_JOB_SECONDS and wall < sys.getswitchinterval():
+                short = _SHORT
+            elif not timed:
+                short = _LONG
+            elif cpu < _SHORT_JOB_SECONDS and wall < sys.getswitchinterval():
                 short = _SHORT
             elif (
                 crowded
@@ -388,7 +409,6 @@ class ThreadWorkers:
                 short = _CROWDED
             else:
                 short = _LONG
-            self._hand_back(job.futures[i], ok, value)
             last = i + 1 == len(job.args)
             if not last and not (
                 ok and job.proceed is not None and job.proceed(value) and not self.flag.is_set()
