@@ -351,6 +351,32 @@ def test_registry_body_is_shallow_and_rebuilds_a_deep_chain() -> None:
     assert rebuild_from_bodies(small.id, lambda _: small.model_dump(mode="json")) == small
 
 
+def test_registry_body_json_is_the_registry_body_as_compact_json() -> None:
+    """The embedded registry stores ``_registry_body_json()``: the same document as
+    ``_registry_body()``, nested tasks as references, floats and dates as JSON has them."""
+    import datetime
+
+    class Mixed(sd.AutoTask[int]):
+        x: float
+        when: datetime.date
+        tags: tuple[str, ...]
+        up: sd.BaseTask | None = None
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    cases = [
+        Leaf(n=3),
+        Chain(prev=Chain(prev=Leaf(n=1), i=2), i=3),
+        Mixed(x=0.1, when=datetime.date(2026, 12, 7), tags=("a", "é"), up=Leaf(n=4)),
+        Mixed(x=-0.0, when=datetime.date(1999, 1, 2), tags=()),
+    ]
+    for task in cases:
+        text = task._registry_body_json()
+        assert json.loads(text) == task._registry_body()
+        assert text == json.dumps(task._registry_body(), separators=(",", ":"), ensure_ascii=False)
+
+
 def test_fast_uuid5_equals_the_standard_library() -> None:
     import random
     import string

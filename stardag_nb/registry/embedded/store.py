@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID, uuid4
 
-import pydantic_core
-
 from ..._code_hash import code_hash
 from ..._config_files import get_stardag_dir
 from ...exceptions import StardagError
@@ -281,11 +279,12 @@ class _Batch:
         self.build_tasks: dict[tuple[str, int], tuple[Any, ...]] = {}
         # (downstream task, dynamic flag, upstream ids, time): one row per call
         self.edges: list[tuple[UUID, int, tuple[UUID, ...], float]] = []
-        # task UUIDs as ints here: tuples of atomic values, which the garbage collector
-        # stops tracking (a large build's pending rows would slow its full collections)
-        self.events: list[tuple[str, int | None, str, float, str | None, str | None]] = []
+        # Event and completion rows as written, the task id the text of its build-task
+        # row: tuples of atomic values, which the garbage collector stops tracking (a
+        # large build's pending rows would slow its full collections).
+        self.events: list[tuple[str, str | None, str, float, str | None, str | None]] = []
         self.assets: list[tuple[Any, ...]] = []
-        self.completions: list[tuple[int, str, float]] = []
+        self.completions: list[tuple[int, str, str, float]] = []
         self.build_updates: list[tuple[str, float, str | None, str]] = []
         self.rows = 0
         self.since: float | None = None  # time.monotonic() of the oldest row
@@ -302,12 +301,6 @@ class _Batch:
             r = ids.get(u.int)
             if r is None:
                 r = ids[u.int] = str(u)
-            return r
-
-        def si(i: int) -> str:
-            r = ids.get(i)
-            if r is None:
-                r = ids[i] = str(UUID(int=i))
             return r
 
         def tasks() -> Iterator[tuple[Any, ...]]:
@@ -337,21 +330,9 @@ class _Batch:
                     for d, dyn, ups, now in self.edges
                 ),
             ) if self.edges else None,
-            _Statement(
-                _INSERT_EVENTS,
-                (
-                    (
-                        e[0], None if e[1] is None else ids.get(e[1]) or si(e[1]),
-                        e[2], e[3], e[4], e[5],
-                    )
-                    for e in self.events
-                ),
-            ) if self.events else None,
+            _Statement(_INSERT_EVENTS, self.events) if self.events else None,
             _Statement(_UPSERT_ASSET, self.assets) if self.assets else None,
-            _Statement(
-                _INSERT_COMPLETIONS,
-                ((env, ids.get(t) or si(t), b, now) for t, b, now in self.completions),
-            ) if self.completions else None,
+            _Statement(_INSERT_COMPLETIONS, self.completions) if self.completions else None,
             _Statement(_FINISH_BUILD, self.build_updates) if self.build_updates else None,
         ]  # fmt: skip
         return [st for st in out if st is not None]
@@ -383,7 +364,7 @@ def _edge_row(
 
 def _task_row(env: int, tid: str, task: BaseTask, now: float) -> tuple[Any, ...]:
     try:
-        body = pydantic_core.to_json(task._registry_body()).decode()
+        body = task._registry_body_json()
     except Exception as exc:  # recorded, not raised: the build must go on
         logger.warning("Cannot serialize %s for the registry: %s", tid, exc)
         body = json.dumps({"__error": f"{type(exc).__name__}: {exc}"})
@@ -1040,8 +1021,9 @@ class SQLiteRegistry(RegistryABC):
             batch = w.batch
             batch.tasks.append(task)
             batch.task_times.append(now)
-            w.bt_put(key, tid, w.bt_entry(key, tid, now))
-            batch.events.append((key, tid.int, _K.TASK_REGISTERED, now, None, None))
+            entry = w.bt_entry(key, tid, now)
+            w.bt_put(key, tid, entry)
+            batch.events.append((key, entry[_UUID], _K.TASK_REGISTERED, now, None, None))
             w.added(2)
 
     def task_add_dependencies(
@@ -1096,12 +1078,12 @@ class SQLiteRegistry(RegistryABC):
                 entry[_ERROR] = error
                 entry[_FINISHED_SET] = 1
             batch = w.batch
-            batch.events.append((key, tid.int, kind, now, error, metadata))
+            batch.events.append((key, entry[_UUID], kind, now, error, metadata))
             if hashed is not None:
                 entry[_CODE_HASH] = hashed
             w.bt_put(key, tid, entry)
             if status == "completed" or status == "already_complete":
-                batch.completions.append((tid.int, key, now))
+                batch.completions.append((w.env, entry[_UUID], key, now))
                 w.added(2)
             else:
                 w.added(1)
