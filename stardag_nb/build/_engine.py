@@ -3,14 +3,16 @@
 One engine serves all four builders. It is iterative (no recursion limit) and linear in
 tasks + edges: discovery walks each task once, each node keeps a count of the
 dependencies it still waits for, and a finished task decrements its dependents' counts
-and queues those that reach zero. Tasks the executor runs inline (trivial sync tasks)
-are awaited in the loop directly; others become asyncio tasks that report back through
-one event, so no step rescans the running set.
+and queues those that reach zero. Tasks the executor runs inline (an explicit opt-in)
+are awaited in the loop directly; plain sync tasks on worker threads are followed by
+callbacks on their futures (no coroutine per task); others become asyncio tasks. All
+report back through one event, so no step rescans the running set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -91,6 +93,24 @@ def _checks_locally(task: BaseTask) -> bool:
         return True  # the error shows when the task is checked
     target = getattr(output, "wrapped", output)
     return isinstance(target, (LocalTarget, InMemoryFileSystemTarget, InMemoryTarget))
+
+
+def _records_inline(registry: RegistryABC) -> bool:
+    """True if the registry's async start and completion of a task are its sync methods
+    (they only queue rows): the engine may then call those on the loop directly."""
+    cls = type(registry)
+    return all(
+        getattr(cls, name) is getattr(RegistryABC, name)
+        for name in ("task_start_aio", "task_complete_aio")
+    )
+
+
+def _plain_assets(cls: type[BaseTask]) -> bool:
+    """True if tasks of ``cls`` record no assets (the base class's methods)."""
+    return (
+        cls.registry_assets is BaseTask.registry_assets
+        and cls.registry_assets_aio is BaseTask.registry_assets_aio
+    )
 
 
 def _only_sync_complete(task: BaseTask) -> bool:
@@ -203,6 +223,17 @@ class BuildEngine:
         self.nodes: dict[int, _Node] = {}  # by task.id.int (a C-level hash)
         self.ready: deque[_Node] = deque()
         self.running: dict[asyncio.Task[None], _Node] = {}
+        # Tasks on worker threads followed by callbacks (see _start_direct): the future
+        # of each one's outcome (or, for a chained one not yet started, of its start).
+        self.direct: dict[asyncio.Future[Any], _Node] = {}
+        self._direct_ok = (
+            lock_manager is None
+            and max_parallel is None
+            and bool(getattr(executor, "follows_directly", lambda: False)())
+            and _records_inline(registry)
+        )
+        self._plain_assets: dict[type, bool] = {}
+        self._ending = False
         self.count = TaskCount()
         self.errors: dict[UUID, BaseException] = {}
         self.last_error: BaseException | None = None
@@ -302,7 +333,7 @@ class BuildEngine:
                 else:
                     self._spawn(node)
                     spawned += 1
-            if not self.running:
+            if not self.running and not self.direct:
                 return
             if self._stopping():
                 self._cancel_running()
@@ -330,6 +361,9 @@ class BuildEngine:
             return False
 
     def _spawn(self, node: _Node) -> None:
+        if self._goes_direct(node):
+            self._start_direct(node)
+            return
         node.state = _State.RUNNING  # at once: no other path may queue it meanwhile
         task = asyncio.ensure_future(self._execute(node))
         self.running[task] = node
@@ -342,6 +376,8 @@ class BuildEngine:
     def _cancel_running(self) -> None:
         for task in list(self.running):
             task.cancel()
+        for future in list(self.direct):
+            future.cancel()  # a body not started yet never starts
 
     async def _record(self, call: Awaitable[Any], what: str, task: BaseTask) -> None:
         """Await a registry call; a registry failure is logged, never fails the build.
@@ -608,6 +644,95 @@ class BuildEngine:
             await self._cancel(node)
             raise
         await self._settle(node, outcome)
+
+    # -- trivial sync tasks, followed by callbacks -----------------------------------------
+
+    def _goes_direct(self, node: _Node) -> bool:
+        """Whether ``node`` runs on a worker thread followed by callbacks rather than by an
+        asyncio task of :meth:`_execute`: a sync task that has not started, in a build
+        without locks or a parallelism bound, recording no assets, with a registry that
+        records on the loop. Same events and records; per task, no coroutines."""
+        if not self._direct_ok or node.started or self._stopping():
+            return False
+        task = node.task
+        if self._chains is None or not self._chains(task):
+            return False
+        cls = type(task)
+        plain = self._plain_assets.get(cls)
+        if plain is None:
+            plain = self._plain_assets[cls] = _plain_assets(cls)
+        return plain
+
+    def _start_direct(self, node: _Node) -> None:
+        """Start ``node`` (see :meth:`_goes_direct`), with the line of tasks that wait only
+        for it (as :meth:`_submit` chains them)."""
+        task = node.task
+        node.state = _State.RUNNING
+        node.started = True
+        self._record_now(self.registry.task_start, "the start of %s", task)
+        self._emit(BuildEventKind.TASK_STARTED, task)
+        chain = self._chain_after(node)
+        executor: Any = self.executor
+        if not chain:
+            self._follow(node, executor.submit_direct(task))
+            return
+        steps = executor.submit_chain_direct([task, *(n.task for n in chain)])
+        self._follow(node, steps[0][1])
+        for successor, (started, result) in zip(chain, steps[1:], strict=False):
+            successor.state = _State.RUNNING  # claimed: no other path may queue it
+            # Both followed now: their callbacks then run in the order the worker handed
+            # them back (a link starts after the one before it completed).
+            self.direct[started] = successor
+            started.add_done_callback(functools.partial(self._chained_started, successor, result))
+            self._follow(successor, result)
+
+    def _follow(self, node: _Node, future: asyncio.Future[Any]) -> None:
+        self.direct[future] = node
+        future.add_done_callback(self._direct_done)
+
+    def _chained_started(
+        self, node: _Node, result: asyncio.Future[Any], started: asyncio.Future[bool]
+    ) -> None:
+        self.direct.pop(started, None)
+        if self._ending or started.cancelled():
+            return  # the build is ending: it records the task as cancelled
+        if not started.result():  # the one before failed, suspended or was cancelled
+            if self.direct.pop(result, None) is not None:
+                result.cancel()  # never resolved: the worker stopped the chain before it
+            if node.state is _State.RUNNING:
+                node.state = _State.PENDING
+                if node.waiting == 0:
+                    self.ready.append(node)
+            self._progress.set()
+            return
+        node.started = True
+        self._record_now(self.registry.task_start, "the start of %s", node.task)
+        self._emit(BuildEventKind.TASK_STARTED, node.task)
+
+    def _direct_done(self, future: asyncio.Future[Any]) -> None:
+        node = self.direct.pop(future, None)
+        if node is None or self._ending or future.cancelled():
+            return  # the build is ending: it records the task as cancelled
+        outcome = self.executor.outcome(node.task, future)  # type: ignore[attr-defined]
+        if outcome is None:
+            node.state = _State.COMPLETED
+            self.count.succeeded += 1
+            self._record_now(self.registry.task_complete, "the completion of %s", node.task)
+            self._emit(BuildEventKind.TASK_COMPLETED, node.task)
+            self._release_dependents(node)
+            return
+        # failed, or suspended on what its generator yielded: the async path goes on
+        settling = asyncio.ensure_future(self._settle(node, outcome))
+        self.running[settling] = node
+        settling.add_done_callback(self._on_spawned_done)
+
+    def _record_now(self, method: Any, what: str, task: BaseTask) -> None:
+        """Call a registry method that only queues a row (see :func:`_records_inline`);
+        a registry failure is logged, never fails the build."""
+        try:
+            method(self._started_id, task)
+        except Exception:
+            logger.exception("registry: could not record " + what, repr(task)[:100])
 
     async def _succeed(self, node: _Node) -> None:
         task = node.task
@@ -877,7 +1002,8 @@ class BuildEngine:
     # -- the end ------------------------------------------------------------------------
 
     async def _finish(self, cancelled: bool) -> None:
-        if self.running:
+        self._ending = True  # callbacks of tasks followed directly now change nothing
+        if self.running or self.direct:
             self._cancel_running()
             await asyncio.gather(*self.running, return_exceptions=True)
         # A cancelled build leaves no task pending or running in the registry.

@@ -303,6 +303,42 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
             for task, (started, result) in zip(tasks, steps, strict=True)
         ]
 
+    def follows_directly(self) -> bool:
+        """Whether a build may use :meth:`submit_direct` and :meth:`submit_chain_direct`
+        for tasks that :meth:`chains`: not when a subclass changed how tasks are
+        submitted (its ``submit`` would be bypassed)."""
+        cls, base = type(self), HybridConcurrentTaskExecutor
+        return all(
+            getattr(cls, name) is getattr(base, name)
+            for name in ("submit", "submit_chain", "chains", "submit_direct", "outcome")
+        )
+
+    def submit_direct(self, task: BaseTask) -> asyncio.Future[Any]:
+        """Queue ``task`` (which :meth:`chains`) on a worker thread; the future gives what
+        :meth:`outcome` reads. For callers that follow many trivial tasks: no coroutine
+        per task, as :meth:`submit` needs."""
+        return self._workers().submit(_start_sync, task)
+
+    def submit_chain_direct(
+        self, tasks: list[BaseTask]
+    ) -> list[tuple[asyncio.Future[bool] | None, asyncio.Future[Any]]]:
+        """:meth:`submit_chain` with plain futures: for each task, one that tells whether
+        it started (None for the first) and one for :meth:`outcome`."""
+        return self._workers().submit_chain(_start_sync, tasks, _finished_step)
+
+    def outcome(self, task: BaseTask, future: asyncio.Future[Any]) -> TaskStruct | Exception | None:
+        """What :meth:`submit` would give for the done future of :meth:`submit_direct`
+        (or of a task of :meth:`submit_chain_direct`): None when the task finished, what
+        its generator yielded (it resumes by the next ``submit``), or the exception."""
+        error = future.exception()
+        if error is not None:
+            return error if isinstance(error, Exception) else RuntimeError(repr(error))
+        gen, value = future.result()
+        if value is _FINISHED:
+            return None
+        self._generators[task.id] = (gen, ExecutionMode.SYNC_THREAD)  # suspended
+        return value  # type: ignore[no-any-return]
+
     async def _start(self, task: BaseTask, mode: ExecutionMode) -> tuple[Any, Any]:
         if mode is ExecutionMode.SYNC_BLOCKING:
             return _start_sync(task)

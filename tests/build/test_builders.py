@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
 import stardag_nb as sd
-from stardag_nb.build import BuildExitStatus, BuildSummary, FailMode
+from stardag_nb.build import BuildExitStatus, BuildSummary, FailMode, HybridConcurrentTaskExecutor
 
 RUNS: list[str] = []
 
@@ -424,3 +425,27 @@ def test_exit_early_when_every_remaining_task_is_locked_elsewhere(tmp_path) -> N
     assert summary.status is BuildExitStatus.EXIT_EARLY
     assert "step61" not in RUNS
     assert registry.get_build(summary.build_id).status == "exit_early"
+
+
+class _CountingExecutor(HybridConcurrentTaskExecutor):
+    """A user's executor that wraps ``submit`` (metrics, logging...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    async def submit(self, task):  # type: ignore[no-untyped-def]
+        self.seen.append(task.n)
+        return await super().submit(task)
+
+
+def test_an_executor_that_overrides_submit_sees_every_task() -> None:
+    """Trivial sync tasks are followed without a coroutine each (the executor's direct
+    path), but not past a subclass's own ``submit``."""
+    salt = uuid.uuid4().int % 10**9  # tasks no earlier run completed
+    executor = _CountingExecutor()
+    ns = [salt + i for i in range(6)]
+    root = Step(n=ns[0], deps=[Step(n=n) for n in ns[1:]])
+    summary = sd.build(root, task_executor=executor, registry=sd.registry.NoOpRegistry())
+    assert summary.status is BuildExitStatus.SUCCESS
+    assert sorted(executor.seen) == ns
