@@ -453,7 +453,7 @@ class _Writer:
         if batch.since is None:
             batch.since = time.monotonic()
             self._wake()
-        elif batch.rows >= self._max_rows_now() and not self.urgent:
+        elif batch.rows >= self.max_rows and not self.urgent and batch.rows >= self._max_rows_now():
             self.urgent = True
             self.cond.notify()
         if batch.rows > self.backlog_rows:
