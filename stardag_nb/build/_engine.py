@@ -96,13 +96,20 @@ def _checks_locally(task: BaseTask) -> bool:
 
 
 def _records_inline(registry: RegistryABC) -> bool:
-    """True if the registry's async start and completion of a task are its sync methods
-    (they only queue rows): the engine may then call those on the loop directly."""
+    """True if the registry's async calls that record tasks are its sync methods (they
+    only queue rows): the engine may then call those on the loop directly, without a
+    coroutine per call."""
     cls = type(registry)
-    return all(
-        getattr(cls, name) is getattr(RegistryABC, name)
-        for name in ("task_start_aio", "task_complete_aio")
-    )
+    return all(getattr(cls, name) is getattr(RegistryABC, name) for name in _RECORDING_CALLS)
+
+
+_RECORDING_CALLS = (
+    "task_register_aio",
+    "task_add_dependencies_aio",
+    "task_already_complete_aio",
+    "task_start_aio",
+    "task_complete_aio",
+)
 
 
 def _plain_assets(cls: type[BaseTask]) -> bool:
@@ -226,11 +233,12 @@ class BuildEngine:
         # Tasks on worker threads followed by callbacks (see _start_direct): the future
         # of each one's outcome (or, for a chained one not yet started, of its start).
         self.direct: dict[asyncio.Future[Any], _Node] = {}
+        self._sync_registry = _records_inline(registry)
         self._direct_ok = (
             lock_manager is None
             and max_parallel is None
             and bool(getattr(executor, "follows_directly", lambda: False)())
-            and _records_inline(registry)
+            and self._sync_registry
         )
         self._plain_assets: dict[type, bool] = {}
         self._ending = False
@@ -417,7 +425,12 @@ class BuildEngine:
                     known = self._checked.pop(key, None)
                     if isinstance(known, BaseException):
                         raise known
-                    complete = known if known is not None else await self._complete(task)
+                    if known is not None:
+                        complete = known
+                    elif self._checks_locally(task):
+                        complete = task.complete()  # a stat: no coroutine for it
+                    else:
+                        complete = await self._complete(task)
                     static = [] if complete else flatten_task_struct(task.requires())
                 except Exception as exc:  # a broken target root, a failing requires()...
                     await self._register(node, [], dynamic)
@@ -426,7 +439,10 @@ class BuildEngine:
                 if complete:
                     node.state = _State.PREVIOUSLY_COMPLETED
                     self.count.previously_completed += 1
-                    await self._register(node, [], dynamic)
+                    if self._sync_registry:
+                        self._register_now(node, [], dynamic)
+                    else:
+                        await self._register(node, [], dynamic)
                     if node.dependents:  # wired by a discovery that ran meanwhile
                         self._release_dependents(node)
                     continue
@@ -456,7 +472,10 @@ class BuildEngine:
                 elif state in _DEAD:
                     node.state = _State.BLOCKED
             node.waiting += waiting
-            await self._register(node, list(wired.values()), dynamic)
+            if self._sync_registry:
+                self._register_now(node, list(wired.values()), dynamic)
+            else:
+                await self._register(node, list(wired.values()), dynamic)
             if node.waiting == 0 and node.state is _State.PENDING:
                 self.ready.append(node)
                 self._progress.set()
@@ -518,6 +537,26 @@ class BuildEngine:
                 await self.registry.task_already_complete_aio(self._started_id, task)
         except Exception:
             logger.exception("registry: could not register %s", task)
+        self._announce(node, dep_ids, dynamic)
+
+    def _register_now(self, node: _Node, deps: list[BaseTask], dynamic: bool) -> None:
+        """:meth:`_register` with a registry that records on the loop (no coroutines)."""
+        task = node.task
+        dep_ids = tuple(d.id for d in deps)
+        registry, build_id = self.registry, self._started_id
+        try:
+            registry.task_register(build_id, task)
+            if dep_ids:
+                registry.task_add_dependencies(build_id, task, dep_ids, False)
+            if node.state is _State.PREVIOUSLY_COMPLETED:
+                registry.task_already_complete(build_id, task)
+        except Exception:
+            logger.exception("registry: could not register %s", task)
+        self._announce(node, dep_ids, dynamic)
+
+    def _announce(self, node: _Node, dep_ids: tuple[UUID, ...], dynamic: bool) -> None:
+        """Tell the event handlers that ``node`` is part of the build."""
+        task = node.task
         if self.handlers:
             type_id = type(task).__type_id__
             node_info = TaskNode(
