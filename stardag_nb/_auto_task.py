@@ -92,11 +92,10 @@ class AutoTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT]
     @property
     def _relpath(self) -> str:
         # The task is immutable, so its path is computed once.
-        try:
-            return self.__dict__["_stardag_relpath"]  # type: ignore[no-any-return]
-        except KeyError:
+        path: str | None = self.__dict__.get("_stardag_relpath")
+        if path is None:
             path = self.__dict__["_stardag_relpath"] = self._compose_relpath()
-            return path
+        return path
 
     def _compose_relpath(self) -> str:
         type_id = type(self).__type_id__
@@ -112,7 +111,7 @@ class AutoTask(Task[LoadableSaveableFileSystemTarget[LoadedT]], Generic[LoadedT]
             task_id,
             self._relpath_filename,
         ]
-        path = "/".join(part for part in parts if part)
+        path = "/".join([part for part in parts if part])
         ext = self._relpath_extension.lstrip(".")
         return f"{path}.{ext}" if ext else path
 
