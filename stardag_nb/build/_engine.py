@@ -120,6 +120,14 @@ def _plain_assets(cls: type[BaseTask]) -> bool:
     )
 
 
+def _safely(test: Any, task: BaseTask) -> bool:
+    """``test(task)``, False if it raises (the task's own run reports the error)."""
+    try:
+        return bool(test(task))
+    except Exception:
+        return False
+
+
 def _only_sync_complete(task: BaseTask) -> bool:
     """True if ``complete_aio`` would just call a custom sync ``complete()``."""
     from .._task import Task
@@ -643,7 +651,7 @@ class BuildEngine:
                     and dependent.state is _State.PENDING
                     and not dependent.started
                     and not self._locked(dependent.task)
-                    and chains(dependent.task)
+                    and _safely(chains, dependent.task)
                 ):
                     chain.append(dependent)
                     current = dependent
@@ -690,12 +698,22 @@ class BuildEngine:
         """Whether ``node`` runs on a worker thread followed by callbacks rather than by an
         asyncio task of :meth:`_execute`: a sync task that has not started, in a build
         without locks or a parallelism bound, recording no assets, with a registry that
-        records on the loop. Same events and records; per task, no coroutines."""
+        records on the loop. Same events and records, but a registry that fails to record
+        the start is logged, not a failure of the task (as for any other record); per
+        task, no coroutines."""
         if not self._direct_ok or node.started or self._stopping():
             return False
         task = node.task
-        if self._chains is None or not self._chains(task):
+        try:
+            if self._chains is None or not self._chains(task):
+                return False
+        except Exception:  # (a bad __execution_mode__): the async path reports it
             return False
+        return self._records_plainly(task)
+
+    def _records_plainly(self, task: BaseTask) -> bool:
+        """Whether a completion of ``task`` records nothing but the completion (no
+        assets): decided once per task class in a build."""
         cls = type(task)
         plain = self._plain_assets.get(cls)
         if plain is None:
@@ -710,12 +728,16 @@ class BuildEngine:
         node.started = True
         self._record_now(self.registry.task_start, "the start of %s", task)
         self._emit(BuildEventKind.TASK_STARTED, task)
-        chain = self._chain_after(node)
         executor: Any = self.executor
-        if not chain:
-            self._follow(node, executor.submit_direct(task))
+        try:
+            chain = self._chain_after(node)
+            if not chain:
+                self._follow(node, executor.submit_direct(task))
+                return
+            steps = executor.submit_chain_direct([task, *(n.task for n in chain)])
+        except Exception as exc:  # the executor cannot take it: the task fails
+            self._settle_later(node, exc)
             return
-        steps = executor.submit_chain_direct([task, *(n.task for n in chain)])
         self._follow(node, steps[0][1])
         for successor, (started, result) in zip(chain, steps[1:], strict=False):
             successor.state = _State.RUNNING  # claimed: no other path may queue it
@@ -753,14 +775,18 @@ class BuildEngine:
         if node is None or self._ending or future.cancelled():
             return  # the build is ending: it records the task as cancelled
         outcome = self.executor.outcome(node.task, future)  # type: ignore[attr-defined]
-        if outcome is None:
+        if outcome is None and self._records_plainly(node.task):
             node.state = _State.COMPLETED
             self.count.succeeded += 1
             self._record_now(self.registry.task_complete, "the completion of %s", node.task)
             self._emit(BuildEventKind.TASK_COMPLETED, node.task)
             self._release_dependents(node)
             return
-        # failed, or suspended on what its generator yielded: the async path goes on
+        # failed, suspended on what its generator yielded, or completed with assets to
+        # record (a chained task): the async path goes on
+        self._settle_later(node, outcome)
+
+    def _settle_later(self, node: _Node, outcome: TaskStruct | BaseException | None) -> None:
         settling = asyncio.ensure_future(self._settle(node, outcome))
         self.running[settling] = node
         settling.add_done_callback(self._on_spawned_done)

@@ -181,6 +181,18 @@ def _run_in_process(task: BaseTask) -> list[BaseTask] | None:
         return None
 
 
+# How HybridConcurrentTaskExecutor takes tasks: a subclass that changes any of these is
+# not bypassed by the direct path (see follows_directly).
+_SUBMITTING = (
+    "submit",
+    "submit_chain",
+    "chains",
+    "submit_direct",
+    "submit_chain_direct",
+    "outcome",
+)
+
+
 class HybridConcurrentTaskExecutor(TaskExecutorABC):
     """Runs each task on a worker thread, inline, in a process or on the loop, by its mode.
 
@@ -308,10 +320,7 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
         for tasks that :meth:`chains`: not when a subclass changed how tasks are
         submitted (its ``submit`` would be bypassed)."""
         cls, base = type(self), HybridConcurrentTaskExecutor
-        return all(
-            getattr(cls, name) is getattr(base, name)
-            for name in ("submit", "submit_chain", "chains", "submit_direct", "outcome")
-        )
+        return all(getattr(cls, name) is getattr(base, name) for name in _SUBMITTING)
 
     def submit_direct(self, task: BaseTask) -> asyncio.Future[Any]:
         """Queue ``task`` (which :meth:`chains`) on a worker thread; the future gives what

@@ -369,6 +369,9 @@ class ThreadWorkers:
                 cpu, process_cpu = time.thread_time(), time.process_time()
             try:
                 value, ok = job.fn(arg), True
+            except StopIteration as exc:  # a future refuses it (it would end a coroutine)
+                value, ok = RuntimeError(f"the task body raised {exc!r}"), False
+                value.__cause__ = exc
             except Exception as exc:  # handed to the awaiting coroutine
                 value, ok = exc, False
             except BaseException as exc:

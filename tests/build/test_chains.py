@@ -7,11 +7,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import stardag_nb as sd
-from stardag_nb.build import BuildEvent, BuildEventKind, BuildExitStatus
+from stardag_nb.build import (
+    BuildEvent,
+    BuildEventKind,
+    BuildExitStatus,
+    BuildSummary,
+    HybridConcurrentTaskExecutor,
+)
 from stardag_nb.registry import NoOpRegistry, SQLiteRegistry
+from stardag_nb.registry_asset import JSONRegistryAsset
 
 sd.namespace("chains", __name__)  # task names unique across the suite
 
@@ -170,7 +178,7 @@ def test_cancelling_a_build_mid_chain_stops_the_chain_and_records_it(tmp_path: P
     registry = SQLiteRegistry(tmp_path / "registry.sqlite3")
     root = Link(i=30, sleep_at=10, seconds=30.0)
 
-    async def main() -> sd.build.BuildSummary:  # type: ignore[name-defined]
+    async def main() -> BuildSummary:
         build = asyncio.ensure_future(sd.build_aio(root, registry=registry))
         while 9 not in _ran and not build.done():
             await asyncio.sleep(0.02)
@@ -188,3 +196,108 @@ def test_cancelling_a_build_mid_chain_stops_the_chain_and_records_it(tmp_path: P
     statuses = {r.status for r in registry.list_build_tasks(record.id)}
     assert not statuses & {"running", "pending"}, statuses
     registry.close()
+
+
+_salt = uuid.uuid4().int % 10**9  # tasks below: no earlier run completed them
+
+
+class Plain(sd.AutoTask[int]):
+    n: int
+    seconds: float = 0.0
+
+    def run(self) -> None:
+        time.sleep(self.seconds)
+        self.output().save(self.n)
+
+
+class BadMode(sd.AutoTask[int]):
+    __execution_mode__ = "bogus"
+    n: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return [Plain(n=self.n), Plain(n=self.n + 1, seconds=0.2)]
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+
+def test_a_task_whose_mode_is_wrong_fails_once_its_dependencies_are_done(
+    tmp_path: Path,
+) -> None:
+    """Its dependencies complete on worker threads; starting it then (from their
+    completion) must fail it with the mode's error, not stall the build."""
+    registry = SQLiteRegistry(tmp_path / "registry.sqlite3")
+    root = BadMode(n=_salt)
+
+    async def build() -> BuildSummary:
+        return await asyncio.wait_for(
+            sd.build_aio(root, registry=registry, fail_mode="continue"), 20
+        )
+
+    summary = asyncio.run(build())
+    assert summary.status is BuildExitStatus.FAILURE
+    assert "bogus" in str(summary.error)
+    assert registry.get_build(summary.build_id).status == "failed"  # type: ignore[arg-type]
+    statuses = {r.task_id: r.status for r in registry.list_build_tasks(summary.build_id)}  # type: ignore[arg-type]
+    assert statuses[root.id] == "failed"
+    assert (
+        statuses[Plain(n=_salt).id] == statuses[Plain(n=_salt + 1, seconds=0.2).id] == "completed"
+    )
+    registry.close()
+
+
+def test_an_executor_that_cannot_take_a_task_fails_it(tmp_path: Path) -> None:
+    registry = SQLiteRegistry(tmp_path / "registry.sqlite3")
+    executor = HybridConcurrentTaskExecutor(max_thread_workers=0)
+    summary = sd.build(Plain(n=_salt + 10), task_executor=executor, registry=registry)
+    assert summary.status is BuildExitStatus.FAILURE
+    assert "max_thread_workers" in str(summary.error)
+    assert registry.get_build(summary.build_id).status == "failed"  # type: ignore[arg-type]
+    registry.close()
+
+
+class Stats(sd.AutoTask[int]):
+    """Waits only for one plain task: runs chained after it."""
+
+    n: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        return Plain(n=self.n)
+
+    def run(self) -> None:
+        self.output().save(self.n)
+
+    def registry_assets(self):  # type: ignore[no-untyped-def]
+        return [JSONRegistryAsset(name="stats", body={"n": self.n})]
+
+
+def test_a_chained_task_records_its_assets(tmp_path: Path) -> None:
+    registry = SQLiteRegistry(tmp_path / "registry.sqlite3")
+    root = Stats(n=_salt + 20)
+    summary = sd.build(root, registry=registry)
+    assert summary.status is BuildExitStatus.SUCCESS
+    assets = registry.get_assets(root.id)
+    assert [(a.name, a.body) for a in assets] == [("stats", {"n": _salt + 20})]  # type: ignore[attr-defined]
+    registry.close()
+
+
+class Stops(sd.AutoTask[int]):
+    n: int
+
+    def run(self) -> None:
+        raise StopIteration  # a mistake a future refuses to carry
+
+
+def test_a_body_raising_stop_iteration_fails_its_task_and_the_build_ends() -> None:
+    others = [Plain(n=_salt + 30 + i) for i in range(20)]
+
+    async def build() -> BuildSummary:
+        return await asyncio.wait_for(
+            sd.build_aio([Stops(n=_salt), *others], registry=NoOpRegistry(), fail_mode="continue"),
+            20,
+        )
+
+    summary = asyncio.run(build())
+    assert summary.status is BuildExitStatus.FAILURE
+    assert "StopIteration" in str(summary.error)
+    assert all(task.complete() for task in others)
