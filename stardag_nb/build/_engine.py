@@ -53,6 +53,7 @@ class _State(Enum):
 
 _DONE = (_State.COMPLETED, _State.PREVIOUSLY_COMPLETED)
 _DEAD = (_State.FAILED, _State.CANCELLED, _State.BLOCKED)
+_LIVE = (_State.PENDING, _State.RUNNING, _State.SUSPENDED)  # not done yet
 
 
 @dataclass(eq=False, slots=True)
@@ -74,6 +75,7 @@ _YIELD_TURNS = 3  # loop turns a yield gives (see _yield_slice)
 _SPAWN_BATCH = 64  # tasks spawned before their first steps run
 _DIRECT_SPAWNS = 8  # dependents a completion starts itself; more go through the queue
 _MAX_CHAIN = 64  # tasks handed to the executor as one chain after the first
+_SCAN_CHUNK = 256  # dependencies of one task looked up between checks of the slice
 
 
 def _checks_locally(task: BaseTask) -> bool:
@@ -455,26 +457,24 @@ class BuildEngine:
                         self._release_dependents(node)
                     continue
                 stack.append((task, static))
-                fresh = []
-                for n, dep in enumerate(static):  # ids were computed by requires()
-                    if n & 63 == 63 and time.perf_counter() >= self._slice_end:
+                fresh: list[BaseTask] = []
+                for start in range(0, len(static), _SCAN_CHUNK):  # ids: made by requires()
+                    if start and time.perf_counter() >= self._slice_end:
                         await self._yield_slice()
-                    if dep.id.int not in nodes:
-                        fresh.append(dep)
+                    chunk = static[start : start + _SCAN_CHUNK]
+                    fresh += [dep for dep in chunk if dep.id.int not in nodes]
                 if len(fresh) > 1:
                     await self._check_concurrently(fresh)
                 stack.extend((d, None) for d in reversed(fresh))
                 continue
             # second visit: every dependency has a node now
             node = nodes[task.id.int]
-            wired: dict[int, BaseTask] = {}
-            for dep in deps:
-                wired.setdefault(dep.id.int, dep)
+            wired = {dep.id.int: dep for dep in deps}  # (equal tasks: one id, one edge)
             waiting = 0
             for key in wired:
                 dep_node = nodes[key]
                 state = dep_node.state
-                if state is _State.PENDING or state is _State.RUNNING or state is _State.SUSPENDED:
+                if state in _LIVE:
                     waiting += 1
                     dep_node.dependents.append(node)
                 elif state in _DEAD:

@@ -1036,7 +1036,9 @@ class SQLiteRegistry(RegistryABC):
         self._build_key(build_id)
         if not dependency_ids:
             return
-        upstream = tuple(dep if isinstance(dep, UUID) else UUID(str(dep)) for dep in dependency_ids)
+        upstream = tuple(dependency_ids)
+        if not set(map(type, upstream)) <= {UUID}:  # (ids as text, UUID subclasses)
+            upstream = tuple(dep if isinstance(dep, UUID) else UUID(str(dep)) for dep in upstream)
         row = (task.id, int(bool(dynamic)), upstream, time.time())
 
         def fill(batch: _Batch) -> int:
