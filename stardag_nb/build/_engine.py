@@ -97,6 +97,30 @@ def _checks_locally(task: BaseTask) -> bool:
     return isinstance(target, (LocalTarget, InMemoryFileSystemTarget, InMemoryTarget))
 
 
+_stat_types: tuple[type, ...] | None = None
+
+
+def _stats_plainly(task: BaseTask) -> bool:
+    """Whether this task's output is a local file or an in-memory target of exactly the
+    library's types (so ``exists()`` is ``exists_aio()``: a stat or a lookup), checked
+    per instance: one class's instances can point at different stores (an AliasTask, a
+    root chosen by a field). Only for tasks of a class that :func:`_checks_locally`."""
+    global _stat_types
+    if _stat_types is None:
+        from ..target import InMemoryFileSystemTarget, InMemoryTarget, LocalTarget
+        from ..target.serialize import Serializable
+
+        _stat_types = (LocalTarget, InMemoryFileSystemTarget, InMemoryTarget, Serializable)
+    try:
+        output = task.output()  # type: ignore[attr-defined]
+    except Exception:
+        return False  # the async path reports it
+    if type(output) not in _stat_types:
+        return False
+    target = getattr(output, "wrapped", output)
+    return target is output or type(target) in _stat_types
+
+
 def _records_inline(registry: RegistryABC) -> bool:
     """True if the registry's async calls that record tasks are its sync methods (they
     only queue rows): the engine may then call those on the loop directly, without a
@@ -120,6 +144,15 @@ def _plain_assets(cls: type[BaseTask]) -> bool:
         cls.registry_assets is BaseTask.registry_assets
         and cls.registry_assets_aio is BaseTask.registry_assets_aio
     )
+
+
+def _no_stop_iteration(fn: Any) -> Any:
+    """``fn()``, a StopIteration it raises turned into a RuntimeError: a future refuses
+    StopIteration (the awaiting coroutine would never hear of the call's end)."""
+    try:
+        return fn()
+    except StopIteration as exc:
+        raise RuntimeError(f"{fn!r:.100} raised {exc!r}") from exc
 
 
 def _safely(test: Any, task: BaseTask) -> bool:
@@ -437,7 +470,7 @@ class BuildEngine:
                         raise known
                     if known is not None:
                         complete = known
-                    elif self._checks_locally(task):
+                    elif self._checks_locally(task) and _stats_plainly(task):
                         complete = task.complete()  # a stat: no coroutine for it
                     else:
                         complete = await self._complete(task)
@@ -505,7 +538,7 @@ class BuildEngine:
             return await task.complete_aio()  # a stat call: cheaper than any hand-off
         async with self._discover_slots:
             if _only_sync_complete(task):  # a custom complete(): it may do I/O
-                return await asyncio.to_thread(task.complete)
+                return await asyncio.to_thread(_no_stop_iteration, task.complete)
             return await task.complete_aio()
 
     def _checks_locally(self, task: BaseTask) -> bool:
@@ -551,8 +584,9 @@ class BuildEngine:
         """:meth:`_register` with a registry that records on the loop (no coroutines)."""
         task = node.task
         dep_ids = tuple(d.id for d in deps)
-        registry, build_id = self.registry, self._started_id
+        registry = self.registry
         try:
+            build_id = self._started_id
             registry.task_register(build_id, task)
             if dep_ids:
                 registry.task_add_dependencies(build_id, task, dep_ids, False)

@@ -164,7 +164,10 @@ def _run_in_process(task: BaseTask) -> list[BaseTask] | None:
     """In a worker process: run the task; a generator continues while what it yields is
     complete, else the incomplete dependencies go back (the task re-runs from scratch
     once they are built)."""
-    result = task.run()
+    try:
+        result = task.run()
+    except StopIteration as exc:  # the parent's future would refuse it
+        raise RuntimeError(f"the task body raised {exc!r}") from exc
     if not inspect.isgenerator(result):
         return None
     gen = cast("Generator[TaskStruct, None, object]", result)  # run() is typed Any

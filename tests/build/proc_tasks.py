@@ -27,3 +27,12 @@ class ProcessWithDynamicDeps(sd.AutoTask[list[int]]):
         yield first
         yield InProcess(n=2)
         self.output().save([first.result(), InProcess(n=2).result()])
+
+
+class StopsInProcess(sd.AutoTask[int]):
+    """A process-mode body that raises StopIteration (which a future refuses)."""
+
+    __execution_mode__ = "process"
+
+    def run(self) -> None:
+        raise StopIteration("from a process task body")

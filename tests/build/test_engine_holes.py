@@ -4,15 +4,20 @@ never become complete."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 import stardag_nb as sd
-from stardag_nb.build import BuildExitStatus
+from stardag_nb._alias_task import AliasedMetadata
+from stardag_nb.build import BuildExitStatus, BuildSummary
 from stardag_nb.registry import NoOpRegistry
+from stardag_nb.target import LocalTarget, TargetFactory, target_factory_provider
+from stardag_nb.target._remote import RemoteFileSystemABC, RemoteFileSystemTarget
 
 sd.namespace("engine_holes", __name__)  # task names unique across the suite
 
@@ -165,3 +170,121 @@ def test_a_task_released_by_another_discovery_runs_once() -> None:
     assert summary.status is BuildExitStatus.SUCCESS, summary
     assert len(_spawned_runs) == 1, _spawned_runs
     assert summary.task_count.succeeded == 4
+
+
+# -- completion checks during discovery -----------------------------------------------
+
+
+_remote_checks: list[bool] = []  # for each remote check: did it run on the loop's thread?
+
+
+class _SlowStore(RemoteFileSystemABC):
+    """A store whose existence check takes a network round trip."""
+
+    URI_PREFIX = "slow://"
+
+    def exists(self, uri: str) -> bool:
+        _remote_checks.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.2)
+        return True
+
+
+def test_instances_of_one_class_on_other_stores_are_not_checked_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Aliases of one class: the first points at a local file (a stat, checked on the
+    loop), the next ones at a remote store: their checks must not block the loop."""
+    _remote_checks.clear()
+    store = _SlowStore()
+    factory = TargetFactory(
+        target_roots={"default": str(tmp_path) + "/"},
+        prefix_to_target_prototype={
+            "/": LocalTarget,
+            "slow://": lambda path: RemoteFileSystemTarget(path, store),
+        },
+    )
+    local_file = tmp_path / "x.json"
+    local_file.write_text("1")
+    local = sd.AliasTask[int](aliased=AliasedMetadata(id=uuid.uuid4(), uri=str(local_file)))
+    remote = [
+        sd.AliasTask[int](aliased=AliasedMetadata(id=uuid.uuid4(), uri=f"slow://b/{i}.json"))
+        for i in range(3)
+    ]
+
+    async def build() -> tuple[BuildSummary, float]:
+        gaps: list[float] = []
+        done = False
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done:
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.03)
+        summary = await sd.build_aio([local, *remote], registry=NoOpRegistry())
+        done = True
+        await tick
+        return summary, max(gaps)
+
+    with target_factory_provider.override(factory):
+        summary, longest = asyncio.run(build())
+    assert summary.status is BuildExitStatus.SUCCESS
+    assert _remote_checks == [False, False, False]
+    assert longest < 0.15, f"the loop stalled {longest:.2f} s"
+
+
+class _MarkedTarget(LocalTarget):
+    """Exists (asynchronously: what discovery asks) only beside a marker file."""
+
+    async def exists_aio(self) -> bool:
+        return os.path.exists(self.uri) and os.path.exists(self.uri + ".marker")  # noqa: ASYNC240
+
+
+class Marked(sd.Task[LocalTarget]):
+    path: str
+
+    def output(self) -> LocalTarget:
+        return _MarkedTarget(self.path)
+
+    def run(self) -> None:
+        Path(self.path + ".marker").write_text("")
+
+
+def test_a_local_target_subclass_is_asked_as_it_says(tmp_path: Path) -> None:
+    """Its own exists_aio() decides, not the stat of the base class."""
+    path = tmp_path / "data"
+    path.write_text("1")  # the data, but no marker: not complete
+    summary = sd.build(Marked(path=str(path)), registry=NoOpRegistry())
+    assert summary.status is BuildExitStatus.SUCCESS
+    assert summary.task_count.succeeded == 1
+    assert (tmp_path / "data.marker").exists()
+
+
+class StopsInComplete(sd.Task[LocalTarget]):
+    path: str
+
+    def output(self) -> LocalTarget:
+        return LocalTarget(self.path)
+
+    def complete(self) -> bool:
+        raise StopIteration("from complete()")
+
+    def run(self) -> None:
+        Path(self.path).write_text("")
+
+
+def test_a_complete_raising_stop_iteration_fails_its_task(tmp_path: Path) -> None:
+    """A custom complete() runs in a thread, whose future refuses StopIteration."""
+
+    async def build() -> BuildSummary:
+        return await asyncio.wait_for(
+            sd.build_aio(StopsInComplete(path=str(tmp_path / "x")), registry=NoOpRegistry()), 20
+        )
+
+    summary = asyncio.run(build())
+    assert summary.status is BuildExitStatus.FAILURE
+    assert "StopIteration" in str(summary.error)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import stardag_nb as sd
-from stardag_nb.build import BuildExitStatus
+from stardag_nb.build import BuildExitStatus, BuildSummary
 
-from .proc_tasks import InProcess, ProcessWithDynamicDeps
+from .proc_tasks import InProcess, ProcessWithDynamicDeps, StopsInProcess
 
 
 def test_process_tasks_run_in_another_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -28,3 +28,27 @@ def test_process_tasks_run_in_another_process(tmp_path) -> None:  # type: ignore
         assert summary.task_count.succeeded == 4
     finally:
         del os.environ["STARDAG_TARGET_ROOTS__DEFAULT"]
+
+
+def test_a_process_body_raising_stop_iteration_fails_its_task(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A future refuses StopIteration: it must arrive as a failure, not stall the build."""
+    import asyncio
+
+    from stardag_nb.build import HybridConcurrentTaskExecutor
+    from stardag_nb.registry import NoOpRegistry
+    from stardag_nb.utils.testing import target_roots_override
+
+    async def build() -> BuildSummary:
+        return await asyncio.wait_for(
+            sd.build_aio(
+                StopsInProcess(),
+                registry=NoOpRegistry(),
+                task_executor=HybridConcurrentTaskExecutor(max_process_workers=1),
+            ),
+            60,
+        )
+
+    with target_roots_override({"default": str(tmp_path / "out")}):
+        summary = asyncio.run(build())
+    assert summary.status is BuildExitStatus.FAILURE
+    assert "StopIteration" in str(summary.error)
