@@ -78,23 +78,16 @@ _MAX_CHAIN = 64  # tasks handed to the executor as one chain after the first
 _SCAN_CHUNK = 256  # dependencies of one task looked up between checks of the slice
 
 
-def _checks_locally(task: BaseTask) -> bool:
+def _checks_outputs(task: BaseTask) -> bool:
+    """True if the task's class checks completion the library's way: its output exists."""
     from .._task import Task
-    from ..target import InMemoryFileSystemTarget, InMemoryTarget, LocalTarget
 
     cls = type(task)
-    if (
-        not isinstance(task, Task)
-        or cls.complete_aio is not Task.complete_aio
-        or cls.complete is not Task.complete
-    ):
-        return False
-    try:
-        output = task.output()
-    except Exception:
-        return True  # the error shows when the task is checked
-    target = getattr(output, "wrapped", output)
-    return isinstance(target, (LocalTarget, InMemoryFileSystemTarget, InMemoryTarget))
+    return (
+        isinstance(task, Task)
+        and cls.complete_aio is Task.complete_aio
+        and cls.complete is Task.complete
+    )
 
 
 _stat_types: tuple[type, ...] | None = None
@@ -104,7 +97,7 @@ def _stats_plainly(task: BaseTask) -> bool:
     """Whether this task's output is a local file or an in-memory target of exactly the
     library's types (so ``exists()`` is ``exists_aio()``: a stat or a lookup), checked
     per instance: one class's instances can point at different stores (an AliasTask, a
-    root chosen by a field). Only for tasks of a class that :func:`_checks_locally`."""
+    root chosen by a field). Only for tasks of a class that :func:`_checks_outputs`."""
     global _stat_types
     if _stat_types is None:
         from ..target import InMemoryFileSystemTarget, InMemoryTarget, LocalTarget
@@ -470,7 +463,7 @@ class BuildEngine:
                         raise known
                     if known is not None:
                         complete = known
-                    elif self._checks_locally(task) and _stats_plainly(task):
+                    elif self._checks_locally(task):
                         complete = task.complete()  # a stat: no coroutine for it
                     else:
                         complete = await self._complete(task)
@@ -535,20 +528,23 @@ class BuildEngine:
 
     async def _complete(self, task: BaseTask) -> bool:
         if self._checks_locally(task):
-            return await task.complete_aio()  # a stat call: cheaper than any hand-off
+            return task.complete()  # a stat call: cheaper than any hand-off
         async with self._discover_slots:
             if _only_sync_complete(task):  # a custom complete(): it may do I/O
                 return await asyncio.to_thread(_no_stop_iteration, task.complete)
             return await task.complete_aio()
 
     def _checks_locally(self, task: BaseTask) -> bool:
-        """True if the task's completion check is a local stat (no I/O worth a thread or
-        concurrency): decided once per task class in a build."""
+        """True if the task's completion check is a local stat or lookup (no I/O worth a
+        thread or concurrency; ``complete()`` is then ``complete_aio()``): its class's
+        check is the library's (decided once per class in a build), and its own output
+        a plain local or in-memory target (one class's instances can point at
+        different stores)."""
         cls = type(task)
         local = self._local_check.get(cls)
         if local is None:
-            local = self._local_check[cls] = _checks_locally(task)
-        return local
+            local = self._local_check[cls] = _checks_outputs(task)
+        return local and _stats_plainly(task)
 
     async def _check_concurrently(self, tasks: list[BaseTask]) -> None:
         """Check the completion of tasks whose check does I/O (remote targets) at once,

@@ -288,3 +288,45 @@ def test_a_complete_raising_stop_iteration_fails_its_task(tmp_path: Path) -> Non
     summary = asyncio.run(build())
     assert summary.status is BuildExitStatus.FAILURE
     assert "StopIteration" in str(summary.error)
+
+
+class _Gathers(sd.AutoTask[int]):
+    """Depends on aliases: the first of a local file, the others of a remote store."""
+
+    local: str
+    remote: int
+
+    def requires(self):  # type: ignore[no-untyped-def]
+        first = sd.AliasTask[int](aliased=AliasedMetadata(id=_ALIAS_IDS[0], uri=self.local))
+        return [first] + [
+            sd.AliasTask[int](aliased=AliasedMetadata(id=_ALIAS_IDS[i], uri=f"slow://c/{i}.json"))
+            for i in range(1, self.remote + 1)
+        ]
+
+    def run(self) -> None:
+        self.output().save(self.remote)
+
+
+_ALIAS_IDS = [uuid.uuid4() for _ in range(8)]
+
+
+def test_remote_dependencies_of_one_class_are_checked_concurrently(tmp_path: Path) -> None:
+    """The first alias is local; the three remote ones (0.2 s each) are checked at once."""
+    _remote_checks.clear()
+    store = _SlowStore()
+    factory = TargetFactory(
+        target_roots={"default": str(tmp_path) + "/"},
+        prefix_to_target_prototype={
+            "/": LocalTarget,
+            "slow://": lambda path: RemoteFileSystemTarget(path, store),
+        },
+    )
+    local_file = tmp_path / "x.json"
+    local_file.write_text("1")
+    with target_factory_provider.override(factory):
+        start = time.perf_counter()
+        summary = sd.build(_Gathers(local=str(local_file), remote=3), registry=NoOpRegistry())
+        elapsed = time.perf_counter() - start
+    assert summary.status is BuildExitStatus.SUCCESS
+    assert _remote_checks == [False, False, False]
+    assert elapsed < 0.5, f"three 0.2 s checks took {elapsed:.2f} s: one after another"
