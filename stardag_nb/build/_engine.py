@@ -90,28 +90,29 @@ def _checks_outputs(task: BaseTask) -> bool:
     )
 
 
-_stat_types: tuple[type, ...] | None = None
+_stat_types: tuple[tuple[type, ...], type] | None = None
 
 
 def _stats_plainly(task: BaseTask) -> bool:
     """Whether this task's output is a local file or an in-memory target of exactly the
-    library's types (so ``exists()`` is ``exists_aio()``: a stat or a lookup), checked
-    per instance: one class's instances can point at different stores (an AliasTask, a
-    root chosen by a field). Only for tasks of a class that :func:`_checks_outputs`."""
+    library's types, possibly in the library's serializing wrapper (so ``exists()`` is
+    ``exists_aio()``: a stat or a lookup), checked per instance: one class's instances
+    can point at different stores (an AliasTask, a root chosen by a field). Only for
+    tasks of a class that :func:`_checks_outputs`."""
     global _stat_types
     if _stat_types is None:
         from ..target import InMemoryFileSystemTarget, InMemoryTarget, LocalTarget
         from ..target.serialize import Serializable
 
-        _stat_types = (LocalTarget, InMemoryFileSystemTarget, InMemoryTarget, Serializable)
+        _stat_types = ((LocalTarget, InMemoryFileSystemTarget, InMemoryTarget), Serializable)
+    targets, wrapper = _stat_types
     try:
         output = task.output()  # type: ignore[attr-defined]
     except Exception:
         return False  # the async path reports it
-    if type(output) not in _stat_types:
-        return False
-    target = getattr(output, "wrapped", output)
-    return target is output or type(target) in _stat_types
+    if type(output) is wrapper:
+        output = output.wrapped  # type: ignore[attr-defined]
+    return type(output) in targets
 
 
 def _records_inline(registry: RegistryABC) -> bool:
