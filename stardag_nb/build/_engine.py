@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -410,7 +410,11 @@ class BuildEngine:
             self._start_direct(node)
             return
         node.state = _State.RUNNING  # at once: no other path may queue it meanwhile
-        task = asyncio.ensure_future(self._execute(node))
+        self._track(node, self._execute(node))
+
+    def _track(self, node: _Node, step: Coroutine[Any, Any, None]) -> None:
+        """Run ``step`` of ``node`` as an asyncio task the build waits for."""
+        task = asyncio.ensure_future(step)
         self.running[task] = node
         task.add_done_callback(self._on_spawned_done)
 
@@ -467,7 +471,7 @@ class BuildEngine:
                     elif self._checks_locally(task):
                         complete = task.complete()  # a stat: no coroutine for it
                     else:
-                        complete = await self._complete(task)
+                        complete = await self._complete_elsewhere(task)
                     static = [] if complete else flatten_task_struct(task.requires())
                 except Exception as exc:  # a broken target root, a failing requires()...
                     await self._register(node, [], dynamic)
@@ -530,6 +534,10 @@ class BuildEngine:
     async def _complete(self, task: BaseTask) -> bool:
         if self._checks_locally(task):
             return task.complete()  # a stat call: cheaper than any hand-off
+        return await self._complete_elsewhere(task)
+
+    async def _complete_elsewhere(self, task: BaseTask) -> bool:
+        """A completion check that may do I/O: ``max_concurrent_discover`` at once."""
         async with self._discover_slots:
             if _only_sync_complete(task):  # a custom complete(): it may do I/O
                 return await asyncio.to_thread(_no_stop_iteration, task.complete)
@@ -556,7 +564,7 @@ class BuildEngine:
 
         async def check(task: BaseTask) -> None:
             try:
-                self._checked[task.id.int] = await self._complete(task)
+                self._checked[task.id.int] = await self._complete_elsewhere(task)
             except Exception as exc:
                 self._checked[task.id.int] = exc
 
@@ -660,9 +668,7 @@ class BuildEngine:
         # an executor may chain only a prefix of the tasks: the rest queue on their own
         for successor, (started, result) in zip(chain, steps[1:], strict=False):
             successor.state = _State.RUNNING  # claimed: no other path may queue it
-            spawned = asyncio.ensure_future(self._execute_chained(successor, started, result))
-            self.running[spawned] = successor
-            spawned.add_done_callback(self._on_spawned_done)
+            self._track(successor, self._execute_chained(successor, started, result))
         return steps[0][1]  # type: ignore[no-any-return]
 
     def _chain_after(self, node: _Node) -> list[_Node]:
@@ -704,11 +710,7 @@ class BuildEngine:
         task = node.task
         try:
             if not await started:  # the one before failed, suspended or was cancelled
-                if node.state is _State.RUNNING:
-                    node.state = _State.PENDING
-                    if node.waiting == 0:
-                        self.ready.append(node)
-                        self._progress.set()
+                self._unclaim(node)
                 return
             node.started = True
             await self._record(
@@ -735,10 +737,8 @@ class BuildEngine:
         if not self._direct_ok or node.started or self._stopping():
             return False
         task = node.task
-        try:
-            if self._chains is None or not self._chains(task):
-                return False
-        except Exception:  # (a bad __execution_mode__): the async path reports it
+        # (a mode that cannot be told: the async path reports it)
+        if self._chains is None or not _safely(self._chains, task):
             return False
         return self._records_plainly(task)
 
@@ -791,11 +791,8 @@ class BuildEngine:
         if not started.result():  # the one before failed, suspended or was cancelled
             if self.direct.pop(result, None) is not None:
                 result.cancel()  # never resolved: the worker stopped the chain before it
-            if node.state is _State.RUNNING:
-                node.state = _State.PENDING
-                if node.waiting == 0:
-                    self.ready.append(node)
-            self._progress.set()
+            self._unclaim(node)
+            self._progress.set()  # (the build may have nothing left to follow)
             return
         node.started = True
         self._record_now(self.registry.task_start, "the start of %s", node.task)
@@ -818,9 +815,7 @@ class BuildEngine:
         self._settle_later(node, outcome)
 
     def _settle_later(self, node: _Node, outcome: TaskStruct | BaseException | None) -> None:
-        settling = asyncio.ensure_future(self._settle(node, outcome))
-        self.running[settling] = node
-        settling.add_done_callback(self._on_spawned_done)
+        self._track(node, self._settle(node, outcome))
 
     def _record_now(self, method: Any, what: str, task: BaseTask) -> None:
         """Call a registry method that only queues a row (see :func:`_records_inline`);
@@ -829,6 +824,14 @@ class BuildEngine:
             method(self._started_id, task)
         except Exception:
             logger.exception("registry: could not record " + what, repr(task)[:100])
+
+    def _unclaim(self, node: _Node) -> None:
+        """A chained task that will not run in its chain: queue it again if it can run."""
+        if node.state is _State.RUNNING:
+            node.state = _State.PENDING
+            if node.waiting == 0:
+                self.ready.append(node)
+                self._progress.set()
 
     async def _succeed(self, node: _Node) -> None:
         task = node.task

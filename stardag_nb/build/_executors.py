@@ -137,14 +137,25 @@ class _ChainResult:
         self.generators, self.task, self.future = generators, task, future
 
     def __await__(self) -> Any:
-        try:
-            gen, value = yield from self.future.__await__()
-        except Exception as exc:
-            return exc
-        if value is _FINISHED:
-            return None
-        self.generators[self.task.id] = (gen, ExecutionMode.SYNC_THREAD)  # suspended
-        return value
+        with contextlib.suppress(Exception):  # (the outcome gives it)
+            yield from self.future.__await__()
+        return _thread_outcome(self.generators, self.task, self.future)
+
+
+def _thread_outcome(
+    generators: dict[UUID, tuple[Any, ExecutionMode]], task: BaseTask, future: Any
+) -> Any:
+    """What ``submit`` gives for the done future of a ``_start_sync`` job on a worker
+    thread: None when the task finished, what its generator yielded (kept in
+    ``generators`` to resume), or the exception."""
+    error = future.exception()
+    if error is not None:
+        return error if isinstance(error, Exception) else RuntimeError(repr(error))
+    gen, value = future.result()
+    if value is _FINISHED:
+        return None
+    generators[task.id] = (gen, ExecutionMode.SYNC_THREAD)  # suspended
+    return value
 
 
 def _finished_step(result: Any) -> bool:
@@ -342,14 +353,7 @@ class HybridConcurrentTaskExecutor(TaskExecutorABC):
         """What :meth:`submit` would give for the done future of :meth:`submit_direct`
         (or of a task of :meth:`submit_chain_direct`): None when the task finished, what
         its generator yielded (it resumes by the next ``submit``), or the exception."""
-        error = future.exception()
-        if error is not None:
-            return error if isinstance(error, Exception) else RuntimeError(repr(error))
-        gen, value = future.result()
-        if value is _FINISHED:
-            return None
-        self._generators[task.id] = (gen, ExecutionMode.SYNC_THREAD)  # suspended
-        return value  # type: ignore[no-any-return]
+        return _thread_outcome(self._generators, task, future)  # type: ignore[no-any-return]
 
     async def _start(self, task: BaseTask, mode: ExecutionMode) -> tuple[Any, Any]:
         if mode is ExecutionMode.SYNC_BLOCKING:

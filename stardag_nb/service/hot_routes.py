@@ -32,11 +32,11 @@ function (404 for a build or task that is not the caller's) is answered as FastA
 (``{"detail": ...}``). Every answer is written after the session committed.
 
 A server runs only a few of these calls at once (``sdk_slots``, 4 by default, shared out
-among its workers, at least 2 each; the others wait their turn in the order they came, with their
-bodies read whole). Fifty clients
-interleaved in one worker each waited for the others' every step: a batch was answered
-after several event-loop turns that each ran dozens of calls' work. A few at a time
-keep the database busy, and each call, once begun, finishes within a few turns.
+among its workers, at least 2 each; the others wait their turn in the order they came,
+with their bodies read whole). Fifty clients interleaved in one worker each waited for
+the others' every step: a batch was answered after several event-loop turns that each
+ran dozens of calls' work. A few at a time keep the database busy, and each call, once
+begun, finishes within a few turns.
 """
 
 from __future__ import annotations

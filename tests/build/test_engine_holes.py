@@ -189,11 +189,9 @@ class _SlowStore(RemoteFileSystemABC):
         return True
 
 
-def test_instances_of_one_class_on_other_stores_are_not_checked_on_the_loop(
-    tmp_path: Path,
-) -> None:
-    """Aliases of one class: the first points at a local file (a stat, checked on the
-    loop), the next ones at a remote store: their checks must not block the loop."""
+def _slow_store_beside_a_file(tmp_path: Path) -> tuple[TargetFactory, Path]:
+    """Targets under ``slow://`` on a :class:`_SlowStore` (checks noted afresh), others
+    local; and a local file that exists."""
     _remote_checks.clear()
     store = _SlowStore()
     factory = TargetFactory(
@@ -205,6 +203,15 @@ def test_instances_of_one_class_on_other_stores_are_not_checked_on_the_loop(
     )
     local_file = tmp_path / "x.json"
     local_file.write_text("1")
+    return factory, local_file
+
+
+def test_instances_of_one_class_on_other_stores_are_not_checked_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Aliases of one class: the first points at a local file (a stat, checked on the
+    loop), the next ones at a remote store: their checks must not block the loop."""
+    factory, local_file = _slow_store_beside_a_file(tmp_path)
     local = sd.AliasTask[int](aliased=AliasedMetadata(id=uuid.uuid4(), uri=str(local_file)))
     remote = [
         sd.AliasTask[int](aliased=AliasedMetadata(id=uuid.uuid4(), uri=f"slow://b/{i}.json"))
@@ -312,17 +319,7 @@ _ALIAS_IDS = [uuid.uuid4() for _ in range(8)]
 
 def test_remote_dependencies_of_one_class_are_checked_concurrently(tmp_path: Path) -> None:
     """The first alias is local; the three remote ones (0.2 s each) are checked at once."""
-    _remote_checks.clear()
-    store = _SlowStore()
-    factory = TargetFactory(
-        target_roots={"default": str(tmp_path) + "/"},
-        prefix_to_target_prototype={
-            "/": LocalTarget,
-            "slow://": lambda path: RemoteFileSystemTarget(path, store),
-        },
-    )
-    local_file = tmp_path / "x.json"
-    local_file.write_text("1")
+    factory, local_file = _slow_store_beside_a_file(tmp_path)
     with target_factory_provider.override(factory):
         start = time.perf_counter()
         summary = sd.build(_Gathers(local=str(local_file), remote=3), registry=NoOpRegistry())
