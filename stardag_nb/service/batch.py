@@ -210,7 +210,7 @@ class BatchOutcome:
 class _Batch:
     """The rows a batch writes, gathered in one pass over its operations."""
 
-    def __init__(self, scope: SdkScope, build_id: UUID, now: Any, ops: int) -> None:
+    def __init__(self, scope: SdkScope, build_id: UUID, now: Any, ops: list[BatchOp]) -> None:
         self.env_id = scope.env_id
         self.build_id = build_id
         self.now = now
@@ -221,9 +221,11 @@ class _Batch:
         self.assets: dict[tuple[UUID, str, str], dict[str, Any]] = {}
         self.results: list[Result] = []
         self._ids: list[UUID] = []
-        # ids are drawn in blocks (see new_ids): the first for what a batch of this
-        # length usually needs (a row per task and per event), more if it needs more
-        self._block = min(_ID_BLOCK, 2 * ops + 8)
+        # ids are drawn in blocks (see new_ids): the first for what the batch needs
+        # without assets (an event per operation, a row per task it registers), more
+        # if it needs more
+        registers = sum(1 for op in ops if op.task is not None)
+        self._block = min(_ID_BLOCK, len(ops) + registers)
 
     def new_id(self) -> UUID:
         """An id for a row of the batch."""
@@ -456,7 +458,7 @@ async def _apply_with_core(
     )
     if receipt.scalar_one_or_none() is None:
         return None
-    batch = _Batch(scope, build_id, now, len(request.ops))
+    batch = _Batch(scope, build_id, now, request.ops)
     await _register_tasks(conn, batch, request.ops)
     batch.results = [batch.apply(op) for op in request.ops]
     await _write(conn, batch)
@@ -492,7 +494,7 @@ async def _apply_in_one_statement(
     """The batch as a look-up and one statement, outside any transaction (None: a
     replay, or not a build of the caller's)."""
     now = utcnow()
-    batch = _Batch(scope, build_id, now, len(request.ops))
+    batch = _Batch(scope, build_id, now, request.ops)
     rows = _task_rows(batch, request.ops)
     async with pg_driver.one_statement_errors(conn, pg):
         found = await batch_pg.look_up(
@@ -526,7 +528,7 @@ async def _apply_in_transaction(
 ) -> BatchOutcome | None:
     """The batch in two statements in a transaction (a savepoint of the session's)."""
     now = utcnow()
-    batch = _Batch(scope, build_id, now, len(request.ops))
+    batch = _Batch(scope, build_id, now, request.ops)
     rows = _task_rows(batch, request.ops)
     named = _named_tasks(request.ops)
     owned = not pg.is_in_transaction()  # else a savepoint of the session's transaction

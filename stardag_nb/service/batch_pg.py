@@ -169,7 +169,7 @@ def _columns(rows: list[dict[str, Any]], *keys: str) -> list[list[Any]]:
 
 def _json(value: Any) -> str:
     """A JSON column's text, as SQLAlchemy's ``JSON`` type writes it (``None``: ``null``)."""
-    return json.dumps(value)
+    return "null" if value is None else json.dumps(value)
 
 
 async def look_up(

@@ -54,6 +54,7 @@ def new_ids(count: int) -> list[UUID]:
 
 _new = object.__new__
 _set = object.__setattr__
+_UNKNOWN = SafeUUID.unknown
 
 
 _RAND_B_MASK = (1 << 62) - 1
@@ -71,7 +72,7 @@ def _uuid_of(bits: int) -> UUID:
     """``UUID(int=bits)`` without its argument checks (``bits`` is in range)."""
     uuid = _new(UUID)
     _set(uuid, "int", bits)
-    _set(uuid, "is_safe", SafeUUID.unknown)
+    _set(uuid, "is_safe", _UNKNOWN)
     return uuid
 
 
