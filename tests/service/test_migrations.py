@@ -1,12 +1,14 @@
 """Schema migrations: ``alembic upgrade head`` on an empty database gives exactly the
-models' schema (``alembic check``), down and up again works, and data written at head
-survives restarts of the real server (a clean stop, and a SIGKILL right after a write)."""
+models' schema (``alembic check``), down and up again works, an upgrade keeps the rows
+of the tables it changes, and data written at head survives restarts of the real server
+(a clean stop, and a SIGKILL right after a write)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from stardag_nb.service.db.migrate import alembic_config, upgrade_head
@@ -61,6 +63,61 @@ async def _migrate_and_compare(url: str) -> None:
 
 def test_upgrade_on_empty_database_gives_models_schema(backend: str, tmp_path: Path) -> None:
     asyncio.run(_migrate_and_compare(make_database_url(backend, tmp_path, "migrate")))
+
+
+async def _upgrade_with_rows(url: str) -> None:
+    db = Database(url)
+    tables = Base.metadata.tables
+    now = datetime.now(UTC)
+    ws, env, build, up, down = (uuid.uuid4() for _ in range(5))
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0003"))
+        async with db.engine.begin() as conn:
+            for table, row in [
+                ("workspaces", {"id": ws, "name": "W", "slug": "w", "created_at": now}),
+                (
+                    "environments",
+                    {"id": env, "workspace_id": ws, "name": "E", "slug": "e", "state": "running",
+                     "is_personal": False, "created_at": now, "updated_at": now},
+                ),
+                ("builds", {"id": build, "environment_id": env, "name": "b", "root_task_ids": [],
+                            "created_at": now}),
+                *[
+                    ("tasks", {"id": pk, "environment_id": env, "task_id": name,
+                               "task_namespace": "", "task_name": "T", "task_data": {},
+                               "created_at": now})
+                    for pk, name in ((up, "up"), (down, "down"))
+                ],
+                ("task_dependencies", {"upstream_id": up, "downstream_id": down,
+                                       "environment_id": env, "dynamic": False, "created_at": now}),
+                *[
+                    ("events", {"id": uuid.uuid4(), "environment_id": env, "build_id": build,
+                                "task_pk": pk, "event_type": "task_pending", "created_at": now})
+                    for pk in (up, down, None)
+                ],
+            ]:  # fmt: skip
+                await conn.execute(insert(tables[table]).values(**row))
+        await upgrade_head(db)
+        async with db.engine.begin() as conn:
+            assert await conn.run_sync(_diff) == []
+            count = select(func.count()).select_from
+            assert (await conn.execute(count(tables["events"]))).scalar() == 3
+            assert (await conn.execute(count(tables["task_dependencies"]))).scalar() == 1
+            # the keys that remain still delete an event with its task, or its build
+            await conn.execute(delete(tables["tasks"]).where(tables["tasks"].c.id == up))
+            assert (await conn.execute(count(tables["events"]))).scalar() == 2
+            assert (await conn.execute(count(tables["task_dependencies"]))).scalar() == 0
+            await conn.execute(delete(tables["builds"]).where(tables["builds"].c.id == build))
+            assert (await conn.execute(count(tables["events"]))).scalar() == 0
+    finally:
+        await db.dispose()
+
+
+def test_upgrade_keeps_events_and_edges(backend: str, tmp_path: Path) -> None:
+    """0004 rebuilds ``events`` and ``task_dependencies`` on SQLite (its tables cannot
+    drop a foreign key in place): their rows, and the keys they keep, survive it."""
+    asyncio.run(_upgrade_with_rows(make_database_url(backend, tmp_path, "upgrade")))
 
 
 def test_single_head_and_config_without_ini() -> None:
