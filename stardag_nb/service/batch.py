@@ -225,7 +225,7 @@ class _Batch:
         # without assets (an event per operation, a row per task it registers), more
         # if it needs more
         registers = sum(1 for op in ops if op.task is not None)
-        self._block = min(_ID_BLOCK, len(ops) + registers)
+        self._block = max(1, min(_ID_BLOCK, len(ops) + registers))
 
     def new_id(self) -> UUID:
         """An id for a row of the batch."""

@@ -110,6 +110,29 @@ async def _upgrade_with_rows(url: str) -> None:
             assert (await conn.execute(count(tables["task_dependencies"]))).scalar() == 0
             await conn.execute(delete(tables["builds"]).where(tables["builds"].c.id == build))
             assert (await conn.execute(count(tables["events"]))).scalar() == 0
+            # and an edge with its downstream task
+            await conn.execute(
+                insert(tables["tasks"]).values(
+                    id=up,
+                    environment_id=env,
+                    task_id="up",
+                    task_namespace="",
+                    task_name="T",
+                    task_data={},
+                    created_at=now,
+                )
+            )
+            await conn.execute(
+                insert(tables["task_dependencies"]).values(
+                    upstream_id=up,
+                    downstream_id=down,
+                    environment_id=env,
+                    dynamic=False,
+                    created_at=now,
+                )
+            )
+            await conn.execute(delete(tables["tasks"]).where(tables["tasks"].c.id == down))
+            assert (await conn.execute(count(tables["task_dependencies"]))).scalar() == 0
     finally:
         await db.dispose()
 

@@ -309,9 +309,9 @@ class Event(Base):
     id: Mapped[UUID] = _id()
     # its build's environment, with no foreign key of its own: the build's (and the
     # task's) delete the event with them, and an environment is never deleted (its
-    # rows are, by environment_id: lifecycle.tombstone). A check of the environment's
-    # one row for every event written cost the database ~13% of its CPU under
-    # concurrent batches (all of them locking that row)
+    # rows are, by environment_id: lifecycle.tombstone). Checking (and share-locking)
+    # the environment's row for every event and edge written cost the database ~12%
+    # of its CPU per batch under concurrent builds
     environment_id: Mapped[UUID] = mapped_column(index=True)
     build_id: Mapped[UUID] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), index=True)
     task_pk: Mapped[UUID | None] = mapped_column(
