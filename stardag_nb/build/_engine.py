@@ -756,9 +756,7 @@ class BuildEngine:
         for it (as :meth:`_submit` chains them)."""
         task = node.task
         node.state = _State.RUNNING
-        node.started = True
-        self._record_now(self.registry.task_start, "the start of %s", task)
-        self._emit(BuildEventKind.TASK_STARTED, task)
+        self._started_now(node)
         executor: Any = self.executor
         try:
             chain = self._chain_after(node)
@@ -794,6 +792,10 @@ class BuildEngine:
             self._unclaim(node)
             self._progress.set()  # (the build may have nothing left to follow)
             return
+        self._started_now(node)
+
+    def _started_now(self, node: _Node) -> None:
+        """Record and announce that ``node``, followed directly, started."""
         node.started = True
         self._record_now(self.registry.task_start, "the start of %s", node.task)
         self._emit(BuildEventKind.TASK_STARTED, node.task)

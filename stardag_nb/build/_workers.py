@@ -388,11 +388,7 @@ class ThreadWorkers:
                 wall = now - since
                 self._mean_job += _MEAN_WEIGHT * (wall - self._mean_job)
                 crowded = self._busy > 2
-                finished = self._finished
-                if not finished:
-                    self._held_since = now
-                finished.append((job.futures[i], ok, value))
-                due = self._due()
+                due = self._hold(job.futures[i], ok, value, now)
             if due:
                 self._report()
             # Several workers taking turns at the GIL make each other's trivial jobs
@@ -429,12 +425,16 @@ class ThreadWorkers:
     def _hand_back(self, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         """Hold a result for the loop; wake it when a batch is due."""
         with self._lock:
-            if not self._finished:
-                self._held_since = time.monotonic()
-            self._finished.append((future, ok, value))
-            due = self._due()
+            due = self._hold(future, ok, value, time.monotonic())
         if due:
             self._report()
+
+    def _hold(self, future: asyncio.Future[Any], ok: bool, value: Any, now: float) -> bool:
+        """(self._lock held) Hold a result for the loop; whether a batch is due."""
+        if not self._finished:
+            self._held_since = now
+        self._finished.append((future, ok, value))
+        return self._due()
 
     def _due(self) -> bool:
         """(self._lock held) Whether the results held should go to the loop now: while
