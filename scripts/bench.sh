@@ -9,7 +9,10 @@
 #   dask_executor  40 CPU-bound tasks on a 2-worker LocalCluster against one local
 #                  process, and the Dask executor's per-task cost for trivial tasks
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-ensure_venv "dask"
+# PostgreSQL server binaries: benchmarks.service runs the service and its load on PostgreSQL
+"$ROOT/scripts/system_deps.sh" --postgres-only
+# dask: benchmarks.dask_executor; service: benchmarks.service (the server it starts)
+ensure_venv "dask,service"
 cd "$ROOT"
 "$VENV/bin/python" -m benchmarks.ids
 "$VENV/bin/python" -m benchmarks.build "$@"

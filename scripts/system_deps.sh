@@ -4,6 +4,7 @@
 #   scripts/system_deps.sh              # chromium + graphviz (tests/browser, DAG pictures)
 #                                       # + PostgreSQL server binaries (tests/service, tests/acceptance)
 #   scripts/system_deps.sh --no-postgres  # chromium + graphviz only (scripts/browser_deps.sh)
+#   scripts/system_deps.sh --postgres-only  # PostgreSQL server binaries only (scripts/bench.sh)
 #
 # PostgreSQL: the tests start their own throwaway cluster (tests/pg_server.py) from
 # /usr/lib/postgresql/*/bin on a free loopback port; the Debian-packaged cluster service is
@@ -13,10 +14,12 @@ set -euo pipefail
 
 CHROMIUM=/usr/bin/chromium
 WANT_POSTGRES=1
+WANT_BROWSER=1
 for arg in "$@"; do
     case "$arg" in
         --no-postgres) WANT_POSTGRES=0 ;;
-        *) echo "usage: $0 [--no-postgres]" >&2; exit 2 ;;
+        --postgres-only) WANT_BROWSER=0 ;;
+        *) echo "usage: $0 [--no-postgres | --postgres-only]" >&2; exit 2 ;;
     esac
 done
 
@@ -26,8 +29,10 @@ have_postgres() {
 }
 
 missing=()
-[ -x "$CHROMIUM" ] || missing+=(chromium)
-command -v dot >/dev/null || missing+=(graphviz)
+if [ "$WANT_BROWSER" = 1 ]; then
+    [ -x "$CHROMIUM" ] || missing+=(chromium)
+    command -v dot >/dev/null || missing+=(graphviz)
+fi
 if [ "$WANT_POSTGRES" = 1 ] && ! have_postgres; then
     missing+=(postgresql)
 fi
