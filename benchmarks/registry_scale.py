@@ -12,7 +12,8 @@ with an :class:`SQLiteRegistry` on a fresh file and with :class:`NoOpRegistry`, 
 The registry's extra cost per task is ``(t_registry - t_noop) / (N + 1)``, in wall time
 and in CPU time of the whole process (all threads: the registry writes on a background
 thread, so wall time also depends on a free core); the last lines print the ratio of
-that cost at the largest size to the smallest (flat: ~1.0). Each figure is the median
+that cost at the largest size to the smallest (flat: ~1.0), then the same ratio of the
+whole build's wall time per task with the registry on. Each figure is the median
 of several runs (fewer at larger sizes), registry and no-op interleaved in one process;
 ``close()`` (which writes the last rows) is timed too.
 Targets go to ``--root`` (default: a directory on /dev/shm when it exists).
@@ -81,6 +82,7 @@ def measure(base: str, sizes: list[int], runs: dict[int, int]) -> None:
     print(f"{'N':>8}{'runs':>6}{'registry':>10}{'no-op':>10}{'extra/task':>11}{'cpu/task':>9}"
           f"{'registry':>11}{'no-op':>10}{'extra/task':>11}{'cpu/task':>9}")  # fmt: skip
     extra: dict[int, list[float]] = {}
+    whole: dict[int, list[float]] = {}  # per task with the registry (fresh, partial), wall
     _one_run(base, 200, "sqlite")  # warm up imports and class creation
     _one_run(base, 200, "none")
     for n in sizes:
@@ -90,12 +92,15 @@ def measure(base: str, sizes: list[int], runs: dict[int, int]) -> None:
             for kind in ("sqlite", "none"):
                 samples[kind].append(_one_run(base, n, kind))
 
-        def med(kind: str, build: int, clock: int) -> float:
+        def med(
+            kind: str, build: int, clock: int, samples: dict[str, list[Sample]] = samples
+        ) -> float:
             return statistics.median(sample[build][clock] for sample in samples[kind])
 
         tasks = n + 1
         line = f"{n:>8}{count:>6}"
         extra[n] = []
+        whole[n] = [med("sqlite", build, 0) / tasks for build in (0, 1)]
         for build in (0, 1):
             wall = (med("sqlite", build, 0) - med("none", build, 0)) / tasks * 1e6
             cpu = (med("sqlite", build, 1) - med("none", build, 1)) / tasks * 1e6
@@ -109,6 +114,12 @@ def measure(base: str, sizes: list[int], runs: dict[int, int]) -> None:
         for i, label in enumerate(labels):
             ratio = extra[large][i] / extra[small][i] if extra[small][i] > 0 else float("nan")
             print(f"extra cost per task ({label}): N={large} / N={small} = {ratio:.2f}x")
+        for i, label in enumerate(("fresh", "partial")):
+            ratio = whole[large][i] / whole[small][i]
+            print(
+                f"whole cost per task with the registry ({label}, wall): "
+                f"N={large} / N={small} = {ratio:.2f}x"
+            )
 
 
 def main() -> None:
