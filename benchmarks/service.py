@@ -64,9 +64,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Isolate the client's configuration (target-root cache, profiles) before stardag_nb reads it.
+# Isolate the client's configuration (target-root cache, profiles) before stardag_nb reads it;
+# STARDAG_NB_* (the test servers' settings, e.g. STARDAG_NB_PG_BIN) stay.
 _HOME = tempfile.mkdtemp(prefix="stardag-nb-bench-home-")
-for _key in [k for k in os.environ if k.startswith("STARDAG_")]:
+for _key in [k for k in os.environ if k.startswith("STARDAG_") and not k.startswith("STARDAG_NB_")]:
     del os.environ[_key]
 os.environ.update(HOME=_HOME, STARDAG_HOME=os.path.join(_HOME, ".stardag"), COMMIT_HASH="bench")
 
@@ -526,6 +527,17 @@ def main() -> None:
     base = tempfile.mkdtemp(prefix="stardag-nb-bench-", dir=base)
     work = Path(base) / "service"  # the service's database next to the embedded one's
     postgres = not args.no_postgres
+    if postgres:
+        from tests.pg_server import postgres_available
+
+        if not postgres_available():
+            print(
+                "PostgreSQL server binaries not found (scripts/system_deps.sh --postgres-only "
+                "installs them; STARDAG_NB_PG_BIN names another bin dir): the PostgreSQL "
+                "rows and the load runs are left out.",
+                flush=True,
+            )
+            postgres = False
     try:
         from tests.service_proc import sqlite_url
 

@@ -11,7 +11,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 # PostgreSQL server binaries: benchmarks.service runs the service and its load on PostgreSQL
 "$ROOT/scripts/system_deps.sh" --postgres-only
-# dask: benchmarks.dask_executor; service: benchmarks.service (the server it starts)
+# PostgreSQL missing and not installable here: benchmarks.service leaves its rows out and says so.
+# dask: benchmarks.dask_executor (its distributed also brings psutil, which benchmarks.service
+# reads the server's CPU with); service: benchmarks.service (the server it starts)
 ensure_venv "dask,service"
 cd "$ROOT"
 "$VENV/bin/python" -m benchmarks.ids

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite needs. Idempotent; does nothing when all exist.
+# Install the Debian packages the test suite (and scripts/bench.sh) needs. Idempotent; does
+# nothing when all exist.
 #
 #   scripts/system_deps.sh              # chromium + graphviz (tests/browser, DAG pictures)
 #                                       # + PostgreSQL server binaries (tests/service, tests/acceptance)
@@ -22,6 +23,10 @@ for arg in "$@"; do
         *) echo "usage: $0 [--no-postgres | --postgres-only]" >&2; exit 2 ;;
     esac
 done
+if [ "$WANT_POSTGRES" = 0 ] && [ "$WANT_BROWSER" = 0 ]; then
+    echo "usage: $0 [--no-postgres | --postgres-only] (not both)" >&2
+    exit 2
+fi
 
 have_postgres() {
     compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null \
@@ -53,7 +58,7 @@ if [ "$sudo" = none ] || ! command -v apt-get >/dev/null; then
     if [ "${CI:-}" = true ]; then
         exit 1
     fi
-    echo "==> the tests that need them will be skipped" >&2
+    echo "==> the tests (and benchmark rows) that need them will be skipped" >&2
     exit 0
 fi
 
