@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from itertools import chain, islice
 from operator import itemgetter
@@ -297,9 +297,9 @@ class _Batch:
         the order of the index write its pages once each, where random order rewrites
         them at every few rows (a 100k-task build's rows: 18 -> 10 us a task in SQLite,
         1k: 10 -> 8). Events keep their order (their ids are the log's order). Sorts
-        are stable: of rows with one key, the first still wins. Task rows are all made
-        before they are written, to be sorted (~230 bytes a task for a small body);
-        other rows are made as they are written."""
+        are stable: of rows with one key, the first still wins. Task and edge rows are
+        all made before they are written, to be sorted (~230 bytes a task for a small
+        body)."""
         ids: dict[int, str] = {}  # task UUIDs as text, each converted once
         for (_, i), e in self.build_tasks.items():
             ids[i] = e[_UUID]
@@ -312,7 +312,7 @@ class _Batch:
 
         def tasks() -> list[tuple[Any, ...]]:
             # made in the order of registration, then sorted: made in key order, they
-            # cost more than the sort (the tasks' objects visited in random order)
+            # cost more than the sort (objects visited in random order)
             seen: set[int] = set()
             rows = []
             for task, now in zip(self.tasks, self.task_times, strict=False):
@@ -323,19 +323,18 @@ class _Batch:
             rows.sort(key=_SECOND)
             return rows
 
-        def edges() -> Iterator[tuple[Any, ...]]:
-            keys = [s(d) for d, _, _, _ in self.edges]
-            for j in _key_order(keys):
-                _, dyn, ups, now = self.edges[j]
-                yield _edge_row(env, keys[j], dyn, [s(u) for u in ups], now)
+        def edges() -> list[tuple[Any, ...]]:
+            rows = [
+                _edge_row(env, s(d), dyn, [s(u) for u in ups], now)
+                for d, dyn, ups, now in self.edges
+            ]
+            rows.sort(key=_SECOND)
+            return rows
 
-        own = sorted(
-            ((b, e) for (b, _), e in self.build_tasks.items() if e[_OWN]), key=_build_task_key
-        )
-        others = sorted(
-            ((b, e) for (b, _), e in self.build_tasks.items() if not e[_OWN]),
-            key=_build_task_key,
-        )
+        # keyed (build key, task id as int): a UUID's text sorts as its int does
+        ordered = sorted(self.build_tasks.items(), key=_FIRST)
+        own = [(b, e) for (b, _), e in ordered if e[_OWN]]
+        others = [(b, e) for (b, _), e in ordered if not e[_OWN]]
         out = [
             _Statement(_UPSERT_TASKS, tasks()) if self.tasks else None,
             _Statement(
@@ -356,17 +355,8 @@ class _Batch:
         return [st for st in out if st is not None]
 
 
-_SECOND = itemgetter(1)  # a task row's or a completion row's task id
-
-
-def _key_order(keys: list[str]) -> list[int]:
-    """The positions of ``keys`` in key order (stable): rows are then made in that
-    order, one at a time, rather than all made first and then sorted."""
-    return sorted(range(len(keys)), key=keys.__getitem__)
-
-
-def _build_task_key(item: tuple[str, tuple[Any, ...]]) -> tuple[str, str]:
-    return item[0], item[1][_UUID]  # (build, task id): the key of build_tasks
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)  # a task, edge or completion row's task id
 
 
 class _Statement:
