@@ -12,13 +12,14 @@ import logging
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from math import isfinite
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, Union, cast, get_args
 from uuid import UUID, SafeUUID
 
 from pydantic import SerializationInfo
 from pydantic_core import PydanticSerializationError
 
-from .base_model import CONTEXT_MODE_KEY
+from .base_model import CONTEXT_MODE_KEY, StardagBaseModel
 from .exceptions import ParameterError, TaskDefinitionError, TaskImplementationError
 from .polymorphic import (
     NAME_KEY,
@@ -71,16 +72,19 @@ _namespace_bytes: tuple[UUID, bytes] = (
 )
 
 
+# The bits a UUID5 sets: the RFC 4122 variant (10) and version 5, in one mask and one or.
+_UUID5_KEEP = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID5_SET = (0x8000 << 48) | (5 << 76)
+
+
 def _uuid5(namespace: UUID, name: str) -> UUID:
     """``uuid.uuid5(namespace, name)``, computed with less overhead (ids are hot)."""
     global _namespace_bytes
     if _namespace_bytes[0] is not namespace:
         _namespace_bytes = (namespace, namespace.bytes)
     value = int.from_bytes(hashlib.sha1(_namespace_bytes[1] + name.encode()).digest()[:16], "big")
-    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
-    value = (value & ~(0xF000 << 64)) | (5 << 76)  # version 5
     result = object.__new__(UUID)
-    object.__setattr__(result, "int", value)
+    object.__setattr__(result, "int", (value & _UUID5_KEEP) | _UUID5_SET)
     object.__setattr__(result, "is_safe", SafeUUID.unknown)
     return result
 
@@ -220,6 +224,71 @@ def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     return tuple(key)
 
 
+_PLAIN_ID_FIELDS = "__stardag_plain_id_fields__"
+_UNKNOWN: Any = object()
+_PLAIN_ANNOTATIONS = (int, str, bool, float)
+
+
+def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None:
+    """The fields of ``cls`` (name, annotated type) if its id dict is just its type id
+    and their values as they are (see :func:`_plain_hash_jsonable`: the serializer's
+    dict, without calling it); decided once per class and kept on it. None if anything
+    could change a value or the set of fields: an annotation other than a plain scalar
+    type, field metadata (options, serializers), aliases, exclusions, extra or computed
+    fields, custom JSON encoders, or serializers other than the library's."""
+    if is_skeleton(cls):  # cloudpickle is still filling it in: decide later
+        return None
+    fields: tuple[tuple[str, type], ...] | None = tuple(
+        (name, info.annotation)  # type: ignore[misc]
+        for name, info in cls.model_fields.items()
+    )
+    decorators = cls.__pydantic_decorators__
+    if (
+        cls._serialize is not BaseTask._serialize
+        or cls._wrap_serialize is not StardagBaseModel._wrap_serialize
+        or cls._drop_hash_excluded is not StardagBaseModel._drop_hash_excluded
+        or set(decorators.model_serializers) != {"_wrap_serialize"}
+        or decorators.field_serializers
+        or decorators.computed_fields
+        or cls.__stardag_fields__
+        or cls.model_config.get("extra") == "allow"
+        or cls.model_config.get("json_encoders")
+    ):
+        fields = None
+    else:
+        for info in cls.model_fields.values():
+            if (
+                info.annotation not in _PLAIN_ANNOTATIONS
+                or info.metadata
+                or info.exclude
+                or getattr(info, "exclude_if", None) is not None
+                or info.alias is not None
+                or info.serialization_alias is not None
+            ):
+                fields = None
+                break
+    type.__setattr__(cls, _PLAIN_ID_FIELDS, fields)
+    return fields
+
+
+def _plain_hash_jsonable(
+    task: BaseTask, fields: tuple[tuple[str, type], ...]
+) -> dict[str, Any] | None:
+    """The id dict of a task of a plain class (:func:`_plain_id_fields`) built directly,
+    equal to what the serializer gives; None if a value is not exactly of its field's
+    type (a subclass, a value set without validation) or is a float that is not finite:
+    the serializer decides those."""
+    type_id = type(task).__type_id__
+    data: dict[str, Any] = {NAMESPACE_KEY: type_id.namespace, NAME_KEY: type_id.name}
+    values: dict[str, Any] = task.__dict__
+    for name, kind in fields:
+        value = values[name]
+        if value.__class__ is not kind or (kind is float and not isfinite(cast("float", value))):
+            return None
+        data[name] = value
+    return data
+
+
 class _Same:
     """A task argument in an intern key: equal only to the very same instance. Tasks
     with one id can differ in the code beneath them (a notebook cell redefined a task
@@ -340,6 +409,14 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
 
     def _hash_jsonable(self) -> dict[str, Any]:
         """The JSON-able dict the id is computed from."""
+        cls = type(self)
+        fields = cls.__dict__.get(_PLAIN_ID_FIELDS, _UNKNOWN)
+        if fields is _UNKNOWN:
+            fields = _plain_id_fields(cls)
+        if fields is not None:
+            plain = _plain_hash_jsonable(self, fields)
+            if plain is not None:
+                return plain
         try:
             data: dict[str, Any] = type(self).__pydantic_serializer__.to_python(
                 self, mode="json", context={CONTEXT_MODE_KEY: "hash", _HASH_ROOT_KEY: self}

@@ -440,3 +440,102 @@ def test_a_parameter_named_id_is_a_definition_error_naming_it() -> None:
         @sd.task
         def by_id(id: int) -> int:
             return id
+
+
+def _serializer_id_json(task: sd.BaseTask) -> str:
+    """The id's JSON as the pydantic serializer's dict gives it (the general path)."""
+    from stardag_nb._task import _HASH_ROOT_KEY
+
+    context = {"mode": "hash", _HASH_ROOT_KEY: task}
+    data = type(task).__pydantic_serializer__.to_python(task, mode="json", context=context)
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def _id_json(task: sd.BaseTask) -> str:
+    return json.dumps(task._hash_jsonable(), separators=(",", ":"), sort_keys=True)
+
+
+def test_plain_classes_build_the_id_dict_directly_and_equal_the_serializer() -> None:
+    """Tasks whose fields are plain scalars get their id dict without the serializer;
+    it must be the serializer's dict for every value (or the class must not qualify)."""
+    from stardag_nb._task import _PLAIN_ID_FIELDS
+
+    class Scalars(sd.AutoTask[int]):
+        a: int
+        b: str = "x"
+        c: bool = False
+        d: float = 0.5
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    values = [
+        {"a": 1},
+        {"a": -(2**70), "b": 'é\n\x00\u2028"\\', "c": True, "d": 1e16},
+        {"a": True, "d": 3},  # lax input: a bool for an int, an int for a float
+        {"a": 0, "d": -0.0},
+        {"a": 0, "d": float("nan")},  # not finite: the serializer decides
+        {"a": 0, "d": float("inf")},
+        {"a": 0, "d": 1e-7, "version": "2"},
+    ]
+    for kwargs in values:
+        task = Scalars(**kwargs)  # type: ignore[arg-type]
+        assert _id_json(task) == _serializer_id_json(task), kwargs
+        fresh = Scalars.model_construct(**kwargs)  # no validation: the values as given
+        assert _id_json(fresh) == _serializer_id_json(fresh), kwargs
+    assert [name for name, _ in Scalars.__dict__[_PLAIN_ID_FIELDS]] == ["version", *"abcd"]
+
+
+def test_classes_that_change_their_id_dict_take_the_serializer_path() -> None:
+    from pydantic import Field, field_serializer
+
+    from stardag_nb._task import _PLAIN_ID_FIELDS
+
+    class Options(sd.AutoTask[int]):
+        a: Annotated[int, sd.StardagField(hash_exclude=True)] = 1
+        b: int = 2
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    class Aliased(sd.AutoTask[int]):
+        a: int = Field(1, serialization_alias="A")
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    class Serialized(sd.AutoTask[int]):
+        a: int = 1
+
+        @field_serializer("a")
+        def _a(self, value: int) -> int:
+            return value * 10
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    class Optional_(sd.AutoTask[int]):
+        a: int | None = None
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    class Upstream(sd.AutoTask[int]):
+        up: sd.TaskLoads[int]
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    class Encoded(sd.AutoTask[int]):
+        model_config = pydantic.ConfigDict(json_encoders={int: lambda v: v * 100})
+        a: int = 1
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    tasks = [Options(), Aliased(), Serialized(), Optional_(), Upstream(up=Leaf(n=1)), Encoded()]
+    for task in tasks:
+        assert type(task).__dict__[_PLAIN_ID_FIELDS] is None, type(task)
+        assert _id_json(task) == _serializer_id_json(task)
+    assert "a" not in Options()._hash_jsonable()
+    assert Serialized()._hash_jsonable()["a"] == 10
