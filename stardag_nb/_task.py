@@ -225,17 +225,21 @@ def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
 
 
 _PLAIN_ID_FIELDS = "__stardag_plain_id_fields__"
-_UNKNOWN: Any = object()
+_MISSING: Any = object()
 _PLAIN_ANNOTATIONS = (int, str, bool, float)
 
 
 def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None:
     """The fields of ``cls`` (name, annotated type) if its id dict is just its type id
     and their values as they are (see :func:`_plain_hash_jsonable`: the serializer's
-    dict, without calling it); decided once per class and kept on it. None if anything
-    could change a value or the set of fields: an annotation other than a plain scalar
-    type, field metadata (options, serializers), aliases, exclusions, extra or computed
-    fields, custom JSON encoders, or serializers other than the library's."""
+    dict, without calling it). None if anything could change a value or the set of
+    fields: an annotation other than a plain scalar type, field metadata (options,
+    serializers), aliases, exclusions, extra or computed fields, custom JSON encoders,
+    a custom core schema, or serialization hooks other than the library's.
+
+    Decided at the class's first id and kept on it with its serializer: a rebuilt
+    class (``model_rebuild``, a new serializer) is decided again. A class changed in
+    place after its first id without a rebuild keeps the decision."""
     if is_skeleton(cls):  # cloudpickle is still filling it in: decide later
         return None
     fields: tuple[tuple[str, type], ...] | None = tuple(
@@ -245,7 +249,9 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
     decorators = cls.__pydantic_decorators__
     if (
         cls._serialize is not BaseTask._serialize
+        or cls._hash_reference is not BaseTask._hash_reference
         or cls._wrap_serialize is not StardagBaseModel._wrap_serialize
+        or _own_core_schema(cls)
         or cls._drop_hash_excluded is not StardagBaseModel._drop_hash_excluded
         or set(decorators.model_serializers) != {"_wrap_serialize"}
         or decorators.field_serializers
@@ -267,23 +273,32 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
             ):
                 fields = None
                 break
-    type.__setattr__(cls, _PLAIN_ID_FIELDS, fields)
+    type.__setattr__(cls, _PLAIN_ID_FIELDS, (cls.__pydantic_serializer__, fields))
     return fields
+
+
+def _own_core_schema(cls: type) -> bool:
+    """Whether ``cls`` or a base below pydantic's defines ``__get_pydantic_core_schema__``
+    (a custom schema may serialize the task its own way)."""
+    from pydantic import BaseModel
+
+    hook = getattr(getattr(cls, "__get_pydantic_core_schema__", None), "__func__", None)
+    return hook is not getattr(BaseModel.__get_pydantic_core_schema__, "__func__", None)
 
 
 def _plain_hash_jsonable(
     task: BaseTask, fields: tuple[tuple[str, type], ...]
 ) -> dict[str, Any] | None:
     """The id dict of a task of a plain class (:func:`_plain_id_fields`) built directly,
-    equal to what the serializer gives; None if a value is not exactly of its field's
-    type (a subclass, a value set without validation) or is a float that is not finite:
-    the serializer decides those."""
+    equal to what the serializer gives; None if a value is missing or not exactly of its
+    field's type (a subclass, a value set without validation) or is a float that is not
+    finite: the serializer decides those."""
     type_id = type(task).__type_id__
     data: dict[str, Any] = {NAMESPACE_KEY: type_id.namespace, NAME_KEY: type_id.name}
     values: dict[str, Any] = task.__dict__
     for name, kind in fields:
-        value = values[name]
-        if value.__class__ is not kind or (kind is float and not isfinite(cast("float", value))):
+        value = values.get(name, _MISSING)  # (model_construct may leave a field out)
+        if type(value) is not kind or (kind is float and not isfinite(cast("float", value))):
             return None
         data[name] = value
     return data
@@ -410,8 +425,10 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
     def _hash_jsonable(self) -> dict[str, Any]:
         """The JSON-able dict the id is computed from."""
         cls = type(self)
-        fields = cls.__dict__.get(_PLAIN_ID_FIELDS, _UNKNOWN)
-        if fields is _UNKNOWN:
+        decided = cls.__dict__.get(_PLAIN_ID_FIELDS)
+        if decided is not None and decided[0] is cls.__pydantic_serializer__:
+            fields = decided[1]
+        else:  # first instance, or the class was rebuilt since (a new serializer)
             fields = _plain_id_fields(cls)
         if fields is not None:
             plain = _plain_hash_jsonable(self, fields)

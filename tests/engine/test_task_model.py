@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import pydantic
 import pytest
@@ -483,7 +483,28 @@ def test_plain_classes_build_the_id_dict_directly_and_equal_the_serializer() -> 
         assert _id_json(task) == _serializer_id_json(task), kwargs
         fresh = Scalars.model_construct(**kwargs)  # no validation: the values as given
         assert _id_json(fresh) == _serializer_id_json(fresh), kwargs
-    assert [name for name, _ in Scalars.__dict__[_PLAIN_ID_FIELDS]] == ["version", *"abcd"]
+    assert [name for name, _ in Scalars.__dict__[_PLAIN_ID_FIELDS][1]] == ["version", *"abcd"]
+    # model_construct may leave a field out: the serializer leaves it out of the id too
+    partial = Scalars.model_construct(b="y")
+    assert _id_json(partial) == _serializer_id_json(partial)
+
+
+def test_a_rebuilt_plain_class_is_decided_again() -> None:
+    """A class rebuilt after its first id (a new serializer) is not kept on the direct
+    path when it no longer qualifies: here a field is then excluded."""
+
+    class Rebuilt(sd.AutoTask[int]):
+        a: int = 1
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    assert "a" in Rebuilt(a=5)._hash_jsonable()
+    Rebuilt.model_fields["a"].exclude = True
+    Rebuilt.model_rebuild(force=True)
+    task = Rebuilt(a=6)
+    assert _id_json(task) == _serializer_id_json(task)
+    assert "a" not in task._hash_jsonable()
 
 
 def test_classes_that_change_their_id_dict_take_the_serializer_path() -> None:
@@ -533,9 +554,37 @@ def test_classes_that_change_their_id_dict_take_the_serializer_path() -> None:
         def run(self) -> None:
             self.output().save(1)
 
-    tasks = [Options(), Aliased(), Serialized(), Optional_(), Upstream(up=Leaf(n=1)), Encoded()]
+    class OwnSchema(sd.AutoTask[int]):
+        a: int = 1
+
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+            from pydantic_core import core_schema
+
+            schema = handler(source)
+            schema["serialization"] = core_schema.plain_serializer_function_ser_schema(
+                lambda value: {"custom": 1}
+            )
+            return schema
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    class OwnReference(sd.AutoTask[int]):
+        a: int = 1
+
+        def _hash_reference(self, context: Any) -> dict[str, str] | None:
+            return {"id": "fixed"}
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    tasks = [
+        *(Options(), Aliased(), Serialized(), Optional_(), Upstream(up=Leaf(n=1)), Encoded()),
+        *(OwnSchema(), OwnReference()),
+    ]
     for task in tasks:
-        assert type(task).__dict__[_PLAIN_ID_FIELDS] is None, type(task)
+        assert type(task).__dict__[_PLAIN_ID_FIELDS][1] is None, type(task)
         assert _id_json(task) == _serializer_id_json(task)
     assert "a" not in Options()._hash_jsonable()
     assert Serialized()._hash_jsonable()["a"] == 10
