@@ -507,6 +507,7 @@ def test_a_rebuilt_plain_class_is_decided_again() -> None:
     assert "a" not in task._hash_jsonable()
 
 
+@pytest.mark.filterwarnings("ignore:.*json_encoders.*:DeprecationWarning")
 def test_classes_that_change_their_id_dict_take_the_serializer_path() -> None:
     from pydantic import Field, field_serializer
 
