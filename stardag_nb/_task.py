@@ -16,7 +16,7 @@ from math import isfinite
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, Union, cast, get_args
 from uuid import UUID, SafeUUID
 
-from pydantic import SerializationInfo
+from pydantic import BaseModel, SerializationInfo
 from pydantic_core import PydanticSerializationError
 
 from .base_model import CONTEXT_MODE_KEY, StardagBaseModel
@@ -251,8 +251,8 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
         cls._serialize is not BaseTask._serialize
         or cls._hash_reference is not BaseTask._hash_reference
         or cls._wrap_serialize is not StardagBaseModel._wrap_serialize
-        or _own_core_schema(cls)
         or cls._drop_hash_excluded is not StardagBaseModel._drop_hash_excluded
+        or _own_core_schema(cls)
         or set(decorators.model_serializers) != {"_wrap_serialize"}
         or decorators.field_serializers
         or decorators.computed_fields
@@ -280,8 +280,6 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
 def _own_core_schema(cls: type) -> bool:
     """Whether ``cls`` or a base below pydantic's defines ``__get_pydantic_core_schema__``
     (a custom schema may serialize the task its own way)."""
-    from pydantic import BaseModel
-
     hook = getattr(getattr(cls, "__get_pydantic_core_schema__", None), "__func__", None)
     return hook is not getattr(BaseModel.__get_pydantic_core_schema__, "__func__", None)
 
