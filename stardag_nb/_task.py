@@ -224,22 +224,28 @@ def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     return tuple(key)
 
 
-_PLAIN_ID_FIELDS = "__stardag_plain_id_fields__"
-_MISSING: Any = object()
 _PLAIN_ANNOTATIONS = (int, str, bool, float)
+_MISSING: Any = object()
+# Methods through which the serializer builds a task's id dict: defined anywhere in a
+# class's MRO but in the library's own bases, they may change it (a mixin's may run
+# after the library's, through super()).
+_ID_HOOKS = (
+    "_serialize", "_hash_reference", "_wrap_serialize", "_drop_hash_excluded",
+    "__get_pydantic_core_schema__",
+)  # fmt: skip
 
 
 def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None:
     """The fields of ``cls`` (name, annotated type) if its id dict is just its type id
     and their values as they are (see :func:`_plain_hash_jsonable`: the serializer's
     dict, without calling it). None if anything could change a value or the set of
-    fields: an annotation other than a plain scalar type, field metadata (options,
-    serializers), aliases, exclusions, extra or computed fields, custom JSON encoders,
-    a custom core schema, or serialization hooks other than the library's.
+    fields: an annotation other than a plain scalar type (``@sd.task`` parameters,
+    ``T | TaskLoads[T]``, are not), field metadata (options, serializers), aliases,
+    exclusions, extra or computed fields, custom JSON encoders, or id hooks of its own.
 
-    Decided at the class's first id and kept on it with its serializer: a rebuilt
-    class (``model_rebuild``, a new serializer) is decided again. A class changed in
-    place after its first id without a rebuild keeps the decision."""
+    Decided at the class's first id and kept on it (``__stardag_plain_id__``) with its
+    serializer: a class rebuilt since (``model_rebuild``: a new serializer) is decided
+    again; one changed in place without a rebuild is not."""
     if is_skeleton(cls):  # cloudpickle is still filling it in: decide later
         return None
     fields: tuple[tuple[str, type], ...] | None = tuple(
@@ -247,12 +253,14 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
         for name, info in cls.model_fields.items()
     )
     decorators = cls.__pydantic_decorators__
+    library = (BaseTask, PolymorphicRoot, StardagBaseModel, BaseModel)
     if (
-        cls._serialize is not BaseTask._serialize
-        or cls._hash_reference is not BaseTask._hash_reference
-        or cls._wrap_serialize is not StardagBaseModel._wrap_serialize
-        or cls._drop_hash_excluded is not StardagBaseModel._drop_hash_excluded
-        or _own_core_schema(cls)
+        any(
+            name in klass.__dict__
+            for klass in cls.__mro__
+            if klass not in library
+            for name in _ID_HOOKS
+        )
         or set(decorators.model_serializers) != {"_wrap_serialize"}
         or decorators.field_serializers
         or decorators.computed_fields
@@ -273,15 +281,8 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
             ):
                 fields = None
                 break
-    type.__setattr__(cls, _PLAIN_ID_FIELDS, (cls.__pydantic_serializer__, fields))
+    type.__setattr__(cls, "__stardag_plain_id__", (cls, cls.__pydantic_serializer__, fields))
     return fields
-
-
-def _own_core_schema(cls: type) -> bool:
-    """Whether ``cls`` or a base below pydantic's defines ``__get_pydantic_core_schema__``
-    (a custom schema may serialize the task its own way)."""
-    hook = getattr(getattr(cls, "__get_pydantic_core_schema__", None), "__func__", None)
-    return hook is not getattr(BaseModel.__get_pydantic_core_schema__, "__func__", None)
 
 
 def _plain_hash_jsonable(
@@ -353,6 +354,8 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
 
     version: str = ""
     __version__: ClassVar[str] = ""
+    # (class, serializer, plain fields): see _plain_id_fields; each class sets its own
+    __stardag_plain_id__: ClassVar[tuple[Any, Any, Any]] = (None, None, None)
 
     # -- class creation ---------------------------------------------------------------
 
@@ -423,17 +426,17 @@ class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):
     def _hash_jsonable(self) -> dict[str, Any]:
         """The JSON-able dict the id is computed from."""
         cls = type(self)
-        decided = cls.__dict__.get(_PLAIN_ID_FIELDS)
-        if decided is not None and decided[0] is cls.__pydantic_serializer__:
-            fields = decided[1]
-        else:  # first instance, or the class was rebuilt since (a new serializer)
-            fields = _plain_id_fields(cls)
+        owner, serializer, fields = cls.__stardag_plain_id__
+        if owner is not cls or (
+            fields is not None and serializer is not cls.__pydantic_serializer__
+        ):
+            fields = _plain_id_fields(cls)  # its first id, or rebuilt since
         if fields is not None:
             plain = _plain_hash_jsonable(self, fields)
             if plain is not None:
                 return plain
         try:
-            data: dict[str, Any] = type(self).__pydantic_serializer__.to_python(
+            data: dict[str, Any] = cls.__pydantic_serializer__.to_python(
                 self, mode="json", context={CONTEXT_MODE_KEY: "hash", _HASH_ROOT_KEY: self}
             )
         except PydanticSerializationError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Annotated, Any
+from unittest.mock import ANY
 
 import pydantic
 import pytest
@@ -458,7 +459,7 @@ def _id_json(task: sd.BaseTask) -> str:
 def test_plain_classes_build_the_id_dict_directly_and_equal_the_serializer() -> None:
     """Tasks whose fields are plain scalars get their id dict without the serializer;
     it must be the serializer's dict for every value (or the class must not qualify)."""
-    from stardag_nb._task import _PLAIN_ID_FIELDS
+    from unittest.mock import Mock
 
     class Scalars(sd.AutoTask[int]):
         a: int
@@ -483,15 +484,17 @@ def test_plain_classes_build_the_id_dict_directly_and_equal_the_serializer() -> 
         assert _id_json(task) == _serializer_id_json(task), kwargs
         fresh = Scalars.model_construct(**kwargs)  # no validation: the values as given
         assert _id_json(fresh) == _serializer_id_json(fresh), kwargs
-    assert [name for name, _ in Scalars.__dict__[_PLAIN_ID_FIELDS][1]] == ["version", *"abcd"]
+    owner, _, fields = Scalars.__stardag_plain_id__
+    assert owner is Scalars and [name for name, _ in fields] == ["version", *"abcd"]
     # model_construct may leave a field out: the serializer leaves it out of the id too
     partial = Scalars.model_construct(b="y")
     assert _id_json(partial) == _serializer_id_json(partial)
+    # a value that only claims to be an int (its __class__) is not taken as one
+    with pytest.raises(ParameterError):
+        Scalars.model_construct(a=Mock(spec=int)).id  # noqa: B018
 
 
 def test_a_rebuilt_plain_class_is_decided_again() -> None:
-    """A class rebuilt after its first id (a new serializer) is not kept on the direct
-    path when it no longer qualifies: here a field is then excluded."""
 
     class Rebuilt(sd.AutoTask[int]):
         a: int = 1
@@ -511,7 +514,7 @@ def test_a_rebuilt_plain_class_is_decided_again() -> None:
 def test_classes_that_change_their_id_dict_take_the_serializer_path() -> None:
     from pydantic import Field, field_serializer
 
-    from stardag_nb._task import _PLAIN_ID_FIELDS
+    from stardag_nb.base_model import StardagBaseModel
 
     class Options(sd.AutoTask[int]):
         a: Annotated[int, sd.StardagField(hash_exclude=True)] = 1
@@ -580,12 +583,26 @@ def test_classes_that_change_their_id_dict_take_the_serializer_path() -> None:
         def run(self) -> None:
             self.output().save(1)
 
+    class Salted(StardagBaseModel):  # a mixin whose hook runs after the library's
+        def _serialize(self, handler: Any, info: Any, mode: str | None) -> Any:
+            data = super()._serialize(handler, info, mode)
+            if mode == "hash":
+                data["salt"] = "m"
+            return data
+
+    class WithMixin(sd.AutoTask[int], Salted):
+        a: int = 1
+
+        def run(self) -> None:
+            self.output().save(1)
+
     tasks = [
         *(Options(), Aliased(), Serialized(), Optional_(), Upstream(up=Leaf(n=1)), Encoded()),
-        *(OwnSchema(), OwnReference()),
+        *(OwnSchema(), OwnReference(), WithMixin()),
     ]
     for task in tasks:
-        assert type(task).__dict__[_PLAIN_ID_FIELDS][1] is None, type(task)
+        assert type(task).__stardag_plain_id__ == (type(task), ANY, None), type(task)
         assert _id_json(task) == _serializer_id_json(task)
     assert "a" not in Options()._hash_jsonable()
     assert Serialized()._hash_jsonable()["a"] == 10
+    assert WithMixin()._hash_jsonable()["salt"] == "m"
