@@ -13,7 +13,20 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from math import isfinite
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, Union, cast, get_args
+from types import UnionType
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    Self,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+)
 from uuid import UUID, SafeUUID
 
 from pydantic import BaseModel, SerializationInfo
@@ -24,6 +37,7 @@ from .exceptions import ParameterError, TaskDefinitionError, TaskImplementationE
 from .polymorphic import (
     NAME_KEY,
     NAMESPACE_KEY,
+    Polymorphic,
     PolymorphicMeta,
     PolymorphicRoot,
     is_skeleton,
@@ -239,22 +253,19 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
     """The fields of ``cls`` (name, annotated type) if its id dict is just its type id
     and their values as they are (see :func:`_plain_hash_jsonable`: the serializer's
     dict, without calling it). None if anything could change a value or the set of
-    fields: an annotation other than a plain scalar type (``@sd.task`` parameters,
-    ``T | TaskLoads[T]``, are not), field metadata (options, serializers), aliases,
-    exclusions, extra or computed fields, custom JSON encoders, or id hooks of its own.
+    fields: an annotation other than a plain scalar type (or ``T | TaskLoads[T]``, see
+    :func:`_plain_kind`), field metadata (options, serializers), aliases, exclusions,
+    extra or computed fields, custom JSON encoders, or id hooks of its own.
 
     Decided at the class's first id and kept on it (``__stardag_plain_id__``) with its
     serializer: a class rebuilt since (``model_rebuild``: a new serializer) is decided
     again; one changed in place without a rebuild is not."""
     if is_skeleton(cls):  # cloudpickle is still filling it in: decide later
         return None
-    fields: tuple[tuple[str, type], ...] | None = tuple(
-        (name, info.annotation)  # type: ignore[misc]
-        for name, info in cls.model_fields.items()
-    )
+    fields: tuple[tuple[str, type], ...] | None = None
     decorators = cls.__pydantic_decorators__
     library = (BaseTask, PolymorphicRoot, StardagBaseModel, BaseModel)
-    if (
+    own_serialization = (
         any(
             name in klass.__dict__
             for klass in cls.__mro__
@@ -267,12 +278,13 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
         or cls.__stardag_fields__
         or cls.model_config.get("extra") == "allow"
         or cls.model_config.get("json_encoders")
-    ):
-        fields = None
-    else:
-        for info in cls.model_fields.values():
+    )
+    if not own_serialization:
+        kinds = []
+        for name, info in cls.model_fields.items():
+            kind = _plain_kind(info.annotation)
             if (
-                info.annotation not in _PLAIN_ANNOTATIONS
+                kind is None
                 or info.metadata
                 or info.exclude
                 or getattr(info, "exclude_if", None) is not None
@@ -281,8 +293,29 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
             ):
                 fields = None
                 break
+            kinds.append((name, kind))
+        else:
+            fields = tuple(kinds)
     type.__setattr__(cls, "__stardag_plain_id__", (cls, cls.__pydantic_serializer__, fields))
     return fields
+
+
+def _plain_kind(annotation: Any) -> type | None:
+    """The plain scalar type whose values a field of this annotation gives the id as
+    they are: the annotation itself, or ``T`` of ``T | TaskLoads[T]`` (an ``@sd.task``
+    parameter; a task as its value takes the serializer's path). None for others."""
+    if annotation in _PLAIN_ANNOTATIONS:
+        return annotation  # type: ignore[no-any-return]
+    if get_origin(annotation) not in (Union, UnionType):
+        return None
+    args = get_args(annotation)
+    if len(args) != 2 or args[0] not in _PLAIN_ANNOTATIONS or get_origin(args[1]) is not Annotated:
+        return None
+    task_type, *metadata = get_args(args[1])
+    polymorphic = any(isinstance(m, Polymorphic) for m in metadata)
+    if not (polymorphic and isinstance(task_type, type) and issubclass(task_type, BaseTask)):
+        return None
+    return args[0]  # type: ignore[no-any-return]
 
 
 def _plain_hash_jsonable(
