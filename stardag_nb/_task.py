@@ -250,7 +250,7 @@ _ID_HOOKS = (
 
 
 def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None:
-    """The fields of ``cls`` (name, annotated type) if its id dict is just its type id
+    """The fields of ``cls`` (name, plain kind) if its id dict is just its type id
     and their values as they are (see :func:`_plain_hash_jsonable`: the serializer's
     dict, without calling it). None if anything could change a value or the set of
     fields: an annotation other than a plain scalar type (or ``T | TaskLoads[T]``, see
@@ -304,18 +304,23 @@ def _plain_kind(annotation: Any) -> type | None:
     """The plain scalar type whose values a field of this annotation gives the id as
     they are: the annotation itself, or ``T`` of ``T | TaskLoads[T]`` (an ``@sd.task``
     parameter; a task as its value takes the serializer's path). None for others."""
-    if annotation in _PLAIN_ANNOTATIONS:
-        return annotation  # type: ignore[no-any-return]
-    if get_origin(annotation) not in (Union, UnionType):
-        return None
+    plain = _exactly_plain(annotation)
+    if plain is not None or get_origin(annotation) not in (Union, UnionType):
+        return plain
     args = get_args(annotation)
-    if len(args) != 2 or args[0] not in _PLAIN_ANNOTATIONS or get_origin(args[1]) is not Annotated:
+    if len(args) != 2 or get_origin(args[1]) is not Annotated:
         return None
     task_type, *metadata = get_args(args[1])
     polymorphic = any(isinstance(m, Polymorphic) for m in metadata)
     if not (polymorphic and isinstance(task_type, type) and issubclass(task_type, BaseTask)):
         return None
-    return args[0]  # type: ignore[no-any-return]
+    return _exactly_plain(args[0])
+
+
+def _exactly_plain(annotation: Any) -> type | None:
+    """The plain scalar type ``annotation`` is (by identity: a class may claim to equal
+    one), or None."""
+    return next((kind for kind in _PLAIN_ANNOTATIONS if annotation is kind), None)
 
 
 def _plain_hash_jsonable(
@@ -323,8 +328,8 @@ def _plain_hash_jsonable(
 ) -> dict[str, Any] | None:
     """The id dict of a task of a plain class (:func:`_plain_id_fields`) built directly,
     equal to what the serializer gives; None if a value is missing or not exactly of its
-    field's type (a subclass, a value set without validation) or is a float that is not
-    finite: the serializer decides those."""
+    field's kind (a subclass, a task, a value set without validation) or is a float that
+    is not finite: the serializer decides those."""
     type_id = type(task).__type_id__
     data: dict[str, Any] = {NAMESPACE_KEY: type_id.namespace, NAME_KEY: type_id.name}
     values: dict[str, Any] = task.__dict__

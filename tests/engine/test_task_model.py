@@ -615,3 +615,20 @@ def test_classes_that_change_their_id_dict_take_the_serializer_path() -> None:
     assert "a" not in Options()._hash_jsonable()
     assert Serialized()._hash_jsonable()["a"] == 10
     assert WithMixin()._hash_jsonable()["salt"] == "m"
+
+
+def test_a_class_that_claims_to_equal_int_is_not_plain() -> None:
+    from stardag_nb._task import _plain_kind
+
+    class ClaimsInt(type):
+        def __eq__(cls, other: object) -> bool:
+            return other is int or type.__eq__(cls, other)
+
+        __hash__ = type.__hash__
+
+    class Odd(metaclass=ClaimsInt):
+        pass
+
+    assert Odd == int  # noqa: E721 (the point: it claims to)
+    assert _plain_kind(Odd) is None and _plain_kind(Odd | sd.TaskLoads[int]) is None
+    assert _plain_kind(int) is int and _plain_kind(int | sd.TaskLoads[int]) is int
