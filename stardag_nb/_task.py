@@ -291,7 +291,6 @@ def _plain_id_fields(cls: type[BaseTask]) -> tuple[tuple[str, type], ...] | None
                 or info.alias is not None
                 or info.serialization_alias is not None
             ):
-                fields = None
                 break
             kinds.append((name, kind))
         else:
