@@ -85,7 +85,12 @@ _LONG, _SHORT, _CROWDED = 0, 1, 2  # how short a job was (see ThreadWorkers._run
 # tasks: 154 ms with batches of 32, 131-135 ms with 256, 2 cores).
 _BATCH = 256  # results held before the loop is woken anyway
 _HOLD_SECONDS = 0.02  # ... or after this long (what a progress display shows lags by)
-_TICK_SECONDS = 0.003  # how often the loop looks for results held behind a long job
+# How often the loop looks for results held behind a long job and for stuck workers
+# (to add one); while every job is short and no worker looks stuck, less often (results
+# are still handed back within _HOLD_SECONDS).
+_TICK_SECONDS = 0.002
+_QUIET_TICK_SECONDS = 0.01
+_LONG_JOB_SECONDS = 0.003  # a job running this long no longer holds back results
 _GROW_AFTER_SECONDS = 0.002  # a worker busy this long with one job may be blocked
 # ... unless the jobs before it were short (their running mean below _SHORT_JOB_SECONDS):
 # then a job busy for a few milliseconds is more likely waiting for the GIL than blocked
@@ -161,8 +166,8 @@ class ThreadWorkers:
         self._all_idle: asyncio.Event | None = None
         self._closed = False
         self._reporting = False  # a _deliver is scheduled on the loop
-        self._growth_armed = False
         self._tick_armed = False
+        self._stuck_seen = False  # every worker looked stuck at the last tick
         self._running_since: dict[int, _Running] = {}
         self._cpu_seen: dict[tuple[int, float], tuple[float, float]] = {}
         self._held_since = 0.0
@@ -206,27 +211,37 @@ class ThreadWorkers:
 
     def _put(self, job: _Job) -> None:
         self._jobs.put(job)
-        if not self._tick_armed:
-            self._tick_armed = True
-            self._loop.call_later(_TICK_SECONDS, self._tick)  # type: ignore[union-attr]
         if not self._threads:
             self._maybe_start_worker()
-        elif not self._growth_armed and len(self._threads) < self.max_workers:
-            self._growth_armed = True
-            self._loop.call_later(_GROW_AFTER_SECONDS, self._grow)  # type: ignore[union-attr]
+        self._arm()
+
+    def _arm(self) -> None:
+        """Schedule the next :meth:`_tick`, unless one is scheduled."""
+        if self._tick_armed:
+            return
+        self._tick_armed = True
+        # Each tick wakes the loop, which then takes the GIL from the workers: while
+        # every job is short and no worker looks stuck, it looks less often.
+        quiet = self._mean_job < _SHORT_JOB_SECONDS and not self._stuck_seen
+        self._loop.call_later(  # type: ignore[union-attr]
+            _QUIET_TICK_SECONDS if quiet else _TICK_SECONDS, self._tick
+        )
 
     def _tick(self) -> None:
-        """(On the loop, every few ms while workers are busy) take the results held when
-        a worker moved on to a long job (it must not keep the short ones before it) or
-        when they are due."""
+        """(On the loop, every few ms while workers are busy or jobs wait) take the
+        results held when a worker moved on to a long job (it must not keep the short
+        ones before it) or when they are due; add a worker if every one looks stuck."""
         self._tick_armed = False
         if self._finished and not self._reporting and self._held_too_long():
             self._deliver()
+        if not self._jobs.empty() and not self._closed and len(self._threads) < self.max_workers:
+            self._grow()
         # (while results are held, too: a worker may have taken a job without being
         # counted busy yet, and no one else would hand them back before it ends)
         if self._busy or self._finished or not self._jobs.empty():
-            self._tick_armed = True
-            self._loop.call_later(_TICK_SECONDS, self._tick)  # type: ignore[union-attr]
+            self._arm()
+        else:
+            self._stuck_seen = False
 
     def _held_too_long(self) -> bool:
         """Whether results held should go to the loop now, though workers are busy:
@@ -235,19 +250,18 @@ class ThreadWorkers:
         with self._lock:
             if self._due():
                 return True
-            return any(now - since >= _TICK_SECONDS for since, _ in self._running_since.values())
+            return any(
+                now - since >= _LONG_JOB_SECONDS for since, _ in self._running_since.values()
+            )
 
     def _grow(self) -> None:
-        """Add a worker while jobs wait and every worker is blocked in its job (sleeping,
-        waiting on I/O) or computing outside the GIL. Workers that only wait for the GIL
-        (short Python bodies, while the loop does its bookkeeping) are not blocked: more
-        threads would only take turns at it."""
-        self._growth_armed = False
-        if self._jobs.empty() or self._closed or len(self._threads) >= self.max_workers:
-            return
-        now, cpu = time.monotonic(), time.process_time()
-        last_now, last_cpu = self._sample
-        self._sample = (now, cpu)
+        """(From :meth:`_tick`, while jobs wait) Add a worker if every worker is blocked
+        in its job (sleeping, waiting on I/O) or computing outside the GIL. Workers that
+        only wait for the GIL (short Python bodies, while the loop does its bookkeeping)
+        are not blocked: more threads would only take turns at it. The process's CPU
+        time (a system call) is read only while every worker looks stuck, so a worker
+        is added from the second such look on."""
+        now = time.monotonic()
         with self._lock:
             running = list(self._running_since.items())
             stuck = self._idle == 0 and bool(running)
@@ -256,15 +270,18 @@ class ThreadWorkers:
             if self._mean_job < _SHORT_JOB_SECONDS
             else _GROW_AFTER_SECONDS
         )
-        stuck = stuck and all(now - since >= after for _, (since, _) in running)
-        if stuck and now - last_now < 4 * _GROW_AFTER_SECONDS:  # a fresh sample
+        if not (stuck and all(now - since >= after for _, (since, _) in running)):
+            self._stuck_seen = False
+            self._cpu_seen.clear()
+            return
+        cpu = time.process_time()
+        last_now, last_cpu = self._sample
+        self._sample = (now, cpu)
+        self._stuck_seen = True
+        if now - last_now < 4 * _TICK_SECONDS:  # a fresh sample
             utilisation = (cpu - last_cpu) / max(now - last_now, 1e-6)
             if utilisation < _SATURATED or self._all_computing(running, now):
                 self._maybe_start_worker()
-        elif not stuck:
-            self._cpu_seen.clear()
-        self._growth_armed = True
-        self._loop.call_later(_GROW_AFTER_SECONDS, self._grow)  # type: ignore[union-attr]
 
     def _all_computing(self, running: list[tuple[int, _Running]], now: float) -> bool:
         """Whether every running job is computing (judged from the second look on)."""
