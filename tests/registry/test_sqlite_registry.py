@@ -748,3 +748,44 @@ def test_rows_written_beside_a_build_equal_rows_written_at_its_end(tmp_path: Pat
     assert any("nul \\u0000 inside" in row[4] for row in beside_rows["tasks"])
     assert ("broke: \x00",) in [(row[2],) for row in beside_rows["build_tasks"]]
     assert len(beside_rows["completions"]) == 41
+
+
+def test_a_write_beside_a_build_goes_on_as_parameters_once_a_caller_waits(
+    tmp_path: Path,
+) -> None:
+    """A build's last write waits for the one in flight beside it: that one's remaining
+    rows then go as parameters (cheaper for SQLite than JSON, and nothing else runs),
+    and both together write what one write at the end would."""
+    files = [tmp_path / "switched.sqlite3", tmp_path / "end.sqlite3"]
+    kinds: list[str] = []  # of the statements after the caller began to wait
+    for switched, path in zip((True, False), files, strict=True):
+        registry = SQLiteRegistry(path, flush_interval_seconds=3600)
+        build_id = registry.build_start()
+        for n in range(3000):  # 3,000 event rows: several JSON statements
+            registry.task_register(build_id, RegLeaf(n=n))
+        if switched:
+            waiter: list[threading.Thread] = []
+
+            def trace(
+                sql: str,
+                registry: SQLiteRegistry = registry,
+                waiter: list[threading.Thread] = waiter,
+            ) -> None:
+                if waiter:
+                    kinds.append("json" if "json_each" in sql else "values")
+                elif "json_each" in sql:  # the first JSON statement is about to run
+                    waiter.append(threading.Thread(target=registry.flush))
+                    waiter[0].start()  # a caller waits for the write in flight
+                    deadline = time.monotonic() + 10
+                    while not registry._w.waiting and time.monotonic() < deadline:
+                        time.sleep(0.001)
+
+            registry._w.conn.set_trace_callback(trace)
+            registry._w.flush(beside=True)  # as the flusher does during a build
+            waiter[0].join(10)
+            registry._w.conn.set_trace_callback(None)
+        registry.build_complete(build_id)
+        registry.close()
+    assert "values" in kinds and "json" not in kinds
+    assert _rows(files[0]) == _rows(files[1])
+    assert len(_rows(files[0])["events"]) == 3000 + 2  # and the build's start and end

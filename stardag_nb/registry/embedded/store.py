@@ -62,6 +62,10 @@ _K = RegistryEventKind
 # -- SQL -------------------------------------------------------------------------------
 
 
+def _never() -> bool:
+    return False
+
+
 class _Bulk:
     """A statement that writes many rows at once: ``sql`` with ``{rows}`` where the rows
     go, ``columns`` values each: as ``VALUES`` lists of at most ``max_chunk`` rows (and
@@ -73,7 +77,9 @@ class _Bulk:
     running Python waits up to a switch interval (5 ms) for it each time: 100,000 task
     rows took 3.3 s beside a busy thread against 0.9 s as JSON, which SQLite parses and
     writes without the GIL. So writes beside a running build go as JSON, and the last
-    write of a build (nothing else runs) as ``VALUES``."""
+    write of a build (nothing else runs) as ``VALUES``; so does the rest of a write
+    beside a build that a caller waits for (``as_json`` is asked again before each
+    chunk): a build's last write waits for the one in flight."""
 
     def __init__(self, sql: str, columns: int) -> None:
         self.template, self.columns = sql, columns
@@ -96,13 +102,18 @@ class _Bulk:
         conn: sqlite3.Connection,
         rows: Iterable[tuple[Any, ...]],
         max_chunk: int,
-        as_json: bool = False,
+        as_json: Callable[[], bool] = _never,
     ) -> None:
         """Write ``rows``, in ``VALUES`` lists of at most ``max_chunk`` rows, or as JSON
-        (a chunk that JSON would not carry exactly, with a NUL character, as ``VALUES``)."""
+        while ``as_json()`` says so (a chunk that JSON would not carry exactly, with a
+        NUL character, as ``VALUES``)."""
         source = iter(rows)
-        while chunk := list(islice(source, _JSON_CHUNK_ROWS if as_json else max_chunk)):
-            if as_json:
+        while True:
+            json_now = as_json()
+            chunk = list(islice(source, _JSON_CHUNK_ROWS if json_now else max_chunk))
+            if not chunk:
+                break
+            if json_now:
                 try:
                     text = _ROWS_ENCODER.encode(chunk)
                 except ValueError:  # a NaN or infinity
@@ -120,7 +131,7 @@ class _Bulk:
                 start += size
 
 
-_JSON_CHUNK_ROWS = 16_384  # rows per JSON statement
+_JSON_CHUNK_ROWS = 1024  # rows per JSON statement (a waiting caller waits for one)
 _JSON_MAX_CHARS = 64 * 1024 * 1024  # a longer text (large task bodies) goes as parameters
 _ROWS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _MAX_CHUNK_ROWS = 256
@@ -368,7 +379,9 @@ class _Statement:
     def __init__(self, sql: _Bulk | str, rows: Iterable[tuple[Any, ...]]) -> None:
         self.sql, self.rows = sql, rows
 
-    def run(self, conn: sqlite3.Connection, max_chunk: int, as_json: bool = False) -> None:
+    def run(
+        self, conn: sqlite3.Connection, max_chunk: int, as_json: Callable[[], bool] = _never
+    ) -> None:
         if isinstance(self.sql, _Bulk):
             self.sql.run(conn, self.rows, max_chunk, as_json)
         else:
@@ -445,6 +458,7 @@ class _Writer:
         self.failed: list[_Batch] = []  # written batches that hit a transient error
         self.retry_at: float | None = None
         self.urgent = False  # max_rows reached: the flusher writes without waiting
+        self.waiting = 0  # callers waiting for db_lock to write (see _Bulk)
         self.live: dict[str, None] = {}  # the builds this registry runs (ordered set)
         self.live_rows = 0  # rows written while some of them ran (see _LARGE_BUILD_ROWS)
         # Their tasks' rows as last changed, by task UUID as int: changes need no read.
@@ -560,45 +574,66 @@ class _Writer:
     def flush(self, raise_errors: bool = True, final: bool = False, beside: bool = False) -> None:
         """Write every pending row in one transaction (once closed, only the final
         write runs); ``beside``: while a build runs (rows go as JSON, see _Bulk)."""
-        with self.db_lock:
+        if beside:
+            self.db_lock.acquire()
+        else:  # a caller waits: the rest of a write in flight goes as VALUES
             with self.lock:
-                if self.closed and not final:
-                    return
-                batch, self.urgent = self.batch, False
-                if batch.rows:
-                    self.batch = _Batch()
-                    if self.live:
-                        self.live_rows += batch.rows
-                    self.room.notify_all()
-            batches = [*self.failed, batch] if batch.rows else self.failed
-            if not batches:
-                return
+                self.waiting += 1
             try:
-                statements = [st for b in batches for st in b.statements(self.env)]
-                self._write(statements, as_json=beside and self.json)
-            except sqlite3.OperationalError as exc:
-                # Busy, or trouble with the disk: keep the rows; the flusher retries.
-                self.failed = batches
+                self.db_lock.acquire()
+            finally:
                 with self.lock:
-                    self.retry_at = time.monotonic() + self.interval
-                    self.cond.notify()
-                message = f"Could not write to the registry {self.path} ({exc}); will retry."
-                if raise_errors:
-                    raise StardagError(message) from exc
-                logger.warning(message)
-                return
-            except sqlite3.Error as exc:
-                self.failed = []
-                rows = sum(b.rows for b in batches)
-                message = f"Dropped {rows} registry rows that {self.path} refused: {exc}"
-                if raise_errors:
-                    raise StardagError(message) from exc
-                logger.error(message)
-                return
-            self.failed = []
-            self.retry_at = None
+                    self.waiting -= 1
+        try:
+            self._flush_locked(raise_errors, final, beside)
+        finally:
+            self.db_lock.release()
 
-    def _write(self, statements: list[_Statement], as_json: bool = False) -> None:
+    def _flush_locked(self, raise_errors: bool, final: bool, beside: bool) -> None:
+        """:meth:`flush`, self.db_lock held."""
+        with self.lock:
+            if self.closed and not final:
+                return
+            batch, self.urgent = self.batch, False
+            if batch.rows:
+                self.batch = _Batch()
+                if self.live:
+                    self.live_rows += batch.rows
+                self.room.notify_all()
+        batches = [*self.failed, batch] if batch.rows else self.failed
+        if not batches:
+            return
+        try:
+            statements = [st for b in batches for st in b.statements(self.env)]
+            self._write(statements, self._json_now if beside and self.json else _never)
+        except sqlite3.OperationalError as exc:
+            # Busy, or trouble with the disk: keep the rows; the flusher retries.
+            self.failed = batches
+            with self.lock:
+                self.retry_at = time.monotonic() + self.interval
+                self.cond.notify()
+            message = f"Could not write to the registry {self.path} ({exc}); will retry."
+            if raise_errors:
+                raise StardagError(message) from exc
+            logger.warning(message)
+            return
+        except sqlite3.Error as exc:
+            self.failed = []
+            rows = sum(b.rows for b in batches)
+            message = f"Dropped {rows} registry rows that {self.path} refused: {exc}"
+            if raise_errors:
+                raise StardagError(message) from exc
+            logger.error(message)
+            return
+        self.failed = []
+        self.retry_at = None
+
+    def _json_now(self) -> bool:
+        """Whether the next rows of a write beside a build go as JSON: not once a
+        caller waits for the write (nothing else runs then, or it waits too)."""
+        return not self.waiting
+
+    def _write(self, statements: list[_Statement], as_json: Callable[[], bool] = _never) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
