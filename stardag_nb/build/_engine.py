@@ -489,13 +489,17 @@ class BuildEngine:
                     continue
                 stack.append((task, static))
                 fresh: list[BaseTask] = []
+                slow: list[BaseTask] = []  # whose completion check may do I/O
                 for start in range(0, len(static), _SCAN_CHUNK):  # ids: made by requires()
-                    if start and time.perf_counter() >= self._slice_end:
+                    if time.perf_counter() >= self._slice_end:  # (requires() may take long)
                         await self._yield_slice()
                     chunk = static[start : start + _SCAN_CHUNK]
-                    fresh += [dep for dep in chunk if dep.id.int not in nodes]
-                if len(fresh) > 1:
-                    await self._check_concurrently(fresh)
+                    new = [dep for dep in chunk if dep.id.int not in nodes]
+                    fresh += new
+                    # (a task's first output(): ~10 us; 100k of them would hold the loop)
+                    slow += [dep for dep in new if not self._checks_locally(dep)]
+                if len(slow) > 1:
+                    await self._check_concurrently(slow)
                 stack.extend((d, None) for d in reversed(fresh))
                 continue
             # second visit: every dependency has a node now
@@ -555,12 +559,9 @@ class BuildEngine:
             local = self._local_check[cls] = _checks_outputs(task)
         return local and _stats_plainly(task)
 
-    async def _check_concurrently(self, tasks: list[BaseTask]) -> None:
+    async def _check_concurrently(self, slow: list[BaseTask]) -> None:
         """Check the completion of tasks whose check does I/O (remote targets) at once,
         ``max_concurrent_discover`` at a time; the results wait for their first visit."""
-        slow = [t for t in tasks if not self._checks_locally(t)]
-        if len(slow) < 2:
-            return
 
         async def check(task: BaseTask) -> None:
             try:
