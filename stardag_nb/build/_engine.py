@@ -75,7 +75,7 @@ _YIELD_TURNS = 3  # loop turns a yield gives (see _yield_slice)
 _SPAWN_BATCH = 64  # tasks spawned before their first steps run
 _DIRECT_SPAWNS = 8  # dependents a completion starts itself; more go through the queue
 _MAX_CHAIN = 64  # tasks handed to the executor as one chain after the first
-_SCAN_CHUNK = 256  # dependencies of one task looked up between checks of the slice
+_SCAN_CHUNK = 32  # new dependencies of one task looked at between checks of the slice
 
 
 def _checks_outputs(task: BaseTask) -> bool:
@@ -496,8 +496,8 @@ class BuildEngine:
                     chunk = static[start : start + _SCAN_CHUNK]
                     new = [dep for dep in chunk if dep.id.int not in nodes]
                     fresh += new
-                    # (a task's first output(): ~10 us; 100k of them would hold the loop)
-                    slow += [dep for dep in new if not self._checks_locally(dep)]
+                    if len(static) > 1:  # (a first output(): ~10 us, or far more)
+                        slow += [dep for dep in new if not self._checks_locally(dep)]
                 if len(slow) > 1:
                     await self._check_concurrently(slow)
                 stack.extend((d, None) for d in reversed(fresh))

@@ -221,8 +221,15 @@ class ThreadWorkers:
             return
         self._tick_armed = True
         # Each tick wakes the loop, which then takes the GIL from the workers: while
-        # every job is short and no worker looks stuck, it looks less often.
+        # every job is short and none runs long enough to be looked at soon, less often.
         quiet = self._mean_job < _SHORT_JOB_SECONDS and not self._stuck_seen
+        if quiet:
+            now = time.monotonic()
+            with self._lock:
+                quiet = all(
+                    now - since < _GROW_AFTER_SHORT_JOBS_SECONDS - _QUIET_TICK_SECONDS
+                    for since, _ in self._running_since.values()
+                )
         self._loop.call_later(  # type: ignore[union-attr]
             _QUIET_TICK_SECONDS if quiet else _TICK_SECONDS, self._tick
         )
@@ -258,10 +265,10 @@ class ThreadWorkers:
         """(From :meth:`_tick`, while jobs wait) Add a worker if every worker is blocked
         in its job (sleeping, waiting on I/O) or computing outside the GIL. Workers that
         only wait for the GIL (short Python bodies, while the loop does its bookkeeping)
-        are not blocked: more threads would only take turns at it. The process's CPU
-        time (a system call) is read only while every worker looks stuck, so a worker
-        is added from the second such look on."""
-        now = time.monotonic()
+        are not blocked: more threads would only take turns at it."""
+        now, cpu = time.monotonic(), time.process_time()
+        last_now, last_cpu = self._sample
+        self._sample = (now, cpu)
         with self._lock:
             running = list(self._running_since.items())
             stuck = self._idle == 0 and bool(running)
@@ -270,15 +277,10 @@ class ThreadWorkers:
             if self._mean_job < _SHORT_JOB_SECONDS
             else _GROW_AFTER_SECONDS
         )
-        if not (stuck and all(now - since >= after for _, (since, _) in running)):
-            self._stuck_seen = False
+        self._stuck_seen = stuck and all(now - since >= after for _, (since, _) in running)
+        if not self._stuck_seen:
             self._cpu_seen.clear()
-            return
-        cpu = time.process_time()
-        last_now, last_cpu = self._sample
-        self._sample = (now, cpu)
-        self._stuck_seen = True
-        if now - last_now < 4 * _TICK_SECONDS:  # a fresh sample
+        elif now - last_now < 2 * _QUIET_TICK_SECONDS:  # a fresh sample (the last tick's)
             utilisation = (cpu - last_cpu) / max(now - last_now, 1e-6)
             if utilisation < _SATURATED or self._all_computing(running, now):
                 self._maybe_start_worker()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import sqlite3
 import subprocess
@@ -750,31 +751,39 @@ def test_rows_written_beside_a_build_equal_rows_written_at_its_end(tmp_path: Pat
     assert len(beside_rows["completions"]) == 41
 
 
-def test_a_write_beside_a_build_goes_on_as_parameters_once_a_caller_waits(
-    tmp_path: Path,
+@pytest.mark.parametrize("caller", ["the build's end", "a read during the build"])
+def test_the_write_in_flight_that_a_build_s_end_waits_for_goes_on_as_parameters(
+    tmp_path: Path, caller: str
 ) -> None:
     """A build's last write waits for the one in flight beside it: that one's remaining
-    rows then go as parameters (cheaper for SQLite than JSON, and nothing else runs),
-    and both together write what one write at the end would."""
-    files = [tmp_path / "switched.sqlite3", tmp_path / "end.sqlite3"]
+    rows then go as parameters (cheaper for SQLite than JSON; nothing else runs), and
+    both together write what one write at the end would. A caller that waits while the
+    build still runs (a read) leaves the rows as JSON (parameters would make the write
+    wait for the GIL at every statement)."""
+    files = [tmp_path / "waited.sqlite3", tmp_path / "end.sqlite3"]
     kinds: list[str] = []  # of the INSERTs after the caller began to wait
-    for switched, path in zip((True, False), files, strict=True):
+    for waited, path in zip((True, False), files, strict=True):
         registry = SQLiteRegistry(path, flush_interval_seconds=3600)
         build_id = registry.build_start()
         for n in range(3000):  # 3,000 event rows: several JSON statements
             registry.task_register(build_id, RegLeaf(n=n))
-        if switched:
+        if waited:
+            ending = caller == "the build's end"
+            call = (
+                functools.partial(registry.build_complete, build_id) if ending else registry.flush
+            )
             waiter: list[threading.Thread] = []
 
             def trace(
                 sql: str,
                 registry: SQLiteRegistry = registry,
                 waiter: list[threading.Thread] = waiter,
+                call: Callable[[], object] = call,
             ) -> None:
-                if waiter and sql.startswith("INSERT"):
+                if waiter and "INSERT" in sql:  # (a merge starts WITH)
                     kinds.append("json" if "json_each" in sql else "values")
                 elif "json_each" in sql:  # the first JSON statement is about to run
-                    waiter.append(threading.Thread(target=registry.flush))
+                    waiter.append(threading.Thread(target=call))
                     waiter[0].start()  # a caller waits for the write in flight
                     deadline = time.monotonic() + 10
                     while not registry._w.waiting and time.monotonic() < deadline:
@@ -784,8 +793,14 @@ def test_a_write_beside_a_build_goes_on_as_parameters_once_a_caller_waits(
             registry._w.flush(beside=True)  # as the flusher does during a build
             waiter[0].join(10)
             registry._w.conn.set_trace_callback(None)
-        registry.build_complete(build_id)
+            if not ending:
+                registry.build_complete(build_id)
+        else:
+            registry.build_complete(build_id)
         registry.close()
-    assert "values" in kinds and "json" not in kinds
+    if caller == "the build's end":
+        assert "values" in kinds and "json" not in kinds
+    else:
+        assert "json" in kinds and "values" not in kinds
     assert _rows(files[0]) == _rows(files[1])
     assert len(_rows(files[0])["events"]) == 3000 + 2  # and the build's start and end

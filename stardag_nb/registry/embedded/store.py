@@ -77,9 +77,8 @@ class _Bulk:
     running Python waits up to a switch interval (5 ms) for it each time: 100,000 task
     rows took 3.3 s beside a busy thread against 0.9 s as JSON, which SQLite parses and
     writes without the GIL. So writes beside a running build go as JSON, and the last
-    write of a build (nothing else runs) as ``VALUES``; so does the rest of a write
-    beside a build that a caller waits for (``as_json`` is asked again before each
-    chunk): a build's last write waits for the one in flight."""
+    write of a build (nothing else runs) as ``VALUES``; so does the rest of the write in
+    flight that a build's last write waits for (``as_json`` is asked before each chunk)."""
 
     def __init__(self, sql: str, columns: int) -> None:
         self.template, self.columns = sql, columns
@@ -458,7 +457,7 @@ class _Writer:
         self.failed: list[_Batch] = []  # written batches that hit a transient error
         self.retry_at: float | None = None
         self.urgent = False  # max_rows reached: the flusher writes without waiting
-        self.waiting = 0  # callers waiting for db_lock to write (see _Bulk)
+        self.waiting = 0  # callers waiting for db_lock to write (see _json_now)
         self.live: dict[str, None] = {}  # the builds this registry runs (ordered set)
         self.live_rows = 0  # rows written while some of them ran (see _LARGE_BUILD_ROWS)
         # Their tasks' rows as last changed, by task UUID as int: changes need no read.
@@ -575,19 +574,17 @@ class _Writer:
         """Write every pending row in one transaction (once closed, only the final
         write runs); ``beside``: while a build runs (rows go as JSON, see _Bulk)."""
         if beside:
-            self.db_lock.acquire()
-        else:  # a caller waits: the rest of a write in flight goes as VALUES
-            with self.lock:
-                self.waiting += 1
-            try:
-                self.db_lock.acquire()
-            finally:
-                with self.lock:
-                    self.waiting -= 1
+            with self.db_lock:
+                self._flush_locked(raise_errors, final, beside)
+            return
+        with self.lock:  # a caller waits (see _json_now)
+            self.waiting += 1
         try:
-            self._flush_locked(raise_errors, final, beside)
+            with self.db_lock:
+                self._flush_locked(raise_errors, final, beside)
         finally:
-            self.db_lock.release()
+            with self.lock:
+                self.waiting -= 1
 
     def _flush_locked(self, raise_errors: bool, final: bool, beside: bool) -> None:
         """:meth:`flush`, self.db_lock held."""
@@ -630,8 +627,9 @@ class _Writer:
 
     def _json_now(self) -> bool:
         """Whether the next rows of a write beside a build go as JSON: not once a
-        caller waits for the write (nothing else runs then, or it waits too)."""
-        return not self.waiting
+        caller waits for the write and no build runs any more (a build's last write:
+        nothing else runs then). A read during a build waits for the JSON."""
+        return not (self.waiting and not self.live)
 
     def _write(self, statements: list[_Statement], as_json: Callable[[], bool] = _never) -> None:
         conn = self.conn
