@@ -167,7 +167,6 @@ class ThreadWorkers:
         self._closed = False
         self._reporting = False  # a _deliver is scheduled on the loop
         self._tick_armed = False
-        self._stuck_seen = False  # every worker looked stuck at the last tick
         self._running_since: dict[int, _Running] = {}
         self._cpu_seen: dict[tuple[int, float], tuple[float, float]] = {}
         self._held_since = 0.0
@@ -221,8 +220,8 @@ class ThreadWorkers:
             return
         self._tick_armed = True
         # Each tick wakes the loop, which then takes the GIL from the workers: while
-        # every job is short and none runs long enough to be looked at soon, less often.
-        quiet = self._mean_job < _SHORT_JOB_SECONDS and not self._stuck_seen
+        # every job is short and none runs long enough to look stuck soon, less often.
+        quiet = self._mean_job < _SHORT_JOB_SECONDS
         if quiet:
             now = time.monotonic()
             with self._lock:
@@ -247,8 +246,6 @@ class ThreadWorkers:
         # counted busy yet, and no one else would hand them back before it ends)
         if self._busy or self._finished or not self._jobs.empty():
             self._arm()
-        else:
-            self._stuck_seen = False
 
     def _held_too_long(self) -> bool:
         """Whether results held should go to the loop now, though workers are busy:
@@ -277,8 +274,8 @@ class ThreadWorkers:
             if self._mean_job < _SHORT_JOB_SECONDS
             else _GROW_AFTER_SECONDS
         )
-        self._stuck_seen = stuck and all(now - since >= after for _, (since, _) in running)
-        if not self._stuck_seen:
+        stuck = stuck and all(now - since >= after for _, (since, _) in running)
+        if not stuck:
             self._cpu_seen.clear()
         elif now - last_now < 2 * _QUIET_TICK_SECONDS:  # a fresh sample (the last tick's)
             utilisation = (cpu - last_cpu) / max(now - last_now, 1e-6)

@@ -130,7 +130,7 @@ class _Bulk:
                 start += size
 
 
-_JSON_CHUNK_ROWS = 1024  # rows per JSON statement (a waiting caller waits for one)
+_JSON_CHUNK_ROWS = 1024  # rows per JSON statement (a build's last write waits for one)
 _JSON_MAX_CHARS = 64 * 1024 * 1024  # a longer text (large task bodies) goes as parameters
 _ROWS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _MAX_CHUNK_ROWS = 256
