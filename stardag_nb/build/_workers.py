@@ -86,7 +86,7 @@ _LONG, _SHORT, _CROWDED = 0, 1, 2  # how short a job was (see ThreadWorkers._run
 _BATCH = 256  # results held before the loop is woken anyway
 _HOLD_SECONDS = 0.02  # ... or after this long (what a progress display shows lags by)
 # How often the loop looks for results held behind a long job and for stuck workers
-# (to add one); while every job is short and no worker looks stuck, less often (results
+# (to add one); while every job is short and none has run for long, less often (results
 # are still handed back within _HOLD_SECONDS).
 _TICK_SECONDS = 0.002
 _QUIET_TICK_SECONDS = 0.01
