@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from itertools import chain, islice
 from operator import itemgetter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID, uuid4
 
@@ -56,7 +57,8 @@ def default_registry_path() -> Path:
     return get_stardag_dir() / DEFAULT_FILE_NAME
 
 
-_K = RegistryEventKind
+# The event kinds as plain str, as event rows hold them (see _Batch.events)
+_E = SimpleNamespace(**{kind.name: kind.value for kind in RegistryEventKind})
 
 
 # -- SQL -------------------------------------------------------------------------------
@@ -288,14 +290,16 @@ class _Batch:
         # batch is being written. (A UUID's hash is computed in Python; its int's is not.)
         # Rows are tuples of plain values: the garbage collector stops tracking them.
         self.build_tasks: dict[tuple[str, int], tuple[Any, ...]] = {}
-        # (downstream task, dynamic flag, upstream ids, time): one row per call
-        self.edges: list[tuple[UUID, int, tuple[UUID, ...], float]] = []
-        # Event and completion rows as written, the task id the text of its build-task
-        # row: tuples of atomic values, which the garbage collector stops tracking (a
-        # large build's pending rows would slow its full collections).
-        self.events: list[tuple[str, str | None, str, float, str | None, str | None]] = []
+        # (downstream task, dynamic flag, upstream ids, time), ids as ints (UUIDs would
+        # keep the garbage collector tracking the row): one row per call
+        self.edges: list[tuple[int, int, tuple[int, ...], float]] = []
+        # Event and completion rows as written (the task id the text of its build-task
+        # row, the kind a plain str), one after another in a flat list: no object per
+        # row, for the garbage collector to count and look at (a large build's pending
+        # rows made its collections more frequent and each longer).
+        self.events: list[Any] = []  # _EVENT_COLUMNS values a row
         self.assets: list[tuple[Any, ...]] = []
-        self.completions: list[tuple[int, str, str, float]] = []
+        self.completions: list[Any] = []  # _COMPLETION_COLUMNS values a row
         self.build_updates: list[tuple[str, float, str | None, str]] = []
         self.rows = 0
         self.since: float | None = None  # time.monotonic() of the oldest row
@@ -320,6 +324,12 @@ class _Batch:
                 r = ids[u.int] = str(u)
             return r
 
+        def si(i: int) -> str:
+            r = ids.get(i)
+            if r is None:
+                r = ids[i] = str(UUID(int=i))
+            return r
+
         def tasks() -> list[tuple[Any, ...]]:
             # made in the order of registration, then sorted: made in key order, they
             # cost more than the sort (objects visited in random order)
@@ -335,7 +345,7 @@ class _Batch:
 
         def edges() -> list[tuple[Any, ...]]:
             rows = [
-                _edge_row(env, s(d), dyn, [s(u) for u in ups], now)
+                _edge_row(env, si(d), dyn, [si(u) for u in ups], now)
                 for d, dyn, ups, now in self.edges
             ]
             rows.sort(key=_SECOND)
@@ -356,9 +366,13 @@ class _Batch:
             ) if others else None,
             # (a layer's tasks share their upstream ids: each converted once per batch)
             _Statement(_INSERT_EDGES, edges()) if self.edges else None,
-            _Statement(_INSERT_EVENTS, self.events) if self.events else None,
+            _Statement(_INSERT_EVENTS, _rows_of(self.events, _EVENT_COLUMNS))
+            if self.events else None,
             _Statement(_UPSERT_ASSET, self.assets) if self.assets else None,
-            _Statement(_INSERT_COMPLETIONS, sorted(self.completions, key=_SECOND))
+            _Statement(
+                _INSERT_COMPLETIONS,
+                sorted(_rows_of(self.completions, _COMPLETION_COLUMNS), key=_SECOND),
+            )
             if self.completions else None,
             _Statement(_FINISH_BUILD, self.build_updates) if self.build_updates else None,
         ]  # fmt: skip
@@ -367,6 +381,13 @@ class _Batch:
 
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)  # a task, edge or completion row's task id
+_EVENT_COLUMNS = 6
+_COMPLETION_COLUMNS = 4
+
+
+def _rows_of(flat: list[Any], columns: int) -> Iterable[tuple[Any, ...]]:
+    """The rows of a flat list of ``columns`` values a row."""
+    return zip(*[iter(flat)] * columns, strict=True)
 
 
 class _Statement:
@@ -1001,7 +1022,7 @@ class SQLiteRegistry(RegistryABC):
         me = this_process()
         build_row = (key, self._env_id, _build_name(), description, commit_hash, roots, now,
                      now, me.host, me.pid, me.started_at, now)  # fmt: skip
-        event_row = (key, None, _K.BUILD_STARTED, now, None, None)
+        event_row = (key, None, _E.BUILD_STARTED, now, None, None)
         w = self._w
         with w.db_lock:
             self._check_open()
@@ -1026,7 +1047,7 @@ class SQLiteRegistry(RegistryABC):
         with w.lock:
             w.check_open()
             w.batch.build_updates.append((status, now, error, key))
-            w.batch.events.append((key, None, kind.value, now, error, None))
+            w.batch.events += (key, None, kind.value, now, error, None)
             w.batch.rows += 2  # written below, on this thread
         w.build_finished(key)
         w.flush(raise_errors=False)  # a locked file must not fail the build
@@ -1077,7 +1098,7 @@ class SQLiteRegistry(RegistryABC):
             batch.task_times.append(now)
             entry = w.bt_entry(key, tid, now)
             w.bt_put(key, tid, entry)
-            batch.events.append((key, entry[_UUID], _K.TASK_REGISTERED, now, None, None))
+            batch.events += (key, entry[_UUID], _E.TASK_REGISTERED, now, None, None)
             w.added(2)
 
     def task_add_dependencies(
@@ -1090,10 +1111,10 @@ class SQLiteRegistry(RegistryABC):
         self._build_key(build_id)
         if not dependency_ids:
             return
-        upstream = tuple(dependency_ids)
-        if not set(map(type, upstream)) <= {UUID}:  # (ids as text, UUID subclasses)
-            upstream = tuple(dep if isinstance(dep, UUID) else UUID(str(dep)) for dep in upstream)
-        row = (task.id, int(bool(dynamic)), upstream, time.time())
+        upstream = tuple(  # (ids as text too)
+            dep.int if isinstance(dep, UUID) else UUID(str(dep)).int for dep in dependency_ids
+        )
+        row = (task.id.int, int(bool(dynamic)), upstream, time.time())
 
         def fill(batch: _Batch) -> int:
             batch.edges.append(row)
@@ -1134,42 +1155,42 @@ class SQLiteRegistry(RegistryABC):
                 entry[_ERROR] = error
                 entry[_FINISHED_SET] = 1
             batch = w.batch
-            batch.events.append((key, entry[_UUID], kind, now, error, metadata))
+            batch.events += (key, entry[_UUID], kind, now, error, metadata)
             if hashed is not None:
                 entry[_CODE_HASH] = hashed
             w.bt_put(key, tid, entry)
             if status == "completed" or status == "already_complete":
-                batch.completions.append((w.env, entry[_UUID], key, now))
+                batch.completions += (w.env, entry[_UUID], key, now)
                 w.added(2)
             else:
                 w.added(1)
 
     def task_already_complete(self, build_id: UUID, task: BaseTask) -> None:
-        self._task_event(build_id, task, _K.TASK_ALREADY_COMPLETE, "already_complete")
+        self._task_event(build_id, task, _E.TASK_ALREADY_COMPLETE, "already_complete")
 
     def task_start(self, build_id: UUID, task: BaseTask) -> None:
-        self._task_event(build_id, task, _K.TASK_STARTED, "running", 1)
+        self._task_event(build_id, task, _E.TASK_STARTED, "running", 1)
 
     def task_suspend(self, build_id: UUID, task: BaseTask) -> None:
-        self._task_event(build_id, task, _K.TASK_SUSPENDED, "suspended")
+        self._task_event(build_id, task, _E.TASK_SUSPENDED, "suspended")
 
     def task_resume(self, build_id: UUID, task: BaseTask) -> None:
-        self._task_event(build_id, task, _K.TASK_RESUMED, "running")
+        self._task_event(build_id, task, _E.TASK_RESUMED, "running")
 
     def task_complete(self, build_id: UUID, task: BaseTask) -> None:
-        self._task_event(build_id, task, _K.TASK_COMPLETED, "completed", 2)
+        self._task_event(build_id, task, _E.TASK_COMPLETED, "completed", 2)
 
     def task_fail(self, build_id: UUID, task: BaseTask, error_message: str | None = None) -> None:
-        self._task_event(build_id, task, _K.TASK_FAILED, "failed", 2, error_message)
+        self._task_event(build_id, task, _E.TASK_FAILED, "failed", 2, error_message)
 
     def task_cancel(self, build_id: UUID, task: BaseTask) -> None:
-        self._task_event(build_id, task, _K.TASK_CANCELLED, "cancelled", 2)
+        self._task_event(build_id, task, _E.TASK_CANCELLED, "cancelled", 2)
 
     def task_waiting_for_lock(
         self, build_id: UUID, task: BaseTask, lock_owner: str | None = None
     ) -> None:
         metadata = json.dumps({"lock_owner": lock_owner}) if lock_owner is not None else None
-        self._task_event(build_id, task, _K.TASK_WAITING_FOR_LOCK, None, 0, None, metadata)
+        self._task_event(build_id, task, _E.TASK_WAITING_FOR_LOCK, None, 0, None, metadata)
 
     def task_upload_assets(
         self, build_id: UUID, task: BaseTask, assets: list[RegistryAsset]
