@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import itertools
 import sqlite3
 import subprocess
 import sys
@@ -483,7 +484,7 @@ def test_pending_rows_leave_the_garbage_collector_nothing_to_track(db: Path) -> 
     tasks = [RegLeaf(n=n) for n in range(2000)]
     gc.collect()
     before = len(gc.get_objects())
-    for task, upstream in zip(tasks, tasks[1:], strict=False):
+    for task, upstream in itertools.pairwise(tasks):
         registry.task_register(build_id, task)
         registry.task_add_dependencies(build_id, task, [upstream.id])
         registry.task_start(build_id, task)
