@@ -490,14 +490,18 @@ def test_pending_rows_leave_the_garbage_collector_nothing_to_track(db: Path) -> 
         registry.task_complete(build_id, task)
 
     record(tasks[0], tasks[1])  # (the flusher thread starts, the code hash is computed)
+    # Twice: a collection may reach a row before the tuple inside it that it untracks,
+    # and the row only at the next one.
+    gc.collect()
     gc.collect()
     before = len(gc.get_objects())
     for task, upstream in itertools.pairwise(tasks[1:]):
         record(task, upstream)
     gc.collect()
+    gc.collect()
     tracked = len(gc.get_objects()) - before
     assert registry._w.batch.rows > 6 * len(tasks) - 10  # (nothing written yet)
-    assert tracked < len(tasks) // 10, f"{tracked} objects tracked for {len(tasks)} tasks' rows"
+    assert tracked < 50, f"{tracked} objects tracked for {len(tasks)} tasks' rows"
     registry.close()
 
 
