@@ -386,7 +386,8 @@ _COMPLETION_COLUMNS = 4
 
 
 def _rows_of(flat: list[Any], columns: int) -> Iterable[tuple[Any, ...]]:
-    """The rows of a flat list of ``columns`` values a row."""
+    """The rows of a flat list of ``columns`` values a row (a ValueError, as the rows are
+    written, if its length is not a multiple: a bug where rows are appended)."""
     return zip(*[iter(flat)] * columns, strict=True)
 
 
