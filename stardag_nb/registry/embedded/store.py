@@ -318,13 +318,7 @@ class _Batch:
         for (_, i), e in self.build_tasks.items():
             ids[i] = e[_UUID]
 
-        def s(u: UUID) -> str:
-            r = ids.get(u.int)
-            if r is None:
-                r = ids[u.int] = str(u)
-            return r
-
-        def si(i: int) -> str:
+        def s(i: int) -> str:  # a task id (as int) as text
             r = ids.get(i)
             if r is None:
                 r = ids[i] = str(UUID(int=i))
@@ -336,16 +330,16 @@ class _Batch:
             seen: set[int] = set()
             rows = []
             for task, now in zip(self.tasks, self.task_times, strict=False):
-                tid = task.id
-                if tid.int not in seen:
-                    seen.add(tid.int)
-                    rows.append(_task_row(env, s(tid), task, now))
+                key = task.id.int
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(_task_row(env, s(key), task, now))
             rows.sort(key=_SECOND)
             return rows
 
         def edges() -> list[tuple[Any, ...]]:
             rows = [
-                _edge_row(env, si(d), dyn, [si(u) for u in ups], now)
+                _edge_row(env, s(d), dyn, [s(u) for u in ups], now)
                 for d, dyn, ups, now in self.edges
             ]
             rows.sort(key=_SECOND)
