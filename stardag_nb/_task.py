@@ -219,12 +219,20 @@ def _with_version_check(fn: Any) -> Any:
 
 
 _INTERNABLE = frozenset({str, int, float, bool, type(None), UUID})
+# Kinds whose values are never equal to a value of another kind (1 == True == 1.0)
+_DISTINCT = frozenset({str, int, type(None), UUID})
 
 
 def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     """A key identifying a constructor call by its arguments *and their types* (so 1,
     1.0 and True never alias), or None when an argument is not a plain hashable value.
     Argument order is kept as given: another order is only a cache miss."""
+    for value in kwargs.values():
+        if value.__class__ not in _DISTINCT:
+            break
+    else:  # the common case: (name, value) pairs are enough
+        return (cls, *kwargs.items())
+    # with their kinds: (cls, name, kind, value, ...) never equals a key of pairs
     key: list[Any] = [cls]
     for name, value in kwargs.items():
         kind = value.__class__
@@ -367,17 +375,31 @@ class _TaskMeta(PolymorphicMeta):
         if key is None:
             return super().__call__(**kwargs)
         try:
-            found = _interned.get(key)
+            ref = _interned.get(key)
         except TypeError:  # an unhashable value inside an argument
             return super().__call__(**kwargs)
-        if found is not None:
-            return found
+        if ref is not None:
+            found = ref()
+            if found is not None:
+                return found
         instance = super().__call__(**kwargs)
-        _interned[key] = instance
+        _interned[key] = weakref.KeyedRef(instance, _forget_interned, key)
         return instance
 
 
-_interned: weakref.WeakValueDictionary[tuple[Any, ...], BaseTask] = weakref.WeakValueDictionary()
+# Interned instances by intern key, held weakly: a plain dict of references, looked up
+# in C (a WeakValueDictionary's get is a Python call, which a requires() of 50 upstream
+# tasks pays 50 times).
+_interned: dict[tuple[Any, ...], weakref.KeyedRef] = {}
+
+
+def _forget_interned(ref: weakref.KeyedRef) -> None:
+    """Drop the entry of an interned instance that is gone (unless a new one took it)."""
+    try:
+        if _interned.get(ref.key) is ref:
+            del _interned[ref.key]
+    except (KeyError, AttributeError):  # removed meanwhile; at exit, globals may be gone
+        pass
 
 
 class BaseTask(PolymorphicRoot, abc.ABC, metaclass=_TaskMeta):

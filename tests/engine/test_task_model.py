@@ -408,6 +408,44 @@ def test_equal_calls_return_one_interned_instance() -> None:
     assert Num(x=1) is not Num(x=1.0)
 
 
+def test_interned_instances_are_forgotten_once_gone_and_keys_never_alias() -> None:
+    """The intern table holds instances weakly: tasks nobody references any more leave
+    it (a notebook making millions of tasks must not keep them), and a new call after
+    that makes a fresh, equal task."""
+    import gc
+
+    from stardag_nb import _task
+
+    class Point(sd.AutoTask[int]):
+        x: int | float | bool | None = None
+        name: str = ""
+
+        def run(self) -> None:
+            self.output().save(1)
+
+    gc.collect()
+    before = len(_task._interned)
+    made = [Point(x=i, name=str(i)) for i in range(2000)]
+    assert len(_task._interned) == before + 2000
+    first_id = made[7].id
+    del made
+    gc.collect()
+    assert len(_task._interned) == before
+    assert Point(x=7, name="7").id == first_id
+
+    # values of other kinds that compare equal never share an instance
+    kinds = [Point(x=1), Point(x=1.0), Point(x=True), Point(x=None, name="1")]
+    assert len({t.id for t in kinds}) == 4
+    assert [Point(x=1), Point(x=1.0), Point(x=True)] == kinds[:3]
+    assert all(
+        a is b for a, b in zip([Point(x=1), Point(x=1.0), Point(x=True)], kinds[:3], strict=True)
+    )
+    # a float's key is its hex: a string of the same text is another task
+    assert Point(x=None, name=(1.0).hex()) is not Point(x=1.0)
+    # another argument order is a cache miss, not another task
+    assert Point(name="a", x=2).id == Point(x=2, name="a").id
+
+
 def test_zero_and_negative_zero_are_other_tasks() -> None:
     """0.0 == -0.0, but the ids differ (their JSON differs, as in stardag): a task made
     with one while the other is alive must not be the other's interned instance."""
