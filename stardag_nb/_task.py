@@ -223,16 +223,11 @@ _INTERNABLE = frozenset({str, int, float, bool, type(None), UUID})
 _DISTINCT = frozenset({str, int, type(None), UUID})
 
 
-def _intern_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
-    """A key identifying a constructor call by its arguments *and their types* (so 1,
-    1.0 and True never alias), or None when an argument is not a plain hashable value.
-    Argument order is kept as given: another order is only a cache miss."""
-    for value in kwargs.values():
-        if value.__class__ not in _DISTINCT:
-            break
-    else:  # the common case: (name, value) pairs are enough
-        return (cls, *kwargs.items())
-    # with their kinds: (cls, name, kind, value, ...) never equals a key of pairs
+def _kinded_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The intern key of a call with a value of a kind outside ``_DISTINCT``: each value
+    with its kind (so 1, 1.0 and True never alias), ``(cls, name, kind, value, ...)``,
+    which never equals a key of (name, value) pairs; None when a value is not a plain
+    hashable one (the call is not interned)."""
     key: list[Any] = [cls]
     for name, value in kwargs.items():
         kind = value.__class__
@@ -371,7 +366,14 @@ class _TaskMeta(PolymorphicMeta):
     ``requires()`` that builds 50 upstream tasks per node costs lookups, not copies)."""
 
     def __call__(cls, /, **kwargs: Any) -> Any:
-        key = _intern_key(cls, kwargs)
+        # The intern key: a constructor call's class and arguments, in the order given
+        # (another order is only a cache miss); inline, a call less for each one.
+        for value in kwargs.values():
+            if value.__class__ not in _DISTINCT:
+                key = _kinded_key(cls, kwargs)
+                break
+        else:  # the common case: (name, value) pairs are enough
+            key = (cls, *kwargs.items())
         if key is None:
             return super().__call__(**kwargs)
         try:
