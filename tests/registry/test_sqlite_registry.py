@@ -282,6 +282,35 @@ def test_register_again_keeps_status(registry: SQLiteRegistry) -> None:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1
 
 
+def test_tasks_sharing_their_dependencies_each_get_their_edges(registry: SQLiteRegistry) -> None:
+    """A layer's tasks often depend on one same set of tasks (the batch encodes each set
+    once): every task still gets its own edges, and the other sets theirs."""
+    build_id = registry.build_start()
+    ups = [RegLeaf(n=i) for i in range(5)]
+    layer = [RegParent(label=f"p{i}", child=ups[0]) for i in range(3)]
+    other = RegParent(label="q", child=ups[1])
+    for task in layer:
+        registry.task_register(build_id, task)
+        registry.task_add_dependencies(build_id, task, [u.id for u in ups])
+    registry.task_register(build_id, other)
+    registry.task_add_dependencies(build_id, other, [ups[4].id, ups[1].id])
+    registry.task_add_dependencies(build_id, layer[0], [ups[3].id], dynamic=True)
+    registry.flush()
+    for task in layer[1:]:
+        edges = registry.get_dependencies(task.id)
+        assert [(e.upstream_task_id, e.downstream_task_id, e.dynamic) for e in edges] == [
+            (u.id, task.id, False) for u in ups
+        ]
+    assert [(e.upstream_task_id, e.dynamic) for e in registry.get_dependencies(layer[0].id)] == [
+        *[(u.id, False) for u in ups],
+        (ups[3].id, True),
+    ]
+    assert [e.upstream_task_id for e in registry.get_dependencies(other.id)] == [
+        ups[4].id,
+        ups[1].id,
+    ]
+
+
 def test_task_add_dependencies_static_and_dynamic(registry: SQLiteRegistry) -> None:
     build_id = registry.build_start()
     a, b, c = RegLeaf(n=1), RegLeaf(n=2), RegLeaf(n=3)

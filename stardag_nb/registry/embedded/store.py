@@ -338,10 +338,14 @@ class _Batch:
             return rows
 
         def edges() -> list[tuple[Any, ...]]:
-            rows = [
-                _edge_row(env, s(d), dyn, [s(u) for u in ups], now)
-                for d, dyn, ups, now in self.edges
-            ]
+            # (a layer's tasks share their upstream ids: each set encoded once a batch)
+            encoded: dict[tuple[int, ...], tuple[str, str]] = {}
+            rows = []
+            for d, dyn, ups, now in self.edges:
+                pair = encoded.get(ups)
+                if pair is None:
+                    pair = encoded[ups] = _encode_upstream([s(u) for u in ups])
+                rows.append((env, s(d), dyn, pair[1], pair[0], now))
             rows.sort(key=_SECOND)
             return rows
 
@@ -403,12 +407,10 @@ class _Statement:
             conn.executemany(self.sql, self.rows)
 
 
-def _edge_row(
-    env: int, downstream: str, dynamic: int, upstream: list[str], now: float
-) -> tuple[Any, ...]:
-    ids = '["' + '","'.join(upstream) + '"]'  # compact JSON
-    digest = hashlib.sha1(ids.encode()).hexdigest()
-    return (env, downstream, dynamic, digest, ids, now)
+def _encode_upstream(upstream: list[str]) -> tuple[str, str]:
+    """An edge row's upstream task ids as compact JSON, and its digest (the row's key)."""
+    ids = '["' + '","'.join(upstream) + '"]'
+    return ids, hashlib.sha1(ids.encode()).hexdigest()
 
 
 def _task_row(env: int, tid: str, task: BaseTask, now: float) -> tuple[Any, ...]:
