@@ -18,8 +18,10 @@ loop is blocked while they run). Workloads (``requires()`` style, trivial
 The floor does the same work in plain Python: a uuid5 id over compact sorted JSON for
 each task (with its dependencies' ids), and an atomic write (temp file + rename) of its
 value into ``<name>/<id[:2]>/<id[2:4]>/<id>.json``. Each measurement is the median of
-several runs on fresh directories, framework and floor interleaved in one process;
-``range`` is the lowest and highest ratio of single runs (how noisy the machine was).
+several runs on fresh directories, in one process; each run times the floor and then
+each mode (in turns: default first in one run, inline first in the next), so that
+changes of the machine's speed fall on all of them; ``range`` is the lowest and highest
+ratio of single runs (how noisy the machine was).
 Targets go to ``--root`` (default: a directory on /dev/shm when it exists, as in the
 reference measurements, so framework overhead shows rather than the disk).
 """
@@ -222,11 +224,18 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
         f"{'floor/task':>12}{'ratio':>8}{'range':>13}"
     )
     for name, n, make, floor in workloads:
-        for mode, executor in MODES.items():
-            fw_times, floor_times, noop_times = [], [], []
-            for run in range(runs + 1):  # run 0 warms up imports and class creation
+        # Each run times the floor and every mode a moment apart (modes in turn, the
+        # floor first), so that the machine's changes of speed fall on all of them.
+        fw_times: dict[str, list[float]] = {mode: [] for mode in MODES}
+        noop_times: dict[str, list[float]] = {mode: [] for mode in MODES}
+        floor_times: list[float] = []
+        for run in range(runs + 1):  # run 0 warms up imports and class creation
+            fl_root = tempfile.mkdtemp(dir=base)
+            t_floor = _timed(lambda: floor(fl_root))
+            shutil.rmtree(fl_root, ignore_errors=True)
+            modes = list(MODES.items())
+            for mode, executor in modes if run % 2 else reversed(modes):
                 fw_root = tempfile.mkdtemp(dir=base)
-                fl_root = tempfile.mkdtemp(dir=base)
                 registry = _make_registry(registry_kind, fw_root)
                 with target_roots_override({"default": fw_root}):
                     t_fw = _timed(
@@ -243,24 +252,23 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
                             )
                         )
                     )
-                t_floor = _timed(lambda: floor(fl_root))
-                close = getattr(registry, "close", None)
-                if close is not None:
-                    close()
+                registry_close(registry)
                 shutil.rmtree(fw_root, ignore_errors=True)
-                shutil.rmtree(fl_root, ignore_errors=True)
                 if run:
-                    fw_times.append(t_fw)
-                    floor_times.append(t_floor)
-                    noop_times.append(t_noop)
-            fw, fl = statistics.median(fw_times), statistics.median(floor_times)
+                    fw_times[mode].append(t_fw)
+                    noop_times[mode].append(t_noop)
+            if run:
+                floor_times.append(t_floor)
+        fl = statistics.median(floor_times)
+        for mode in MODES:
+            fw = statistics.median(fw_times[mode])
             # each run's ratio (framework and floor a moment apart): how noisy the machine was
-            ratios = [f / g for f, g in zip(fw_times, floor_times, strict=True)]
+            ratios = [f / g for f, g in zip(fw_times[mode], floor_times, strict=True)]
             spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
             print(
                 f"{name:<16}{mode:>9}{fw:>11.3f}s{fl:>11.3f}s{fw / n * 1e6:>10.0f}us"
                 f"{fl / n * 1e6:>10.0f}us{fw / fl:>7.2f}x{spread:>13}"
-                f"   no-op rebuild {statistics.median(noop_times) * 1e3:.2f} ms"
+                f"   no-op rebuild {statistics.median(noop_times[mode]) * 1e3:.2f} ms"
             )
 
 
