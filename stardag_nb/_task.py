@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import weakref
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # (as WeakValueDictionary)
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from math import isfinite
@@ -230,7 +231,7 @@ def _kinded_key(cls: type, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     hashable one (the call is not interned)."""
     key: list[Any] = [cls]
     for name, value in kwargs.items():
-        kind = value.__class__
+        kind = type(value)  # (not __class__, which a proxy may fake)
         if kind is float:
             value = value.hex()  # 0.0 == -0.0, but their ids differ
         elif kind not in _INTERNABLE:
@@ -369,17 +370,14 @@ class _TaskMeta(PolymorphicMeta):
         # The intern key: a constructor call's class and arguments, in the order given
         # (another order is only a cache miss); inline, a call less for each one.
         for value in kwargs.values():
-            if value.__class__ not in _DISTINCT:
+            if type(value) not in _DISTINCT:
                 key = _kinded_key(cls, kwargs)
                 break
         else:  # the common case: (name, value) pairs are enough
             key = (cls, *kwargs.items())
         if key is None:
             return super().__call__(**kwargs)
-        try:
-            ref = _interned.get(key)
-        except TypeError:  # an unhashable value inside an argument
-            return super().__call__(**kwargs)
+        ref = _interned.get(key)  # (every part of a key is hashable)
         if ref is not None:
             found = ref()
             if found is not None:
@@ -396,11 +394,12 @@ _interned: dict[tuple[Any, ...], weakref.KeyedRef] = {}
 
 
 def _forget_interned(ref: weakref.KeyedRef) -> None:
-    """Drop the entry of an interned instance that is gone (unless a new one took it)."""
-    try:
-        if _interned.get(ref.key) is ref:
-            del _interned[ref.key]
-    except (KeyError, AttributeError):  # removed meanwhile; at exit, globals may be gone
+    """Drop the entry of an interned instance that is gone, unless a new instance took
+    it: in one step (this runs on any thread, at a garbage collection), as a
+    WeakValueDictionary does."""
+    try:  # noqa: SIM105 (no contextlib: at interpreter exit, module globals may be gone)
+        _remove_dead_weakref(_interned, ref.key)
+    except Exception:
         pass
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import itertools
 import sqlite3
 import subprocess
@@ -309,6 +310,19 @@ def test_tasks_sharing_their_dependencies_each_get_their_edges(registry: SQLiteR
         ups[4].id,
         ups[1].id,
     ]
+    # a second static set of one task is a row of its own; each row's key is the digest
+    # of its own ids
+    registry.task_add_dependencies(build_id, other, [ups[2].id])
+    registry.flush()
+    assert [e.upstream_task_id for e in registry.get_dependencies(other.id)] == [
+        ups[4].id,
+        ups[1].id,
+        ups[2].id,
+    ]
+    with sqlite3.connect(registry.path) as conn:
+        rows = conn.execute("SELECT digest, upstream_task_ids FROM task_dependencies").fetchall()
+    assert len(rows) == 6
+    assert all(digest == hashlib.sha1(ids.encode()).hexdigest() for digest, ids in rows)
 
 
 def test_task_add_dependencies_static_and_dynamic(registry: SQLiteRegistry) -> None:

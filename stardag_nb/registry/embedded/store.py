@@ -362,7 +362,6 @@ class _Batch:
             _Statement(
                 _MERGE_BUILD_TASKS, ((b, e[_UUID], *e[:_UUID], e[_CODE_HASH]) for b, e in others)
             ) if others else None,
-            # (a layer's tasks share their upstream ids: each converted once per batch)
             _Statement(_INSERT_EDGES, edges()) if self.edges else None,
             _Statement(_INSERT_EVENTS, _rows_of(self.events, _EVENT_COLUMNS))
             if self.events else None,
