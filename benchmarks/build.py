@@ -223,9 +223,8 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
         f"{'workload':<16}{'executor':>9}{'framework':>12}{'floor':>12}{'per task':>12}"
         f"{'floor/task':>12}{'ratio':>8}{'range':>13}"
     )
+    modes = list(MODES.items())
     for name, n, make, floor in workloads:
-        # Each run times the floor and every mode a moment apart (modes in turn, the
-        # floor first), so that the machine's changes of speed fall on all of them.
         fw_times: dict[str, list[float]] = {mode: [] for mode in MODES}
         noop_times: dict[str, list[float]] = {mode: [] for mode in MODES}
         floor_times: list[float] = []
@@ -233,8 +232,7 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
             fl_root = tempfile.mkdtemp(dir=base)
             t_floor = _timed(lambda: floor(fl_root))
             shutil.rmtree(fl_root, ignore_errors=True)
-            modes = list(MODES.items())
-            for mode, executor in modes if run % 2 else reversed(modes):
+            for mode, executor in modes if run % 2 else reversed(modes):  # (see the docstring)
                 fw_root = tempfile.mkdtemp(dir=base)
                 registry = _make_registry(registry_kind, fw_root)
                 with target_roots_override({"default": fw_root}):

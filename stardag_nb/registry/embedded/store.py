@@ -345,7 +345,7 @@ class _Batch:
                 pair = encoded.get(ups)
                 if pair is None:
                     pair = encoded[ups] = _encode_upstream([s(u) for u in ups])
-                rows.append((env, s(d), dyn, pair[1], pair[0], now))
+                rows.append((env, s(d), dyn, *pair, now))
             rows.sort(key=_SECOND)
             return rows
 
@@ -407,9 +407,10 @@ class _Statement:
 
 
 def _encode_upstream(upstream: list[str]) -> tuple[str, str]:
-    """An edge row's upstream task ids as compact JSON, and its digest (the row's key)."""
+    """An edge row's digest (its key) and upstream task ids as compact JSON, in the
+    row's order."""
     ids = '["' + '","'.join(upstream) + '"]'
-    return ids, hashlib.sha1(ids.encode()).hexdigest()
+    return hashlib.sha1(ids.encode()).hexdigest(), ids
 
 
 def _task_row(env: int, tid: str, task: BaseTask, now: float) -> tuple[Any, ...]:
