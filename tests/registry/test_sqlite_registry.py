@@ -496,7 +496,8 @@ def test_age_triggers_a_write(db: Path) -> None:
 def test_a_large_build_writes_larger_batches_and_loses_no_row(db: Path) -> None:
     """Past 20,000 rows a build's rows are written less often (each write rewrites the
     index pages its rows touch): still within a second or two, and every row arrives."""
-    writer = SQLiteRegistry(db, flush_interval_seconds=0.05)
+    # (in this process: a writer process writes each batch as soon as the last one is)
+    writer = SQLiteRegistry(db, flush_interval_seconds=0.05, writer_process_rows=None)
     reader = _reader(db)
     build_id = writer.build_start()
     tasks = [RegLeaf(n=n) for n in range(5000)]
@@ -522,7 +523,8 @@ def test_pending_rows_leave_the_garbage_collector_nothing_to_track(db: Path) -> 
     """A build's pending rows are plain values, which the garbage collector stops
     tracking: no tracked object per row (a 10,000-task chain build spent about 270 ms
     in collections while its pending events and edges were tracked, 140 ms since)."""
-    registry = SQLiteRegistry(db, flush_interval_seconds=60)
+    # (in this process: a writer process would write the rows beside the build)
+    registry = SQLiteRegistry(db, flush_interval_seconds=60, writer_process_rows=None)
     build_id = registry.build_start()
     tasks = [RegLeaf(n=n) for n in range(2001)]
 
@@ -837,7 +839,8 @@ def test_the_write_in_flight_that_a_build_s_end_waits_for_goes_on_as_parameters(
     files = [tmp_path / "waited.sqlite3", tmp_path / "end.sqlite3"]
     kinds: list[str] = []  # of the INSERTs after the caller began to wait
     for waited, path in zip((True, False), files, strict=True):
-        registry = SQLiteRegistry(path, flush_interval_seconds=3600)
+        # (in this process, where writes beside a build go as JSON)
+        registry = SQLiteRegistry(path, flush_interval_seconds=3600, writer_process_rows=None)
         build_id = registry.build_start()
         for n in range(3000):  # 3,000 event rows: several JSON statements
             registry.task_register(build_id, RegLeaf(n=n))

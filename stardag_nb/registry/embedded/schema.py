@@ -252,6 +252,15 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+# Set on every connection (the file's WAL mode is set once, in the file): another
+# connection to the file (the registry's writer process) sets them too.
+CONNECTION_PRAGMAS = (
+    f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = NORMAL",
+)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the registry file at ``path``, at the current schema.
 
@@ -282,8 +291,8 @@ def connect(path: Path) -> sqlite3.Connection:
             "is writable, or set STARDAG_REGISTRY to another SQLite file path."
         ) from exc
     try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        for pragma in CONNECTION_PRAGMAS[:2]:
+            conn.execute(pragma)
         retry_while_locked(lambda: _prepare(conn, path))
     except sqlite3.DatabaseError as exc:
         conn.close()
@@ -303,7 +312,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
                 f"Cannot put the registry file {path} in WAL mode (journal_mode is {mode!r}); "
                 "is it on a file system without shared-memory support (a network share)?"
             )
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(CONNECTION_PRAGMAS[2])
     _upgrade(conn, path)
 
 

@@ -14,7 +14,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from itertools import chain, islice
 from operator import itemgetter
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,6 +38,15 @@ from .._records import (
 )
 from . import schema
 from .liveness import abandon_builds, find_abandoned, this_process
+from .sql_writer import (
+    Bulk,
+    Statement,
+    WriterProcess,
+    WriterProcessError,
+    max_chunk_rows,
+    never,
+    write_statements,
+)
 
 if TYPE_CHECKING:
     from ..._task import BaseTask
@@ -64,80 +72,7 @@ _E = SimpleNamespace(**{kind.name: kind.value for kind in RegistryEventKind})
 # -- SQL -------------------------------------------------------------------------------
 
 
-def _never() -> bool:
-    return False
-
-
-class _Bulk:
-    """A statement that writes many rows at once: ``sql`` with ``{rows}`` where the rows
-    go, ``columns`` values each: as ``VALUES`` lists of at most ``max_chunk`` rows (and
-    then powers of two, so a few prepared statements serve every batch), or as one JSON
-    array unpacked by ``json_each``.
-
-    ``VALUES`` is the cheaper of the two for SQLite, but takes the GIL back after every
-    statement (``executemany``: after every row), and a writer thread beside a build
-    running Python waits up to a switch interval (5 ms) for it each time: 100,000 task
-    rows took 3.3 s beside a busy thread against 0.9 s as JSON, which SQLite parses and
-    writes without the GIL. So writes beside a running build go as JSON, and the last
-    write of a build (nothing else runs) as ``VALUES``; so does the rest of the write in
-    flight that a build's last write waits for (``as_json`` is asked before each chunk)."""
-
-    def __init__(self, sql: str, columns: int) -> None:
-        self.template, self.columns = sql, columns
-        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(columns))
-        # (WHERE: an INSERT ... SELECT before ON CONFLICT must not end in a join)
-        self.json_sql = sql.format(rows=f"SELECT {picks} FROM json_each(?) WHERE true")
-        self.row = "(" + ",".join("?" * columns) + ")"
-        self._sql: dict[int, str] = {}
-
-    def sql(self, rows: int) -> str:
-        text = self._sql.get(rows)
-        if text is None:
-            text = self._sql[rows] = self.template.format(
-                rows="VALUES " + ",".join([self.row] * rows)
-            )
-        return text
-
-    def run(
-        self,
-        conn: sqlite3.Connection,
-        rows: Iterable[tuple[Any, ...]],
-        max_chunk: int,
-        as_json: Callable[[], bool] = _never,
-    ) -> None:
-        """Write ``rows``, in ``VALUES`` lists of at most ``max_chunk`` rows, or as JSON
-        while ``as_json()`` says so (a chunk that JSON would not carry exactly, with a
-        NUL character, as ``VALUES``)."""
-        source = iter(rows)
-        while True:
-            json_now = as_json()
-            chunk = list(islice(source, _JSON_CHUNK_ROWS if json_now else max_chunk))
-            if not chunk:
-                break
-            if json_now:
-                try:
-                    text = _ROWS_ENCODER.encode(chunk)
-                except ValueError:  # a NaN or infinity
-                    text = None
-                # (SQLite's JSON functions end a text at a NUL character)
-                if text is not None and len(text) <= _JSON_MAX_CHARS and "\\u0000" not in text:
-                    conn.execute(self.json_sql, (text,))
-                    continue
-            start, total, size = 0, len(chunk), max_chunk
-            while start < total:
-                while size > total - start:
-                    size //= 2
-                params = list(chain.from_iterable(chunk[start : start + size]))
-                conn.execute(self.sql(size), params)
-                start += size
-
-
-_JSON_CHUNK_ROWS = 1024  # rows per JSON statement (a build's last write waits for one)
-_JSON_MAX_CHARS = 64 * 1024 * 1024  # a longer text (large task bodies) goes as parameters
-_ROWS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_MAX_CHUNK_ROWS = 256
-
-_UPSERT_TASKS = _Bulk(
+_UPSERT_TASKS = Bulk(
     "INSERT INTO tasks (environment_id, task_id, namespace, name, version, body, output_uri,"
     " created_at) {rows}"
     " ON CONFLICT (environment_id, task_id) DO UPDATE SET namespace = excluded.namespace,"
@@ -150,7 +85,7 @@ _UPSERT_TASKS = _Bulk(
     8,
 )
 # A build's task as a whole row: the builds this registry started, whose rows it keeps.
-_UPSERT_BUILD_TASK_ROWS = _Bulk(
+_UPSERT_BUILD_TASK_ROWS = Bulk(
     "INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
     " completed_at, error_message, updated_at, code_hash) {rows}"
     " ON CONFLICT (build_id, task_id) DO UPDATE SET status = excluded.status,"
@@ -162,7 +97,7 @@ _UPSERT_BUILD_TASK_ROWS = _Bulk(
 # Changes of a build's task merged with its stored row, if any (builds started elsewhere:
 # resumed): a NULL status keeps the status (a new row starts 'pending'); ss / fs say
 # whether the start / finish columns were set (possibly to NULL) since the last write.
-_MERGE_BUILD_TASKS = _Bulk(
+_MERGE_BUILD_TASKS = Bulk(
     "WITH j (b, t, s, r, st, f, e, ss, fs, u, h) AS ({rows})"
     " INSERT INTO build_tasks (build_id, task_id, status, registered_at, started_at,"
     " completed_at, error_message, updated_at, code_hash)"
@@ -178,16 +113,16 @@ _MERGE_BUILD_TASKS = _Bulk(
     " updated_at = excluded.updated_at, code_hash = excluded.code_hash",
     11,
 )
-_INSERT_EDGES = _Bulk(
+_INSERT_EDGES = Bulk(
     "INSERT INTO task_dependencies (environment_id, downstream_task_id, dynamic, digest,"
     " upstream_task_ids, created_at) {rows} ON CONFLICT DO NOTHING",
     6,
 )
-_INSERT_EVENTS = _Bulk(
+_INSERT_EVENTS = Bulk(
     "INSERT INTO events (build_id, task_id, kind, created_at, error_message, metadata) {rows}",
     6,
 )
-_INSERT_COMPLETIONS = _Bulk(
+_INSERT_COMPLETIONS = Bulk(
     "INSERT INTO task_completions (environment_id, task_id, build_id, completed_at) {rows}"
     " ON CONFLICT DO NOTHING",
     4,
@@ -221,6 +156,11 @@ _LARGE_BUILD_INTERVAL = 1.0
 _LARGE_BUILD_MAX_INTERVAL = 5.0
 _LARGE_BUILD_MAX_ROWS = 500_000
 _CACHE_KIB = 64 * 1024  # the writer connection's page cache (filled only as needed)
+# With a writer process, how old the oldest pending row of a build may get: its rows are
+# written on another core while the build goes on, each write as soon as the last one
+# ended (so the rows of a large build still gather while a write takes long), and its
+# last write (which the build waits for) stays small.
+_PROCESS_INTERVAL = 0.01
 
 # Indices into a pending build-task entry (a list, updated in place).
 _STATUS, _REGISTERED, _STARTED, _FINISHED, _ERROR, _STARTED_SET, _FINISHED_SET, _UPDATED = range(8)
@@ -304,7 +244,7 @@ class _Batch:
         self.rows = 0
         self.since: float | None = None  # time.monotonic() of the oldest row
 
-    def statements(self, env: int) -> list[_Statement]:
+    def statements(self, env: int) -> list[Statement]:
         """The batch as statements, in the order they must run.
 
         Rows of the tables keyed by task id go in key order: ids are random, and rows in
@@ -354,24 +294,24 @@ class _Batch:
         own = [(b, e) for (b, _), e in ordered if e[_OWN]]
         others = [(b, e) for (b, _), e in ordered if not e[_OWN]]
         out = [
-            _Statement(_UPSERT_TASKS, tasks()) if self.tasks else None,
-            _Statement(
+            Statement(_UPSERT_TASKS, tasks()) if self.tasks else None,
+            Statement(
                 _UPSERT_BUILD_TASK_ROWS,
                 ((b, e[_UUID], *e[:_STARTED_SET], e[_UPDATED], e[_CODE_HASH]) for b, e in own),
             ) if own else None,
-            _Statement(
+            Statement(
                 _MERGE_BUILD_TASKS, ((b, e[_UUID], *e[:_UUID], e[_CODE_HASH]) for b, e in others)
             ) if others else None,
-            _Statement(_INSERT_EDGES, edges()) if self.edges else None,
-            _Statement(_INSERT_EVENTS, _rows_of(self.events, _EVENT_COLUMNS))
+            Statement(_INSERT_EDGES, edges()) if self.edges else None,
+            Statement(_INSERT_EVENTS, _rows_of(self.events, _EVENT_COLUMNS))
             if self.events else None,
-            _Statement(_UPSERT_ASSET, self.assets) if self.assets else None,
-            _Statement(
+            Statement(_UPSERT_ASSET, self.assets) if self.assets else None,
+            Statement(
                 _INSERT_COMPLETIONS,
                 sorted(_rows_of(self.completions, _COMPLETION_COLUMNS), key=_SECOND),
             )
             if self.completions else None,
-            _Statement(_FINISH_BUILD, self.build_updates) if self.build_updates else None,
+            Statement(_FINISH_BUILD, self.build_updates) if self.build_updates else None,
         ]  # fmt: skip
         return [st for st in out if st is not None]
 
@@ -386,24 +326,6 @@ def _rows_of(flat: list[Any], columns: int) -> Iterable[tuple[Any, ...]]:
     """The rows of a flat list of ``columns`` values a row (a ValueError, as the rows are
     written, if its length is not a multiple: a bug where rows are appended)."""
     return zip(*[iter(flat)] * columns, strict=True)
-
-
-class _Statement:
-    """SQL (a :class:`_Bulk` or one statement for ``executemany``) and its rows (made as
-    they are written: a statement runs once)."""
-
-    __slots__ = ("rows", "sql")
-
-    def __init__(self, sql: _Bulk | str, rows: Iterable[tuple[Any, ...]]) -> None:
-        self.sql, self.rows = sql, rows
-
-    def run(
-        self, conn: sqlite3.Connection, max_chunk: int, as_json: Callable[[], bool] = _never
-    ) -> None:
-        if isinstance(self.sql, _Bulk):
-            self.sql.run(conn, self.rows, max_chunk, as_json)
-        else:
-            conn.executemany(self.sql, self.rows)
 
 
 def _encode_upstream(upstream: list[str]) -> tuple[str, str]:
@@ -447,6 +369,7 @@ class _Writer:
         max_rows: int,
         interval: float,
         heartbeat: float,
+        process_rows: int | None,
     ) -> None:
         self.conn = conn
         self.path = path
@@ -456,13 +379,14 @@ class _Writer:
         self.heartbeat = heartbeat
         # A caller appending past this many pending rows waits (briefly) for the flusher.
         self.backlog_rows = max(_BACKLOG_ROWS, 2 * max(max_rows, _LARGE_BUILD_MAX_ROWS))
-        self.json = _has_json(conn)  # rows written beside a build go as JSON (see _Bulk)
-        # Rows per bulk statement as parameters: a power of two within SQLite's limit of
-        # parameters (for the widest row: 11 values).
-        self.max_chunk = _MAX_CHUNK_ROWS
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 11
-        while self.max_chunk > max(1, limit):
-            self.max_chunk //= 2
+        self.json = _has_json(conn)  # rows written beside a build go as JSON (see Bulk)
+        self.max_chunk = max_chunk_rows(conn)
+        # The writer process (see _start_process): started once the running builds have
+        # recorded this many rows (None: never); None until started, or after it failed.
+        self.process_rows = process_rows
+        self.process: WriterProcess | None = None
+        self.process_wanted = False
+        self.process_failed = False
         # Reentrant: a garbage collection on a thread inside these locks may close us.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)  # the flusher waits on it
@@ -507,6 +431,15 @@ class _Writer:
             self._wake()
         elif batch.rows >= self.max_rows and not self.urgent and batch.rows >= self._max_rows_now():
             self.urgent = True
+            self.cond.notify()
+        if (
+            self.process_rows is not None
+            and self.process is None
+            and batch.rows + self.live_rows >= self.process_rows
+            and not (self.process_wanted or self.process_failed)
+            and self.live
+        ):
+            self.process_wanted = True
             self.cond.notify()
         if batch.rows > self.backlog_rows:
             self._wait_for_room()
@@ -590,7 +523,7 @@ class _Writer:
 
     def flush(self, raise_errors: bool = True, final: bool = False, beside: bool = False) -> None:
         """Write every pending row in one transaction (once closed, only the final
-        write runs); ``beside``: while a build runs (rows go as JSON, see _Bulk)."""
+        write runs); ``beside``: while a build runs (rows go as JSON, see Bulk)."""
         if beside:
             with self.db_lock:
                 self._flush_locked(raise_errors, final, beside)
@@ -620,7 +553,17 @@ class _Writer:
             return
         try:
             statements = [st for b in batches for st in b.statements(self.env)]
-            self._write(statements, self._json_now if beside and self.json else _never)
+            process = self.process if os.getpid() == self.pid else None
+            if process is None:
+                self._write(statements, self._json_now if beside and self.json else never)
+            else:
+                try:
+                    process.write(statements)
+                except WriterProcessError as exc:
+                    # Written here instead (its statements' rows were used up).
+                    self._stop_process(f"failed: {exc}")
+                    statements = [st for b in batches for st in b.statements(self.env)]
+                    self._write(statements)
         except sqlite3.OperationalError as exc:
             # Busy, or trouble with the disk: keep the rows; the flusher retries.
             self.failed = batches
@@ -649,17 +592,45 @@ class _Writer:
         nothing else runs then). A read during a build waits for the JSON."""
         return not (self.waiting and not self.live)
 
-    def _write(self, statements: list[_Statement], as_json: Callable[[], bool] = _never) -> None:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+    def _write(self, statements: list[Statement], as_json: Callable[[], bool] = never) -> None:
+        write_statements(self.conn, statements, self.max_chunk, as_json)
+
+    def _start_process(self) -> None:
+        """Start the writer process (on the flusher thread), which writes every later
+        batch on another core (see :mod:`.sql_writer`): a build's rows then cost its
+        process little more than pickling them. Rows gather meanwhile (about 20 ms).
+        Should it fail to start, this process keeps writing."""
         try:
-            for statement in statements:
-                statement.run(conn, self.max_chunk, as_json)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            process = WriterProcess.start(
+                str(self.path),
+                schema.BUSY_TIMEOUT_SECONDS,
+                [*schema.CONNECTION_PRAGMAS, f"PRAGMA cache_size = -{_CACHE_KIB}"],
+            )
+        except (WriterProcessError, sqlite3.Error) as exc:
+            logger.info("Writing the registry %s in this process: %s", self.path, exc)
+            with self.lock:
+                self.process_wanted, self.process_failed = False, True
+            return
+        with self.db_lock:
+            if self.closed or self.process is not None:
+                process.close()
+            else:
+                self.process = process
+        with self.lock:
+            self.process_wanted = False
+
+    def _stop_process(self, why: str | None = None) -> None:
+        """End the writer process (self.db_lock held); ``why``: it failed (this process
+        writes from now on)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if why is None:
+            process.close()
+        else:
+            logger.warning("The registry writer process of %s %s", self.path, why)
+            process.kill()
+            self.process_failed = True
 
     def _beat(self) -> None:
         """Refresh the heartbeat of the live builds (on the flusher thread)."""
@@ -673,7 +644,7 @@ class _Writer:
             if self.closed:
                 return
             try:
-                self._write([_Statement(_HEARTBEAT, [(now, key) for key in keys])])
+                self._write([Statement(_HEARTBEAT, [(now, key) for key in keys])])
             except sqlite3.Error as exc:  # the next beat tries again
                 logger.warning("Could not refresh the builds' heartbeat in %s: %s", self.path, exc)
 
@@ -682,6 +653,8 @@ class _Writer:
 
     def _interval_now(self) -> float:
         """How old the oldest pending row may get (longer during a large build)."""
+        if self.process is not None and self.live:
+            return min(self.interval, _PROCESS_INTERVAL)
         if not self._large():
             return self.interval
         grown = _LARGE_BUILD_INTERVAL * self.live_rows / _LARGE_BUILD_ROWS
@@ -693,7 +666,7 @@ class _Writer:
 
     def _due(self) -> float | None:
         """Seconds until the next write is due (<= 0: now; None: nothing pending)."""
-        if self.urgent:
+        if self.urgent or (self.process_wanted and self.process is None):
             return 0.0
         now = time.monotonic()
         waits = []
@@ -715,10 +688,13 @@ class _Writer:
                     self.cond.wait(delay)
                 closed = self.closed
                 beat = self.beat_at is not None and self.beat_at <= time.monotonic()
+                start = self.process_wanted and self.process is None and not closed
             if closed:
                 self._finish()
                 return
             try:
+                if start and os.getpid() == self.pid:
+                    self._start_process()
                 self.flush(raise_errors=False, beside=bool(self.live))
                 if beat:
                     self._beat()
@@ -734,6 +710,7 @@ class _Writer:
             self.flush(raise_errors=False, final=True)
         finally:
             with self.db_lock:
+                self._stop_process()
                 self.conn.close()
 
     def close(self) -> None:
@@ -771,6 +748,10 @@ class SQLiteRegistry(RegistryABC):
         abandoned_after_seconds: A running build whose heartbeat is older than this is
             abandoned (its process died or hangs); must exceed twice the heartbeat
             interval of every process writing builds to the file.
+        writer_process_rows: Once the running builds have recorded this many rows (a
+            large build: a task makes about 7), start a writer process, which writes
+            this registry's batches from then on (on another core: see below); None:
+            write in this process only.
 
     Writes are buffered: each call appends rows to an in-memory batch, and a background
     thread writes the batch in one ``BEGIN IMMEDIATE`` transaction (a few multi-row
@@ -784,7 +765,16 @@ class SQLiteRegistry(RegistryABC):
     on the calling thread when a build ends, before every read, on :meth:`flush` and
     :meth:`close`; also when the registry is garbage-collected and at interpreter exit.
     Task bodies and output URIs are computed when written, so a call costs a few
-    microseconds. A hard kill (SIGKILL,
+    microseconds. Once the running builds have recorded ``writer_process_rows`` rows, a
+    writer process (a plain Python running only :mod:`sqlite3`, started in about 20 ms)
+    writes the batches instead, each as soon as the last one is written: SQLite's work
+    then runs on another core, and the build's process only pickles its rows (a
+    10,000-task chain: its registry cost 0.97 s in a 2.3 s build, 0.61 s with the writer
+    process). Smaller builds gain nothing from it: their process spends about as much
+    on pickling and on more frequent, smaller batches as SQLite would take. The writer
+    process ends with the registry, or when its parent dies (after the write in hand);
+    should it fail, this process writes from then on (a batch it committed just before
+    dying is then written twice: its events appear twice). A hard kill (SIGKILL,
     power loss) loses at most the last ~0.2 s of events (in a large build up to ~5 s,
     plus the time a write of its rows takes) and
     never corrupts the file:
@@ -813,6 +803,7 @@ class SQLiteRegistry(RegistryABC):
         flush_interval_seconds: float = 0.2,
         heartbeat_seconds: float = 10.0,
         abandoned_after_seconds: float = 60.0,
+        writer_process_rows: int | None = _LARGE_BUILD_ROWS,
     ) -> None:
         if not 0 < 2 * heartbeat_seconds < abandoned_after_seconds:
             raise ValueError(
@@ -834,7 +825,7 @@ class SQLiteRegistry(RegistryABC):
             raise
         self._w = _Writer(
             conn, self.path, self._env_id, max(1, flush_max_rows), flush_interval_seconds,
-            float(heartbeat_seconds),
+            float(heartbeat_seconds), writer_process_rows,
         )  # fmt: skip
         self._finalizer = weakref.finalize(self, self._w.close)
         self._known_builds: dict[UUID, str] = {}
@@ -1025,8 +1016,8 @@ class SQLiteRegistry(RegistryABC):
             self._check_open()
             try:
                 w._write([
-                    _Statement(_INSERT_BUILD, [build_row]),
-                    _Statement(_INSERT_EVENT, [event_row]),
+                    Statement(_INSERT_BUILD, [build_row]),
+                    Statement(_INSERT_EVENT, [event_row]),
                 ])  # fmt: skip
             except sqlite3.Error as exc:
                 message = f"Cannot start a build in the registry {self.path}: {exc}"

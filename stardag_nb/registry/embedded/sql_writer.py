@@ -1,0 +1,344 @@
+"""Bulk writes of the embedded registry: statements over many rows, written in one
+transaction, on this process's connection or by a writer process.
+
+The writer process takes a large build's SQLite work to another core: the build's
+process only pickles its rows (plain values, under 1 us a row) and waits for the write
+without the GIL, where SQLite took a few microseconds a row, mostly holding the GIL.
+This module uses only the standard library: the writer process runs it as a script
+(``python -I -S sql_writer.py``), which starts in about 15 ms and imports little else.
+It writes what its parent sends on stdin and answers on stdout, one pickle each; at the
+end of its stdin (its parent closed it, or died) it finishes the write in hand and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+import sys
+from itertools import chain, islice
+
+TYPE_CHECKING = False  # (the writer process does not import typing: it starts faster)
+if TYPE_CHECKING:
+    import json
+    import subprocess
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+__all__ = ["Bulk", "Statement", "WriterProcess", "max_chunk_rows", "never", "write_statements"]
+
+_JSON_CHUNK_ROWS = 1024  # rows per JSON statement (a build's last write waits for one)
+_JSON_MAX_CHARS = 64 * 1024 * 1024  # a longer text (large task bodies) goes as parameters
+_MAX_CHUNK_ROWS = 256
+_WIDEST_ROW = 11  # values in the widest row of a bulk statement
+
+
+def never() -> bool:
+    return False
+
+
+def _encode_rows(rows: list[tuple[Any, ...]]) -> str:
+    """Rows as one compact JSON array (json imported here: the writer process, which
+    writes no JSON, starts without it)."""
+    global _ROWS_ENCODER
+    if _ROWS_ENCODER is None:
+        import json
+
+        _ROWS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ROWS_ENCODER.encode(rows)
+
+
+_ROWS_ENCODER: json.JSONEncoder | None = None
+
+
+class Bulk:
+    """A statement that writes many rows at once: ``sql`` with ``{rows}`` where the rows
+    go, ``columns`` values each: as ``VALUES`` lists of at most ``max_chunk`` rows (and
+    then powers of two, so a few prepared statements serve every batch), or as one JSON
+    array unpacked by ``json_each``.
+
+    ``VALUES`` is the cheaper of the two for SQLite, but takes the GIL back after every
+    statement (``executemany``: after every row), and a writer thread beside a build
+    running Python waits up to a switch interval (5 ms) for it each time: 100,000 task
+    rows took 3.3 s beside a busy thread against 0.9 s as JSON, which SQLite parses and
+    writes without the GIL. So writes beside a running build go as JSON, and the last
+    write of a build (nothing else runs) as ``VALUES``; so does the rest of the write in
+    flight that a build's last write waits for (``as_json`` is asked before each chunk).
+    The writer process, which runs no other Python, writes ``VALUES`` only."""
+
+    def __init__(self, sql: str, columns: int) -> None:
+        self.template, self.columns = sql, columns
+        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(columns))
+        # (WHERE: an INSERT ... SELECT before ON CONFLICT must not end in a join)
+        self.json_sql = sql.format(rows=f"SELECT {picks} FROM json_each(?) WHERE true")
+        self.row = "(" + ",".join("?" * columns) + ")"
+        self._sql: dict[int, str] = {}
+
+    def sql(self, rows: int) -> str:
+        text = self._sql.get(rows)
+        if text is None:
+            text = self._sql[rows] = self.template.format(
+                rows="VALUES " + ",".join([self.row] * rows)
+            )
+        return text
+
+    def run(
+        self,
+        conn: sqlite3.Connection,
+        rows: Iterable[tuple[Any, ...]],
+        max_chunk: int,
+        as_json: Callable[[], bool] = never,
+    ) -> None:
+        """Write ``rows``, in ``VALUES`` lists of at most ``max_chunk`` rows, or as JSON
+        while ``as_json()`` says so (a chunk that JSON would not carry exactly, with a
+        NUL character, as ``VALUES``)."""
+        source = iter(rows)
+        while True:
+            json_now = as_json()
+            chunk = list(islice(source, _JSON_CHUNK_ROWS if json_now else max_chunk))
+            if not chunk:
+                break
+            if json_now:
+                try:
+                    text = _encode_rows(chunk)
+                except ValueError:  # a NaN or infinity
+                    text = None
+                # (SQLite's JSON functions end a text at a NUL character)
+                if text is not None and len(text) <= _JSON_MAX_CHARS and "\\u0000" not in text:
+                    conn.execute(self.json_sql, (text,))
+                    continue
+            start, total, size = 0, len(chunk), max_chunk
+            while start < total:
+                while size > total - start:
+                    size //= 2
+                params = list(chain.from_iterable(chunk[start : start + size]))
+                conn.execute(self.sql(size), params)
+                start += size
+
+
+class Statement:
+    """SQL (a :class:`Bulk` or one statement for ``executemany``) and its rows (made as
+    they are written: a statement runs once)."""
+
+    __slots__ = ("rows", "sql")
+
+    def __init__(self, sql: Bulk | str, rows: Iterable[tuple[Any, ...]]) -> None:
+        self.sql, self.rows = sql, rows
+
+    def run(
+        self, conn: sqlite3.Connection, max_chunk: int, as_json: Callable[[], bool] = never
+    ) -> None:
+        if isinstance(self.sql, Bulk):
+            self.sql.run(conn, self.rows, max_chunk, as_json)
+        else:
+            conn.executemany(self.sql, self.rows)
+
+
+def max_chunk_rows(conn: sqlite3.Connection) -> int:
+    """Rows per bulk statement as parameters: a power of two within the connection's
+    limit of parameters (for the widest row)."""
+    chunk = _MAX_CHUNK_ROWS
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _WIDEST_ROW
+    while chunk > max(1, limit):
+        chunk //= 2
+    return chunk
+
+
+def write_statements(
+    conn: sqlite3.Connection,
+    statements: Iterable[Statement],
+    max_chunk: int,
+    as_json: Callable[[], bool] = never,
+) -> None:
+    """Run ``statements`` in one ``BEGIN IMMEDIATE`` transaction (rolled back on error)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in statements:
+            statement.run(conn, max_chunk, as_json)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+# -- the writer process ----------------------------------------------------------------
+
+
+class WriterProcessError(Exception):
+    """The writer process is gone or did not answer (its rows may or may not be
+    written: a write it committed just before it died is not acknowledged)."""
+
+
+class WriterProcess:
+    """A child process that writes statements to one SQLite file (the parent's side).
+
+    ``start`` returns once the child has opened the file, or raises
+    :class:`WriterProcessError`. :meth:`write` sends statements and waits for their
+    transaction (their rows are materialized and pickled here); SQLite's own errors come
+    back as ``sqlite3.OperationalError`` (busy, disk) or ``sqlite3.Error``. Not
+    thread-safe: the caller holds its connection lock around every call.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+
+    @classmethod
+    def start(
+        cls, path: str, timeout: float, pragmas: list[str], ready_within: float = 10.0
+    ) -> WriterProcess:
+        """Start a writer of the file ``path`` (connection ``timeout`` and ``pragmas`` as
+        the parent's), and wait until it has opened the file."""
+        import subprocess  # (here: the writer process does not need it)
+
+        if not sys.executable or getattr(sys, "frozen", False):
+            # (a frozen application's executable is no Python to run this file with)
+            raise WriterProcessError(f"no Python interpreter to run ({sys.executable!r})")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", os.path.abspath(__file__)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise WriterProcessError(f"cannot start a registry writer process: {exc}") from exc
+        writer = cls(proc)
+        try:
+            writer._send(("open", path, timeout, pragmas))
+            writer._answer(ready_within)
+        except BaseException:
+            writer.kill()
+            raise
+        return writer
+
+    def write(self, statements: Iterable[Statement]) -> None:
+        """Write ``statements`` in one transaction of the writer process."""
+        wire = []
+        for st in statements:
+            sql = st.sql
+            if isinstance(sql, Bulk):
+                wire.append((sql.template, sql.columns, list(st.rows)))
+            else:
+                wire.append((sql, 0, list(st.rows)))
+        self._send(("write", wire))
+        self._answer(None)
+
+    def close(self, wait: float = 60.0) -> None:
+        """End the writer once it has written what it was sent (killed after ``wait``)."""
+        import subprocess
+
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(wait)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+
+    def kill(self) -> None:
+        import subprocess
+
+        try:
+            self.proc.kill()
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+    def _send(self, message: object) -> None:
+        stdin = self.proc.stdin
+        if stdin is None or stdin.closed:
+            raise WriterProcessError("the registry writer process is closed")
+        try:
+            pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin.flush()
+        except (OSError, ValueError) as exc:  # BrokenPipeError: it died
+            raise WriterProcessError(f"the registry writer process is gone: {exc}") from exc
+
+    def _answer(self, within: float | None) -> None:
+        stdout = self.proc.stdout
+        if stdout is None:
+            raise WriterProcessError("the registry writer process is closed")
+        if within is not None:
+            import select
+
+            ready, _, _ = select.select([stdout], [], [], within)
+            if not ready:
+                raise WriterProcessError(f"the registry writer did not answer in {within} s")
+        try:
+            answer = pickle.load(stdout)
+        except (EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
+            code = self.proc.poll()
+            raise WriterProcessError(
+                f"the registry writer process is gone (exit code {code}): {exc!r}"
+            ) from exc
+        kind, message = answer
+        if kind == "busy":
+            raise sqlite3.OperationalError(message)
+        if kind == "error":
+            raise sqlite3.Error(message)
+
+
+def _serve(stdin: Any, stdout: Any) -> None:
+    """The writer process: open the file, then write each batch sent until stdin ends."""
+
+    def answer(kind: str, message: str | None = None) -> None:
+        pickle.dump((kind, message), stdout, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.flush()
+
+    try:
+        _, path, timeout, pragmas = pickle.load(stdin)
+    except EOFError:
+        return
+    try:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        for pragma in pragmas:
+            conn.execute(pragma)
+        max_chunk = max_chunk_rows(conn)
+    except sqlite3.Error as exc:
+        answer("error", f"{type(exc).__name__}: {exc}")
+        return
+    answer("ok")
+    bulks: dict[tuple[str, int], Bulk] = {}
+    try:
+        while True:
+            try:
+                _, wire = pickle.load(stdin)
+            except EOFError:
+                return
+            statements = []
+            for sql, columns, rows in wire:
+                if columns:
+                    bulk = bulks.get((sql, columns))
+                    if bulk is None:
+                        bulk = bulks[sql, columns] = Bulk(sql, columns)
+                    statements.append(Statement(bulk, rows))
+                else:
+                    statements.append(Statement(sql, rows))
+            try:
+                write_statements(conn, statements, max_chunk)
+            except sqlite3.OperationalError as exc:
+                answer("busy", str(exc))
+            except sqlite3.Error as exc:
+                answer("error", f"{type(exc).__name__}: {exc}")
+            else:
+                answer("ok")
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    import contextlib
+    import signal
+
+    # A kernel's interrupt reaches its whole process group: this process ends only at
+    # the end of its stdin, after the write in hand.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(BrokenPipeError):  # the parent is gone
+        _serve(sys.stdin.buffer, sys.stdout.buffer)
