@@ -18,7 +18,9 @@ loop is blocked while they run). Workloads (``requires()`` style, trivial
 The floor does the same work in plain Python: a uuid5 id over compact sorted JSON for
 each task (with its dependencies' ids), and an atomic write (temp file + rename) of its
 value into ``<name>/<id[:2]>/<id[2:4]>/<id>.json``. Each measurement is the median of
-several runs on fresh directories, in one process; each run times the floor and then
+several runs on fresh directories, in one process (three times as many for the workloads
+of about 1,000 tasks, which take a tenth of a second: a pause of the machine moves
+one of their runs by a third); each run times the floor and then
 each mode (in turns: default first in one run, inline first in the next), so that
 changes of the machine's speed fall on all of them; ``range`` is the lowest and highest
 ratio of single runs (how noisy the machine was).
@@ -204,6 +206,9 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+SMALL_RUNS = 3  # runs of the small workloads, per run of the large ones
+
+
 def measure(base: str, runs: int, registry_kind: str) -> None:
     workloads: list[tuple[str, int, Callable[[], sd.BaseTask], Callable[[str], None]]] = [
         ("wide 1000", 1001, lambda: WideRoot(n=1000), lambda r: floor_wide(r, 1000)),
@@ -217,7 +222,8 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
         ),
     ]
     print(
-        f"sd.build per task vs plain-Python floor, median of {runs} (registry: {registry_kind}, root: {base})"
+        f"sd.build per task vs plain-Python floor, median of {runs} runs ({SMALL_RUNS * runs} for"
+        f" 1,000 tasks or fewer; registry: {registry_kind}, root: {base})"
     )
     print(
         f"{'workload':<16}{'executor':>9}{'framework':>12}{'floor':>12}{'per task':>12}"
@@ -228,7 +234,7 @@ def measure(base: str, runs: int, registry_kind: str) -> None:
         fw_times: dict[str, list[float]] = {mode: [] for mode in MODES}
         noop_times: dict[str, list[float]] = {mode: [] for mode in MODES}
         floor_times: list[float] = []
-        for run in range(runs + 1):  # run 0 warms up imports and class creation
+        for run in range((SMALL_RUNS * runs if n <= 1001 else runs) + 1):  # run 0 warms up
             fl_root = tempfile.mkdtemp(dir=base)
             t_floor = _timed(lambda: floor(fl_root))
             shutil.rmtree(fl_root, ignore_errors=True)
