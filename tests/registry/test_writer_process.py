@@ -132,8 +132,27 @@ while reg._w.process is None and time.monotonic() < deadline:
     time.sleep(0.01)
 reg._w.flush()  # written by the writer process
 print(reg._w.process.pid, flush=True)
+if sys.argv[2] == "exit":  # rows still pending at exit: written by the writer process
+    for n in range(50, 60):
+        reg.task_register(build, WpLeaf(n=n))
+    sys.exit(0)
 time.sleep(600)
 """
+
+
+def test_rows_pending_at_interpreter_exit_are_written_and_the_writer_ends(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "registry.sqlite3"
+    out = subprocess.run(
+        [sys.executable, "-c", _PARENT, str(db), "exit"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    writer = int(out.stdout)
+    assert _wait_for(lambda: not _alive(writer), 10), "the writer process outlived its parent"
+    reader = SQLiteRegistry(db, writer_process_rows=None)
+    assert len(reader.list_build_tasks(reader.list_builds()[0].id)) == 60
+    reader.close()
 
 
 def test_the_writer_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
@@ -141,7 +160,7 @@ def test_the_writer_process_ends_when_its_parent_is_killed(tmp_path: Path) -> No
     what it wrote stays, and the build is no longer shown running."""
     db = tmp_path / "registry.sqlite3"
     parent = subprocess.Popen(
-        [sys.executable, "-c", _PARENT, str(db)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _PARENT, str(db), "kill"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert parent.stdout is not None
