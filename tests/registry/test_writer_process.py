@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -64,6 +67,7 @@ def _record_a_build(registry: SQLiteRegistry, before_end=lambda: None) -> None: 
 def test_the_writer_process_writes_what_this_process_would(tmp_path: Path) -> None:
     files = [tmp_path / "process.sqlite3", tmp_path / "here.sqlite3"]
     pids: list[int] = []
+    changes: list[int] = []  # this process's own writes to the file, once the writer ran
     for rows, path in zip((1, None), files, strict=True):
         registry = SQLiteRegistry(path, writer_process_rows=rows)
 
@@ -74,10 +78,14 @@ def test_the_writer_process_writes_what_this_process_would(tmp_path: Path) -> No
                 assert process is not None and process.pid != os.getpid()
                 pids.append(process.pid)
                 assert _alive(process.pid)
+                registry._w.flush()  # (a write of this process's may have been in flight)
+                changes.append(registry._w.conn.total_changes)
 
         _record_a_build(registry, before_end=started)
         if rows is not None:
             assert registry._w.process is not None  # (it did not fail)
+            # this process wrote nothing since (its rows went through the writer)
+            assert registry._w.conn.total_changes == changes[0]
         registry.close()
     assert len(pids) == 1 and _wait_for(lambda: not _alive(pids[0]), 10)  # ends with its registry
     by_process, here = (_rows(path) for path in files)
@@ -200,3 +208,114 @@ def test_a_large_build_writes_through_its_writer_process(tmp_path: Path) -> None
     assert len(tasks) == 4001 and {t.status for t in tasks} == {"completed"}
     registry.close()
     assert not _alive(process.pid)
+
+
+def _wait_for_writer(registry: SQLiteRegistry) -> int:
+    assert _wait_for(lambda: registry._w.process is not None)
+    process = registry._w.process
+    assert process is not None
+    return process.pid
+
+
+def test_a_relative_registry_path_is_written_after_a_change_of_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer process writes the file the registry opened, not one of the same
+    relative name where the process went since."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    registry = SQLiteRegistry("registry.sqlite3", writer_process_rows=1)
+    monkeypatch.chdir(tmp_path / "b")
+    build_id = registry.build_start()
+    registry.task_register(build_id, RegLeaf(n=0))
+    _wait_for_writer(registry)
+    for n in range(1, 20):
+        registry.task_register(build_id, RegLeaf(n=n))
+    registry.build_complete(build_id)
+    assert registry._w.process is not None  # (it did not fail)
+    registry.close()
+    assert not (tmp_path / "b" / "registry.sqlite3").exists()
+    reader = SQLiteRegistry(tmp_path / "a" / "registry.sqlite3", writer_process_rows=None)
+    assert len(reader.list_build_tasks(reader.list_builds()[0].id)) == 20
+    reader.close()
+
+
+def test_an_interrupted_write_loses_no_row_and_later_reads_see_their_rows(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while a flush waits for the writer process's answer (another connection
+    holds the file): the writer is stopped (its pipe is left mid-answer), the rows are
+    written here by the next write, and a read after it sees every row."""
+    db = tmp_path / "registry.sqlite3"
+    registry = SQLiteRegistry(db, flush_interval_seconds=3600, writer_process_rows=1)
+    build_id = registry.build_start()
+    registry.task_register(build_id, RegLeaf(n=0))
+    writer = _wait_for_writer(registry)
+    registry.build_complete(build_id)  # (no build runs: the flusher waits an hour)
+    for n in range(1, 15):
+        registry.task_register(build_id, RegLeaf(n=n))
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer waits for the file
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread().ident == main
+    timer = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            registry.flush()  # this thread sends the rows, and waits for the answer
+    finally:
+        timer.cancel()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert registry._w.process is None and _wait_for(lambda: not _alive(writer), 10)
+    for n in range(15, 25):
+        registry.task_register(build_id, RegLeaf(n=n))
+    assert len(registry.list_build_tasks(build_id)) == 25
+    registry.close()
+
+
+def test_a_forked_child_keeps_neither_the_writer_alive_nor_its_close_waiting(
+    tmp_path: Path,
+) -> None:
+    """A child forked while the writer process runs (multiprocessing's fork) lets go
+    of the writer's pipes: closing the registry does not wait for the child, and the
+    writer ends with the registry."""
+    registry = SQLiteRegistry(tmp_path / "registry.sqlite3", writer_process_rows=1)
+    build_id = registry.build_start()
+    registry.task_register(build_id, RegLeaf(n=0))
+    writer = _wait_for_writer(registry)
+    child = os.fork()
+    if child == 0:  # (the forked child: sleeps, then leaves without any clean-up)
+        time.sleep(30)
+        os._exit(0)
+    try:
+        registry.task_register(build_id, RegLeaf(n=1))
+        registry.build_complete(build_id)
+        started = time.monotonic()
+        registry.close()
+        assert time.monotonic() - started < 5
+        assert _wait_for(lambda: not _alive(writer), 5)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    reader = SQLiteRegistry(tmp_path / "registry.sqlite3", writer_process_rows=None)
+    assert len(reader.list_build_tasks(build_id)) == 2
+    reader.close()
+
+
+def test_a_writer_that_cannot_start_leaves_the_writing_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Python to run the writer with: one attempt, then this process writes."""
+    monkeypatch.setattr(sys, "executable", shutil.which("false") or "/bin/false")
+    registry = SQLiteRegistry(tmp_path / "registry.sqlite3", writer_process_rows=1)
+    build_id = registry.build_start()
+    registry.task_register(build_id, RegLeaf(n=0))
+    assert _wait_for(lambda: registry._w.process_failed)
+    for n in range(1, 10):
+        registry.task_register(build_id, RegLeaf(n=n))
+    registry.build_complete(build_id)
+    assert registry._w.process is None and not registry._w.process_wanted
+    assert len(registry.list_build_tasks(build_id)) == 10
+    registry.close()

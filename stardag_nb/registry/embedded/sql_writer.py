@@ -6,8 +6,9 @@ process only pickles its rows (plain values, under 1 us a row) and waits for the
 without the GIL, where SQLite took a few microseconds a row, mostly holding the GIL.
 This module uses only the standard library: the writer process runs it as a script
 (``python -I -S sql_writer.py``), which starts in about 15 ms and imports little else.
-It writes what its parent sends on stdin and answers on stdout, one pickle each; at the
-end of its stdin (its parent closed it, or died) it finishes the write in hand and exits.
+It writes what its parent sends on stdin (pickles) and answers on stdout; at the end of
+its stdin (its parent closed it, or died) it finishes the write in hand and exits, and it
+exits too once its parent is gone (a child forked from the parent does not hold it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import os
 import pickle
 import sqlite3
 import sys
+import time
+import urllib.parse
+import weakref
 from itertools import chain, islice
 
 TYPE_CHECKING = False  # (the writer process does not import typing: it starts faster)
@@ -164,10 +168,28 @@ def write_statements(
 
 # -- the writer process ----------------------------------------------------------------
 
+# Answers of the writer process: one kind byte, the length of a UTF-8 message (4 bytes,
+# big-endian), the message. Only the parent's pickles cross the pipe (parent to child).
+_OK, _BUSY, _FAILED = b"o", b"b", b"f"
+# SQLite's result codes that a retry may get past (another connection holds the file)
+_RETRYABLE = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
 
 class WriterProcessError(Exception):
-    """The writer process is gone or did not answer (its rows may or may not be
-    written: a write it committed just before it died is not acknowledged)."""
+    """The writer process failed, is gone or did not answer (the rows of the write in
+    hand may or may not be written: a write it committed just before it died is not
+    acknowledged); this process writes instead."""
+
+
+_live_writers: weakref.WeakSet[WriterProcess] = weakref.WeakSet()
+
+
+def _forget_writers_in_forked_child() -> None:
+    """In a child forked from a process with a writer process: point the inherited pipe
+    ends at /dev/null, so that the writer still sees the end of its input when its
+    parent ends, and nothing the child does reaches it."""
+    for writer in list(_live_writers):
+        writer.detach()
 
 
 class WriterProcess:
@@ -175,27 +197,34 @@ class WriterProcess:
 
     ``start`` returns once the child has opened the file, or raises
     :class:`WriterProcessError`. :meth:`write` sends statements and waits for their
-    transaction (their rows are materialized and pickled here); SQLite's own errors come
-    back as ``sqlite3.OperationalError`` (busy, disk) or ``sqlite3.Error``. Not
-    thread-safe: the caller holds its connection lock around every call.
+    transaction (their rows are materialized and pickled here); ``SQLITE_BUSY`` comes
+    back as ``sqlite3.OperationalError`` (the caller retries later), any other failure
+    as :class:`WriterProcessError`. Any exception while talking to it (an interrupt
+    too) kills it: a pipe left mid-message is never used again. Not thread-safe: the
+    caller holds its connection lock around every call.
     """
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         self.pid = proc.pid
+        self.detached = False
+        _live_writers.add(self)
 
     @classmethod
     def start(
         cls, path: str, timeout: float, pragmas: list[str], ready_within: float = 10.0
     ) -> WriterProcess:
-        """Start a writer of the file ``path`` (connection ``timeout`` and ``pragmas`` as
-        the parent's), and wait until it has opened the file."""
+        """Start a writer of the existing file ``path`` (an absolute path; connection
+        ``timeout`` and ``pragmas`` as the parent's), and wait until it has opened
+        the very file this process has open there."""
         import subprocess  # (here: the writer process does not need it)
+        import threading
 
         if not sys.executable or getattr(sys, "frozen", False):
             # (a frozen application's executable is no Python to run this file with)
             raise WriterProcessError(f"no Python interpreter to run ({sys.executable!r})")
         try:
+            stat = os.stat(path)
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__)],
                 stdin=subprocess.PIPE,
@@ -205,30 +234,43 @@ class WriterProcess:
         except OSError as exc:
             raise WriterProcessError(f"cannot start a registry writer process: {exc}") from exc
         writer = cls(proc)
+        # (a timer, not select(): portable, and any number of open files)
+        timer = threading.Timer(ready_within, proc.kill)
+        timer.daemon = True
+        timer.start()
         try:
-            writer._send(("open", path, timeout, pragmas))
-            writer._answer(ready_within)
+            writer._send(("open", path, (stat.st_dev, stat.st_ino), os.getpid(), timeout, pragmas))
+            writer._answer()
         except BaseException:
             writer.kill()
             raise
+        finally:
+            timer.cancel()
         return writer
 
     def write(self, statements: Iterable[Statement]) -> None:
         """Write ``statements`` in one transaction of the writer process."""
-        wire = []
-        for st in statements:
-            sql = st.sql
-            if isinstance(sql, Bulk):
-                wire.append((sql.template, sql.columns, list(st.rows)))
-            else:
-                wire.append((sql, 0, list(st.rows)))
-        self._send(("write", wire))
-        self._answer(None)
+        try:
+            wire = []
+            for st in statements:
+                sql = st.sql
+                if isinstance(sql, Bulk):
+                    wire.append((sql.template, sql.columns, list(st.rows)))
+                else:
+                    wire.append((sql, 0, list(st.rows)))
+            self._send(("write", wire))
+            self._answer()
+        except sqlite3.OperationalError:  # busy: the writer is fine
+            raise
+        except BaseException:
+            self.kill()
+            raise
 
     def close(self, wait: float = 60.0) -> None:
         """End the writer once it has written what it was sent (killed after ``wait``)."""
         import subprocess
 
+        _live_writers.discard(self)
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
@@ -239,6 +281,7 @@ class WriterProcess:
     def kill(self) -> None:
         import subprocess
 
+        _live_writers.discard(self)
         try:
             self.proc.kill()
             self.proc.wait(5)
@@ -251,9 +294,23 @@ class WriterProcess:
             except OSError:
                 pass
 
+    def detach(self) -> None:
+        """In a forked child: let go of the writer without touching it (see
+        :func:`_forget_writers_in_forked_child`)."""
+        self.detached = True
+        _live_writers.discard(self)
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for stream in (self.proc.stdin, self.proc.stdout):
+                if stream is not None and not stream.closed:
+                    os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+        self.proc.returncode = 0  # (never waited for here: it is not this process's child)
+
     def _send(self, message: object) -> None:
         stdin = self.proc.stdin
-        if stdin is None or stdin.closed:
+        if self.detached or stdin is None or stdin.closed:
             raise WriterProcessError("the registry writer process is closed")
         try:
             pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
@@ -261,84 +318,111 @@ class WriterProcess:
         except (OSError, ValueError) as exc:  # BrokenPipeError: it died
             raise WriterProcessError(f"the registry writer process is gone: {exc}") from exc
 
-    def _answer(self, within: float | None) -> None:
+    def _answer(self) -> None:
         stdout = self.proc.stdout
-        if stdout is None:
+        if stdout is None or stdout.closed:
             raise WriterProcessError("the registry writer process is closed")
-        if within is not None:
-            import select
-
-            ready, _, _ = select.select([stdout], [], [], within)
-            if not ready:
-                raise WriterProcessError(f"the registry writer did not answer in {within} s")
         try:
-            answer = pickle.load(stdout)
-        except (EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
-            code = self.proc.poll()
-            raise WriterProcessError(
-                f"the registry writer process is gone (exit code {code}): {exc!r}"
-            ) from exc
-        kind, message = answer
-        if kind == "busy":
+            head = stdout.read(5)
+            body = stdout.read(int.from_bytes(head[1:5], "big")) if len(head) == 5 else b""
+        except (OSError, ValueError) as exc:
+            head, body = b"", repr(exc).encode()
+        kind, message = head[:1], body.decode("utf-8", "replace")
+        if kind == _OK:
+            return
+        if kind == _BUSY:
             raise sqlite3.OperationalError(message)
-        if kind == "error":
-            raise sqlite3.Error(message)
+        if kind == _FAILED:
+            raise WriterProcessError(message)
+        code = self.proc.poll()
+        raise WriterProcessError(f"the registry writer process is gone (exit code {code})")
 
 
 def _serve(stdin: Any, stdout: Any) -> None:
-    """The writer process: open the file, then write each batch sent until stdin ends."""
+    """The writer process: open the file, then write each batch sent until stdin ends
+    (or its parent is gone)."""
 
-    def answer(kind: str, message: str | None = None) -> None:
-        pickle.dump((kind, message), stdout, protocol=pickle.HIGHEST_PROTOCOL)
+    def answer(kind: bytes, message: str = "") -> None:
+        data = message.encode("utf-8", "replace")
+        stdout.write(kind + len(data).to_bytes(4, "big") + data)
         stdout.flush()
 
     try:
-        _, path, timeout, pragmas = pickle.load(stdin)
-    except EOFError:
+        _, path, file_id, parent, timeout, pragmas = pickle.load(stdin)
+    except (EOFError, pickle.UnpicklingError):
         return
+    _watch_parent(parent)
     try:
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        # (mode=rw: never create a file; the parent's file, not one of the same name)
+        conn = sqlite3.connect(
+            "file:" + urllib.parse.quote(path) + "?mode=rw",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+        )
+        stat = os.stat(path)
+        if (stat.st_dev, stat.st_ino) != tuple(file_id):
+            raise sqlite3.OperationalError(f"{path} is not the file the registry opened")
         for pragma in pragmas:
             conn.execute(pragma)
         max_chunk = max_chunk_rows(conn)
-    except sqlite3.Error as exc:
-        answer("error", f"{type(exc).__name__}: {exc}")
+    except (OSError, sqlite3.Error) as exc:
+        answer(_FAILED, f"cannot open {path}: {type(exc).__name__}: {exc}")
         return
-    answer("ok")
+    answer(_OK)
     bulks: dict[tuple[str, int], Bulk] = {}
     try:
         while True:
             try:
                 _, wire = pickle.load(stdin)
-            except EOFError:
+            except (EOFError, pickle.UnpicklingError):  # its parent closed it, or died
                 return
-            statements = []
-            for sql, columns, rows in wire:
-                if columns:
-                    bulk = bulks.get((sql, columns))
-                    if bulk is None:
-                        bulk = bulks[sql, columns] = Bulk(sql, columns)
-                    statements.append(Statement(bulk, rows))
-                else:
-                    statements.append(Statement(sql, rows))
             try:
+                statements = []
+                for sql, columns, rows in wire:
+                    if columns:
+                        bulk = bulks.get((sql, columns))
+                        if bulk is None:
+                            bulk = bulks[sql, columns] = Bulk(sql, columns)
+                        statements.append(Statement(bulk, rows))
+                    else:
+                        statements.append(Statement(sql, rows))
                 write_statements(conn, statements, max_chunk)
             except sqlite3.OperationalError as exc:
-                answer("busy", str(exc))
-            except sqlite3.Error as exc:
-                answer("error", f"{type(exc).__name__}: {exc}")
+                if getattr(exc, "sqlite_errorname", "SQLITE_BUSY").startswith(_RETRYABLE):
+                    answer(_BUSY, str(exc))
+                else:
+                    answer(_FAILED, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                answer(_FAILED, f"{type(exc).__name__}: {exc}")
             else:
-                answer("ok")
+                answer(_OK)
     finally:
         conn.close()
 
 
+def _watch_parent(parent: int) -> None:
+    """End this process once its parent is gone, even while a forked grandchild keeps
+    its stdin open (SQLite rolls back a write in hand: nobody waits for it)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 if __name__ == "__main__":
-    import contextlib
     import signal
 
     # A kernel's interrupt reaches its whole process group: this process ends only at
     # the end of its stdin, after the write in hand.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(BrokenPipeError):  # the parent is gone
+    try:
         _serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:  # its parent is gone
+        os._exit(0)
+else:
+    os.register_at_fork(after_in_child=_forget_writers_in_forked_child)

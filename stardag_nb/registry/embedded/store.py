@@ -373,6 +373,7 @@ class _Writer:
     ) -> None:
         self.conn = conn
         self.path = path
+        self.abs_path = os.path.abspath(path)  # (the writer process starts elsewhere)
         self.env = env
         self.max_rows = max_rows
         self.interval = interval
@@ -433,11 +434,10 @@ class _Writer:
             self.urgent = True
             self.cond.notify()
         if (
-            self.process_rows is not None
-            and self.process is None
-            and batch.rows + self.live_rows >= self.process_rows
+            self.process is None
             and not (self.process_wanted or self.process_failed)
             and self.live
+            and self._for_process()
         ):
             self.process_wanted = True
             self.cond.notify()
@@ -564,6 +564,14 @@ class _Writer:
                     self._stop_process(f"failed: {exc}")
                     statements = [st for b in batches for st in b.statements(self.env)]
                     self._write(statements)
+                except sqlite3.OperationalError:  # busy: handled below
+                    raise
+                except BaseException:
+                    # Interrupted (the writer process is killed): the rows are kept for
+                    # the next write, here.
+                    self.process, self.process_failed = None, True
+                    self.failed = batches
+                    raise
         except sqlite3.OperationalError as exc:
             # Busy, or trouble with the disk: keep the rows; the flusher retries.
             self.failed = batches
@@ -602,11 +610,11 @@ class _Writer:
         Should it fail to start, this process keeps writing."""
         try:
             process = WriterProcess.start(
-                str(self.path),
+                self.abs_path,
                 schema.BUSY_TIMEOUT_SECONDS,
                 [*schema.CONNECTION_PRAGMAS, f"PRAGMA cache_size = -{_CACHE_KIB}"],
             )
-        except (WriterProcessError, sqlite3.Error) as exc:
+        except Exception as exc:
             logger.info("Writing the registry %s in this process: %s", self.path, exc)
             with self.lock:
                 self.process_wanted, self.process_failed = False, True
@@ -648,12 +656,17 @@ class _Writer:
             except sqlite3.Error as exc:  # the next beat tries again
                 logger.warning("Could not refresh the builds' heartbeat in %s: %s", self.path, exc)
 
+    def _for_process(self) -> bool:
+        """Whether the running builds are large enough for the writer process."""
+        rows = self.process_rows
+        return rows is not None and self.live_rows + self.batch.rows >= rows
+
     def _large(self) -> bool:
         return bool(self.live) and self.live_rows >= _LARGE_BUILD_ROWS
 
     def _interval_now(self) -> float:
         """How old the oldest pending row may get (longer during a large build)."""
-        if self.process is not None and self.live:
+        if self.process is not None and self.live and self._for_process():
             return min(self.interval, _PROCESS_INTERVAL)
         if not self._large():
             return self.interval
@@ -771,10 +784,11 @@ class SQLiteRegistry(RegistryABC):
     then runs on another core, and the build's process only pickles its rows (a
     10,000-task chain: its registry cost 0.97 s in a 2.3 s build, 0.61 s with the writer
     process). Smaller builds gain nothing from it: their process spends about as much
-    on pickling and on more frequent, smaller batches as SQLite would take. The writer
-    process ends with the registry, or when its parent dies (after the write in hand);
-    should it fail, this process writes from then on (a batch it committed just before
-    dying is then written twice: its events appear twice). A hard kill (SIGKILL,
+    on pickling and on more frequent, smaller batches as SQLite would take (once it runs,
+    their batches go through it as often as without it). The writer process ends with
+    the registry, or when its parent dies; should it fail, this process writes from then
+    on (a batch it committed just before dying is then written twice: its events appear
+    twice). A hard kill (SIGKILL,
     power loss) loses at most the last ~0.2 s of events (in a large build up to ~5 s,
     plus the time a write of its rows takes) and
     never corrupts the file:
