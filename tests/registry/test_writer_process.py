@@ -23,6 +23,9 @@ from stardag_nb.utils.testing import target_roots_override
 
 from .test_sqlite_registry import RegLeaf, RegParent, _rows
 
+# (processes read from /proc; os.fork)
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
+
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
@@ -304,11 +307,18 @@ def test_a_forked_child_keeps_neither_the_writer_alive_nor_its_close_waiting(
     reader.close()
 
 
+@pytest.mark.parametrize("executable", ["python-that-exits", "uwsgi"])
 def test_a_writer_that_cannot_start_leaves_the_writing_here(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executable: str
 ) -> None:
-    """No Python to run the writer with: one attempt, then this process writes."""
-    monkeypatch.setattr(sys, "executable", shutil.which("false") or "/bin/false")
+    """No Python to run the writer with (one that exits at once, or an embedding
+    server's executable, which is not run): one attempt, then this process writes."""
+    if executable == "python-that-exits":
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "python3").symlink_to(shutil.which("false") or "/bin/false")
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python3"))
+    else:
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "uwsgi"))  # (not even there)
     registry = SQLiteRegistry(tmp_path / "registry.sqlite3", writer_process_rows=1)
     build_id = registry.build_start()
     registry.task_register(build_id, RegLeaf(n=0))

@@ -220,8 +220,10 @@ class WriterProcess:
         import subprocess  # (here: the writer process does not need it)
         import threading
 
-        if not sys.executable or getattr(sys, "frozen", False):
-            # (a frozen application's executable is no Python to run this file with)
+        name = os.path.basename(sys.executable or "").lower()
+        if getattr(sys, "frozen", False) or not name.startswith(("python", "pypy")):
+            # (a frozen application's, or an embedding server's, executable is no Python
+            # to run this file with)
             raise WriterProcessError(f"no Python interpreter to run ({sys.executable!r})")
         try:
             stat = os.stat(path)
