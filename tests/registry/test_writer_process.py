@@ -143,6 +143,14 @@ while reg._w.process is None and time.monotonic() < deadline:
     time.sleep(0.01)
 reg._w.flush()  # written by the writer process
 print(reg._w.process.pid, flush=True)
+if sys.argv[2] == "die-mid-write":  # the writer waits for the file; this process dies
+    import os, signal, threading
+    sys.stdin.readline()  # (the file is held now)
+    for n in range(50, 80):
+        reg.task_register(build, WpLeaf(n=n))
+    threading.Thread(target=reg._w.flush).start()
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
 if sys.argv[2] == "exit":  # rows still pending at exit: written by the writer process
     for n in range(50, 60):
         reg.task_register(build, WpLeaf(n=n))
@@ -244,37 +252,50 @@ def test_a_relative_registry_path_is_written_after_a_change_of_directory(
     reader.close()
 
 
+@pytest.mark.parametrize("writer", ["writer process", "this process"])
 def test_an_interrupted_write_loses_no_row_and_later_reads_see_their_rows(
-    tmp_path: Path,
+    tmp_path: Path, writer: str
 ) -> None:
-    """Ctrl-C while a flush waits for the writer process's answer (another connection
-    holds the file): the writer is stopped (its pipe is left mid-answer), the rows are
-    written here by the next write, and a read after it sees every row."""
+    """Ctrl-C while a flush waits for the file (another connection holds it), with the
+    rows sent to the writer process (which is then stopped: its pipe is left
+    mid-answer) or written here: the transaction is not left open, the rows are kept
+    and written by the next write, and a read after it sees every row."""
     db = tmp_path / "registry.sqlite3"
-    registry = SQLiteRegistry(db, flush_interval_seconds=3600, writer_process_rows=1)
+    rows = 1 if writer == "writer process" else None
+    registry = SQLiteRegistry(db, flush_interval_seconds=3600, writer_process_rows=rows)
     build_id = registry.build_start()
     registry.task_register(build_id, RegLeaf(n=0))
-    writer = _wait_for_writer(registry)
+    pid = _wait_for_writer(registry) if rows else None
     registry.build_complete(build_id)  # (no build runs: the flusher waits an hour)
     for n in range(1, 15):
         registry.task_register(build_id, RegLeaf(n=n))
-    blocker = sqlite3.connect(db, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # the writer waits for the file
+    blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # the write waits for the file
     main = threading.main_thread().ident
     assert main is not None and threading.current_thread().ident == main
-    timer = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
-    timer.start()
+    timers = [
+        threading.Timer(0.4, signal.pthread_kill, (main, signal.SIGINT)),
+        threading.Timer(1.0, blocker.execute, ("ROLLBACK",)),
+    ]
+    for timer in timers:
+        timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            registry.flush()  # this thread sends the rows, and waits for the answer
+            registry.flush()  # this thread writes, or sends the rows and waits
     finally:
-        timer.cancel()
-        blocker.execute("ROLLBACK")
+        for timer in timers:
+            timer.join()
         blocker.close()
-    assert registry._w.process is None and _wait_for(lambda: not _alive(writer), 10)
+    assert not registry._w.conn.in_transaction  # (else the file stays locked)
+    if pid is not None:
+        assert registry._w.process is None and _wait_for(lambda: not _alive(pid), 10)
     for n in range(15, 25):
         registry.task_register(build_id, RegLeaf(n=n))
     assert len(registry.list_build_tasks(build_id)) == 25
+    other = sqlite3.connect(db, isolation_level=None, timeout=5)
+    other.execute("BEGIN IMMEDIATE")  # the file is free
+    other.execute("ROLLBACK")
+    other.close()
     registry.close()
 
 
@@ -329,3 +350,35 @@ def test_a_writer_that_cannot_start_leaves_the_writing_here(
     assert registry._w.process is None and not registry._w.process_wanted
     assert len(registry.list_build_tasks(build_id)) == 10
     registry.close()
+
+
+def test_a_writer_whose_parent_dies_mid_write_finishes_that_write(tmp_path: Path) -> None:
+    """The build's process is killed while its writer process waits for the file (held
+    by another connection): the writer writes those rows once the file is free, then
+    ends (its parent is gone)."""
+    db = tmp_path / "registry.sqlite3"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(db), "die-mid-write"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdin is not None and parent.stdout is not None
+        writer = int(parent.stdout.readline())
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.wait(20) == -signal.SIGKILL
+        time.sleep(2.0)  # the writer has seen its parent gone (it looks every second)
+        assert _alive(writer)  # still waiting for the file, with the rows in hand
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    finally:
+        parent.kill()
+        parent.wait(10)
+    assert _wait_for(lambda: not _alive(writer), 10), "the writer process outlived its parent"
+    reader = SQLiteRegistry(db, writer_process_rows=None)
+    assert len(reader.list_build_tasks(reader.list_builds()[0].id)) == 80
+    reader.close()

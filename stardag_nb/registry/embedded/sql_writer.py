@@ -154,9 +154,10 @@ def write_statements(
     max_chunk: int,
     as_json: Callable[[], bool] = never,
 ) -> None:
-    """Run ``statements`` in one ``BEGIN IMMEDIATE`` transaction (rolled back on error)."""
-    conn.execute("BEGIN IMMEDIATE")
+    """Run ``statements`` in one ``BEGIN IMMEDIATE`` transaction (rolled back on error,
+    an interrupt too)."""
     try:
+        conn.execute("BEGIN IMMEDIATE")
         for statement in statements:
             statement.run(conn, max_chunk, as_json)
         conn.execute("COMMIT")
@@ -197,11 +198,11 @@ class WriterProcess:
 
     ``start`` returns once the child has opened the file, or raises
     :class:`WriterProcessError`. :meth:`write` sends statements and waits for their
-    transaction (their rows are materialized and pickled here); ``SQLITE_BUSY`` comes
-    back as ``sqlite3.OperationalError`` (the caller retries later), any other failure
-    as :class:`WriterProcessError`. Any exception while talking to it (an interrupt
-    too) kills it: a pipe left mid-message is never used again. Not thread-safe: the
-    caller holds its connection lock around every call.
+    transaction (their rows are materialized and pickled here); ``SQLITE_BUSY`` and
+    ``SQLITE_LOCKED`` come back as ``sqlite3.OperationalError`` (the caller retries
+    later), any other failure as :class:`WriterProcessError`. Any exception while
+    talking to it (an interrupt too) kills it: a pipe left mid-message is never used
+    again. Not thread-safe: the caller holds its connection lock around every call.
     """
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
@@ -212,11 +213,16 @@ class WriterProcess:
 
     @classmethod
     def start(
-        cls, path: str, timeout: float, pragmas: list[str], ready_within: float = 10.0
+        cls,
+        path: str,
+        file_id: tuple[int, int],
+        timeout: float,
+        pragmas: list[str],
+        ready_within: float = 10.0,
     ) -> WriterProcess:
-        """Start a writer of the existing file ``path`` (an absolute path; connection
-        ``timeout`` and ``pragmas`` as the parent's), and wait until it has opened
-        the very file this process has open there."""
+        """Start a writer of the existing file ``path`` (an absolute path; its device and
+        inode ``file_id``, as this process opened it; connection ``timeout`` and
+        ``pragmas`` as this process's), and wait until it has opened that very file."""
         import subprocess  # (here: the writer process does not need it)
         import threading
 
@@ -226,7 +232,6 @@ class WriterProcess:
             # to run this file with)
             raise WriterProcessError(f"no Python interpreter to run ({sys.executable!r})")
         try:
-            stat = os.stat(path)
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__)],
                 stdin=subprocess.PIPE,
@@ -241,7 +246,7 @@ class WriterProcess:
         timer.daemon = True
         timer.start()
         try:
-            writer._send(("open", path, (stat.st_dev, stat.st_ino), os.getpid(), timeout, pragmas))
+            writer._send(("open", path, file_id, os.getpid(), timeout, pragmas))
             writer._answer()
         except BaseException:
             writer.kill()
@@ -272,10 +277,10 @@ class WriterProcess:
         """End the writer once it has written what it was sent (killed after ``wait``)."""
         import subprocess
 
-        _live_writers.discard(self)
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
+            _live_writers.discard(self)  # (after: a fork before lets go of the pipes)
             self.proc.wait(wait)
         except (OSError, subprocess.TimeoutExpired):
             self.kill()
@@ -305,7 +310,7 @@ class WriterProcess:
         try:
             for stream in (self.proc.stdin, self.proc.stdout):
                 if stream is not None and not stream.closed:
-                    os.dup2(null, stream.fileno())
+                    os.dup2(null, stream.fileno(), inheritable=False)
         finally:
             os.close(null)
         self.proc.returncode = 0  # (never waited for here: it is not this process's child)
@@ -353,7 +358,9 @@ def _serve(stdin: Any, stdout: Any) -> None:
         _, path, file_id, parent, timeout, pragmas = pickle.load(stdin)
     except (EOFError, pickle.UnpicklingError):
         return
-    _watch_parent(parent)
+    state = {"busy": False, "orphaned": False}
+    if sys.platform != "win32":  # (there, python.exe may be a launcher: its child runs)
+        _watch_parent(parent, state)
     try:
         # (mode=rw: never create a file; the parent's file, not one of the same name)
         conn = sqlite3.connect(
@@ -374,11 +381,12 @@ def _serve(stdin: Any, stdout: Any) -> None:
     answer(_OK)
     bulks: dict[tuple[str, int], Bulk] = {}
     try:
-        while True:
+        while not state["orphaned"]:
             try:
                 _, wire = pickle.load(stdin)
             except (EOFError, pickle.UnpicklingError):  # its parent closed it, or died
                 return
+            state["busy"] = True
             try:
                 statements = []
                 for sql, columns, rows in wire:
@@ -399,18 +407,23 @@ def _serve(stdin: Any, stdout: Any) -> None:
                 answer(_FAILED, f"{type(exc).__name__}: {exc}")
             else:
                 answer(_OK)
+            finally:
+                state["busy"] = False
     finally:
         conn.close()
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_parent(parent: int, state: dict[str, bool]) -> None:
     """End this process once its parent is gone, even while a forked grandchild keeps
-    its stdin open (SQLite rolls back a write in hand: nobody waits for it)."""
+    its stdin open: at once when idle, else after the write in hand."""
     import threading
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
+        state["orphaned"] = True
+        while state["busy"]:
+            time.sleep(0.1)
         os._exit(0)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -420,11 +433,11 @@ if __name__ == "__main__":
     import signal
 
     # A kernel's interrupt reaches its whole process group: this process ends only at
-    # the end of its stdin, after the write in hand.
+    # the end of its stdin or once its parent is gone, after the write in hand.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _serve(sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:  # its parent is gone
         os._exit(0)
-else:
+elif hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
     os.register_at_fork(after_in_child=_forget_writers_in_forked_child)

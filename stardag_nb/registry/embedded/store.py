@@ -373,7 +373,11 @@ class _Writer:
     ) -> None:
         self.conn = conn
         self.path = path
-        self.abs_path = os.path.abspath(path)  # (the writer process starts elsewhere)
+        # The file for the writer process: it may start in another working directory,
+        # and after the file was replaced (it must then fail, not write the new one).
+        self.abs_path = os.path.abspath(path)
+        stat = os.stat(path)
+        self.file_id = (stat.st_dev, stat.st_ino)
         self.env = env
         self.max_rows = max_rows
         self.interval = interval
@@ -564,14 +568,18 @@ class _Writer:
                     self._stop_process(f"failed: {exc}")
                     statements = [st for b in batches for st in b.statements(self.env)]
                     self._write(statements)
-                except sqlite3.OperationalError:  # busy: handled below
-                    raise
-                except BaseException:
-                    # Interrupted (the writer process is killed): the rows are kept for
-                    # the next write, here.
-                    self.process, self.process_failed = None, True
-                    self.failed = batches
-                    raise
+        except (KeyboardInterrupt, SystemExit):
+            # Interrupted (a transaction here was rolled back; a writer process was
+            # killed mid-message): the rows are kept and written by the next write, here
+            # (those of a writer's write it committed just before, a second time).
+            if self.process is not None and self.process.proc.returncode is not None:
+                self.process, self.process_failed = None, True
+                logger.warning("The registry writer process of %s was interrupted", self.path)
+            self.failed = batches
+            with self.lock:
+                self.retry_at = time.monotonic()
+                self.cond.notify()
+            raise
         except sqlite3.OperationalError as exc:
             # Busy, or trouble with the disk: keep the rows; the flusher retries.
             self.failed = batches
@@ -611,6 +619,7 @@ class _Writer:
         try:
             process = WriterProcess.start(
                 self.abs_path,
+                self.file_id,
                 schema.BUSY_TIMEOUT_SECONDS,
                 [*schema.CONNECTION_PRAGMAS, f"PRAGMA cache_size = -{_CACHE_KIB}"],
             )
