@@ -33,7 +33,10 @@ __all__ = ["Bulk", "Statement", "WriterProcess", "max_chunk_rows", "never", "wri
 
 _JSON_CHUNK_ROWS = 1024  # rows per JSON statement (a build's last write waits for one)
 _JSON_MAX_CHARS = 64 * 1024 * 1024  # a longer text (large task bodies) goes as parameters
-_MAX_CHUNK_ROWS = 256
+# Rows per VALUES statement: a whole write of a 1,000-task build took 22.5 ms of CPU in
+# statements of 256 rows, 18.8 ms in 64 (a layered build's, with long edge rows: 18.8 ->
+# 12.5 ms); 16 or 32 rows cost more again.
+_MAX_CHUNK_ROWS = 64
 _WIDEST_ROW = 11  # values in the widest row of a bulk statement
 
 
