@@ -21,7 +21,7 @@ import stardag_nb as sd
 from stardag_nb.registry import SQLiteRegistry
 from stardag_nb.utils.testing import target_roots_override
 
-from .test_sqlite_registry import RegLeaf, RegParent, _rows
+from .test_sqlite_registry import RegLeaf, RegParent, _rows, _wait_for
 
 # (processes read from /proc; os.fork)
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
@@ -36,13 +36,12 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _wait_for(predicate, seconds: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+def _wait_for_writer(registry: SQLiteRegistry) -> int:
+    """The pid of the registry's writer process, once it runs."""
+    assert _wait_for(lambda: registry._w.process is not None, 20)
+    process = registry._w.process
+    assert process is not None
+    return process.pid
 
 
 def _record_a_build(registry: SQLiteRegistry, before_end=lambda: None) -> None:  # type: ignore[no-untyped-def]
@@ -76,11 +75,9 @@ def test_the_writer_process_writes_what_this_process_would(tmp_path: Path) -> No
 
         def started(registry: SQLiteRegistry = registry, rows: int | None = rows) -> None:
             if rows is not None:  # it started at the first row; it writes from now on
-                assert _wait_for(lambda: registry._w.process is not None)
-                process = registry._w.process
-                assert process is not None and process.pid != os.getpid()
-                pids.append(process.pid)
-                assert _alive(process.pid)
+                pid = _wait_for_writer(registry)
+                assert pid != os.getpid() and _alive(pid)
+                pids.append(pid)
                 registry._w.flush()  # (a write of this process's may have been in flight)
                 changes.append(registry._w.conn.total_changes)
 
@@ -107,7 +104,7 @@ def test_a_build_goes_on_when_its_writer_process_dies(
     registry = SQLiteRegistry(db, writer_process_rows=1)
 
     def kill_it() -> None:
-        assert _wait_for(lambda: registry._w.process is not None)
+        _wait_for_writer(registry)
         process = registry._w.process
         assert process is not None
         os.kill(process.pid, signal.SIGKILL)
@@ -219,13 +216,6 @@ def test_a_large_build_writes_through_its_writer_process(tmp_path: Path) -> None
     assert len(tasks) == 4001 and {t.status for t in tasks} == {"completed"}
     registry.close()
     assert not _alive(process.pid)
-
-
-def _wait_for_writer(registry: SQLiteRegistry) -> int:
-    assert _wait_for(lambda: registry._w.process is not None)
-    process = registry._w.process
-    assert process is not None
-    return process.pid
 
 
 def test_a_relative_registry_path_is_written_after_a_change_of_directory(
@@ -343,7 +333,7 @@ def test_a_writer_that_cannot_start_leaves_the_writing_here(
     registry = SQLiteRegistry(tmp_path / "registry.sqlite3", writer_process_rows=1)
     build_id = registry.build_start()
     registry.task_register(build_id, RegLeaf(n=0))
-    assert _wait_for(lambda: registry._w.process_failed)
+    assert _wait_for(lambda: registry._w.process_failed, 20)
     for n in range(1, 10):
         registry.task_register(build_id, RegLeaf(n=n))
     registry.build_complete(build_id)

@@ -437,11 +437,12 @@ class _Writer:
         elif batch.rows >= self.max_rows and not self.urgent and batch.rows >= self._max_rows_now():
             self.urgent = True
             self.cond.notify()
-        if (
+        if (  # (on every call: the cheapest test first)
             self.process is None
-            and not (self.process_wanted or self.process_failed)
+            and self.process_rows is not None
+            and batch.rows + self.live_rows >= self.process_rows
             and self.live
-            and self._for_process()
+            and not (self.process_wanted or self.process_failed)
         ):
             self.process_wanted = True
             self.cond.notify()
@@ -555,26 +556,26 @@ class _Writer:
         batches = [*self.failed, batch] if batch.rows else self.failed
         if not batches:
             return
+
+        def statements() -> list[Statement]:  # (rows are made as they are written)
+            return [st for b in batches for st in b.statements(self.env)]
+
         try:
-            statements = [st for b in batches for st in b.statements(self.env)]
             process = self.process if os.getpid() == self.pid else None
             if process is None:
-                self._write(statements, self._json_now if beside and self.json else never)
+                self._write(statements(), self._json_now if beside and self.json else never)
             else:
                 try:
-                    process.write(statements)
-                except WriterProcessError as exc:
-                    # Written here instead (its statements' rows were used up).
+                    process.write(statements())
+                except WriterProcessError as exc:  # written here instead
                     self._stop_process(f"failed: {exc}")
-                    statements = [st for b in batches for st in b.statements(self.env)]
-                    self._write(statements)
+                    self._write(statements())
         except (KeyboardInterrupt, SystemExit):
             # Interrupted (a transaction here was rolled back; a writer process was
             # killed mid-message): the rows are kept and written by the next write, here
             # (those of a writer's write it committed just before, a second time).
             if self.process is not None and self.process.proc.returncode is not None:
-                self.process, self.process_failed = None, True
-                logger.warning("The registry writer process of %s was interrupted", self.path)
+                self._stop_process("was interrupted")
             self.failed = batches
             with self.lock:
                 self.retry_at = time.monotonic()
